@@ -1,0 +1,71 @@
+"""One session per backend: ``nox`` runs lint and the CPU ones; the GPU ones are asked for
+by name (``nox -s tests-cupy``, ``nox -s tests-torch_cuda``) on a machine with a GPU.
+
+Each tests session runs the same suite with ``PORTACONV_BACKEND`` (and
+``PORTACONV_DEVICE``) set, exactly as a user would select the backend.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import nox
+
+nox.options.sessions = ["lint", "tests-numpy", "tests-array_api_strict", "tests-torch"]
+nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = True
+
+
+def _run_tests(session: nox.Session, backend: str, device: str | None = None) -> None:
+    session.install(".[test]")
+    env = {"PORTACONV_BACKEND": backend}
+    if device:
+        env["PORTACONV_DEVICE"] = device
+    session.run("pytest", *session.posargs, env=env)
+
+
+def _require_gpu(session: nox.Session) -> None:
+    """Stop with a clear word, before installing anything, when no NVIDIA GPU is visible."""
+    smi = shutil.which("nvidia-smi")
+    listed = smi and subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.strip()
+    if not listed:
+        session.skip(
+            f"{session.name} needs an NVIDIA GPU and none is visible here (nvidia-smi -L "
+            "lists no device); run it on a machine with a GPU"
+        )
+    session.log(f"GPU: {listed}")
+
+
+@nox.session(name="tests-numpy")
+def tests_numpy(session: nox.Session) -> None:
+    _run_tests(session, "numpy")
+
+
+@nox.session(name="tests-array_api_strict")
+def tests_array_api_strict(session: nox.Session) -> None:
+    _run_tests(session, "array_api_strict")
+
+
+@nox.session(name="tests-torch")
+def tests_torch(session: nox.Session) -> None:
+    _run_tests(session, "torch", "cpu")
+
+
+@nox.session(name="tests-cupy")
+def tests_cupy(session: nox.Session) -> None:
+    _require_gpu(session)
+    session.install("cupy-cuda12x")
+    _run_tests(session, "cupy")
+
+
+@nox.session(name="tests-torch_cuda")
+def tests_torch_cuda(session: nox.Session) -> None:
+    _require_gpu(session)
+    _run_tests(session, "torch", "cuda")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "portaconv", "tests", "noxfile.py", "examples")

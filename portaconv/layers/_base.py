@@ -1,0 +1,196 @@
+"""What every layer shares: the call protocol and the checks that turn bad input into the
+library's own ValueError or TypeError (which layer, what it expected, what it got)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import array_api_compat
+from array_api_compat import array_namespace, device
+
+from ..backend import get_backend, to_backend, uniform
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(int(n)) for n in shape) + ")"
+
+
+class Layer:
+    """Base class: ``forward`` computes and remembers what ``backward`` needs.
+
+    Layers with parameters list them in ``param_names``; each parameter ``P`` is a plain
+    attribute with its gradient in ``dLdP`` (``W``/``dLdW``, ``b``/``dLdb``).
+    """
+
+    param_names: tuple[str, ...] = ()
+
+    def __call__(self, *args: Any) -> Any:
+        return self.forward(*args)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def parameters(self) -> dict[str, Any]:
+        """The layer's parameters by name (the arrays themselves, not copies)."""
+        return {p: getattr(self, p) for p in self.param_names}
+
+    def gradients(self) -> dict[str, Any]:
+        """The gradients of the last ``backward``, keyed like :meth:`parameters`."""
+        return {p: getattr(self, "dLd" + p) for p in self.param_names}
+
+    def zero_grad(self) -> None:
+        for p in self.param_names:
+            grad = getattr(self, "dLd" + p)
+            setattr(self, "dLd" + p, array_namespace(grad).zeros_like(grad))
+
+    # ------------------------------------------------------------------ argument checks
+
+    def _int_arg(self, arg: str, value: Any, minimum: int = 1) -> int:
+        """An integer hyper-parameter >= ``minimum`` (bool and float are refused)."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            if not (hasattr(value, "__index__") and not isinstance(value, bool)):
+                raise TypeError(
+                    f"{self.name}: {arg} must be an integer, got {value!r} "
+                    f"of type {type(value).__name__}"
+                )
+            value = value.__index__()
+        if value < minimum:
+            bound = "positive" if minimum == 1 else f">= {minimum}"
+            raise ValueError(f"{self.name}: {arg} must be {bound}, got {value}")
+        return int(value)
+
+    def _array_arg(self, x: Any, arg: str, layout: str, ndim: int | Sequence[int]) -> Any:
+        """Check an input array's type, dtype and rank; return its namespace.
+
+        ``layout`` names the axes the layer expects, e.g. ``"(N, C_in, H, W)"``.
+        """
+        if not array_api_compat.is_array_api_obj(x) or isinstance(x, (int, float, complex)):
+            raise TypeError(f"{self.name}: {arg} must be an array {layout}, got {type(x).__name__}")
+        xp = array_namespace(x)
+        if not xp.isdtype(x.dtype, "real floating"):
+            raise TypeError(
+                f"{self.name}: {arg} must be a real floating-point array (float32 or float64), "
+                f"got dtype {x.dtype}"
+            )
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            raise ValueError(
+                f"{self.name}: {arg} must have {want} dimensions {layout}, "
+                f"got {x.ndim} dimensions with shape {shape_str(x.shape)}"
+            )
+        return xp
+
+    def _axis_size(self, x: Any, arg: str, axis: int, what: str, expected: int) -> None:
+        if x.shape[axis] != expected:
+            raise ValueError(
+                f"{self.name}: {arg} must have {what}={expected} (axis {axis}), "
+                f"got shape {shape_str(x.shape)}"
+            )
+
+    def _same_place(self, x: Any, arg: str, param: Any) -> None:
+        """``x`` must live with the parameters: same library, same device, same dtype."""
+        try:
+            same_namespace = array_namespace(x, param) is not None
+        except TypeError:
+            same_namespace = False
+        if not same_namespace:
+            raise TypeError(
+                f"{self.name}: {arg} is a {_library(x)} array but the layer's parameters are "
+                f"{_library(param)} arrays; move the input with portaconv.backend.to_backend "
+                "or build the layer under the matching backend"
+            )
+        if device(x) != device(param):
+            raise ValueError(
+                f"{self.name}: {arg} is on device {device(x)} but the layer's parameters are "
+                f"on {device(param)}"
+            )
+        if x.dtype != param.dtype:
+            raise TypeError(
+                f"{self.name}: {arg} has dtype {x.dtype} but the layer's parameters are "
+                f"{param.dtype}; cast the input, or build the layer with "
+                "portaconv.set_backend(dtype=...) / PORTACONV_DTYPE"
+            )
+
+    def _gradient_arg(self, grad: Any, arg: str, expected_shape: Sequence[int], xp: Any) -> Any:
+        """Check an upstream gradient against the shape and namespace forward produced."""
+        if not array_api_compat.is_array_api_obj(grad):
+            raise TypeError(
+                f"{self.name}: {arg} must be an array of shape {shape_str(expected_shape)}, "
+                f"got {type(grad).__name__}"
+            )
+        if array_namespace(grad) is not xp:
+            raise TypeError(
+                f"{self.name}: {arg} is a {_library(grad)} array but forward ran on "
+                f"{_namespace_library(xp)} arrays"
+            )
+        if tuple(grad.shape) != tuple(expected_shape):
+            raise ValueError(
+                f"{self.name}: {arg} must have the shape of the forward output "
+                f"{shape_str(expected_shape)}, got {shape_str(grad.shape)}"
+            )
+        if not xp.isdtype(grad.dtype, "real floating"):
+            raise TypeError(
+                f"{self.name}: {arg} must be a real floating-point array, got dtype {grad.dtype}"
+            )
+        return xp
+
+    def _forward_done(self, *attributes: str) -> None:
+        if any(getattr(self, a, None) is None for a in attributes):
+            raise ValueError(f"{self.name}: backward called before forward")
+
+    # -------------------------------------------------------------------- parameters
+
+    def _init_param(
+        self,
+        init_fn: Callable[..., Any] | None,
+        fn_name: str,
+        shape: tuple[int, ...],
+        bound: float,
+    ) -> Any:
+        """Create one parameter on the active backend.
+
+        ``init_fn(*shape)`` may return any array (NumPy included); without one, draw from
+        U(-bound, bound) like PyTorch's default (kaiming-uniform with a=sqrt(5) for weights).
+        """
+        backend = get_backend()
+        if init_fn is None:
+            return uniform(shape, bound, backend)
+        value = init_fn(*shape)
+        try:
+            param = to_backend(value, backend)
+        except Exception as exc:
+            raise TypeError(
+                f"{self.name}: {fn_name}{shape_str(shape)} must return an array, "
+                f"got {type(value).__name__}"
+            ) from exc
+        if tuple(param.shape) != shape:
+            raise ValueError(
+                f"{self.name}: {fn_name}{shape_str(shape)} must return an array of shape "
+                f"{shape_str(shape)}, got {shape_str(param.shape)}"
+            )
+        return param
+
+
+def fan_in_bound(fan_in: int) -> float:
+    """PyTorch's default init bound for weights and biases: 1 / sqrt(fan_in)."""
+    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+def _namespace_library(xp: Any) -> str:
+    name = xp.__name__
+    for key, label in (("torch", "PyTorch"), ("cupy", "CuPy"), ("numpy", "NumPy")):
+        if key in name:
+            return label
+    return "array-api-strict" if "array_api_strict" in name else name
+
+
+def _library(x: Any) -> str:
+    for name in ("numpy", "torch", "cupy"):
+        if getattr(array_api_compat, f"is_{name}_array")(x):
+            return {"numpy": "NumPy", "torch": "PyTorch", "cupy": "CuPy"}[name]
+    module = type(x).__module__.split(".")[0]
+    return "array-api-strict" if module == "array_api_strict" else module

@@ -1,0 +1,165 @@
+"""Elementwise activations and softmax: ``forward(Z) -> A``, ``backward(dLdA) -> dLdZ``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..backend import erf
+from ._base import Layer
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+class Activation(Layer):
+    """Base for activations: forward keeps what the derivative needs."""
+
+    def __init__(self) -> None:
+        self.Z = None
+        self.A = None
+        self._xp = None
+
+    def __repr__(self) -> str:
+        return f"{self.name}()"
+
+    def forward(self, Z: Any) -> Any:
+        xp = self._array_arg(Z, "Z", "(N, ...)", range(0, 64))
+        self.Z, self._xp = Z, xp
+        self.A = self._apply(xp, Z)
+        return self.A
+
+    def backward(self, dLdA: Any) -> Any:
+        self._forward_done("A")
+        xp = self._gradient_arg(dLdA, "dLdA", tuple(self.A.shape), self._xp)
+        return self._chain(xp, dLdA)
+
+    def _apply(self, xp: Any, Z: Any) -> Any:
+        raise NotImplementedError
+
+    def _chain(self, xp: Any, dLdA: Any) -> Any:
+        """dLdZ from dLdA, elementwise: dLdA * f'(Z)."""
+        raise NotImplementedError
+
+
+class Identity(Activation):
+    """A = Z."""
+
+    def _apply(self, xp, Z):
+        return Z
+
+    def _chain(self, xp, dLdA):
+        return dLdA
+
+
+class Sigmoid(Activation):
+    """A = 1 / (1 + exp(-Z)), evaluated without overflow for large |Z|."""
+
+    def _apply(self, xp, Z):
+        e = xp.exp(-xp.abs(Z))
+        return xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+    def _chain(self, xp, dLdA):
+        return dLdA * self.A * (1.0 - self.A)
+
+
+class Tanh(Activation):
+    """A = tanh(Z)."""
+
+    def _apply(self, xp, Z):
+        return xp.tanh(Z)
+
+    def _chain(self, xp, dLdA):
+        return dLdA * (1.0 - self.A * self.A)
+
+
+class ReLU(Activation):
+    """A = max(Z, 0); the derivative at 0 is taken as 0, as in PyTorch."""
+
+    def _apply(self, xp, Z):
+        return xp.where(Z > 0, Z, xp.zeros_like(Z))
+
+    def _chain(self, xp, dLdA):
+        return xp.where(self.Z > 0, dLdA, xp.zeros_like(dLdA))
+
+
+class LeakyReLU(Activation):
+    """A = Z for Z > 0, negative_slope * Z otherwise (PyTorch's default slope 0.01)."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+            raise TypeError(
+                f"LeakyReLU: negative_slope must be a number, got {type(negative_slope).__name__}"
+            )
+        self.negative_slope = float(negative_slope)
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU(negative_slope={self.negative_slope})"
+
+    def _apply(self, xp, Z):
+        return xp.where(Z > 0, Z, Z * self.negative_slope)
+
+    def _chain(self, xp, dLdA):
+        return xp.where(self.Z > 0, dLdA, dLdA * self.negative_slope)
+
+
+class GELU(Activation):
+    """A = Z * Phi(Z) with Phi the standard normal CDF (``approximate="tanh"``: the tanh form).
+
+    Same results as ``torch.nn.GELU(approximate=...)``.
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def __repr__(self) -> str:
+        return f"GELU(approximate={self.approximate!r})"
+
+    def _apply(self, xp, Z):
+        if self.approximate == "tanh":
+            self._t = xp.tanh(_SQRT_2_OVER_PI * (Z + 0.044715 * Z * Z * Z))
+            return 0.5 * Z * (1.0 + self._t)
+        self._cdf = 0.5 * (1.0 + erf(Z / _SQRT_2))
+        return Z * self._cdf
+
+    def _chain(self, xp, dLdA):
+        Z = self.Z
+        if self.approximate == "tanh":
+            t = self._t
+            inner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * Z * Z)
+            return dLdA * (0.5 * (1.0 + t) + 0.5 * Z * (1.0 - t * t) * inner)
+        return dLdA * (self._cdf + Z * xp.exp(-0.5 * Z * Z) * _INV_SQRT_2PI)
+
+
+class Softmax(Activation):
+    """A = exp(Z) / sum(exp(Z)) along ``dim`` (default the last axis: classes of (N, C)).
+
+    Backward uses the Jacobian-vector product ``A * (dLdA - sum(dLdA * A))``, no loop.
+    """
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"Softmax: dim must be an integer, got {type(dim).__name__}")
+        self.dim = dim
+
+    def __repr__(self) -> str:
+        return f"Softmax(dim={self.dim})"
+
+    def _apply(self, xp, Z):
+        if not -Z.ndim <= self.dim < max(Z.ndim, 1):
+            raise ValueError(
+                f"Softmax: dim={self.dim} is out of range for Z with {Z.ndim} dimensions"
+            )
+        shifted = Z - xp.max(Z, axis=self.dim, keepdims=True)
+        e = xp.exp(shifted)
+        return e / xp.sum(e, axis=self.dim, keepdims=True)
+
+    def _chain(self, xp, dLdA):
+        A = self.A
+        return A * (dLdA - xp.sum(dLdA * A, axis=self.dim, keepdims=True))

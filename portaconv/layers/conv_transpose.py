@@ -1,0 +1,135 @@
+"""Transposed convolution with the handout's semantics.
+
+``ConvTranspose{1,2}d(in_channels, out_channels, kernel_size, upsampling_factor)`` computes
+what the handout defines: upsample the input by zero insertion (factor k), then a stride-1
+valid convolution with ``W`` of shape (C_out, C_in, K, ..., K)::
+
+    Z = Conv_stride1(Upsample(A, k), W) + b,     out = k * (in - 1) + 1 - K + 1
+
+This is *not* ``torch.nn.ConvTranspose`` with the same weight tensor. The two agree with::
+
+    torch.nn.functional.conv_transpose2d(
+        A, W.flip(-1, -2).transpose(0, 1), b, stride=k, padding=K - 1)
+
+i.e. PyTorch's weight is ours flipped in space with the channel axes swapped, stride is the
+upsampling factor and padding is ``K - 1``.
+
+It is computed without materialising the zeros: the forward pass is the input-gradient of a
+stride-k convolution (a matrix product, then a col2im scatter), and the backward pass is a
+stride-k convolution of the gradient, so no work is spent on inserted zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from ..backend import col2im, im2col, pad_spatial
+from ._base import Layer, fan_in_bound, shape_str
+
+_LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
+
+
+class _ConvTransposeNd(Layer):
+    _nd = 0
+    param_names = ("W", "b")
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        upsampling_factor: int,
+        weight_init_fn: Callable[..., Any] | None = None,
+        bias_init_fn: Callable[..., Any] | None = None,
+    ) -> None:
+        self.in_channels = self._int_arg("in_channels", in_channels)
+        self.out_channels = self._int_arg("out_channels", out_channels)
+        self.kernel_size = self._int_arg("kernel_size", kernel_size)
+        self.upsampling_factor = self._int_arg("upsampling_factor", upsampling_factor)
+        kernel = (self.kernel_size,) * self._nd
+        bound = fan_in_bound(self.in_channels * math.prod(kernel))
+        w_shape = (self.out_channels, self.in_channels, *kernel)
+        self.W = self._init_param(weight_init_fn, "weight_init_fn", w_shape, bound)
+        self.b = self._init_param(bias_init_fn, "bias_init_fn", (self.out_channels,), bound)
+        xp = array_namespace(self.W)
+        self.dLdW = xp.zeros_like(self.W)
+        self.dLdb = xp.zeros_like(self.b)
+        self._A = None
+        self._out_shape: tuple[int, ...] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.name}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"upsampling_factor={self.upsampling_factor})"
+        )
+
+    def _kernel_matrix(self, xp: Any) -> Any:
+        """W flipped in space, channels swapped, as (C_in, C_out * K**d) (PyTorch's layout)."""
+        spatial = tuple(range(2, self._nd + 2))
+        V = xp.permute_dims(xp.flip(self.W, axis=spatial), (1, 0, *spatial))
+        return xp.reshape(V, (self.in_channels, -1))
+
+    def forward(self, A: Any) -> Any:
+        """``A`` (N, C_in, *in) -> ``Z`` (N, C_out, *(k (in - 1) + 2 - K))."""
+        xp = self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
+        self._axis_size(A, "A", 1, "C_in", self.in_channels)
+        self._same_place(A, "A", self.W)
+        nd, K, k = self._nd, self.kernel_size, self.upsampling_factor
+        in_size = tuple(A.shape[2:])
+        upsampled = tuple(k * (n - 1) + 1 for n in in_size)
+        if any(n < K for n in upsampled):
+            raise ValueError(
+                f"{self.name}: kernel_size={K} is larger than the upsampled input "
+                f"{shape_str(upsampled)} (input {shape_str(in_size)}, upsampling_factor={k})"
+            )
+        N = A.shape[0]
+        A2 = xp.reshape(A, (N, self.in_channels, math.prod(in_size)))
+        cols = xp.matmul(xp.matrix_transpose(self._kernel_matrix(xp)), A2)
+        cols = xp.reshape(cols, (N, self.out_channels, K**nd, *in_size))
+        full = (N, self.out_channels, *(k * (n - 1) + K for n in in_size))
+        Z = col2im(cols, full, (K,) * nd, (k,) * nd, in_size)
+        Z = Z[(..., *(slice(K - 1, K - 1 + n - K + 1) for n in upsampled))]
+        Z = Z + xp.reshape(self.b, (self.out_channels,) + (1,) * nd)
+        self._A, self._out_shape = A, tuple(Z.shape)
+        return Z
+
+    def backward(self, dLdZ: Any) -> Any:
+        """``dLdZ`` (N, C_out, *out) -> ``dLdA`` (N, C_in, *in); sets ``dLdW`` and ``dLdb``."""
+        self._forward_done("_A")
+        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, array_namespace(self.W))
+        nd, K, k = self._nd, self.kernel_size, self.upsampling_factor
+        N, in_size = self._A.shape[0], tuple(self._A.shape[2:])
+        L = math.prod(in_size)
+        cols = im2col(pad_spatial(dLdZ, (K - 1,) * nd), (K,) * nd, (k,) * nd, in_size)
+        cols = xp.reshape(cols, (N, self.out_channels * K**nd, L))
+        dA = xp.reshape(xp.matmul(self._kernel_matrix(xp), cols), (N, self.in_channels, *in_size))
+
+        A2 = xp.reshape(self._A, (N, self.in_channels, L))
+        dV = xp.tensordot(A2, cols, axes=((0, 2), (0, 2)))
+        dV = xp.reshape(dV, (self.in_channels, self.out_channels, *(K,) * nd))
+        spatial = tuple(range(2, nd + 2))
+        self.dLdW = xp.flip(xp.permute_dims(dV, (1, 0, *spatial)), axis=spatial)
+        self.dLdb = xp.sum(dLdZ, axis=(0, *spatial))
+        return dA
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """Upsample (factor ``upsampling_factor``) then stride-1 Conv1d; see the module docstring.
+
+    ``A`` (N, C_in, W_in) -> ``Z`` (N, C_out, k (W_in - 1) + 2 - K).
+    """
+
+    _nd = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """Upsample (factor ``upsampling_factor``) then stride-1 Conv2d; see the module docstring.
+
+    ``A`` (N, C_in, H, W) -> ``Z`` (N, C_out, k (H - 1) + 2 - K, k (W - 1) + 2 - K).
+    """
+
+    _nd = 2

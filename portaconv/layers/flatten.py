@@ -1,0 +1,30 @@
+"""Flatten: (N, C, *spatial) -> (N, C * prod(spatial)), and back."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._base import Layer
+
+
+class Flatten(Layer):
+    """Reshape every sample to one row in C order: ``A`` (N, ...) -> ``Z`` (N, prod(...))."""
+
+    def __init__(self) -> None:
+        self._in_shape: tuple[int, ...] | None = None
+        self._xp = None
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+    def forward(self, A: Any) -> Any:
+        xp = self._array_arg(A, "A", "(N, ...)", range(1, 64))
+        self._in_shape, self._xp = tuple(A.shape), xp
+        return xp.reshape(A, (A.shape[0], math.prod(A.shape[1:])))
+
+    def backward(self, dLdZ: Any) -> Any:
+        self._forward_done("_in_shape")
+        N = self._in_shape[0]
+        xp = self._gradient_arg(dLdZ, "dLdZ", (N, math.prod(self._in_shape[1:])), self._xp)
+        return xp.reshape(dLdZ, self._in_shape)

@@ -1,0 +1,62 @@
+"""Fully connected layer: ``Z = A W^T + b`` with PyTorch's parameter shapes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from ._base import Layer, fan_in_bound
+
+
+class Linear(Layer):
+    """``A`` (N, in_features) -> ``Z`` (N, out_features); leading axes beyond N are allowed.
+
+    ``W`` (out_features, in_features), ``b`` (out_features,), as ``torch.nn.Linear``.
+    ``weight_init_fn(out_features, in_features)`` and ``bias_init_fn(out_features)`` are
+    called once, here; without them PyTorch's default U(-1/sqrt(in), 1/sqrt(in)) is drawn.
+    Gradients are sums over the batch (not averaged), like every layer's.
+    """
+
+    param_names = ("W", "b")
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        weight_init_fn: Callable[..., Any] | None = None,
+        bias_init_fn: Callable[..., Any] | None = None,
+    ) -> None:
+        self.in_features = self._int_arg("in_features", in_features)
+        self.out_features = self._int_arg("out_features", out_features)
+        bound = fan_in_bound(self.in_features)
+        shape = (self.out_features, self.in_features)
+        self.W = self._init_param(weight_init_fn, "weight_init_fn", shape, bound)
+        self.b = self._init_param(bias_init_fn, "bias_init_fn", (self.out_features,), bound)
+        xp = array_namespace(self.W)
+        self.dLdW = xp.zeros_like(self.W)
+        self.dLdb = xp.zeros_like(self.b)
+        self._A = None
+
+    def __repr__(self) -> str:
+        return f"Linear({self.in_features}, {self.out_features})"
+
+    def forward(self, A: Any) -> Any:
+        xp = self._array_arg(A, "A", "(N, in_features)", range(2, 64))
+        self._axis_size(A, "A", A.ndim - 1, "in_features", self.in_features)
+        self._same_place(A, "A", self.W)
+        self._A = A
+        return xp.matmul(A, xp.matrix_transpose(self.W)) + self.b
+
+    def backward(self, dLdZ: Any) -> Any:
+        self._forward_done("_A")
+        shape = (*self._A.shape[:-1], self.out_features)
+        xp = self._gradient_arg(dLdZ, "dLdZ", shape, array_namespace(self.W))
+        rows = math.prod(shape[:-1])
+        dZ = xp.reshape(dLdZ, (rows, self.out_features))
+        A = xp.reshape(self._A, (rows, self.in_features))
+        self.dLdW = xp.matmul(xp.matrix_transpose(dZ), A)
+        self.dLdb = xp.sum(dZ, axis=0)
+        return xp.matmul(dLdZ, self.W)

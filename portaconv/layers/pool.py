@@ -1,0 +1,124 @@
+"""Max and mean pooling in 1-d and 2-d, computed directly for any stride.
+
+Each window is visited as a loop over the kernel offsets (strided slices of the input), so
+nothing the size of the unfolded input is built. Max pooling keeps the first maximum in
+row-major order within the window (the handout's rule) and propagates NaN like PyTorch;
+backward sends each output gradient to that one input. Mean pooling spreads it evenly.
+
+    out = floor((in - kernel) / stride) + 1        (no padding; PyTorch's ceil_mode=False)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from array_api_compat import device
+
+from ..backend import conv_out_size, kernel_offsets, slice_add, window_index, windows
+from ._base import Layer, shape_str
+
+_LAYOUT = {1: "(N, C, W_in)", 2: "(N, C, H_in, W_in)"}
+
+
+class _PoolNd(Layer):
+    _nd = 0
+    _max = True
+
+    def __init__(self, kernel: int, stride: int | None = None) -> None:
+        self.kernel = self._int_arg("kernel", kernel)
+        self.stride = self.kernel if stride is None else self._int_arg("stride", stride)
+        self._in_shape: tuple[int, ...] | None = None
+        self._out_shape: tuple[int, ...] | None = None
+        self._xp = None
+        self._argmax = None  # index of the chosen kernel offset, per output element
+
+    def __repr__(self) -> str:
+        return f"{self.name}(kernel={self.kernel}, stride={self.stride})"
+
+    @property
+    def kernel_size(self) -> int:
+        return self.kernel
+
+    def _geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        nd = self._nd
+        out = self._out_shape[2:]
+        return (self.kernel,) * nd, (self.stride,) * nd, out
+
+    def forward(self, A: Any) -> Any:
+        """``A`` (N, C, *in) -> ``Z`` (N, C, *out)."""
+        xp = self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
+        if any(n < self.kernel for n in A.shape[2:]):
+            raise ValueError(
+                f"{self.name}: kernel={self.kernel} is larger than the input "
+                f"{shape_str(A.shape[2:])}"
+            )
+        out = tuple(conv_out_size(n, self.kernel, self.stride) for n in A.shape[2:])
+        self._in_shape, self._out_shape, self._xp = tuple(A.shape), (*A.shape[:2], *out), xp
+        views = windows(A, *self._geometry())
+        if not self._max:
+            Z = views[0]
+            for view in views[1:]:
+                Z = Z + view
+            return Z / math.prod(self._geometry()[0])
+        Z = views[0]
+        argmax = xp.zeros(Z.shape, dtype=xp.int32, device=device(A))
+        for k, view in enumerate(views[1:], start=1):
+            # strictly greater keeps the first maximum; a NaN wins over any number, once
+            better = (view > Z) | (xp.isnan(view) & ~xp.isnan(Z))
+            Z = xp.where(better, view, Z)
+            argmax = xp.where(better, xp.asarray(k, dtype=xp.int32, device=device(A)), argmax)
+        self._argmax = argmax
+        return Z
+
+    def backward(self, dLdZ: Any) -> Any:
+        """``dLdZ`` (N, C, *out) -> ``dLdA`` (N, C, *in)."""
+        self._forward_done("_in_shape")
+        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._xp)
+        kernel, stride, out = self._geometry()
+        dLdA = xp.zeros(self._in_shape, dtype=dLdZ.dtype, device=device(dLdZ))
+        zero = xp.zeros((), dtype=dLdZ.dtype, device=device(dLdZ))
+        share = dLdZ / math.prod(kernel)
+        for k, offset in enumerate(kernel_offsets(kernel)):
+            window = window_index(offset, stride, out)
+            grad = xp.where(self._argmax == k, dLdZ, zero) if self._max else share
+            dLdA = slice_add(dLdA, window, grad)
+        return dLdA
+
+
+class MaxPool1d(_PoolNd):
+    """Max over windows of ``kernel`` samples every ``stride``: (N, C, W) -> (N, C, W_out)."""
+
+    _nd, _max = 1, True
+
+
+class MeanPool1d(_PoolNd):
+    """Mean over windows of ``kernel`` samples every ``stride``: (N, C, W) -> (N, C, W_out)."""
+
+    _nd, _max = 1, False
+
+
+class MaxPool2d(_PoolNd):
+    """Max over ``kernel`` x ``kernel`` windows every ``stride``; first maximum wins ties."""
+
+    _nd, _max = 2, True
+
+
+class MeanPool2d(_PoolNd):
+    """Mean over ``kernel`` x ``kernel`` windows every ``stride``."""
+
+    _nd, _max = 2, False
+
+
+class MaxPool2d_stride1(MaxPool2d):
+    """Max pooling with stride 1: (N, C, H, W) -> (N, C, H - K + 1, W - K + 1)."""
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__(kernel, 1)
+
+
+class MeanPool2d_stride1(MeanPool2d):
+    """Mean pooling with stride 1: (N, C, H, W) -> (N, C, H - K + 1, W - K + 1)."""
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__(kernel, 1)

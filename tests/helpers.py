@@ -1,0 +1,118 @@
+"""Test helpers: the oracle (PyTorch autograd in float64), one assertion with dtype-aware
+tolerances, and a float64 finite-difference gradient check for any layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from array_api_compat import array_namespace, device
+
+from portaconv.backend import Backend, to_backend, to_numpy
+
+TOLERANCES = {  # (rtol, atol relative to the largest expected magnitude)
+    "float64": (1e-10, 1e-10),
+    "float32": (2e-4, 2e-5),
+}
+
+
+def rounded(x: np.ndarray, dtype: str) -> np.ndarray:
+    """``x`` as the backend will see it: rounded to ``dtype``, returned as float64."""
+    return np.asarray(x, dtype=dtype).astype(np.float64)
+
+
+def on(backend: Backend, x: np.ndarray) -> Any:
+    """A NumPy array moved to the backend, in the backend's dtype."""
+    return to_backend(np.asarray(x), backend)
+
+
+def assert_close(actual: Any, expected: np.ndarray, backend: Backend, what: str = "") -> None:
+    """``actual`` lives on ``backend`` with its dtype and matches ``expected`` numerically."""
+    assert_on_backend(actual, backend, what)
+    rtol, atol = TOLERANCES[backend.dtype_name]
+    got = to_numpy(actual).astype(np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape} != expected {expected.shape}"
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+def assert_on_backend(x: Any, backend: Backend, what: str = "") -> None:
+    """``x`` is an array of the backend's namespace, on its device, in its dtype."""
+    assert array_namespace(x) is backend.xp, f"{what}: wrong namespace {type(x)}"
+    assert device(x) == backend.device, f"{what}: on {device(x)}, expected {backend.device}"
+    assert x.dtype == backend.dtype, f"{what}: dtype {x.dtype}, expected {backend.dtype}"
+
+
+def torch_reference(
+    fn: Callable[..., torch.Tensor], inputs: dict[str, np.ndarray], grad_out: np.ndarray | None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run ``fn(**inputs)`` in float64 PyTorch; return the output and d(out . grad_out)/d input."""
+    tensors = {
+        k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True)
+        for k, v in inputs.items()
+    }
+    out = fn(**tensors)
+    grads = {}
+    if grad_out is not None:
+        out.backward(torch.tensor(np.asarray(grad_out, dtype=np.float64)))
+        grads = {
+            k: t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+            for k, t in tensors.items()
+        }
+    return out.detach().numpy(), grads
+
+
+def snapshot(x: Any) -> np.ndarray:
+    """A NumPy copy, to check later that a layer did not modify its input."""
+    return np.array(to_numpy(x), copy=True)
+
+
+def finite_difference_check(
+    layer: Any,
+    A: Any,
+    *,
+    params: tuple[str, ...] = (),
+    eps: float = 1e-6,
+    seed: int = 0,
+    rtol: float = 1e-6,
+) -> None:
+    """Compare backward with central differences of ``L = sum(R * forward(A))`` in float64.
+
+    Checked along random directions (Chainer's ``gradient_check``): for input and each named
+    parameter P, ``<dL/dP, V>`` against ``(L(P + eps V) - L(P - eps V)) / (2 eps)``.
+    """
+    xp = array_namespace(A)
+    assert A.dtype == xp.float64, "finite differences need float64"
+    gen = np.random.default_rng(seed)
+
+    def like(x):
+        return xp.asarray(gen.standard_normal(tuple(x.shape)), dtype=xp.float64, device=device(x))
+
+    Z = layer.forward(A)
+    R = like(Z)
+
+    def loss(a):
+        return float(xp.sum(R * layer.forward(a)))
+
+    layer.forward(A)
+    dLdA = layer.backward(R)
+    grads = {p: getattr(layer, "dLd" + p) for p in params}
+
+    V = like(A)
+    numeric = (loss(A + eps * V) - loss(A - eps * V)) / (2 * eps)
+    analytic = float(xp.sum(dLdA * V))
+    np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=1e-8, err_msg="dLdA")
+    for p in params:
+        P = getattr(layer, p)
+        V = like(P)
+        setattr(layer, p, P + eps * V)
+        plus = loss(A)
+        setattr(layer, p, P - eps * V)
+        minus = loss(A)
+        setattr(layer, p, P)
+        numeric = (plus - minus) / (2 * eps)
+        analytic = float(xp.sum(grads[p] * V))
+        np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=1e-8, err_msg=f"dLd{p}")

@@ -1,0 +1,512 @@
+"""Every layer, forward and backward, against PyTorch autograd in float64.
+
+Each case builds a portaconv layer and the same computation from ``torch.nn.functional``
+with the same weights; both see the same inputs (rounded to the test dtype first). The
+portaconv output and every gradient must match the oracle, come back as arrays of the
+backend's namespace, device and dtype, and leave the inputs untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+import portaconv.layers as L
+
+from .helpers import assert_close, finite_difference_check, on, rounded, snapshot, torch_reference
+
+
+@dataclass
+class Case:
+    """One layer configuration and its PyTorch twin.
+
+    ``torch_fn(A, **params)`` recomputes the layer's output from the input and the layer's
+    parameters (named as the layer's attributes: W, b).
+    """
+
+    id: str
+    make: Callable[..., Any]  # (weight_init_fn, bias_init_fn) -> layer, or () -> layer
+    in_shape: tuple[int, ...]
+    torch_fn: Callable[..., torch.Tensor]
+    params: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    kink: float | None = None  # redraw inputs closer than this to a kink (ReLU at 0, ...)
+
+
+def _conv(nd, cin, cout, size, k, stride=1, padding=0, n=2, stride1=False):
+    cls = {
+        (1, False): L.Conv1d,
+        (2, False): L.Conv2d,
+        (1, True): L.Conv1d_stride1,
+        (2, True): L.Conv2d_stride1,
+    }[nd, stride1]
+    conv = F.conv1d if nd == 1 else F.conv2d
+    spatial = (size,) * nd if isinstance(size, int) else size
+
+    def make(wf, bf):
+        if stride1:
+            return cls(cin, cout, k, weight_init_fn=wf, bias_init_fn=bf)
+        return cls(cin, cout, k, stride=stride, padding=padding, weight_init_fn=wf, bias_init_fn=bf)
+
+    return Case(
+        f"{cls.__name__}-c{cin}to{cout}-in{spatial}-k{k}-s{stride}-p{padding}-n{n}",
+        make,
+        (n, cin, *spatial),
+        lambda A, W, b: conv(A, W, b, stride=stride, padding=padding),
+        {"W": (cout, cin, *(k,) * nd), "b": (cout,)},
+    )
+
+
+def _conv_transpose(nd, cin, cout, size, k, factor, n=2):
+    cls = L.ConvTranspose1d if nd == 1 else L.ConvTranspose2d
+    conv_t = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
+    spatial = tuple(range(2, nd + 2))
+
+    def torch_fn(A, W, b):
+        # the documented conversion: flip in space, swap channel axes, stride k, padding K-1
+        return conv_t(A, W.flip(spatial).transpose(0, 1), b, stride=factor, padding=k - 1)
+
+    return Case(
+        f"{cls.__name__}-c{cin}to{cout}-in{size}-k{k}-up{factor}",
+        lambda wf, bf: cls(cin, cout, k, factor, weight_init_fn=wf, bias_init_fn=bf),
+        (n, cin, *(size,) * nd),
+        torch_fn,
+        {"W": (cout, cin, *(k,) * nd), "b": (cout,)},
+    )
+
+
+def _pool(cls, nd, size, kernel, stride, n=2, c=3):
+    is_max = "Max" in cls.__name__
+    fn = {
+        (1, True): F.max_pool1d,
+        (2, True): F.max_pool2d,
+        (1, False): F.avg_pool1d,
+        (2, False): F.avg_pool2d,
+    }[nd, is_max]
+    spatial = (size,) * nd if isinstance(size, int) else size
+    if cls in (L.MaxPool2d_stride1, L.MeanPool2d_stride1):
+        make = lambda: cls(kernel)  # noqa: E731
+    else:
+        make = lambda: cls(kernel, stride)  # noqa: E731
+    return Case(
+        f"{cls.__name__}-in{spatial}-k{kernel}-s{stride}",
+        make,
+        (n, c, *spatial),
+        lambda A: fn(A, kernel, stride),
+        kink=1e-3 if is_max else None,  # ties between window elements are tested on their own
+    )
+
+
+def _upsample(nd, factor, size):
+    cls = L.Upsample1d if nd == 1 else L.Upsample2d
+    conv_t = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
+
+    def torch_fn(A):  # zero insertion == transposed convolution with a unit kernel, stride k
+        N, C = A.shape[:2]
+        one = torch.ones((1, 1) + (1,) * nd, dtype=A.dtype)
+        Z = conv_t(A.reshape(N * C, 1, *A.shape[2:]), one, stride=factor)
+        return Z.reshape(N, C, *Z.shape[2:])
+
+    return Case(
+        f"{cls.__name__}-k{factor}-in{size}", lambda: cls(factor), (2, 3, *(size,) * nd), torch_fn
+    )
+
+
+def _downsample(nd, factor, size):
+    cls = L.Downsample1d if nd == 1 else L.Downsample2d
+    pool = F.avg_pool1d if nd == 1 else F.avg_pool2d  # a 1-wide window every k: the k-th samples
+    return Case(
+        f"{cls.__name__}-k{factor}-in{size}",
+        lambda: cls(factor),
+        (2, 3, *(size,) * nd),
+        lambda A: pool(A, 1, factor),
+    )
+
+
+def _activation(cls, fn, kink=None, shape=(4, 7), **kwargs):
+    return Case(
+        f"{cls.__name__}{kwargs or ''}-{shape}",
+        lambda: cls(**kwargs),
+        shape,
+        lambda A: fn(A),
+        kink=kink,
+    )
+
+
+CASES = [
+    # Conv1d: odd widths, kernel 1, kernel = width, stride > kernel, padding, batch 1
+    _conv(1, 3, 4, 11, 3),
+    _conv(1, 2, 5, 10, 1),
+    _conv(1, 3, 2, 7, 7),
+    _conv(1, 4, 3, 13, 2, stride=3),
+    _conv(1, 3, 4, 9, 4, stride=2, padding=2),
+    _conv(1, 1, 1, 5, 3, padding=1, n=1),
+    _conv(1, 3, 4, 11, 3, stride1=True),
+    _conv(1, 24, 8, 128, 8, stride=4),
+    # Conv2d
+    _conv(2, 3, 4, 9, 3),
+    _conv(2, 2, 3, (7, 6), 1),
+    _conv(2, 2, 2, 5, 5),
+    _conv(2, 3, 2, 11, 2, stride=3),
+    _conv(2, 3, 4, 8, 3, stride=2, padding=1),
+    _conv(2, 1, 6, (13, 10), 5, stride=2, padding=2, n=1),
+    _conv(2, 2, 3, 7, 3, stride1=True),
+    _conv(2, 2, 2, 4, 3, padding=3),
+    # transposed convolution
+    _conv_transpose(1, 3, 2, 6, 3, 2),
+    _conv_transpose(1, 2, 3, 5, 1, 3),
+    _conv_transpose(1, 2, 2, 4, 4, 1),
+    _conv_transpose(2, 3, 2, 4, 3, 2),
+    _conv_transpose(2, 2, 3, 3, 2, 3),
+    _conv_transpose(2, 1, 2, 5, 5, 2),
+    # pooling
+    _pool(L.MaxPool1d, 1, 11, 3, 2),
+    _pool(L.MaxPool1d, 1, 9, 2, 3),
+    _pool(L.MeanPool1d, 1, 11, 3, 2),
+    _pool(L.MeanPool1d, 1, 7, 7, 1),
+    _pool(L.MaxPool2d, 2, 9, 2, 2),
+    _pool(L.MaxPool2d, 2, (7, 8), 3, 2),
+    _pool(L.MaxPool2d, 2, 10, 2, 3),
+    _pool(L.MeanPool2d, 2, 9, 3, 2),
+    _pool(L.MeanPool2d, 2, (5, 6), 1, 2),
+    _pool(L.MaxPool2d_stride1, 2, 6, 3, 1),
+    _pool(L.MeanPool2d_stride1, 2, 6, 3, 1),
+    # resampling: odd and even widths
+    _upsample(1, 2, 7),
+    _upsample(1, 3, 4),
+    _upsample(2, 2, 5),
+    _upsample(2, 3, 4),
+    _downsample(1, 2, 7),
+    _downsample(1, 2, 8),
+    _downsample(1, 3, 10),
+    _downsample(2, 2, 5),
+    _downsample(2, 3, 6),
+    # flatten, linear
+    Case("Flatten-3d", lambda: L.Flatten(), (3, 4, 5), lambda A: A.reshape(3, -1)),
+    Case("Flatten-4d", lambda: L.Flatten(), (2, 3, 4, 5), lambda A: A.reshape(2, -1)),
+    Case(
+        "Linear-7to5",
+        lambda wf, bf: L.Linear(7, 5, wf, bf),
+        (4, 7),
+        lambda A, W, b: F.linear(A, W, b),
+        {"W": (5, 7), "b": (5,)},
+    ),
+    Case(
+        "Linear-batch1",
+        lambda wf, bf: L.Linear(3, 2, wf, bf),
+        (1, 3),
+        lambda A, W, b: F.linear(A, W, b),
+        {"W": (2, 3), "b": (2,)},
+    ),
+    Case(
+        "Linear-3d",
+        lambda wf, bf: L.Linear(4, 3, wf, bf),
+        (2, 5, 4),
+        lambda A, W, b: F.linear(A, W, b),
+        {"W": (3, 4), "b": (3,)},
+    ),
+    # activations
+    _activation(L.Identity, lambda A: A),
+    _activation(L.Sigmoid, torch.sigmoid),
+    _activation(L.Tanh, torch.tanh),
+    _activation(L.ReLU, F.relu, kink=1e-3),
+    _activation(L.LeakyReLU, lambda A: F.leaky_relu(A, 0.01), kink=1e-3),
+    _activation(L.LeakyReLU, lambda A: F.leaky_relu(A, 0.2), kink=1e-3, negative_slope=0.2),
+    _activation(L.GELU, F.gelu),
+    _activation(L.GELU, lambda A: F.gelu(A, approximate="tanh"), approximate="tanh"),
+    _activation(L.Softmax, lambda A: F.softmax(A, dim=-1)),
+    _activation(L.Softmax, lambda A: F.softmax(A, dim=1), shape=(2, 4, 3), dim=1),
+    _activation(L.ReLU, F.relu, kink=1e-3, shape=(2, 3, 4, 5)),
+]
+
+
+def _draw_input(case: Case, rng, dtype: str) -> np.ndarray:
+    A = rng.standard_normal(case.in_shape)
+    if case.kink is not None:  # keep clear of kinks and of ties, where the gradient is not unique
+        A = np.where(np.abs(A) < case.kink, A + 4 * case.kink, A)
+        A = A + np.arange(A.size).reshape(A.shape) * 1e-3 / A.size
+        A = rng.permuted(A.reshape(-1)).reshape(A.shape)
+    return rounded(A, dtype)
+
+
+def _build(case: Case, bk, rng):
+    """The layer on backend ``bk`` and its parameters as float64 NumPy (rounded to bk's dtype)."""
+    values = {k: rounded(rng.standard_normal(s), bk.dtype_name) for k, s in case.params.items()}
+    if not case.params:
+        return case.make(), values
+    layer = case.make(lambda *shape: values["W"], lambda *shape: values["b"])
+    return layer, values
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_forward_backward_match_torch(case: Case, bk, rng):
+    layer, params = _build(case, bk, rng)
+    A = _draw_input(case, rng, bk.dtype_name)
+    expected_Z, _ = torch_reference(case.torch_fn, {"A": A, **params}, None)
+    dLdZ = rounded(rng.standard_normal(expected_Z.shape), bk.dtype_name)
+    _, expected = torch_reference(case.torch_fn, {"A": A, **params}, dLdZ)
+
+    A_b, dLdZ_b = on(bk, A), on(bk, dLdZ)
+    A_before = snapshot(A_b)
+    Z = layer.forward(A_b)
+    assert_close(Z, expected_Z, bk, "Z")
+    dLdZ_before = snapshot(dLdZ_b)
+    dLdA = layer.backward(dLdZ_b)
+    assert_close(dLdA, expected["A"], bk, "dLdA")
+    for name in case.params:
+        assert_close(getattr(layer, "dLd" + name), expected[name], bk, "dLd" + name)
+    np.testing.assert_array_equal(snapshot(A_b), A_before, err_msg="forward/backward modified A")
+    np.testing.assert_array_equal(snapshot(dLdZ_b), dLdZ_before, err_msg="backward modified dLdZ")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_finite_differences(case: Case, bk64, rng):
+    layer, _ = _build(case, bk64, rng)
+    A = on(bk64, _draw_input(case, rng, "float64"))
+    finite_difference_check(layer, A, params=tuple(case.params))
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if len(c.in_shape) >= 3 and c.in_shape[-1] > 1], ids=lambda c: c.id
+)
+def test_non_contiguous_input(case: Case, bk, rng):
+    """A strided view (every other sample of a wider array) gives the same results."""
+    layer, params = _build(case, bk, rng)
+    A = _draw_input(case, rng, bk.dtype_name)
+    wide = np.zeros((*case.in_shape[:-1], 2 * case.in_shape[-1]))
+    wide[..., ::2] = A
+    view = on(bk, wide)[..., ::2]
+    expected_Z, _ = torch_reference(case.torch_fn, {"A": A, **params}, None)
+    dLdZ = rounded(rng.standard_normal(expected_Z.shape), bk.dtype_name)
+    _, expected = torch_reference(case.torch_fn, {"A": A, **params}, dLdZ)
+    assert_close(layer.forward(view), expected_Z, bk, "Z")
+    assert_close(layer.backward(on(bk, dLdZ)), expected["A"], bk, "dLdA")
+
+
+# ----------------------------------------------------------------- the handout's examples
+
+
+def test_conv2d_stride1_backward_worked_example(bk):
+    """Figure 15 of the handout (section 5.3.2): dLdb, dLdW and dLdA of a 3x3 kernel on 5x5."""
+    A = np.array(
+        [
+            [0, 2, -3, 2, -3],
+            [-2, -2, -2, -1, -2],
+            [-3, -3, 2, -2, 1],
+            [-3, -2, 1, -3, 1],
+            [0, -1, 0, 2, -3],
+        ],
+        dtype=float,
+    )
+    W = np.array([[-1, 0, -2], [1, 1, -1], [-1, -1, 0]], dtype=float)
+    dLdZ = np.array([[1, 0, 1], [1, 2, 3], [0, 1, 2]], dtype=float)
+    layer = L.Conv2d_stride1(
+        1, 1, 3, weight_init_fn=lambda *s: W.reshape(s), bias_init_fn=lambda *s: np.zeros(s)
+    )
+    layer.forward(on(bk, A[None, None]))
+    dLdA = layer.backward(on(bk, dLdZ[None, None]))
+    assert_close(layer.dLdb, np.array([11.0]), bk, "dLdb")
+    assert_close(layer.dLdW, np.array([[[[-14, -7, -16], [-7, -13, -4], [-6, -10, -3]]]]), bk)
+    assert_close(
+        dLdA,
+        np.array(
+            [
+                [
+                    [
+                        [-1, 0, -3, 0, -2],
+                        [0, -1, -5, -3, -7],
+                        [0, 1, 1, -2, -7],
+                        [-1, -2, -2, -2, -2],
+                        [0, -1, -3, -2, 0],
+                    ]
+                ]
+            ]
+        ),
+        bk,
+        "dLdA",
+    )
+
+
+def test_upsample1d_figure(bk):
+    """Figure 2: k=2 puts one zero between neighbours; backward drops those positions."""
+    layer = L.Upsample1d(2)
+    Z = layer.forward(on(bk, np.array([[[1.0, 2.0, 3.0]]])))
+    assert_close(Z, np.array([[[1.0, 0.0, 2.0, 0.0, 3.0]]]), bk)
+    assert_close(
+        layer.backward(on(bk, np.array([[[5.0, 6.0, 7.0, 8.0, 9.0]]]))),
+        np.array([[[5.0, 7.0, 9.0]]]),
+        bk,
+    )
+
+
+@pytest.mark.parametrize("width", [6, 7])
+def test_downsample_backward_restores_width(bk, width):
+    layer = L.Downsample1d(2)
+    A = np.arange(width, dtype=float)[None, None]
+    Z = layer.forward(on(bk, A))
+    dLdA = layer.backward(on(bk, np.ones((1, 1, (width + 1) // 2))))
+    expected = np.zeros((1, 1, width))
+    expected[..., ::2] = 1
+    assert_close(Z, A[..., ::2], bk)
+    assert_close(dLdA, expected, bk)
+
+
+def test_maxpool_ties_go_to_first_in_row_major_order(bk):
+    """The handout's rule: with equal maxima in a window, the first (row-major) takes it."""
+    A = np.array(
+        [[[[1.0, 5.0, 5.0, 0.0], [5.0, 2.0, 3.0, 5.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]]]
+    )
+    layer = L.MaxPool2d(2, 2)
+    assert_close(layer.forward(on(bk, A)), np.array([[[[5.0, 5.0], [0.0, 1.0]]]]), bk)
+    dLdA = layer.backward(on(bk, np.array([[[[1.0, 2.0], [3.0, 4.0]]]])))
+    expected = np.zeros((1, 1, 4, 4))
+    expected[0, 0, 0, 1], expected[0, 0, 0, 2], expected[0, 0, 2, 0], expected[0, 0, 2, 2] = (
+        1,
+        2,
+        3,
+        4,
+    )
+    assert_close(dLdA, expected, bk)
+
+
+@pytest.mark.parametrize("cls,nd", [(L.MaxPool1d, 1), (L.MaxPool2d, 2)])
+def test_maxpool_ties_match_torch(bk, rng, cls, nd):
+    """Small integers make ties everywhere; PyTorch's CPU kernel also keeps the first maximum."""
+    A = rng.integers(0, 3, size=(2, 3, *(9,) * nd)).astype(float)
+    fn = F.max_pool1d if nd == 1 else F.max_pool2d
+    dLdZ = rng.standard_normal(fn(torch.tensor(A), 3, 2).shape)
+    Z_ref, grads = torch_reference(lambda A: fn(A, 3, 2), {"A": A}, dLdZ)
+    layer = cls(3, 2)
+    assert_close(layer.forward(on(bk, A)), Z_ref, bk)
+    assert_close(
+        layer.backward(on(bk, rounded(dLdZ, bk.dtype_name))),
+        torch_reference(lambda A: fn(A, 3, 2), {"A": A}, rounded(dLdZ, bk.dtype_name))[1]["A"],
+        bk,
+    )
+
+
+def test_maxpool_propagates_nan(bk):
+    A = np.array([[[1.0, np.nan, 3.0, 2.0]]])
+    Z = L.MaxPool1d(2, 2).forward(on(bk, A))
+    expected = F.max_pool1d(torch.tensor(A), 2, 2).numpy()
+    np.testing.assert_array_equal(np.isnan(snapshot(Z)), np.isnan(expected))
+
+
+@pytest.mark.parametrize("labels", ["integer", "one-hot", "probabilities"])
+def test_cross_entropy_matches_torch(bk, rng, labels):
+    A = rounded(rng.standard_normal((6, 5)) * 3, bk.dtype_name)
+    classes = rng.integers(0, 5, size=6)
+    if labels == "integer":
+        Y_np, Y_b = np.eye(5)[classes], on(bk, classes)
+        Y_b = bk.xp.astype(Y_b, bk.xp.int64)
+    elif labels == "one-hot":
+        Y_np = np.eye(5)[classes]
+        Y_b = on(bk, Y_np)
+    else:
+        Y_np = rounded(
+            F.softmax(torch.tensor(rng.standard_normal((6, 5))), 1).numpy(), bk.dtype_name
+        )
+        Y_b = on(bk, Y_np)
+    loss_ref, grads = torch_reference(
+        lambda A: F.cross_entropy(A, torch.tensor(Y_np)), {"A": A}, np.array(1.0)
+    )
+    layer = L.CrossEntropyLoss()
+    loss = layer.forward(on(bk, A), Y_b)
+    assert loss.ndim == 0
+    assert_close(loss, loss_ref, bk, "loss")
+    assert_close(layer.backward(), grads["A"], bk, "dLdA")
+
+
+def test_mse_matches_torch(bk, rng):
+    A = rounded(rng.standard_normal((5, 4)), bk.dtype_name)
+    Y = rounded(rng.standard_normal((5, 4)), bk.dtype_name)
+    loss_ref, grads = torch_reference(
+        lambda A: F.mse_loss(A, torch.tensor(Y)), {"A": A}, np.array(1.0)
+    )
+    layer = L.MSELoss()
+    assert_close(layer.forward(on(bk, A), on(bk, Y)), loss_ref, bk, "loss")
+    assert_close(layer.backward(), grads["A"], bk, "dLdA")
+
+
+def test_sigmoid_and_softmax_stay_finite_for_large_inputs(bk):
+    A = np.array([[-1000.0, -50.0, 0.0, 50.0, 1000.0]])
+    for layer, fn in ((L.Sigmoid(), torch.sigmoid), (L.Softmax(), lambda t: F.softmax(t, -1))):
+        assert_close(layer.forward(on(bk, A)), fn(torch.tensor(A)).numpy(), bk, layer.name)
+
+
+# --------------------------------------------------------------------- properties
+
+
+@given(
+    nd=st.sampled_from([1, 2]),
+    n=st.integers(1, 3),
+    cin=st.integers(1, 3),
+    cout=st.integers(1, 3),
+    k=st.integers(1, 4),
+    stride=st.integers(1, 4),
+    padding=st.integers(0, 2),
+    extra=st.integers(0, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_conv_any_geometry_matches_torch(bk64, nd, n, cin, cout, k, stride, padding, extra, seed):
+    """Any geometry with a kernel that fits the padded input: shapes and values as PyTorch."""
+    size = max(1, k - 2 * padding + extra)
+    case = _conv(nd, cin, cout, size, k, stride, padding, n=n)
+    rng = np.random.default_rng(seed)
+    layer, params = _build(case, bk64, rng)
+    A = rng.standard_normal(case.in_shape)
+    Z_ref, _ = torch_reference(case.torch_fn, {"A": A, **params}, None)
+    dLdZ = rng.standard_normal(Z_ref.shape)
+    _, grads = torch_reference(case.torch_fn, {"A": A, **params}, dLdZ)
+    assert_close(layer.forward(on(bk64, A)), Z_ref, bk64, "Z")
+    assert_close(layer.backward(on(bk64, dLdZ)), grads["A"], bk64, "dLdA")
+    assert_close(layer.dLdW, grads["W"], bk64, "dLdW")
+
+
+@given(
+    nd=st.sampled_from([1, 2]),
+    is_max=st.booleans(),
+    kernel=st.integers(1, 4),
+    stride=st.integers(1, 5),
+    extra=st.integers(0, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_pool_any_geometry_matches_torch(bk64, nd, is_max, kernel, stride, extra, seed):
+    cls = {
+        (1, True): L.MaxPool1d,
+        (2, True): L.MaxPool2d,
+        (1, False): L.MeanPool1d,
+        (2, False): L.MeanPool2d,
+    }[nd, is_max]
+    case = _pool(cls, nd, kernel + extra, kernel, stride, n=2, c=2)
+    rng = np.random.default_rng(seed)
+    A = _draw_input(case, rng, "float64")
+    Z_ref, _ = torch_reference(case.torch_fn, {"A": A}, None)
+    dLdZ = rng.standard_normal(Z_ref.shape)
+    _, grads = torch_reference(case.torch_fn, {"A": A}, dLdZ)
+    layer = case.make()
+    assert_close(layer.forward(on(bk64, A)), Z_ref, bk64, "Z")
+    assert_close(layer.backward(on(bk64, dLdZ)), grads["A"], bk64, "dLdA")
+
+
+@given(nd=st.sampled_from([1, 2]), factor=st.integers(1, 4), size=st.integers(1, 9))
+def test_down_and_upsampling_are_adjoint_and_invert(bk64, nd, factor, size):
+    """Downsample(Upsample(A)) == A, and <Up(a), z> == <a, Up^T(z)> for the backward."""
+    up = (L.Upsample1d if nd == 1 else L.Upsample2d)(factor)
+    down = (L.Downsample1d if nd == 1 else L.Downsample2d)(factor)
+    rng = np.random.default_rng(size * 31 + factor)
+    A = rng.standard_normal((2, 2, *(size,) * nd))
+    Z = up.forward(on(bk64, A))
+    assert tuple(Z.shape[2:]) == (factor * (size - 1) + 1,) * nd
+    assert_close(down.forward(Z), A, bk64)
+    R = rng.standard_normal(tuple(Z.shape))
+    lhs = float(np.sum(snapshot(Z) * R))
+    rhs = float(np.sum(A * snapshot(up.backward(on(bk64, R)))))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
