@@ -81,6 +81,12 @@ def conv_out_size(in_size: int, kernel_size: int, stride: int = 1, padding: int 
     return (in_size + 2 * padding - kernel_size) // stride + 1
 
 
+def swap_leading_axes(x: Any) -> Any:
+    """``(N, C, ...)`` <-> ``(C, N, ...)``, as a view where the library allows."""
+    xp = array_namespace(x)
+    return xp.permute_dims(x, (1, 0, *range(2, x.ndim)))
+
+
 def pad_spatial(x: Any, padding: Sequence[int]) -> Any:
     """Zero-pad the trailing ``len(padding)`` axes of ``x`` by ``padding[i]`` on each side."""
     if not any(padding):
@@ -111,13 +117,15 @@ def windows(
 def im2col(
     x: Any, kernel_size: Sequence[int], stride: Sequence[int], out_size: Sequence[int]
 ) -> Any:
-    """Gather sliding windows: ``(N, C, *in)`` -> ``(N, C, prod(K), *out_size)``.
+    """Gather sliding windows: ``(C, N, *in)`` -> ``(C, prod(K), N, *out_size)``.
 
-    ``cols[n, c, k, *o] = x[n, c, *(o * stride + offset_k)]`` with offsets in row-major
+    ``cols[c, k, n, *o] = x[c, n, *(o * stride + offset_k)]`` with offsets in row-major
     order. One copy, made as a loop over the kernel offsets (Chainer's ``im2col_cpu``).
+    Channels lead so that ``reshape(cols, (C * prod(K), N * prod(out)))`` is a view and a
+    convolution is a single matrix product over the whole batch.
     """
     xp = array_namespace(x)
-    return xp.stack(windows(x, kernel_size, stride, out_size), axis=2)
+    return xp.stack(windows(x, kernel_size, stride, out_size), axis=1)
 
 
 def col2im(
@@ -127,14 +135,14 @@ def col2im(
     stride: Sequence[int],
     out_size: Sequence[int],
 ) -> Any:
-    """Adjoint of :func:`im2col`: scatter-add ``(N, C, prod(K), *out)`` back into ``in_shape``.
+    """Adjoint of :func:`im2col`: scatter-add ``(C, prod(K), N, *out)`` into ``in_shape``.
 
     A loop over the kernel offsets, each a ``+=`` on one strided slice.
     """
     xp = array_namespace(cols)
     x = xp.zeros(tuple(in_shape), dtype=cols.dtype, device=device(cols))
     for k, offset in enumerate(kernel_offsets(kernel_size)):
-        x = slice_add(x, window_index(offset, stride, out_size), cols[:, :, k, ...])
+        x = slice_add(x, window_index(offset, stride, out_size), cols[:, k, ...])
     return x
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend import col2im, conv_out_size, im2col, pad_spatial
+from ..backend import col2im, conv_out_size, im2col, pad_spatial, swap_leading_axes
 from ._base import Layer, fan_in_bound, shape_str
 
 _LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
@@ -81,12 +81,14 @@ class _ConvNd(Layer):
                 f"{shape_str(padded)} (input {shape_str(A.shape[2:])}, padding={p})"
             )
         out = tuple(conv_out_size(n, K, s) for n in padded)
-        N = A.shape[0]
-        cols = im2col(pad_spatial(A, (p,) * nd), (K,) * nd, (s,) * nd, out)
-        cols = xp.reshape(cols, (N, self.in_channels * K**nd, math.prod(out)))
+        N, L = A.shape[0], math.prod(out)
+        # Channels first, so the whole batch is one (C_in K^d, N L) matrix and one GEMM.
+        At = pad_spatial(swap_leading_axes(A), (p,) * nd)
+        cols = im2col(At, (K,) * nd, (s,) * nd, out)
+        cols = xp.reshape(cols, (self.in_channels * K**nd, N * L))
         Z = xp.matmul(self._weight_matrix(xp), cols)
-        Z = xp.reshape(Z, (N, self.out_channels, *out))
-        Z = Z + xp.reshape(self.b, (self.out_channels,) + (1,) * nd)
+        Z = xp.reshape(Z, (self.out_channels, N, *out))
+        Z = swap_leading_axes(Z + xp.reshape(self.b, (self.out_channels,) + (1,) * (nd + 1)))
         self._cols, self._in_shape, self._out_shape = cols, tuple(A.shape), tuple(Z.shape)
         return Z
 
@@ -96,18 +98,18 @@ class _ConvNd(Layer):
         xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, array_namespace(self.W))
         nd, K, s, p = self._nd, self.kernel_size, self.stride, self.padding
         N, out = self._in_shape[0], self._out_shape[2:]
-        dZ = xp.reshape(dLdZ, (N, self.out_channels, math.prod(out)))
+        dZ = xp.reshape(swap_leading_axes(dLdZ), (self.out_channels, N * math.prod(out)))
 
-        self.dLdW = xp.reshape(xp.tensordot(dZ, self._cols, axes=((0, 2), (0, 2))), self.W.shape)
-        self.dLdb = xp.sum(dLdZ, axis=(0, *range(2, nd + 2)))
+        self.dLdW = xp.reshape(xp.matmul(dZ, xp.matrix_transpose(self._cols)), self.W.shape)
+        self.dLdb = xp.sum(dZ, axis=1)
 
         dcols = xp.matmul(xp.matrix_transpose(self._weight_matrix(xp)), dZ)
-        dcols = xp.reshape(dcols, (N, self.in_channels, K**nd, *out))
-        padded = (N, self.in_channels, *(n + 2 * p for n in self._in_shape[2:]))
+        dcols = xp.reshape(dcols, (self.in_channels, K**nd, N, *out))
+        padded = (self.in_channels, N, *(n + 2 * p for n in self._in_shape[2:]))
         dA = col2im(dcols, padded, (K,) * nd, (s,) * nd, out)
         if p:
             dA = dA[(..., *(slice(p, p + n) for n in self._in_shape[2:]))]
-        return dA
+        return swap_leading_axes(dA)
 
     def _weight_matrix(self, xp: Any) -> Any:
         """``W`` as (C_out, C_in * K**d), matching the row order of the im2col matrix."""

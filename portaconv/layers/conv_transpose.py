@@ -27,7 +27,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend import col2im, im2col, pad_spatial
+from ..backend import col2im, im2col, pad_spatial, swap_leading_axes
 from ._base import Layer, fan_in_bound, shape_str
 
 _LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
@@ -58,7 +58,8 @@ class _ConvTransposeNd(Layer):
         xp = array_namespace(self.W)
         self.dLdW = xp.zeros_like(self.W)
         self.dLdb = xp.zeros_like(self.b)
-        self._A = None
+        self._A2 = None  # the input as (C_in, N * L), kept for dLdW
+        self._in_shape: tuple[int, ...] | None = None
         self._out_shape: tuple[int, ...] | None = None
 
     def __repr__(self) -> str:
@@ -86,30 +87,33 @@ class _ConvTransposeNd(Layer):
                 f"{self.name}: kernel_size={K} is larger than the upsampled input "
                 f"{shape_str(upsampled)} (input {shape_str(in_size)}, upsampling_factor={k})"
             )
-        N = A.shape[0]
-        A2 = xp.reshape(A, (N, self.in_channels, math.prod(in_size)))
+        N, L = A.shape[0], math.prod(in_size)
+        # Channels first (as in Conv): (C_in, N L) so the batch is one matrix product.
+        A2 = xp.reshape(swap_leading_axes(A), (self.in_channels, N * L))
         cols = xp.matmul(xp.matrix_transpose(self._kernel_matrix(xp)), A2)
-        cols = xp.reshape(cols, (N, self.out_channels, K**nd, *in_size))
-        full = (N, self.out_channels, *(k * (n - 1) + K for n in in_size))
+        cols = xp.reshape(cols, (self.out_channels, K**nd, N, *in_size))
+        full = (self.out_channels, N, *(k * (n - 1) + K for n in in_size))
         Z = col2im(cols, full, (K,) * nd, (k,) * nd, in_size)
         Z = Z[(..., *(slice(K - 1, K - 1 + n - K + 1) for n in upsampled))]
-        Z = Z + xp.reshape(self.b, (self.out_channels,) + (1,) * nd)
-        self._A, self._out_shape = A, tuple(Z.shape)
+        Z = swap_leading_axes(Z + xp.reshape(self.b, (self.out_channels,) + (1,) * (nd + 1)))
+        self._A2, self._out_shape = A2, tuple(Z.shape)
+        self._in_shape = tuple(A.shape)
         return Z
 
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C_out, *out) -> ``dLdA`` (N, C_in, *in); sets ``dLdW`` and ``dLdb``."""
-        self._forward_done("_A")
+        self._forward_done("_A2")
         xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, array_namespace(self.W))
         nd, K, k = self._nd, self.kernel_size, self.upsampling_factor
-        N, in_size = self._A.shape[0], tuple(self._A.shape[2:])
+        N, in_size = self._in_shape[0], self._in_shape[2:]
         L = math.prod(in_size)
-        cols = im2col(pad_spatial(dLdZ, (K - 1,) * nd), (K,) * nd, (k,) * nd, in_size)
-        cols = xp.reshape(cols, (N, self.out_channels * K**nd, L))
-        dA = xp.reshape(xp.matmul(self._kernel_matrix(xp), cols), (N, self.in_channels, *in_size))
+        dZ_full = pad_spatial(swap_leading_axes(dLdZ), (K - 1,) * nd)
+        cols = im2col(dZ_full, (K,) * nd, (k,) * nd, in_size)
+        cols = xp.reshape(cols, (self.out_channels * K**nd, N * L))
+        dA = xp.matmul(self._kernel_matrix(xp), cols)
+        dA = swap_leading_axes(xp.reshape(dA, (self.in_channels, N, *in_size)))
 
-        A2 = xp.reshape(self._A, (N, self.in_channels, L))
-        dV = xp.tensordot(A2, cols, axes=((0, 2), (0, 2)))
+        dV = xp.matmul(self._A2, xp.matrix_transpose(cols))
         dV = xp.reshape(dV, (self.in_channels, self.out_channels, *(K,) * nd))
         spatial = tuple(range(2, nd + 2))
         self.dLdW = xp.flip(xp.permute_dims(dV, (1, 0, *spatial)), axis=spatial)
