@@ -22,11 +22,13 @@ from ._config import Backend, get_backend
 # --------------------------------------------------------------------------- conversion
 
 
-def to_backend(x: Any, backend: Backend | None = None, dtype: Any = None) -> Any:
+def to_backend(
+    x: Any, backend: Backend | None = None, dtype: Any = None, copy: bool | None = None
+) -> Any:
     """Move ``x`` (a NumPy array, nested sequence or any array) to ``backend``.
 
-    Floating data is cast to ``dtype`` (default: the backend's dtype); arrays already in the
-    backend's namespace on its device are returned as they are when no cast is needed.
+    The result has ``dtype`` (default: the backend's float dtype). Like ``asarray`` it may
+    share memory with ``x`` when nothing needs converting; ``copy=True`` always copies.
     """
     backend = backend or get_backend()
     xp = backend.xp
@@ -38,7 +40,7 @@ def to_backend(x: Any, backend: Backend | None = None, dtype: Any = None) -> Any
             same = False
         if not same:
             x = to_numpy(x)
-    return xp.asarray(x, dtype=dtype, device=backend.device)
+    return xp.asarray(x, dtype=dtype, device=backend.device, copy=copy)
 
 
 def to_numpy(x: Any) -> Any:

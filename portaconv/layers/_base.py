@@ -14,7 +14,55 @@ from ..backend import get_backend, to_backend, uniform
 
 
 def shape_str(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(int(n)) for n in shape) + ")"
+    """A shape as Python writes a tuple: ``(2,)``, ``(3, 4)``."""
+    return str(tuple(int(n) for n in shape))
+
+
+def spec_of(x: Any) -> tuple[Any, Any, Any]:
+    """(namespace, device, dtype) of an array: what a matching gradient must have."""
+    return array_namespace(x), device(x), x.dtype
+
+
+def check_int(owner: str, arg: str, value: Any, minimum: int = 1) -> int:
+    """An integer hyper-parameter >= ``minimum``; bool and float are refused."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(
+            f"{owner}: {arg} must be an integer, got {value!r} of type {type(value).__name__}"
+        )
+    try:
+        value = int(value.__index__())
+    except TypeError:
+        raise TypeError(
+            f"{owner}: {arg} must be an integer, got {value!r} of type {type(value).__name__}"
+        ) from None
+    if value < minimum:
+        bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{owner}: {arg} must be {bound}, got {value}")
+    return value
+
+
+def check_array(owner: str, x: Any, arg: str, layout: str, ndim: int | Sequence[int]) -> Any:
+    """Check an input array's type, dtype and rank; return its namespace.
+
+    ``layout`` names the axes expected, e.g. ``"(N, C_in, H, W)"``; ``ndim`` is the allowed
+    number of dimensions (an int, or a range such as ``range(2, 64)`` for "at least 2").
+    """
+    if not array_api_compat.is_array_api_obj(x) or isinstance(x, (int, float, complex)):
+        raise TypeError(f"{owner}: {arg} must be an array {layout}, got {type(x).__name__}")
+    xp = array_namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(
+            f"{owner}: {arg} must be a real floating-point array (float32 or float64), "
+            f"got dtype {x.dtype}"
+        )
+    allowed = range(ndim, ndim + 1) if isinstance(ndim, int) else ndim
+    if x.ndim not in allowed:
+        want = str(allowed[0]) if len(allowed) == 1 else f"at least {allowed[0]}"
+        raise ValueError(
+            f"{owner}: {arg} must have {want} dimensions {layout}, "
+            f"got {x.ndim} dimensions with shape {shape_str(x.shape)}"
+        )
+    return xp
 
 
 class Layer:
@@ -49,40 +97,10 @@ class Layer:
     # ------------------------------------------------------------------ argument checks
 
     def _int_arg(self, arg: str, value: Any, minimum: int = 1) -> int:
-        """An integer hyper-parameter >= ``minimum`` (bool and float are refused)."""
-        if isinstance(value, bool) or not isinstance(value, int):
-            if not (hasattr(value, "__index__") and not isinstance(value, bool)):
-                raise TypeError(
-                    f"{self.name}: {arg} must be an integer, got {value!r} "
-                    f"of type {type(value).__name__}"
-                )
-            value = value.__index__()
-        if value < minimum:
-            bound = "positive" if minimum == 1 else f">= {minimum}"
-            raise ValueError(f"{self.name}: {arg} must be {bound}, got {value}")
-        return int(value)
+        return check_int(self.name, arg, value, minimum)
 
     def _array_arg(self, x: Any, arg: str, layout: str, ndim: int | Sequence[int]) -> Any:
-        """Check an input array's type, dtype and rank; return its namespace.
-
-        ``layout`` names the axes the layer expects, e.g. ``"(N, C_in, H, W)"``.
-        """
-        if not array_api_compat.is_array_api_obj(x) or isinstance(x, (int, float, complex)):
-            raise TypeError(f"{self.name}: {arg} must be an array {layout}, got {type(x).__name__}")
-        xp = array_namespace(x)
-        if not xp.isdtype(x.dtype, "real floating"):
-            raise TypeError(
-                f"{self.name}: {arg} must be a real floating-point array (float32 or float64), "
-                f"got dtype {x.dtype}"
-            )
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if x.ndim not in allowed:
-            want = " or ".join(str(n) for n in allowed)
-            raise ValueError(
-                f"{self.name}: {arg} must have {want} dimensions {layout}, "
-                f"got {x.ndim} dimensions with shape {shape_str(x.shape)}"
-            )
-        return xp
+        return check_array(self.name, x, arg, layout, ndim)
 
     def _axis_size(self, x: Any, arg: str, axis: int, what: str, expected: int) -> None:
         if x.shape[axis] != expected:
@@ -91,40 +109,56 @@ class Layer:
                 f"got shape {shape_str(x.shape)}"
             )
 
-    def _same_place(self, x: Any, arg: str, param: Any) -> None:
-        """``x`` must live with the parameters: same library, same device, same dtype."""
+    def _same_place(
+        self,
+        x: Any,
+        arg: str,
+        other: Any,
+        other_name: str = "the layer's parameters",
+        dtype: bool = True,
+    ) -> None:
+        """``x`` must live with ``other``: same library, same device (and same dtype)."""
         try:
-            same_namespace = array_namespace(x, param) is not None
+            array_namespace(x, other)
         except TypeError:
-            same_namespace = False
-        if not same_namespace:
-            raise TypeError(
-                f"{self.name}: {arg} is a {_library(x)} array but the layer's parameters are "
-                f"{_library(param)} arrays; move the input with portaconv.backend.to_backend "
-                "or build the layer under the matching backend"
+            theirs = (
+                f"A is {_a(_library(other))} array"
+                if other_name == "A"
+                else f"{other_name} are {_library(other)} arrays"
             )
-        if device(x) != device(param):
+            raise TypeError(
+                f"{self.name}: {arg} is {_a(_library(x))} array but {theirs}; move it with "
+                "portaconv.to_backend or build the layer under the matching backend"
+            ) from None
+        if device(x) != device(other):
             raise ValueError(
-                f"{self.name}: {arg} is on device {device(x)} but the layer's parameters are "
-                f"on {device(param)}"
+                f"{self.name}: {arg} is on device {device(x)} but {other_name} "
+                f"{'is' if other_name == 'A' else 'are'} on {device(other)}"
             )
-        if x.dtype != param.dtype:
+        if dtype and x.dtype != other.dtype:
+            hint = (
+                "cast the input, or build the layer with portaconv.set_backend(dtype=...) "
+                "/ PORTACONV_DTYPE"
+                if other_name != "A"
+                else f"cast {arg} to {other.dtype}"
+            )
             raise TypeError(
-                f"{self.name}: {arg} has dtype {x.dtype} but the layer's parameters are "
-                f"{param.dtype}; cast the input, or build the layer with "
-                "portaconv.set_backend(dtype=...) / PORTACONV_DTYPE"
+                f"{self.name}: {arg} has dtype {x.dtype} but {other_name} "
+                f"{'has' if other_name == 'A' else 'are'} {other.dtype}; {hint}"
             )
 
-    def _gradient_arg(self, grad: Any, arg: str, expected_shape: Sequence[int], xp: Any) -> Any:
-        """Check an upstream gradient against the shape and namespace forward produced."""
-        if not array_api_compat.is_array_api_obj(grad):
+    def _gradient_arg(self, grad: Any, arg: str, expected_shape: Sequence[int], spec: Any) -> Any:
+        """Check an upstream gradient against what forward produced: shape, library, device
+        and dtype (``spec`` is :func:`spec_of` an array from forward)."""
+        xp, dev, dtype = spec
+        if not array_api_compat.is_array_api_obj(grad) or isinstance(grad, (int, float, complex)):
             raise TypeError(
                 f"{self.name}: {arg} must be an array of shape {shape_str(expected_shape)}, "
                 f"got {type(grad).__name__}"
             )
         if array_namespace(grad) is not xp:
             raise TypeError(
-                f"{self.name}: {arg} is a {_library(grad)} array but forward ran on "
+                f"{self.name}: {arg} is {_a(_library(grad))} array but forward ran on "
                 f"{_namespace_library(xp)} arrays"
             )
         if tuple(grad.shape) != tuple(expected_shape):
@@ -132,10 +166,12 @@ class Layer:
                 f"{self.name}: {arg} must have the shape of the forward output "
                 f"{shape_str(expected_shape)}, got {shape_str(grad.shape)}"
             )
-        if not xp.isdtype(grad.dtype, "real floating"):
-            raise TypeError(
-                f"{self.name}: {arg} must be a real floating-point array, got dtype {grad.dtype}"
+        if device(grad) != dev:
+            raise ValueError(
+                f"{self.name}: {arg} is on device {device(grad)} but forward ran on {dev}"
             )
+        if grad.dtype != dtype:
+            raise TypeError(f"{self.name}: {arg} has dtype {grad.dtype} but forward ran in {dtype}")
         return xp
 
     def _forward_done(self, *attributes: str) -> None:
@@ -160,8 +196,13 @@ class Layer:
         if init_fn is None:
             return uniform(shape, bound, backend)
         value = init_fn(*shape)
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError(
+                f"{self.name}: {fn_name}{shape_str(shape)} must return an array, "
+                f"got {type(value).__name__}"
+            )
         try:
-            param = to_backend(value, backend)
+            param = to_backend(value, backend, copy=True)
         except Exception as exc:
             raise TypeError(
                 f"{self.name}: {fn_name}{shape_str(shape)} must return an array, "
@@ -186,6 +227,10 @@ def _namespace_library(xp: Any) -> str:
         if key in name:
             return label
     return "array-api-strict" if "array_api_strict" in name else name
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0].lower() in "aeiou" else "a ") + word
 
 
 def _library(x: Any) -> str:

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ..backend import erf
-from ._base import Layer
+from ._base import Layer, spec_of
 
 _SQRT_2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -19,20 +19,20 @@ class Activation(Layer):
     def __init__(self) -> None:
         self.Z = None
         self.A = None
-        self._xp = None
+        self._spec = None
 
     def __repr__(self) -> str:
         return f"{self.name}()"
 
     def forward(self, Z: Any) -> Any:
         xp = self._array_arg(Z, "Z", "(N, ...)", range(0, 64))
-        self.Z, self._xp = Z, xp
+        self.Z, self._spec = Z, spec_of(Z)
         self.A = self._apply(xp, Z)
         return self.A
 
     def backward(self, dLdA: Any) -> Any:
         self._forward_done("A")
-        xp = self._gradient_arg(dLdA, "dLdA", tuple(self.A.shape), self._xp)
+        xp = self._gradient_arg(dLdA, "dLdA", tuple(self.A.shape), self._spec)
         return self._chain(xp, dLdA)
 
     def _apply(self, xp: Any, Z: Any) -> Any:

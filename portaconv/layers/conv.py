@@ -23,7 +23,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from ..backend import col2im, conv_out_size, im2col, pad_spatial, swap_leading_axes
-from ._base import Layer, fan_in_bound, shape_str
+from ._base import Layer, fan_in_bound, shape_str, spec_of
 
 _LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
 
@@ -95,7 +95,7 @@ class _ConvNd(Layer):
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C_out, *out) -> ``dLdA`` (N, C_in, *in); sets ``dLdW`` and ``dLdb``."""
         self._forward_done("_cols")
-        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, array_namespace(self.W))
+        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, spec_of(self._cols))
         nd, K, s, p = self._nd, self.kernel_size, self.stride, self.padding
         N, out = self._in_shape[0], self._out_shape[2:]
         dZ = xp.reshape(swap_leading_axes(dLdZ), (self.out_channels, N * math.prod(out)))

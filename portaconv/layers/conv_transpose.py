@@ -28,7 +28,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from ..backend import col2im, im2col, pad_spatial, swap_leading_axes
-from ._base import Layer, fan_in_bound, shape_str
+from ._base import Layer, fan_in_bound, shape_str, spec_of
 
 _LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
 
@@ -103,7 +103,7 @@ class _ConvTransposeNd(Layer):
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C_out, *out) -> ``dLdA`` (N, C_in, *in); sets ``dLdW`` and ``dLdb``."""
         self._forward_done("_A2")
-        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, array_namespace(self.W))
+        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, spec_of(self._A2))
         nd, K, k = self._nd, self.kernel_size, self.upsampling_factor
         N, in_size = self._in_shape[0], self._in_shape[2:]
         L = math.prod(in_size)

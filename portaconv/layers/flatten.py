@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._base import Layer
+from ._base import Layer, spec_of
 
 
 class Flatten(Layer):
@@ -13,18 +13,18 @@ class Flatten(Layer):
 
     def __init__(self) -> None:
         self._in_shape: tuple[int, ...] | None = None
-        self._xp = None
+        self._spec = None
 
     def __repr__(self) -> str:
         return "Flatten()"
 
     def forward(self, A: Any) -> Any:
         xp = self._array_arg(A, "A", "(N, ...)", range(1, 64))
-        self._in_shape, self._xp = tuple(A.shape), xp
+        self._in_shape, self._spec = tuple(A.shape), spec_of(A)
         return xp.reshape(A, (A.shape[0], math.prod(A.shape[1:])))
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_in_shape")
         N = self._in_shape[0]
-        xp = self._gradient_arg(dLdZ, "dLdZ", (N, math.prod(self._in_shape[1:])), self._xp)
+        xp = self._gradient_arg(dLdZ, "dLdZ", (N, math.prod(self._in_shape[1:])), self._spec)
         return xp.reshape(dLdZ, self._in_shape)

@@ -8,7 +8,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ._base import Layer, fan_in_bound
+from ._base import Layer, fan_in_bound, spec_of
 
 
 class Linear(Layer):
@@ -53,7 +53,7 @@ class Linear(Layer):
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_A")
         shape = (*self._A.shape[:-1], self.out_features)
-        xp = self._gradient_arg(dLdZ, "dLdZ", shape, array_namespace(self.W))
+        xp = self._gradient_arg(dLdZ, "dLdZ", shape, spec_of(self._A))
         rows = math.prod(shape[:-1])
         dZ = xp.reshape(dLdZ, (rows, self.out_features))
         A = xp.reshape(self._A, (rows, self.in_features))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from ._base import Layer, shape_str
 
@@ -36,7 +36,7 @@ class MSELoss(_Loss):
                 f"MSELoss: Y must have the shape of A {shape_str(A.shape)}, "
                 f"got {shape_str(Y.shape)}"
             )
-        self._same_place(Y, "Y", A)
+        self._same_place(Y, "Y", A, "A")
         self.A, self.Y = A, Y
         diff = A - Y
         return xp.sum(diff * diff) / math.prod(A.shape)
@@ -81,13 +81,8 @@ class CrossEntropyLoss(_Loss):
                 f"CrossEntropyLoss: Y must be an array of labels (N,) or targets (N, C), "
                 f"got {type(Y).__name__}"
             )
-        try:
-            array_namespace(A, Y)
-        except TypeError:
-            raise TypeError(
-                "CrossEntropyLoss: Y must be an array of the same library as A"
-            ) from None
-        if xp.isdtype(Y.dtype, "integral"):
+        if xp.isdtype(Y.dtype, "integral") and not xp.isdtype(Y.dtype, "bool"):
+            self._same_place(Y, "Y", A, "A", dtype=False)
             if tuple(Y.shape) != (N,):
                 raise ValueError(
                     f"CrossEntropyLoss: integer labels Y must have shape ({N},), "
@@ -106,5 +101,5 @@ class CrossEntropyLoss(_Loss):
                 f"CrossEntropyLoss: targets Y must have the shape of A {shape_str(A.shape)}, "
                 f"got {shape_str(Y.shape)}"
             )
-        self._same_place(Y, "Y", A)
+        self._same_place(Y, "Y", A, "A")
         return Y

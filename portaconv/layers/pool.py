@@ -16,7 +16,7 @@ from typing import Any
 from array_api_compat import device
 
 from ..backend import conv_out_size, kernel_offsets, slice_add, window_index, windows
-from ._base import Layer, shape_str
+from ._base import Layer, shape_str, spec_of
 
 _LAYOUT = {1: "(N, C, W_in)", 2: "(N, C, H_in, W_in)"}
 
@@ -30,7 +30,7 @@ class _PoolNd(Layer):
         self.stride = self.kernel if stride is None else self._int_arg("stride", stride)
         self._in_shape: tuple[int, ...] | None = None
         self._out_shape: tuple[int, ...] | None = None
-        self._xp = None
+        self._spec = None
         self._argmax = None  # index of the chosen kernel offset, per output element
 
     def __repr__(self) -> str:
@@ -54,7 +54,8 @@ class _PoolNd(Layer):
                 f"{shape_str(A.shape[2:])}"
             )
         out = tuple(conv_out_size(n, self.kernel, self.stride) for n in A.shape[2:])
-        self._in_shape, self._out_shape, self._xp = tuple(A.shape), (*A.shape[:2], *out), xp
+        self._in_shape, self._out_shape = tuple(A.shape), (*A.shape[:2], *out)
+        self._spec = spec_of(A)
         views = windows(A, *self._geometry())
         if not self._max:
             Z = views[0]
@@ -74,7 +75,7 @@ class _PoolNd(Layer):
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C, *out) -> ``dLdA`` (N, C, *in)."""
         self._forward_done("_in_shape")
-        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._xp)
+        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._spec)
         kernel, stride, out = self._geometry()
         dLdA = xp.zeros(self._in_shape, dtype=dLdZ.dtype, device=device(dLdZ))
         zero = xp.zeros((), dtype=dLdZ.dtype, device=device(dLdZ))

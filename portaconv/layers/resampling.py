@@ -12,7 +12,7 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from ..backend import slice_set
-from ._base import Layer
+from ._base import Layer, shape_str, spec_of
 
 _LAYOUT = {1: "(N, C, W_in)", 2: "(N, C, H_in, W_in)"}
 
@@ -35,7 +35,7 @@ class _Resample(Layer):
     def __init__(self, factor: int) -> None:
         self.factor = self._int_arg(self._factor_name, factor)
         setattr(self, self._factor_name, self.factor)
-        self._xp = None
+        self._spec = None
         self._in_shape: tuple[int, ...] | None = None
         self._out_shape: tuple[int, ...] | None = None
 
@@ -48,7 +48,12 @@ class _Upsample(_Resample):
 
     def forward(self, A: Any) -> Any:
         """``A`` (N, C, *in) -> ``Z`` (N, C, *(k (in - 1) + 1)), zeros between the samples."""
-        self._xp = self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
+        self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
+        if any(n < 1 for n in A.shape[2:]):
+            raise ValueError(
+                f"{self.name}: every spatial size of A must be >= 1, got shape {shape_str(A.shape)}"
+            )
+        self._spec = spec_of(A)
         k, nd = self.factor, self._nd
         out = (*A.shape[:2], *(k * (n - 1) + 1 for n in A.shape[2:]))
         self._in_shape, self._out_shape = tuple(A.shape), out
@@ -57,7 +62,7 @@ class _Upsample(_Resample):
     def backward(self, dLdZ: Any) -> Any:
         """Keep the gradient at the original samples; the inserted zeros had no influence."""
         self._forward_done("_in_shape")
-        self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._xp)
+        self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._spec)
         return dLdZ[_every(self.factor, self._nd)]
 
 
@@ -66,7 +71,8 @@ class _Downsample(_Resample):
 
     def forward(self, A: Any) -> Any:
         """``A`` (N, C, *in) -> ``Z`` (N, C, *ceil(in / k)): every k-th sample."""
-        self._xp = self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
+        self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
+        self._spec = spec_of(A)
         Z = A[_every(self.factor, self._nd)]
         self._in_shape, self._out_shape = tuple(A.shape), tuple(Z.shape)
         return Z
@@ -74,7 +80,7 @@ class _Downsample(_Resample):
     def backward(self, dLdZ: Any) -> Any:
         """Gradient back at the kept samples, zero at the dropped ones, input width exactly."""
         self._forward_done("_in_shape")
-        self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._xp)
+        self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._spec)
         return _spread(dLdZ, self._in_shape, self.factor, self._nd)
 
 
