@@ -81,8 +81,8 @@ class CrossEntropyLoss(_Loss):
                 f"CrossEntropyLoss: Y must be an array of labels (N,) or targets (N, C), "
                 f"got {type(Y).__name__}"
             )
-        if xp.isdtype(Y.dtype, "integral") and not xp.isdtype(Y.dtype, "bool"):
-            self._same_place(Y, "Y", A, "A", dtype=False)
+        self._same_place(Y, "Y", A, "A", dtype=False)
+        if xp.isdtype(Y.dtype, "integral"):
             if tuple(Y.shape) != (N,):
                 raise ValueError(
                     f"CrossEntropyLoss: integer labels Y must have shape ({N},), "

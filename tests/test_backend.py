@@ -1,0 +1,406 @@
+"""Backend selection (environment, set_backend, use_backend), where parameters are created,
+conversions, seeding and default init bounds, and the portable erf."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import portaconv
+from portaconv import layers as L
+from portaconv.backend import (
+    BACKENDS,
+    DTYPES,
+    BackendUnavailableError,
+    _config,
+    _random,
+    erf_portable,
+    get_backend,
+    make_backend,
+    set_backend,
+    to_backend,
+    to_numpy,
+    use_backend,
+)
+
+from .helpers import assert_on_backend, on, rounded
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_config(monkeypatch):
+    """No backend chosen yet and no PORTACONV_* variables; both restored afterwards."""
+    for var in ("PORTACONV_BACKEND", "PORTACONV_DEVICE", "PORTACONV_DTYPE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(_config, "_active", None)
+    return monkeypatch
+
+
+@pytest.fixture
+def keep_active():
+    """Restore whatever backend was active before the test (set_backend changes it)."""
+    previous = _config._active
+    yield
+    _config._active = previous
+
+
+def _valid_names_pattern() -> str:
+    return r"valid names are " + r", ".join(BACKENDS)
+
+
+# ----------------------------------------------------------------- choosing a backend
+
+
+@pytest.mark.parametrize("name", ["nonsense", "NumPy", "jax", ""])
+def test_set_backend_unknown_name_lists_valid_names(keep_active, name):
+    before = get_backend()
+    with pytest.raises(ValueError, match=rf"unknown portaconv backend {name!r}; " +
+                       _valid_names_pattern()):
+        set_backend(name)
+    assert get_backend() is before, "a failed set_backend must leave the choice alone"
+
+
+def test_environment_unknown_name_lists_valid_names(fresh_config):
+    fresh_config.setenv("PORTACONV_BACKEND", "tensorflow")
+    with pytest.raises(ValueError, match=r"unknown portaconv backend 'tensorflow'; " +
+                       _valid_names_pattern() + r".*PORTACONV_BACKEND"):
+        get_backend()
+    assert _config._active is None
+
+
+def test_environment_unknown_dtype(fresh_config):
+    fresh_config.setenv("PORTACONV_DTYPE", "float16")
+    with pytest.raises(ValueError, match=r"unknown portaconv dtype 'float16'; valid dtypes are "
+                       r"float32, float64"):
+        get_backend()
+
+
+def test_environment_bad_device_for_numpy(fresh_config):
+    fresh_config.setenv("PORTACONV_BACKEND", "numpy")
+    fresh_config.setenv("PORTACONV_DEVICE", "cuda")
+    with pytest.raises(ValueError, match=r"numpy backend runs on 'cpu' only, got device 'cuda'"):
+        get_backend()
+
+
+def test_environment_is_read_once(fresh_config):
+    fresh_config.setenv("PORTACONV_BACKEND", " array_api_strict ")
+    fresh_config.setenv("PORTACONV_DTYPE", "float64")
+    try:
+        chosen = get_backend()
+    except BackendUnavailableError as exc:
+        pytest.skip(f"array_api_strict unavailable: {exc}")
+    assert (chosen.name, chosen.dtype_name) == ("array_api_strict", "float64")
+    fresh_config.setenv("PORTACONV_BACKEND", "numpy")
+    assert get_backend() is chosen
+
+
+def test_environment_defaults(fresh_config):
+    fresh_config.setenv("PORTACONV_BACKEND", "")
+    chosen = get_backend()
+    assert (chosen.name, chosen.dtype_name, chosen.device) == ("numpy", "float32", "cpu")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int32", "double", "f8"])
+def test_unknown_dtype(keep_active, dtype):
+    before = get_backend()
+    with pytest.raises(ValueError, match=rf"unknown portaconv dtype {dtype!r}; valid dtypes are "
+                       + ", ".join(DTYPES)):
+        set_backend("numpy", dtype=dtype)
+    with pytest.raises(ValueError, match=rf"unknown portaconv dtype {dtype!r}"):
+        set_backend(dtype=dtype)
+    assert get_backend() is before
+
+
+def test_use_backend_restores_previous_even_when_block_raises(backend_choice):
+    name, dev = backend_choice
+    with use_backend("numpy", None, "float32") as outer:
+        with pytest.raises(RuntimeError, match="boom"):
+            with use_backend(name, dev, "float64") as inner:
+                assert get_backend() is inner
+                assert (inner.name, inner.dtype_name) == (name, "float64")
+                raise RuntimeError("boom")
+        assert get_backend() is outer
+        with pytest.raises(ValueError, match="unknown portaconv backend"):
+            with use_backend("nonsense"):
+                pass  # pragma: no cover
+        assert get_backend() is outer
+
+
+def test_use_backend_restores_an_unset_choice(fresh_config):
+    with use_backend("numpy", None, "float64"):
+        assert _config._active is not None
+    assert _config._active is None, "the environment must be read again after the block"
+
+
+def test_nested_use_backend(backend_choice):
+    name, dev = backend_choice
+    with use_backend(name, dev, "float32") as a:
+        with use_backend(dtype="float64") as b:
+            with use_backend("numpy") as c:
+                assert (c.name, c.dtype_name) == ("numpy", "float64")
+            assert get_backend() is b
+        assert get_backend() is a
+
+
+def test_set_backend_dtype_keeps_library_and_device(keep_active, backend_choice):
+    name, dev = backend_choice
+    first = set_backend(name, dev, "float32")
+    second = set_backend(dtype="float64")
+    assert (second.name, second.device, second.dtype_name) == (name, first.device, "float64")
+    assert second.xp is first.xp and second.dtype == first.xp.float64
+    third = set_backend(name)  # a name alone keeps the dtype
+    assert third.dtype_name == "float64"
+
+
+def test_import_does_not_import_optional_libraries():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTACONV_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    code = ("import portaconv, portaconv.layers, sys; "
+            "bad = [m for m in ('torch', 'cupy') if m in sys.modules]; "
+            "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # choosing an unavailable backend in the environment is an error when it is used, not
+    # at import time
+    env["PORTACONV_BACKEND"] = "no_such_backend"
+    result = subprocess.run([sys.executable, "-c", "import portaconv, portaconv.layers"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="cupy is installed")
+def test_cupy_missing_names_the_extra(keep_active):
+    before = get_backend()
+    with pytest.raises(BackendUnavailableError, match=r"'cupy'.*not installed.*portaconv\[cupy\]"):
+        set_backend("cupy")
+    with pytest.raises(BackendUnavailableError, match=r"portaconv\[cupy\]"):
+        make_backend("cupy", 0, "float64")
+    assert get_backend() is before
+
+
+@pytest.mark.parametrize("name, module, extra", [
+    ("torch", "torch", "portaconv[torch]"),
+    ("array_api_strict", "array_api_strict", "portaconv[strict]"),
+])
+def test_missing_library_names_the_extra(monkeypatch, name, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    with pytest.raises(BackendUnavailableError,
+                       match=rf"{name!r} needs the package {module!r}.*{re.escape(extra)}"):
+        make_backend(name)
+
+
+def test_torch_cuda_without_gpu_is_unavailable(keep_active):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    with pytest.raises(BackendUnavailableError, match=r"CUDA"):
+        set_backend("torch", "cuda")
+    with pytest.raises(BackendUnavailableError, match=r"CUDA"):
+        make_backend("torch", "cuda:0", "float64")
+
+
+# ----------------------------------------------------------- where parameters are made
+
+PARAM_LAYERS = [
+    pytest.param(lambda: L.Conv1d_stride1(2, 3, 3), id="Conv1d_stride1"),
+    pytest.param(lambda: L.Conv1d(2, 3, 3, stride=2, padding=1), id="Conv1d"),
+    pytest.param(lambda: L.Conv2d_stride1(2, 3, 3), id="Conv2d_stride1"),
+    pytest.param(lambda: L.Conv2d(2, 3, 3, stride=2, padding=1), id="Conv2d"),
+    pytest.param(lambda: L.ConvTranspose1d(2, 3, 3, 2), id="ConvTranspose1d"),
+    pytest.param(lambda: L.ConvTranspose2d(2, 3, 3, 2), id="ConvTranspose2d"),
+    pytest.param(lambda: L.Linear(4, 3), id="Linear"),
+]
+
+
+@pytest.mark.parametrize("make", PARAM_LAYERS)
+def test_parameters_live_on_the_active_backend(bk, make):
+    layer = make()
+    for p in layer.param_names:
+        assert_on_backend(getattr(layer, p), bk, p)
+        assert_on_backend(getattr(layer, "dLd" + p), bk, "dLd" + p)
+    layer.zero_grad()
+    for p, grad in layer.gradients().items():
+        assert_on_backend(grad, bk, "dLd" + p)
+
+
+@pytest.mark.parametrize("make, w_shape", [
+    (lambda **kw: L.Conv2d(2, 3, 3, **kw), (3, 2, 3, 3)),
+    (lambda **kw: L.Conv1d(2, 3, 3, **kw), (3, 2, 3)),
+    (lambda **kw: L.ConvTranspose2d(2, 3, 3, 2, **kw), (3, 2, 3, 3)),
+    (lambda **kw: L.Linear(2, 3, **kw), (3, 2)),
+], ids=["Conv2d", "Conv1d", "ConvTranspose2d", "Linear"])
+def test_numpy_init_is_converted(bk, rng, make, w_shape):
+    W = rng.standard_normal(w_shape)  # NumPy float64, whatever the backend
+    b = rng.standard_normal(w_shape[0])
+    layer = make(weight_init_fn=lambda *s: W, bias_init_fn=lambda *s: b)
+    assert_on_backend(layer.W, bk, "W")
+    assert_on_backend(layer.b, bk, "b")
+    np.testing.assert_array_equal(to_numpy(layer.W).astype(np.float64), rounded(W, bk.dtype_name))
+    np.testing.assert_array_equal(to_numpy(layer.b).astype(np.float64), rounded(b, bk.dtype_name))
+    # the parameter is the layer's own: changing the init fn's array afterwards changes nothing
+    original = W.copy()
+    W += 1.0
+    np.testing.assert_array_equal(to_numpy(layer.W).astype(np.float64),
+                                  rounded(original, bk.dtype_name))
+
+
+def test_init_from_another_backend_is_converted(bk):
+    other = make_backend("numpy" if bk.name != "numpy" else "array_api_strict", None, "float64")
+    W = to_backend(np.ones((3, 2, 3, 3)), other)
+    layer = L.Conv2d(2, 3, 3, weight_init_fn=lambda *s: W)
+    assert_on_backend(layer.W, bk, "W")
+
+
+@pytest.mark.parametrize("make, w_shape, b_shape", [
+    (lambda **kw: L.Conv2d(2, 5, 3, stride=2, padding=1, **kw), (5, 2, 3, 3), (5,)),
+    (lambda **kw: L.Conv2d_stride1(2, 5, 4, **kw), (5, 2, 4, 4), (5,)),
+    (lambda **kw: L.Conv1d(2, 5, 3, stride=2, **kw), (5, 2, 3), (5,)),
+    (lambda **kw: L.Conv1d_stride1(2, 5, 4, **kw), (5, 2, 4), (5,)),
+    (lambda **kw: L.ConvTranspose1d(2, 5, 3, 2, **kw), (5, 2, 3), (5,)),
+    (lambda **kw: L.ConvTranspose2d(2, 5, 3, 2, **kw), (5, 2, 3, 3), (5,)),
+    (lambda **kw: L.Linear(2, 5, **kw), (5, 2), (5,)),
+], ids=["Conv2d", "Conv2d_stride1", "Conv1d", "Conv1d_stride1", "ConvTranspose1d",
+        "ConvTranspose2d", "Linear"])
+def test_init_fns_called_once_with_the_parameter_shape(bk, make, w_shape, b_shape):
+    calls = []
+
+    def weight_init_fn(*shape):
+        calls.append(("W", shape))
+        return np.zeros(shape)
+
+    def bias_init_fn(*shape):
+        calls.append(("b", shape))
+        return np.zeros(shape)
+
+    layer = make(weight_init_fn=weight_init_fn, bias_init_fn=bias_init_fn)
+    assert sorted(calls) == [("W", w_shape), ("b", b_shape)]
+    layer.forward(on(bk, np.ones((1, 2, 7, 7)[: len(w_shape)] if len(w_shape) > 2 else (1, 2))))
+    assert len(calls) == 2, "forward must not call the init functions again"
+
+
+# ------------------------------------------------------------------------- conversion
+
+
+def test_to_backend_to_numpy_round_trip(bk, rng):
+    x = rng.standard_normal((2, 3, 4))
+    y = to_backend(x, bk)
+    assert_on_backend(y, bk, "to_backend")
+    back = to_numpy(y)
+    assert isinstance(back, np.ndarray)
+    assert back.dtype == np.dtype(bk.dtype_name)
+    np.testing.assert_array_equal(back, x.astype(bk.dtype_name))
+    assert_on_backend(to_backend(y, bk), bk, "to_backend of an array already in place")
+    np.testing.assert_array_equal(to_numpy(to_backend(x.tolist(), bk)), back)
+
+
+@pytest.mark.parametrize("source", ["numpy", "torch", "array_api_strict"])
+def test_to_backend_from_another_library(bk, rng, source):
+    try:
+        src = make_backend(source, None, "float64")
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    x = rng.standard_normal((3, 2))
+    y = to_backend(to_backend(x, src), bk)
+    assert_on_backend(y, bk, f"from {source}")
+    np.testing.assert_array_equal(to_numpy(y).astype(np.float64), rounded(x, bk.dtype_name))
+
+
+# ------------------------------------------------------------- seeding and init bounds
+
+
+@pytest.fixture
+def keep_rng(monkeypatch):
+    """manual_seed replaces the module's generator; put the original back afterwards."""
+    monkeypatch.setattr(_random, "_rng", _random._rng)
+
+
+@pytest.mark.parametrize("make", PARAM_LAYERS)
+def test_manual_seed_reproduces_default_init(bk, keep_rng, make):
+    portaconv.manual_seed(1234)
+    first = {k: to_numpy(v).copy() for k, v in make().parameters().items()}
+    portaconv.manual_seed(1234)
+    again = {k: to_numpy(v) for k, v in make().parameters().items()}
+    portaconv.manual_seed(4321)
+    other = {k: to_numpy(v) for k, v in make().parameters().items()}
+    for k in first:
+        np.testing.assert_array_equal(first[k], again[k], err_msg=k)
+        assert not np.array_equal(first[k], other[k]), f"{k}: another seed gave the same values"
+
+
+def test_manual_seed_gives_the_same_network_on_every_backend(keep_rng, backend_choice):
+    name, dev = backend_choice
+    with use_backend("numpy", None, "float64"):
+        portaconv.manual_seed(7)
+        reference = to_numpy(L.Conv2d(3, 4, 3).W)
+    with use_backend(name, dev, "float64"):
+        portaconv.manual_seed(7)
+        np.testing.assert_array_equal(to_numpy(L.Conv2d(3, 4, 3).W), reference)
+
+
+@pytest.mark.parametrize("make, fan_in", [
+    (lambda: L.Conv2d(3, 8, 3), 3 * 3 * 3),
+    (lambda: L.Conv2d_stride1(16, 8, 5), 16 * 5 * 5),
+    (lambda: L.Conv1d(4, 8, 5, stride=2), 4 * 5),
+    (lambda: L.Conv1d_stride1(1, 8, 2), 1 * 2),
+    (lambda: L.ConvTranspose1d(6, 8, 3, 2), 6 * 3),
+    (lambda: L.ConvTranspose2d(6, 8, 3, 2), 6 * 3 * 3),
+    (lambda: L.Linear(50, 40), 50),
+], ids=["Conv2d", "Conv2d_stride1", "Conv1d", "Conv1d_stride1", "ConvTranspose1d",
+        "ConvTranspose2d", "Linear"])
+def test_default_init_bounds_match_pytorch(bk64, keep_rng, make, fan_in):
+    """PyTorch's default: W and b uniform in (-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    portaconv.manual_seed(0)
+    bound = 1.0 / math.sqrt(fan_in)
+    layer = make()
+    for p in ("W", "b"):
+        values = to_numpy(getattr(layer, p))
+        assert np.all(np.abs(values) <= bound), f"{p} exceeds 1/sqrt({fan_in})"
+    W = to_numpy(layer.W)
+    # and it fills the interval: a too-narrow (or all-zero) init would fail here
+    assert W.max() > 0.5 * bound and W.min() < -0.5 * bound
+    assert abs(W.mean()) < 0.25 * bound
+
+
+# ---------------------------------------------------------------------- portable erf
+
+ERF_POINTS = np.concatenate([
+    np.linspace(-30.0, 30.0, 12001),
+    [0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 7.9, -7.9, 8.1, -8.1, 8.0, -8.0,
+     np.nextafter(1.0, 0.0), np.nextafter(8.0, 0.0), 1e-300, -1e-300, 5e-324, 1e-8, -1e-8,
+     26.0, -26.0],
+])
+
+
+@pytest.mark.parametrize("name", ["numpy", "array_api_strict", "torch"])
+def test_erf_portable_matches_math_erf(name):
+    try:
+        backend = make_backend(name, None, "float64")
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    got = to_numpy(erf_portable(to_backend(ERF_POINTS, backend)))
+    expected = np.array([math.erf(x) for x in ERF_POINTS])
+    error = np.abs(got - expected)
+    ok = (error <= 1e-14 * np.abs(expected)) | (error < 1e-16)
+    worst = np.argmax(np.where(ok, 0.0, error))
+    assert ok.all(), f"erf({ERF_POINTS[worst]!r}) = {got[worst]!r}, math.erf: {expected[worst]!r}"
+    assert got[ERF_POINTS == 0.0].tolist() == [0.0] * int(np.sum(ERF_POINTS == 0.0))
+    np.testing.assert_array_equal(np.abs(got[np.abs(ERF_POINTS) >= 6.0]), 1.0)
+
+
+def test_erf_portable_keeps_float32(bk):
+    x = to_backend(np.linspace(-10.0, 10.0, 201), bk)
+    y = erf_portable(x)
+    assert_on_backend(y, bk, "erf_portable")
+    expected = np.array([math.erf(v) for v in to_numpy(x).astype(np.float64)])
+    np.testing.assert_allclose(to_numpy(y).astype(np.float64), expected,
+                               rtol=0, atol=1e-15 if bk.dtype_name == "float64" else 1e-6)
