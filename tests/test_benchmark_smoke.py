@@ -1,0 +1,76 @@
+"""Smoke test of benchmarks/run.py: it runs end to end on the current backend and writes the
+JSON report it promises. Timings are not asserted (benchmarks are not tests); only that every
+number is there and every time is positive.
+
+The backend is the one ``PORTACONV_BACKEND`` names (numpy when unset), as in the rest of the
+suite; a GPU backend without a GPU fails here like everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+CASE_KEYS = {
+    "name",
+    "group",
+    "portaconv_s",
+    "torch_s",
+    "ratio",
+    "flops",
+    "portaconv_gflops",
+    "portaconv_pct_sgemm",
+    "portaconv_peak_bytes",
+    "torch_peak_bytes",
+    "max_rel_error",
+    "portaconv_runs_s",
+    "torch_runs_s",
+}
+
+
+def test_quick_run_writes_complete_json(tmp_path):
+    backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
+    report_path = tmp_path / "bench.json"
+    command = [
+        sys.executable,
+        str(RUN),
+        "--quick",
+        "--backend",
+        backend,
+        "--json",
+        str(report_path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"run.py failed:\n{done.stdout}\n{done.stderr}"
+    assert "pc/torch" in done.stdout  # the table was printed
+
+    report = json.loads(report_path.read_text())
+    assert {"machine", "sgemm", "memory_methods", "cases", "summary"} <= report.keys()
+
+    machine = report["machine"]
+    for key in ("platform", "cpu_count", "threads", "torch_version", "numpy_version"):
+        assert key in machine, key
+    assert machine["backend"] == backend
+    assert machine["device_name"]
+    assert report["sgemm"]["gflops"] > 0
+
+    cases = report["cases"]
+    assert [c["group"] for c in cases] == ["layer", "network"]
+    for case in cases:
+        assert CASE_KEYS <= case.keys(), case["name"]
+        assert case["portaconv_s"] > 0 and case["torch_s"] > 0, case["name"]
+        assert math.isclose(case["ratio"], case["portaconv_s"] / case["torch_s"])
+        assert case["flops"] > 0 and case["portaconv_gflops"] > 0
+        assert case["portaconv_peak_bytes"] >= 0 and case["torch_peak_bytes"] >= 0
+        # the two libraries computed the same thing (float32 rounding only)
+        assert case["max_rel_error"] < 1e-3, case["name"]
+
+    summary = report["summary"]
+    assert summary["geomean_ratio_layers"] > 0
+    assert summary["lenet_step_ratio"] > 0
