@@ -4,13 +4,13 @@ library's own ValueError or TypeError (which layer, what it expected, what it go
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import array_api_compat
 from array_api_compat import array_namespace, device
 
-from ..backend import get_backend, to_backend, uniform
+from ..backend import get_backend, to_backend, to_numpy, uniform
 
 
 def shape_str(shape: Sequence[int]) -> str:
@@ -73,6 +73,10 @@ class Layer:
     """
 
     param_names: tuple[str, ...] = ()
+    #: State that is saved and restored but not trained (BatchNorm's running statistics).
+    buffer_names: tuple[str, ...] = ()
+    #: Training mode (the default) or evaluation mode; see :meth:`train` and :meth:`eval`.
+    training: bool = True
 
     def __call__(self, *args: Any) -> Any:
         return self.forward(*args)
@@ -82,7 +86,9 @@ class Layer:
         return type(self).__name__
 
     def parameters(self) -> dict[str, Any]:
-        """The layer's parameters by name (the arrays themselves, not copies)."""
+        """The layer's parameters by name (the arrays themselves, not copies).
+
+        Optimizers update these arrays in place, so a parameter keeps its identity."""
         return {p: getattr(self, p) for p in self.param_names}
 
     def gradients(self) -> dict[str, Any]:
@@ -93,6 +99,25 @@ class Layer:
         for p in self.param_names:
             grad = getattr(self, "dLd" + p)
             setattr(self, "dLd" + p, array_namespace(grad).zeros_like(grad))
+
+    def train(self, mode: bool = True) -> Layer:
+        """Switch to training mode (``mode=False``: evaluation mode); returns the layer."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Layer:
+        """Evaluation mode: BatchNorm uses its running statistics, Dropout passes through."""
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of the parameters and buffers by name, on the layer's backend."""
+        names = (*self.param_names, *self.buffer_names)
+        return {n: _copy(getattr(self, n)) for n in names}
+
+    def load_state_dict(self, state: Any) -> None:
+        """Set parameters and buffers from ``state`` (arrays of any library, e.g. NumPy from a
+        checkpoint): same names, same shapes; values are copied into the layer's dtype."""
+        load_state(self.name, self, (*self.param_names, *self.buffer_names), state)
 
     # ------------------------------------------------------------------ argument checks
 
@@ -216,9 +241,48 @@ class Layer:
         return param
 
 
+def load_state(owner: str, target: Any, names: Sequence[str], state: Any) -> None:
+    """Copy ``state[name]`` onto ``target.<name>`` for each name, after checking that the keys
+    match exactly and each shape agrees with the current value."""
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"{owner}: load_state_dict expects a mapping of name -> array, "
+            f"got {type(state).__name__}"
+        )
+    missing = [n for n in names if n not in state]
+    unexpected = [k for k in state if k not in names]
+    if missing or unexpected:
+        raise ValueError(
+            f"{owner}: load_state_dict keys do not match: missing {missing}, "
+            f"unexpected {unexpected}"
+        )
+    values = {}
+    for n in names:
+        current = getattr(target, n)
+        xp = array_namespace(current)
+        given = state[n]
+        if not array_api_compat.is_array_api_obj(given) or isinstance(given, (int, float)):
+            raise TypeError(
+                f"{owner}: load_state_dict[{n!r}] must be an array, got {type(given).__name__}"
+            )
+        value = xp.asarray(to_numpy(given), dtype=current.dtype, device=device(current), copy=True)
+        if tuple(value.shape) != tuple(current.shape):
+            raise ValueError(
+                f"{owner}: load_state_dict[{n!r}] must have shape {shape_str(current.shape)}, "
+                f"got {shape_str(value.shape)}"
+            )
+        values[n] = value
+    for n, value in values.items():
+        setattr(target, n, value)
+
+
 def fan_in_bound(fan_in: int) -> float:
     """PyTorch's default init bound for weights and biases: 1 / sqrt(fan_in)."""
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+def _copy(x: Any) -> Any:
+    return array_namespace(x).asarray(x, copy=True)
 
 
 def _namespace_library(xp: Any) -> str:
