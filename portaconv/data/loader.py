@@ -1,0 +1,179 @@
+"""Mini-batches from host (NumPy) arrays, moved to the active backend one batch at a time."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend, get_backend, to_backend, to_numpy
+
+__all__ = ["DataLoader"]
+
+
+def _index(value: Any, what: str) -> int:
+    """``value`` as a Python int; bools and floats are refused (``batch_size=True`` is a bug)."""
+    if isinstance(value, bool):
+        raise TypeError(f"DataLoader: {what} must be an int, got bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"DataLoader: {what} must be an int, got {type(value).__name__} {value!r}"
+        ) from None
+
+
+class DataLoader:
+    """Iterate over ``(X_batch, y_batch)`` pairs on the backend, ``batch_size`` rows at a time.
+
+    ``X``: ``(N, ...)`` and ``y``: ``(N,)`` (or ``(N, ...)``) are kept on the host as NumPy
+    arrays; each batch is sliced there and moved with :func:`portaconv.to_backend` to
+    ``backend`` (default: :func:`portaconv.get_backend` at the start of each pass). ``X_batch``
+    has ``dtype`` (default: the backend's float dtype; a name like ``"float64"`` or a dtype of
+    the backend's namespace). ``y_batch`` is int64 when ``y`` holds integers (class labels)
+    and has ``X_batch``'s float dtype when ``y`` is floating.
+
+    Order. Without ``shuffle`` batches follow the rows in order. With it, pass ``e`` visits
+    the rows in the order ``np.random.default_rng([seed, e]).permutation(N)``: a function of
+    ``(seed, e)`` alone. The epoch ``e`` is :attr:`epoch`, set with :meth:`set_epoch`
+    (default 0); each pass (each ``iter(loader)``) uses the current epoch and then advances it
+    by one, so a plain ``for`` loop over epochs sees a new order every time, and a run resumed
+    at epoch ``e`` that calls ``set_epoch(e)`` sees exactly the order the first run saw.
+
+    ``len(loader)`` is the number of batches: ``ceil(N / batch_size)``, or
+    ``N // batch_size`` with ``drop_last`` (the last, smaller batch is then skipped).
+
+    Example::
+
+        loader = DataLoader(ds.X_train, ds.y_train, batch_size=128, shuffle=True, seed=1)
+        for epoch in range(start_epoch, epochs):
+            loader.set_epoch(epoch)
+            for X_batch, y_batch in loader:
+                ...
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        backend: Backend | None = None,
+        dtype: Any = None,
+    ) -> None:
+        X = np.asarray(to_numpy(X))
+        y = np.asarray(to_numpy(y))
+        if X.ndim == 0 or y.ndim == 0:
+            raise ValueError(
+                f"DataLoader: X and y need a leading sample axis, got shapes {X.shape} and "
+                f"{y.shape}"
+            )
+        if len(X) != len(y):
+            raise ValueError(f"DataLoader: X has {len(X)} samples but y has {len(y)}")
+        if len(X) == 0:
+            raise ValueError("DataLoader: X and y are empty (0 samples)")
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"DataLoader: X must be numeric, got dtype {X.dtype}")
+        if y.dtype.kind not in "biuf":
+            raise TypeError(
+                f"DataLoader: y must hold integer class labels or float targets, got dtype "
+                f"{y.dtype}"
+            )
+        batch_size = _index(batch_size, "batch_size")
+        if batch_size <= 0:
+            raise ValueError(f"DataLoader: batch_size must be positive, got {batch_size}")
+        seed = _index(seed, "seed")
+        if seed < 0:
+            raise ValueError(f"DataLoader: seed must be non-negative, got {seed}")
+        if drop_last and batch_size > len(X):
+            raise ValueError(
+                f"DataLoader: drop_last=True with batch_size={batch_size} > {len(X)} samples "
+                "would yield no batch at all"
+            )
+        if backend is not None and not isinstance(backend, Backend):
+            raise TypeError(
+                f"DataLoader: backend must be a portaconv Backend (from make_backend or "
+                f"get_backend) or None, got {type(backend).__name__}"
+            )
+        self.X = X
+        self.y = y
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self.drop_last = bool(drop_last)
+        self.backend = backend
+        self.dtype = dtype
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.X)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass use epoch ``epoch``'s order (see the class docstring)."""
+        epoch = _index(epoch, "epoch")
+        if epoch < 0:
+            raise ValueError(f"DataLoader: epoch must be non-negative, got {epoch}")
+        self.epoch = epoch
+
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """The row indices pass ``epoch`` (default: the current one) visits, in order."""
+        epoch = self.epoch if epoch is None else _index(epoch, "epoch")
+        if not self.shuffle:
+            return np.arange(self.num_samples)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+
+    def _resolve(self) -> tuple[Backend, Any, Any]:
+        """(backend, X dtype, y dtype) for this pass."""
+        backend = self.backend or get_backend()
+        dtype = self.dtype
+        if dtype is None:
+            dtype = backend.dtype
+        elif isinstance(dtype, str):
+            if dtype not in ("float32", "float64"):
+                raise ValueError(
+                    f"DataLoader: dtype must be 'float32', 'float64' or a dtype of the "
+                    f"backend's namespace, got {dtype!r}"
+                )
+            dtype = getattr(backend.xp, dtype)
+        label_dtype = backend.xp.int64 if self.y.dtype.kind in "biu" else dtype
+        return backend, dtype, label_dtype
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        # Resolved now, not at the first next(): the pass's order and backend are fixed by
+        # the time iter() returns, and the epoch advances even if the pass is cut short.
+        backend, dtype, label_dtype = self._resolve()
+        order = self.order() if self.shuffle else None
+        self.epoch += 1
+        return self._batches(order, backend, dtype, label_dtype)
+
+    def _batches(
+        self, order: np.ndarray | None, backend: Backend, dtype: Any, label_dtype: Any
+    ) -> Iterator[tuple[Any, Any]]:
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            stop = min(start + self.batch_size, self.num_samples)
+            # Shuffled, fancy indexing already copies; in order the slice is a view of the
+            # data set, copied so that a caller writing into a batch cannot alter the data.
+            rows = slice(start, stop) if order is None else order[start:stop]
+            copy = True if order is None else None
+            yield (
+                to_backend(self.X[rows], backend, dtype=dtype, copy=copy),
+                to_backend(self.y[rows], backend, dtype=label_dtype, copy=copy),
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"DataLoader(samples={self.num_samples}, batch_size={self.batch_size}, "
+            f"batches={len(self)}, shuffle={self.shuffle}, seed={self.seed}, "
+            f"drop_last={self.drop_last}, epoch={self.epoch})"
+        )
