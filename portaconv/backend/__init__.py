@@ -29,18 +29,27 @@ from ._ops import (
     window_index,
     windows,
 )
-from ._random import host_rng, manual_seed, uniform
+from ._random import (
+    bernoulli_mask,
+    get_rng_state,
+    host_rng,
+    manual_seed,
+    set_rng_state,
+    uniform,
+)
 
 __all__ = [
     "BACKENDS",
     "DTYPES",
     "Backend",
     "BackendUnavailableError",
+    "bernoulli_mask",
     "col2im",
     "conv_out_size",
     "erf",
     "erf_portable",
     "get_backend",
+    "get_rng_state",
     "host_rng",
     "im2col",
     "kernel_offsets",
@@ -48,6 +57,7 @@ __all__ = [
     "manual_seed",
     "pad_spatial",
     "set_backend",
+    "set_rng_state",
     "slice_add",
     "slice_set",
     "swap_leading_axes",

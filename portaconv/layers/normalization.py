@@ -1,0 +1,153 @@
+"""Batch normalisation over the batch and spatial axes, with PyTorch's semantics.
+
+For each channel c, over every axis but 1 (n values per channel: N, N*L or N*H*W):
+
+    NZ = (Z - M) / sqrt(V + eps)        BZ = BW * NZ + Bb
+
+Training mode uses the batch mean ``M`` and the biased batch variance ``V`` and updates the
+running statistics with the unbiased variance, as ``torch.nn.BatchNorm*d`` does:
+
+    running_M = (1 - momentum) running_M + momentum M
+    running_V = (1 - momentum) running_V + momentum V n / (n - 1)
+
+Evaluation mode normalises with ``running_M`` and ``running_V`` instead. Names follow the
+MyTorch handout: scale ``BW``, shift ``Bb``, gradients ``dLdBW``, ``dLdBb``; ``backward``
+takes ``dLdBZ`` and returns ``dLdZ``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+from ..backend import get_backend
+from ._base import Layer, shape_str, spec_of
+
+
+class _BatchNorm(Layer):
+    """The N-d implementation; subclasses say which ranks they accept."""
+
+    param_names = ("BW", "Bb")
+    buffer_names = ("running_M", "running_V")
+    _ndims: tuple[int, ...] = ()
+    _layout = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        self.num_features = self._int_arg("num_features", num_features)
+        self.eps = self._real_arg("eps", eps)
+        if not self.eps > 0:
+            raise ValueError(f"{self.name}: eps must be a positive number, got {eps!r}")
+        self.momentum = self._real_arg("momentum", momentum)
+        if not 0 <= self.momentum <= 1:
+            raise ValueError(f"{self.name}: momentum must be in [0, 1], got {momentum!r}")
+        backend = get_backend()
+        xp, place = backend.xp, dict(dtype=backend.dtype, device=backend.device)
+        shape = (self.num_features,)
+        self.BW = xp.ones(shape, **place)
+        self.Bb = xp.zeros(shape, **place)
+        self.dLdBW = xp.zeros(shape, **place)
+        self.dLdBb = xp.zeros(shape, **place)
+        self.running_M = xp.zeros(shape, **place)
+        self.running_V = xp.ones(shape, **place)
+        # what forward leaves for backward
+        self.NZ = None  # the normalised input, shape of Z
+        self.M = self.V = None  # the statistics used by the last forward, (C,)
+        self._inv_std = None  # 1 / sqrt(V + eps), shaped (1, C, 1, ...) to broadcast
+        self._batch_stats = False  # whether the last forward used the batch statistics
+        self._spec = None
+
+    def __repr__(self) -> str:
+        return f"{self.name}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
+
+    def _real_arg(self, arg: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"{self.name}: {arg} must be a real number, got {type(value).__name__}")
+        return float(value)
+
+    def forward(self, Z: Any, eval: bool | None = None) -> Any:
+        """``Z`` (N, C, *spatial) -> ``BZ`` of the same shape.
+
+        ``eval=None`` follows the layer's mode (:meth:`train` / :meth:`eval`); ``True`` or
+        ``False`` overrides it for this call (the handout's signature).
+        """
+        if eval is not None and not isinstance(eval, bool):
+            raise TypeError(
+                f"{self.name}: eval must be True, False or None, got {type(eval).__name__}"
+            )
+        xp = self._array_arg(Z, "Z", self._layout, range(0, 64))
+        if Z.ndim not in self._ndims:
+            want = " or ".join(str(n) for n in self._ndims)
+            raise ValueError(
+                f"{self.name}: Z must have {want} dimensions {self._layout}, "
+                f"got {Z.ndim} dimensions with shape {shape_str(Z.shape)}"
+            )
+        self._axis_size(Z, "Z", 1, "num_features", self.num_features)
+        self._same_place(Z, "Z", self.BW)
+        use_batch = self.training if eval is None else not eval
+        axes = (0, *range(2, Z.ndim))
+        n = math.prod(Z.shape[a] for a in axes)  # values per channel
+        channel = (1, self.num_features, *(1,) * (Z.ndim - 2))
+
+        if use_batch:
+            if n <= 1:
+                raise ValueError(
+                    f"{self.name}: training needs more than one value per channel, "
+                    f"got input of shape {shape_str(Z.shape)}"
+                )
+            M = xp.mean(Z, axis=axes, keepdims=True)
+            centered = Z - M
+            V = xp.mean(centered * centered, axis=axes, keepdims=True)  # biased, as torch
+            self.M, self.V = xp.reshape(M, (-1,)), xp.reshape(V, (-1,))
+            m = self.momentum
+            self.running_M = (1 - m) * self.running_M + m * self.M
+            self.running_V = (1 - m) * self.running_V + (m * n / (n - 1)) * self.V
+        else:
+            self.M, self.V = self.running_M, self.running_V
+            centered = Z - xp.reshape(self.M, channel)
+            V = xp.reshape(self.V, channel)
+        self._inv_std = 1 / xp.sqrt(V + self.eps)
+        self.NZ = centered * self._inv_std
+        self._batch_stats = use_batch
+        self._spec = spec_of(Z)
+        return xp.reshape(self.BW, channel) * self.NZ + xp.reshape(self.Bb, channel)
+
+    def backward(self, dLdBZ: Any) -> Any:
+        """``dLdBZ`` (N, C, *spatial) -> ``dLdZ``; sets ``dLdBW`` and ``dLdBb``.
+
+        ``dLdBb = sum(dLdBZ)``, ``dLdBW = sum(dLdBZ NZ)`` over every axis but 1. After a
+        training-mode forward the batch statistics depend on Z too:
+
+            dLdZ = BW / (n sqrt(V + eps)) (n dLdBZ - dLdBb - NZ dLdBW)
+
+        after an evaluation-mode forward it is the affine map's ``BW / sqrt(V + eps) dLdBZ``.
+        """
+        self._forward_done("NZ")
+        NZ = self.NZ
+        xp = self._gradient_arg(dLdBZ, "dLdBZ", tuple(NZ.shape), self._spec)
+        axes = (0, *range(2, NZ.ndim))
+        channel = (1, self.num_features, *(1,) * (NZ.ndim - 2))
+        dLdBb = xp.sum(dLdBZ, axis=axes, keepdims=True)
+        dLdBW = xp.sum(dLdBZ * NZ, axis=axes, keepdims=True)
+        self.dLdBb, self.dLdBW = xp.reshape(dLdBb, (-1,)), xp.reshape(dLdBW, (-1,))
+        scale = xp.reshape(self.BW, channel) * self._inv_std
+        if not self._batch_stats:
+            return scale * dLdBZ
+        n = math.prod(NZ.shape[a] for a in axes)
+        return (scale / n) * (n * dLdBZ - dLdBb - NZ * dLdBW)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of ``Z`` (N, C) or (N, C, L) per channel C, as
+    ``torch.nn.BatchNorm1d(num_features, eps, momentum)``: statistics over N (and L)."""
+
+    _ndims = (2, 3)
+    _layout = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of ``Z`` (N, C, H, W) per channel C, as
+    ``torch.nn.BatchNorm2d(num_features, eps, momentum)``: statistics over N, H and W."""
+
+    _ndims = (4,)
+    _layout = "(N, C, H, W)"

@@ -1,0 +1,789 @@
+"""BatchNorm, Dropout and global average pooling against PyTorch, on every backend.
+
+The oracle is PyTorch in float64 (``torch.nn.functional.batch_norm``, ``torch.nn.BatchNorm*d``
+and autograd), fed the same inputs and parameters rounded to the test dtype. Dropout's mask
+is random, so it is checked two ways: with the mask the layer drew (forward and backward
+against PyTorch applying that mask / (1 - p)), and by its statistics on a large input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+import portaconv
+from portaconv.backend import BackendUnavailableError, host_rng, make_backend, to_backend, to_numpy
+from portaconv.layers.dropout import Dropout, Dropout1d, Dropout2d
+from portaconv.layers.global_pool import GlobalAvgPool1d, GlobalAvgPool2d
+from portaconv.layers.normalization import BatchNorm1d, BatchNorm2d
+
+from .helpers import (
+    assert_close,
+    assert_on_backend,
+    finite_difference_check,
+    on,
+    rounded,
+    snapshot,
+    torch_reference,
+)
+
+# ------------------------------------------------------------------------------- helpers
+
+EPS, MOMENTUM = 1e-5, 0.1
+
+
+def _draw(rng, shape, dtype):
+    """Inputs with a channel-dependent mean and spread, so normalising has work to do."""
+    if len(shape) < 2:
+        return rounded(0.5 + 1.5 * rng.standard_normal(shape), dtype)
+    C = shape[1]
+    mean = np.linspace(-2.0, 3.0, C).reshape((1, C) + (1,) * (len(shape) - 2))
+    spread = np.linspace(0.5, 2.5, C).reshape(mean.shape)
+    return rounded(mean + spread * rng.standard_normal(shape), dtype)
+
+
+def _bn_layer(cls, C, bk, rng, eps=EPS, momentum=MOMENTUM):
+    """A layer with random BW and Bb (as float64 NumPy, rounded to the backend's dtype)."""
+    layer = cls(C, eps=eps, momentum=momentum)
+    BW = rounded(1.0 + 0.5 * rng.standard_normal(C), bk.dtype_name)
+    Bb = rounded(rng.standard_normal(C), bk.dtype_name)
+    layer.BW, layer.Bb = on(bk, BW), on(bk, Bb)
+    return layer, BW, Bb
+
+
+def _torch_train(eps=EPS):
+    return lambda A, W, b: F.batch_norm(A, None, None, W, b, training=True, eps=eps)
+
+
+def _torch_eval(mean, var, eps=EPS):
+    rm, rv = torch.tensor(mean), torch.tensor(var)
+    return lambda A, W, b: F.batch_norm(A, rm, rv, W, b, training=False, eps=eps)
+
+
+BN_CASES = [
+    pytest.param(BatchNorm1d, (6, 4), id="BatchNorm1d-(N,C)"),
+    pytest.param(BatchNorm1d, (2, 3), id="BatchNorm1d-(N,C)-N2"),
+    pytest.param(BatchNorm1d, (4, 3, 7), id="BatchNorm1d-(N,C,L)"),
+    pytest.param(BatchNorm1d, (1, 2, 5), id="BatchNorm1d-(N,C,L)-N1"),
+    pytest.param(BatchNorm2d, (3, 4, 5, 6), id="BatchNorm2d"),
+    pytest.param(BatchNorm2d, (1, 2, 3, 3), id="BatchNorm2d-N1"),
+    pytest.param(BatchNorm2d, (5, 1, 1, 1), id="BatchNorm2d-1x1"),
+]
+
+
+# ------------------------------------------------------------------ BatchNorm, training
+
+
+@pytest.mark.parametrize("cls, shape", BN_CASES)
+def test_batchnorm_training_matches_torch(bk, rng, cls, shape):
+    layer, BW, Bb = _bn_layer(cls, shape[1], bk, rng)
+    A = _draw(rng, shape, bk.dtype_name)
+    dLdBZ = rounded(rng.standard_normal(shape), bk.dtype_name)
+    expected_Z, expected = torch_reference(_torch_train(), {"A": A, "W": BW, "b": Bb}, dLdBZ)
+
+    A_b, dLdBZ_b = on(bk, A), on(bk, dLdBZ)
+    A_before, dLdBZ_before = snapshot(A_b), snapshot(dLdBZ_b)
+    assert_close(layer.forward(A_b), expected_Z, bk, "BZ")
+    assert_close(layer.backward(dLdBZ_b), expected["A"], bk, "dLdZ")
+    assert_close(layer.dLdBW, expected["W"], bk, "dLdBW")
+    assert_close(layer.dLdBb, expected["b"], bk, "dLdBb")
+    np.testing.assert_array_equal(snapshot(A_b), A_before, err_msg="forward/backward modified Z")
+    np.testing.assert_array_equal(snapshot(dLdBZ_b), dLdBZ_before, err_msg="backward modified")
+
+
+@pytest.mark.parametrize("cls, shape", BN_CASES)
+def test_batchnorm_running_statistics_match_torch(bk, rng, cls, shape):
+    """Three training steps with different batches: running_M and running_V as torch's
+    running_mean and running_var (which use the unbiased variance), then eval mode."""
+    momentum = 0.3
+    C = shape[1]
+    layer, BW, Bb = _bn_layer(cls, C, bk, rng, momentum=momentum)
+    module = getattr(torch.nn, cls.__name__)(C, eps=EPS, momentum=momentum, dtype=torch.float64)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor(BW))
+        module.bias.copy_(torch.tensor(Bb))
+    for step in range(3):
+        A = _draw(rng, shape, bk.dtype_name) * (step + 1)
+        module(torch.tensor(A))
+        layer.forward(on(bk, A))
+        assert_close(layer.running_M, module.running_mean.numpy(), bk, f"running_M step {step}")
+        assert_close(layer.running_V, module.running_var.numpy(), bk, f"running_V step {step}")
+    assert not np.allclose(module.running_var.numpy(), 1.0), "the test must move running_var"
+
+    # eval mode normalises with the running statistics, and leaves them alone
+    assert layer.eval() is layer and not layer.training
+    module.eval()
+    A = _draw(rng, shape, bk.dtype_name)
+    dLdBZ = rounded(rng.standard_normal(shape), bk.dtype_name)
+    tA = torch.tensor(A, requires_grad=True)
+    tZ = module(tA)
+    tZ.backward(torch.tensor(dLdBZ))
+    M_before, V_before = snapshot(layer.running_M), snapshot(layer.running_V)
+    assert_close(layer.forward(on(bk, A)), tZ.detach().numpy(), bk, "eval BZ")
+    assert_close(layer.backward(on(bk, dLdBZ)), tA.grad.numpy(), bk, "eval dLdZ")
+    assert_close(layer.dLdBW, module.weight.grad.numpy(), bk, "eval dLdBW")
+    assert_close(layer.dLdBb, module.bias.grad.numpy(), bk, "eval dLdBb")
+    np.testing.assert_array_equal(snapshot(layer.running_M), M_before)
+    np.testing.assert_array_equal(snapshot(layer.running_V), V_before)
+
+
+@pytest.mark.parametrize("cls, shape", BN_CASES)
+def test_batchnorm_eval_matches_torch(bk, rng, cls, shape):
+    """Running statistics loaded from NumPy; eval() and forward(eval=True) both use them."""
+    C = shape[1]
+    layer, BW, Bb = _bn_layer(cls, C, bk, rng)
+    mean = rounded(rng.standard_normal(C), bk.dtype_name)
+    var = rounded(0.5 + rng.random(C), bk.dtype_name)
+    layer.load_state_dict({"BW": BW, "Bb": Bb, "running_M": mean, "running_V": var})
+    A = _draw(rng, shape, bk.dtype_name)
+    dLdBZ = rounded(rng.standard_normal(shape), bk.dtype_name)
+    fn = _torch_eval(mean, var)
+    expected_Z, expected = torch_reference(fn, {"A": A, "W": BW, "b": Bb}, dLdBZ)
+
+    for how in ("override", "mode"):
+        if how == "mode":
+            layer.eval()
+            Z = layer.forward(on(bk, A))
+            layer.train()  # backward follows the mode forward ran in, not the current one
+        else:
+            assert layer.training
+            Z = layer.forward(on(bk, A), eval=True)
+        assert_close(Z, expected_Z, bk, f"BZ ({how})")
+        assert_close(layer.backward(on(bk, dLdBZ)), expected["A"], bk, f"dLdZ ({how})")
+        assert_close(layer.dLdBW, expected["W"], bk, f"dLdBW ({how})")
+        assert_close(layer.dLdBb, expected["b"], bk, f"dLdBb ({how})")
+        assert_close(layer.running_M, mean, bk, "running_M unchanged")
+        assert_close(layer.running_V, var, bk, "running_V unchanged")
+
+
+def test_batchnorm_train_override_in_eval_mode(bk, rng):
+    """forward(eval=False) on a layer in eval mode uses (and updates) the batch statistics."""
+    layer, BW, Bb = _bn_layer(BatchNorm2d, 3, bk, rng)
+    layer.eval()
+    A = _draw(rng, (4, 3, 3, 2), bk.dtype_name)
+    expected_Z, _ = torch_reference(_torch_train(), {"A": A, "W": BW, "b": Bb}, None)
+    assert_close(layer.forward(on(bk, A), eval=False), expected_Z, bk, "BZ")
+    batch = A.transpose(1, 0, 2, 3).reshape(3, -1)
+    assert_close(layer.running_M, 0.1 * batch.mean(axis=1), bk, "running_M")
+    assert_close(layer.running_V, 0.9 + 0.1 * batch.var(axis=1, ddof=1), bk, "running_V")
+
+
+def test_batchnorm_eval_accepts_one_value_per_channel(bk, rng):
+    """Only the batch statistics need two values; eval mode takes a batch of one, as torch."""
+    layer, BW, Bb = _bn_layer(BatchNorm1d, 3, bk, rng)
+    A = _draw(rng, (1, 3), bk.dtype_name)
+    expected_Z, _ = torch_reference(
+        _torch_eval(np.zeros(3), np.ones(3)), {"A": A, "W": BW, "b": Bb}, None
+    )
+    assert_close(layer.eval().forward(on(bk, A)), expected_Z, bk, "BZ")
+
+
+def test_batchnorm_defaults_and_state_dict_round_trip(bk, rng):
+    layer = BatchNorm2d(3)
+    assert (layer.eps, layer.momentum, layer.param_names) == (1e-5, 0.1, ("BW", "Bb"))
+    assert layer.buffer_names == ("running_M", "running_V")
+    for name, value in [("BW", 1), ("Bb", 0), ("running_M", 0), ("running_V", 1)]:
+        assert_close(getattr(layer, name), np.full(3, float(value)), bk, name)
+    for name in ("dLdBW", "dLdBb"):
+        assert_close(getattr(layer, name), np.zeros(3), bk, name)
+    assert set(layer.parameters()) == set(layer.gradients()) == {"BW", "Bb"}
+
+    layer, _, _ = _bn_layer(BatchNorm2d, 3, bk, rng)
+    for _ in range(2):
+        layer.forward(on(bk, _draw(rng, (4, 3, 2, 2), bk.dtype_name)))
+    state = layer.state_dict()
+    assert list(state) == ["BW", "Bb", "running_M", "running_V"]
+    assert all(state[n] is not getattr(layer, n) for n in state), "state_dict must copy"
+
+    A = on(bk, _draw(rng, (2, 3, 2, 2), bk.dtype_name))
+    expected = to_numpy(layer.eval().forward(A))
+    for source in ("backend", "numpy"):
+        restored = BatchNorm2d(3)
+        restored.load_state_dict(
+            state if source == "backend" else {k: to_numpy(v) for k, v in state.items()}
+        )
+        for name in state:
+            value = getattr(restored, name)
+            assert_on_backend(value, bk, name)
+            np.testing.assert_array_equal(to_numpy(value), to_numpy(state[name]), err_msg=name)
+        np.testing.assert_array_equal(to_numpy(restored.eval().forward(A)), expected)
+
+
+@pytest.mark.parametrize("cls, shape", BN_CASES)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_batchnorm_finite_differences(bk64, rng, cls, shape, mode):
+    layer, _, _ = _bn_layer(cls, shape[1], bk64, rng)
+    C = shape[1]
+    layer.running_M = on(bk64, rng.standard_normal(C))
+    layer.running_V = on(bk64, 0.5 + rng.random(C))
+    layer.train(mode == "train")
+    finite_difference_check(layer, on(bk64, _draw(rng, shape, "float64")), params=("BW", "Bb"))
+
+
+@pytest.mark.parametrize("cls, shape", [p for p in BN_CASES if len(p.values[1]) >= 3])
+def test_batchnorm_non_contiguous_input(bk, rng, cls, shape):
+    """A strided view (every other sample of a wider array) gives the same results."""
+    layer, BW, Bb = _bn_layer(cls, shape[1], bk, rng)
+    A = _draw(rng, shape, bk.dtype_name)
+    wide = np.zeros((*shape[:-1], 2 * shape[-1]))
+    wide[..., ::2] = A
+    dLdBZ = rounded(rng.standard_normal(shape), bk.dtype_name)
+    expected_Z, expected = torch_reference(_torch_train(), {"A": A, "W": BW, "b": Bb}, dLdBZ)
+    assert_close(layer.forward(on(bk, wide)[..., ::2]), expected_Z, bk, "BZ")
+    assert_close(layer.backward(on(bk, dLdBZ)), expected["A"], bk, "dLdZ")
+    assert_close(layer.dLdBW, expected["W"], bk, "dLdBW")
+
+
+@given(
+    n=st.integers(1, 4),
+    c=st.integers(1, 3),
+    h=st.integers(1, 4),
+    w=st.integers(1, 4),
+    eps=st.sampled_from([1e-5, 1e-3, 0.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_batchnorm2d_any_shape_matches_torch(bk64, n, c, h, w, eps, seed):
+    rng = np.random.default_rng(seed)
+    shape = (n, c, h, w)
+    layer, BW, Bb = _bn_layer(BatchNorm2d, c, bk64, rng, eps=eps)
+    A = _draw(rng, shape, "float64")
+    if n * h * w == 1:
+        with pytest.raises(ValueError, match="^BatchNorm2d: training needs more than one value"):
+            layer.forward(on(bk64, A))
+        return
+    dLdBZ = rng.standard_normal(shape)
+    expected_Z, expected = torch_reference(_torch_train(eps), {"A": A, "W": BW, "b": Bb}, dLdBZ)
+    assert_close(layer.forward(on(bk64, A)), expected_Z, bk64, "BZ")
+    assert_close(layer.backward(on(bk64, dLdBZ)), expected["A"], bk64, "dLdZ")
+    assert_close(layer.dLdBW, expected["W"], bk64, "dLdBW")
+    assert_close(layer.dLdBb, expected["b"], bk64, "dLdBb")
+
+
+# ---------------------------------------------------------------------------- Dropout
+
+DROPOUT_CASES = [  # (class, input shape, mask shape)
+    pytest.param(Dropout, (4, 5, 6), (4, 5, 6), id="Dropout-3d"),
+    pytest.param(Dropout, (30,), (30,), id="Dropout-1d"),
+    pytest.param(Dropout1d, (3, 8, 5), (3, 8, 1), id="Dropout1d"),
+    pytest.param(Dropout2d, (3, 8, 5, 4), (3, 8, 1, 1), id="Dropout2d"),
+]
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.75])
+@pytest.mark.parametrize("cls, shape, mask_shape", DROPOUT_CASES)
+def test_dropout_with_its_mask_matches_torch(bk, rng, cls, shape, mask_shape, p):
+    """Forward and backward against torch applying the mask the layer drew, / (1 - p)."""
+    portaconv.manual_seed(1234)
+    layer = cls(p)
+    A = _draw(rng, shape, bk.dtype_name)
+    A_b = on(bk, A)
+    A_before = snapshot(A_b)
+    Z = layer.forward(A_b)
+    assert_on_backend(layer.mask, bk, "mask")
+    mask = to_numpy(layer.mask).astype(np.float64)
+    assert mask.shape == mask_shape
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+    assert 0 < mask.sum() < mask.size, "a mask that keeps all or nothing tests nothing"
+
+    dLdZ = rounded(rng.standard_normal(shape), bk.dtype_name)
+    fn = lambda A: A * torch.tensor(mask) / (1 - p)  # noqa: E731
+    expected_Z, expected = torch_reference(fn, {"A": A}, dLdZ)
+    assert_close(Z, expected_Z, bk, "Z")
+    assert_close(layer.backward(on(bk, dLdZ)), expected["A"], bk, "dLdA")
+    np.testing.assert_array_equal(snapshot(A_b), A_before, err_msg="forward modified x")
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+@pytest.mark.parametrize("cls", [Dropout, Dropout1d, Dropout2d])
+def test_dropout_statistics(bk, rng, cls, p):
+    """On a large input: the zeroed fraction is p within 5 binomial sigmas, kept values are
+    exactly x times 1/(1 - p) (in the dtype), whole channels go together for the channel
+    variants, the mean is preserved within 5 sigmas, and backward zeroes the same places."""
+    shape = {Dropout: (400, 500), Dropout1d: (200, 300, 4), Dropout2d: (200, 300, 2, 2)}[cls]
+    x = rounded(1.0 + rng.random(shape), bk.dtype_name)  # never 0, so a 0 means dropped
+    layer = cls(p)
+    Z = to_numpy(layer.forward(on(bk, x))).astype(np.float64)
+    dropped = Z == 0
+    if cls is not Dropout:  # one draw per (sample, channel): all of a channel or none of it
+        per_channel = dropped.reshape(*shape[:2], -1)
+        assert np.all(per_channel.all(axis=2) | ~per_channel.any(axis=2)), "partial channel"
+        dropped_draws = per_channel[..., 0]
+    else:
+        dropped_draws = dropped
+    draws = dropped_draws.size
+    fraction = dropped_draws.mean()
+    assert abs(fraction - p) <= 5 * math.sqrt(p * (1 - p) / draws), (fraction, p)
+
+    dt = np.dtype(bk.dtype_name)
+    scaled = (x.astype(dt) * dt.type(1 / (1 - p))).astype(np.float64)
+    np.testing.assert_array_equal(Z[~dropped], scaled[~dropped], err_msg="kept values")
+    np.testing.assert_allclose(
+        Z[~dropped], x[~dropped] / (1 - p), rtol=1e-6 if dt == "f8" else 2e-7
+    )
+
+    # E[Z] = x; Var(Z - x) = x^2 p / (1 - p) per draw (a whole channel at once for Dropout2d)
+    group = x.reshape(*dropped_draws.shape, -1).sum(axis=-1)
+    sigma = math.sqrt(np.sum(group**2) * p / (1 - p)) / x.size
+    assert abs(Z.mean() - x.mean()) <= 5 * sigma, (Z.mean(), x.mean(), sigma)
+
+    dLdA = to_numpy(layer.backward(on(bk, np.ones(shape)))).astype(np.float64)
+    np.testing.assert_array_equal(dLdA == 0, dropped, err_msg="backward drops other places")
+    np.testing.assert_array_equal(
+        dLdA[~dropped], np.full((~dropped).sum(), float(dt.type(1 / (1 - p))))
+    )
+
+
+@pytest.mark.parametrize("cls, shape, mask_shape", DROPOUT_CASES)
+def test_dropout_identity_without_drawing(bk, rng, cls, shape, mask_shape):
+    """Eval mode, train=False and p=0 are the identity and leave the random stream alone."""
+    x = on(bk, _draw(rng, shape, bk.dtype_name))
+    dLdZ = on(bk, _draw(rng, shape, bk.dtype_name))
+    for layer, kwargs in [
+        (cls(0.5).eval(), {}),
+        (cls(0.5), {"train": False}),
+        (cls(0), {}),
+        (cls(0.0), {"train": True}),
+    ]:
+        state = host_rng().bit_generator.state
+        Z = layer.forward(x, **kwargs)
+        np.testing.assert_array_equal(snapshot(Z), snapshot(x))
+        np.testing.assert_array_equal(snapshot(layer.backward(dLdZ)), snapshot(dLdZ))
+        assert layer.mask is None
+        assert host_rng().bit_generator.state == state, "identity must not draw"
+
+
+@pytest.mark.parametrize("cls, shape, mask_shape", DROPOUT_CASES)
+def test_dropout_p1_gives_zeros(bk, rng, cls, shape, mask_shape):
+    layer = cls(1.0)
+    state = host_rng().bit_generator.state
+    Z = layer.forward(on(bk, _draw(rng, shape, bk.dtype_name)))
+    assert host_rng().bit_generator.state == state, "p=1 needs no draw"
+    assert_close(Z, np.zeros(shape), bk, "Z")
+    assert_close(layer.backward(on(bk, _draw(rng, shape, bk.dtype_name))), np.zeros(shape), bk)
+    assert_close(layer.mask, np.zeros(mask_shape), bk, "mask")
+
+
+@pytest.mark.parametrize("cls, shape, mask_shape", DROPOUT_CASES)
+def test_dropout_masks_follow_manual_seed(bk, rng, cls, shape, mask_shape):
+    """The documented draw: host_rng().random(mask_shape) < 1 - p after manual_seed, so the
+    same seed gives the same mask on every backend; successive forwards draw anew."""
+    p = 0.4
+    x = on(bk, _draw(rng, shape, bk.dtype_name))
+    layer = cls(p)
+    masks = {}
+    for seed in (7, 7, 8):
+        portaconv.manual_seed(seed)
+        layer.forward(x)
+        first = to_numpy(layer.mask)
+        layer.forward(x)
+        masks.setdefault(seed, []).append((first, to_numpy(layer.mask)))
+    (a1, a2), (b1, b2) = masks[7]
+    np.testing.assert_array_equal(a1, b1)
+    np.testing.assert_array_equal(a2, b2)
+    assert not np.array_equal(a1, a2), "each forward draws a new mask"
+    assert not np.array_equal(a1, masks[8][0][0]), "another seed, another mask"
+    documented = np.random.default_rng(7).random(mask_shape) < 1 - p
+    np.testing.assert_array_equal(a1, documented.astype(a1.dtype))
+
+
+def test_dropout_train_eval_switch(bk, rng):
+    layer = Dropout(0.5)
+    assert layer.training
+    x = on(bk, 1.0 + rng.random((50, 40)))
+    assert (to_numpy(layer.forward(x)) == 0).any()
+    assert layer.eval() is layer and not layer.training
+    np.testing.assert_array_equal(to_numpy(layer.forward(x)), to_numpy(x))
+    assert (to_numpy(layer.forward(x, train=True)) == 0).any(), "train=True overrides eval()"
+    assert layer.train() is layer and layer.training
+    assert (to_numpy(layer.forward(x)) == 0).any()
+    assert layer.forward(x, train=False) is x
+    assert repr(Dropout2d(0.25)) == "Dropout2d(p=0.25)"
+
+
+# ------------------------------------------------------------------- global average pool
+
+GAP_CASES = [
+    pytest.param(GlobalAvgPool1d, (2, 3, 7), lambda A: F.adaptive_avg_pool1d(A, 1).flatten(1)),
+    pytest.param(GlobalAvgPool1d, (3, 2, 1), lambda A: F.adaptive_avg_pool1d(A, 1).flatten(1)),
+    pytest.param(GlobalAvgPool2d, (2, 3, 4, 5), lambda A: F.adaptive_avg_pool2d(A, 1).flatten(1)),
+    pytest.param(GlobalAvgPool2d, (1, 1, 1, 1), lambda A: F.adaptive_avg_pool2d(A, 1).flatten(1)),
+    pytest.param(GlobalAvgPool2d, (2, 4, 7, 1), lambda A: F.adaptive_avg_pool2d(A, 1).flatten(1)),
+]
+
+
+@pytest.mark.parametrize("cls, shape, fn", GAP_CASES)
+def test_global_avg_pool_matches_torch(bk, rng, cls, shape, fn):
+    layer = cls()
+    A = _draw(rng, shape, bk.dtype_name)
+    dLdZ = rounded(rng.standard_normal(shape[:2]), bk.dtype_name)
+    expected_Z, expected = torch_reference(fn, {"A": A}, dLdZ)
+    A_b, dLdZ_b = on(bk, A), on(bk, dLdZ)
+    A_before, dLdZ_before = snapshot(A_b), snapshot(dLdZ_b)
+    assert_close(layer.forward(A_b), expected_Z, bk, "Z")
+    assert_close(layer.backward(dLdZ_b), expected["A"], bk, "dLdA")
+    np.testing.assert_array_equal(snapshot(A_b), A_before)
+    np.testing.assert_array_equal(snapshot(dLdZ_b), dLdZ_before)
+
+    wide = np.zeros((*shape[:-1], 2 * shape[-1]))
+    wide[..., ::2] = A
+    assert_close(layer.forward(on(bk, wide)[..., ::2]), expected_Z, bk, "Z (strided view)")
+    assert_close(layer.backward(dLdZ_b), expected["A"], bk, "dLdA (strided view)")
+
+
+@pytest.mark.parametrize("cls, shape, fn", GAP_CASES)
+def test_global_avg_pool_finite_differences(bk64, rng, cls, shape, fn):
+    finite_difference_check(cls(), on(bk64, _draw(rng, shape, "float64")))
+
+
+# ------------------------------------------------------------------------------- errors
+
+LIBRARY = {"numpy": "NumPy", "torch": "PyTorch", "array_api_strict": "array-api-strict"}
+
+
+def rx(layer: str, pattern: str) -> str:
+    return rf"^{layer}: {pattern}"
+
+
+def sh(shape) -> str:
+    return r"\(" + r", ".join(str(n) for n in shape) + r",?\)"
+
+
+def a_library(name: str) -> str:
+    label = LIBRARY[name]
+    return ("an " if label[0].lower() in "aeiou" else "a ") + label
+
+
+def floats(backend, shape, dtype=None):
+    values = np.linspace(-1.0, 1.0, math.prod(shape)).reshape(shape) + 0.01
+    return to_backend(values, backend, None if dtype is None else getattr(backend.xp, dtype))
+
+
+def other_library(backend):
+    """Another installed CPU library than ``backend``'s, in float64."""
+    for name in ["array_api_strict", "torch"] if backend.name == "numpy" else ["numpy"]:
+        try:
+            return make_backend(name, "cpu" if name == "torch" else None, "float64")
+        except BackendUnavailableError:
+            continue
+    pytest.skip(f"no library besides {backend.name} is installed")
+
+
+# (name, factory, valid shape, forward's argument, backward's argument, layout regex, ranks)
+_BN1D = r"\(N, C\) or \(N, C, L\)"
+LAYERS = [
+    ("BatchNorm1d", lambda: BatchNorm1d(3), (4, 3), "Z", "dLdBZ", _BN1D, "2 or 3"),
+    ("BatchNorm1d", lambda: BatchNorm1d(3), (4, 3, 5), "Z", "dLdBZ", _BN1D, "2 or 3"),
+    ("BatchNorm2d", lambda: BatchNorm2d(3), (2, 3, 4, 4), "Z", "dLdBZ", r"\(N, C, H, W\)", "4"),
+    ("Dropout", lambda: Dropout(0.5), (2, 5), "x", "dLdZ", r"\(N, \.\.\.\)", None),
+    ("Dropout1d", lambda: Dropout1d(0.5), (2, 3, 5), "x", "dLdZ", r"\(N, C, L\)", "3"),
+    ("Dropout2d", lambda: Dropout2d(0.5), (2, 3, 4, 4), "x", "dLdZ", r"\(N, C, H, W\)", "4"),
+    ("GlobalAvgPool1d", GlobalAvgPool1d, (2, 3, 5), "A", "dLdZ", r"\(N, C, L\)", "3"),
+    ("GlobalAvgPool2d", GlobalAvgPool2d, (2, 3, 4, 4), "A", "dLdZ", r"\(N, C, H, W\)", "4"),
+]
+LAYER_IDS = [f"{row[0]}{row[2]}".replace(" ", "") for row in LAYERS]
+
+
+def _forward_cases():
+    for row, row_id in zip(LAYERS, LAYER_IDS):
+        name, make, shape, arg, _, layout, ranks = row
+        cases = [
+            (
+                "list",
+                lambda b, s=shape: np.ones(s).tolist(),
+                TypeError,
+                rf"{arg} must be an array {layout}, got list$",
+            ),
+            ("float", lambda b: 1.5, TypeError, rf"{arg} must be an array {layout}, got float$"),
+            (
+                "int-dtype",
+                lambda b, s=shape: to_backend(np.ones(s), b, b.xp.int64),
+                TypeError,
+                rf"{arg} must be a real floating-point array \(float32 or float64\), "
+                r"got dtype \S*int64$",
+            ),
+        ]
+        if ranks is not None:
+            for bad in [(2,) * (int(ranks[0]) - 1), (2,) * (int(ranks[-1]) + 1)]:
+                cases.append(
+                    (
+                        f"{len(bad)}-d",
+                        lambda b, s=bad: floats(b, s),
+                        ValueError,
+                        rf"{arg} must have {ranks} dimensions {layout}, "
+                        rf"got {len(bad)} dimensions with shape {sh(bad)}$",
+                    )
+                )
+        if name.startswith("BatchNorm"):
+            bad = (shape[0], 4, *shape[2:])
+            cases += [
+                (
+                    "wrong-channels",
+                    lambda b, s=bad: floats(b, s),
+                    ValueError,
+                    rf"Z must have num_features=3 \(axis 1\), got shape {sh(bad)}$",
+                ),
+                (
+                    "one-value-per-channel",
+                    lambda b, s=(1, 3) + (1,) * (len(shape) - 2): floats(b, s),
+                    ValueError,
+                    r"training needs more than one value per channel, "
+                    rf"got input of shape {sh((1, 3) + (1,) * (len(shape) - 2))}$",
+                ),
+            ]
+        if name.startswith("GlobalAvgPool"):
+            bad = (*shape[:-1], 0)
+            cases.append(
+                (
+                    "empty-spatial-axis",
+                    lambda b, s=bad: floats(b, s),
+                    ValueError,
+                    rf"every spatial size of A must be >= 1, got shape {sh(bad)}$",
+                )
+            )
+        for kind, make_input, exc, pattern in cases:
+            yield pytest.param(make, make_input, exc, rx(name, pattern), id=f"{row_id}-{kind}")
+
+
+@pytest.mark.parametrize("make, make_input, exc, pattern", list(_forward_cases()))
+def test_forward_rejects(bk64, make, make_input, exc, pattern):
+    layer = make()
+    with pytest.raises(exc, match=pattern):
+        layer.forward(make_input(bk64))
+
+
+@pytest.mark.parametrize("row", LAYERS, ids=LAYER_IDS)
+def test_backward_rejects(bk64, row):
+    """Before forward; a gradient of the wrong shape, not an array, of an integer dtype, of
+    another float dtype, from another library."""
+    name, make, shape, _, grad, _, _ = row
+    layer = make()
+    with pytest.raises(ValueError, match=rx(name, r"backward called before forward$")):
+        layer.backward(floats(bk64, shape))
+    out = tuple(layer.forward(floats(bk64, shape)).shape)
+    for bad in [(*out[:-1], out[-1] + 1), (*out, 1), out[:-1]]:
+        with pytest.raises(
+            ValueError,
+            match=rx(
+                name,
+                rf"{grad} must have the shape of the forward output {sh(out)}, "
+                rf"got {sh(bad)}$",
+            ),
+        ):
+            layer.backward(floats(bk64, bad))
+    with pytest.raises(
+        TypeError,
+        match=rx(
+            name,
+            rf"{grad} must be an array of shape {sh(out)}, "
+            r"got list$",
+        ),
+    ):
+        layer.backward(np.ones(out).tolist())
+    with pytest.raises(
+        TypeError, match=rx(name, rf"{grad} has dtype \S*int64 but forward ran in \S*float64$")
+    ):
+        layer.backward(to_backend(np.ones(out), bk64, bk64.xp.int64))
+    with pytest.raises(
+        TypeError, match=rx(name, rf"{grad} has dtype \S*float32 but forward ran in \S*float64$")
+    ):
+        layer.backward(floats(bk64, out, "float32"))
+    other = other_library(bk64)
+    with pytest.raises(
+        TypeError,
+        match=rx(
+            name,
+            rf"{grad} is {a_library(other.name)} array but forward ran on "
+            rf"{LIBRARY[bk64.name]} arrays$",
+        ),
+    ):
+        layer.backward(floats(other, out))
+
+
+@pytest.mark.parametrize("cls, shape", [(BatchNorm1d, (4, 3)), (BatchNorm2d, (2, 3, 4, 4))])
+def test_batchnorm_rejects_input_from_elsewhere(bk64, cls, shape):
+    """Another library, another dtype, another device than the layer's parameters."""
+    name = cls.__name__
+    layer = cls(3)
+    other = other_library(bk64)
+    with pytest.raises(
+        TypeError,
+        match=rx(
+            name,
+            rf"Z is {a_library(other.name)} array but the layer's parameters are "
+            rf"{LIBRARY[bk64.name]} arrays; move it with portaconv\.to_backend",
+        ),
+    ):
+        layer.forward(floats(other, shape))
+    with pytest.raises(
+        TypeError,
+        match=rx(name, r"Z has dtype \S*float32 but the layer's parameters are \S*float64"),
+    ):
+        layer.forward(floats(bk64, shape, "float32"))
+
+    try:
+        device1 = make_backend("array_api_strict", "device1", "float64")
+    except BackendUnavailableError as exc:
+        pytest.skip(f"array_api_strict device1 unavailable: {exc}")
+    with portaconv.use_backend("array_api_strict", "device1", "float64"):
+        on_device1 = cls(3)
+    with pytest.raises(
+        ValueError,
+        match=rx(
+            name,
+            r"Z is on device \S*CPU_DEVICE\S* but the layer's parameters are on "
+            r"\S*device1\S*$",
+        ),
+    ):
+        on_device1.forward(floats(make_backend("array_api_strict", None, "float64"), shape))
+    on_device1.forward(floats(device1, shape))  # the positive control
+
+
+@pytest.mark.parametrize("row", LAYERS, ids=LAYER_IDS)
+def test_valid_input_is_accepted(bk64, row):
+    """The positive control for the tables above."""
+    _, make, shape, _, _, _, _ = row
+    layer = make()
+    Z = layer.forward(floats(bk64, shape))
+    assert tuple(layer.backward(floats(bk64, tuple(Z.shape))).shape) == shape
+
+
+def _hyper_cases():
+    for cls in (BatchNorm1d, BatchNorm2d):
+        n = cls.__name__
+        yield from [
+            pytest.param(
+                cls,
+                (0,),
+                {},
+                ValueError,
+                rx(
+                    n,
+                    r"num_features must be a positive "
+                    r"integer, got 0$",
+                ),
+                id=f"{n}-C-0",
+            ),
+            pytest.param(
+                cls,
+                (2.0,),
+                {},
+                TypeError,
+                rx(
+                    n,
+                    r"num_features must be an integer, "
+                    r"got 2\.0 of type float$",
+                ),
+                id=f"{n}-C-float",
+            ),
+            pytest.param(
+                cls,
+                (True,),
+                {},
+                TypeError,
+                rx(n, r"num_features must be an integer"),
+                id=f"{n}-C-bool",
+            ),
+            pytest.param(
+                cls,
+                (3,),
+                {"eps": 0},
+                ValueError,
+                rx(n, r"eps must be a positive number, got 0$"),
+                id=f"{n}-eps-0",
+            ),
+            pytest.param(
+                cls,
+                (3,),
+                {"eps": -1e-5},
+                ValueError,
+                rx(n, r"eps must be a positive number, got -1e-05$"),
+                id=f"{n}-eps-negative",
+            ),
+            pytest.param(
+                cls,
+                (3,),
+                {"eps": "1e-5"},
+                TypeError,
+                rx(n, r"eps must be a real number, got str$"),
+                id=f"{n}-eps-str",
+            ),
+            pytest.param(
+                cls,
+                (3,),
+                {"momentum": 1.5},
+                ValueError,
+                rx(n, r"momentum must be in \[0, 1\], got 1\.5$"),
+                id=f"{n}-m-1.5",
+            ),
+            pytest.param(
+                cls,
+                (3,),
+                {"momentum": float("nan")},
+                ValueError,
+                rx(n, r"momentum must be in \[0, 1\], got nan$"),
+                id=f"{n}-m-nan",
+            ),
+            pytest.param(
+                cls,
+                (3,),
+                {"momentum": None},
+                TypeError,
+                rx(n, r"momentum must be a real number, got NoneType$"),
+                id=f"{n}-m-None",
+            ),
+        ]
+    for cls in (Dropout, Dropout1d, Dropout2d):
+        n = cls.__name__
+        for value, exc, tail in [
+            (-0.1, ValueError, r"p must be a probability in \[0, 1\], got -0\.1$"),
+            (1.5, ValueError, r"p must be a probability in \[0, 1\], got 1\.5$"),
+            (float("nan"), ValueError, r"p must be a probability in \[0, 1\], got nan$"),
+            (2, ValueError, r"p must be a probability in \[0, 1\], got 2$"),
+            ("0.5", TypeError, r"p must be a real number, got str$"),
+            (None, TypeError, r"p must be a real number, got NoneType$"),
+            (True, TypeError, r"p must be a real number, got bool$"),
+            (np.array(0.5), TypeError, r"p must be a real number, got ndarray$"),
+        ]:
+            yield pytest.param(cls, (value,), {}, exc, rx(n, tail), id=f"{n}-p-{value!r}")
+
+
+@pytest.mark.parametrize("cls, args, kwargs, exc, pattern", list(_hyper_cases()))
+def test_bad_hyper_parameter(cls, args, kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        cls(*args, **kwargs)
+
+
+def test_number_like_hyper_parameters_are_accepted(bk64):
+    """The positive control: NumPy scalars and Python ints are numbers."""
+    assert Dropout(np.float32(0.25)).p == 0.25 and Dropout2d(1).p == 1.0
+    layer = BatchNorm2d(np.int64(3), eps=np.float64(1e-3), momentum=1)
+    assert (layer.num_features, layer.eps, layer.momentum) == (3, 1e-3, 1.0)
+    assert repr(layer) == "BatchNorm2d(3, eps=0.001, momentum=1.0)"
+
+
+@pytest.mark.parametrize(
+    "make, flag",
+    [
+        (lambda: BatchNorm2d(3), "eval"),
+        (lambda: Dropout2d(0.5), "train"),
+    ],
+    ids=["BatchNorm2d", "Dropout2d"],
+)
+def test_mode_flag_must_be_bool(bk64, make, flag):
+    layer = make()
+    name = type(layer).__name__
+    with pytest.raises(
+        TypeError,
+        match=rx(
+            name,
+            rf"{flag} must be True, False or None, "
+            r"got int$",
+        ),
+    ):
+        layer.forward(floats(bk64, (2, 3, 4, 4)), **{flag: 1})
