@@ -241,9 +241,8 @@ class Layer:
         return param
 
 
-def load_state(owner: str, target: Any, names: Sequence[str], state: Any) -> None:
-    """Copy ``state[name]`` onto ``target.<name>`` for each name, after checking that the keys
-    match exactly and each shape agrees with the current value."""
+def check_state_keys(owner: str, names: Sequence[str], state: Any) -> None:
+    """``state`` is a mapping whose keys are exactly ``names`` (for ``load_state_dict``)."""
     if not isinstance(state, Mapping):
         raise TypeError(
             f"{owner}: load_state_dict expects a mapping of name -> array, "
@@ -256,6 +255,12 @@ def load_state(owner: str, target: Any, names: Sequence[str], state: Any) -> Non
             f"{owner}: load_state_dict keys do not match: missing {missing}, "
             f"unexpected {unexpected}"
         )
+
+
+def load_state(owner: str, target: Any, names: Sequence[str], state: Any) -> None:
+    """Copy ``state[name]`` onto ``target.<name>`` for each name, after checking that the keys
+    match exactly and each shape agrees with the current value."""
+    check_state_keys(owner, names, state)
     values = {}
     for n in names:
         current = getattr(target, n)

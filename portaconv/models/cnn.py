@@ -19,11 +19,7 @@ from typing import Any
 from ..backend import conv_out_size
 from ..layers import Conv1d, Flatten, Linear
 from ..layers._base import check_array, check_int
-from .mlp import (
-    _is_layer_like,
-    _layer_errors,
-    _shape,
-)
+from ._model import Model, _is_layer_like, _layer_errors, _shape
 
 
 def _int_list(arg: str, value: Any) -> list[int]:
@@ -34,7 +30,7 @@ def _int_list(arg: str, value: Any) -> list[int]:
     return [check_int("CNN", f"{arg}[{i}]", v) for i, v in enumerate(value)]
 
 
-class CNN:
+class CNN(Model):
     """Conv1d layers, each followed by its activation, then Flatten and Linear.
 
     Conv layer ``i`` is ``Conv1d(C_i, num_channels[i], kernel_sizes[i], strides[i])`` with
@@ -154,9 +150,6 @@ class CNN:
             body += [repr(conv), repr(activation)]
         return f"CNN({', '.join(body)}, {self.flatten!r}, {self.linear_layer!r})"
 
-    def __call__(self, A: Any) -> Any:
-        return self.forward(A)
-
     def forward(self, A: Any) -> Any:
         """``A`` (N, num_input_channels, input_width) -> ``Z`` (N, num_linear_neurons)."""
         layout = f"(N, {self.num_input_channels}, {self.input_width})"
@@ -196,13 +189,18 @@ class CNN:
                 grad = self.convolutional_layers[i].backward(grad)
         return grad
 
+    def named_layers(self) -> list[tuple[str, Any]]:
+        convs = [(f"convolutional_layers.{i}", c) for i, c in enumerate(self.convolutional_layers)]
+        acts = [(f"activations.{i}", a) for i, a in enumerate(self.activations)]
+        return [*convs, *acts, ("flatten", self.flatten), ("linear_layer", self.linear_layer)]
+
     def _parametrised_layers(self) -> list[Any]:
         return [*self.convolutional_layers, self.linear_layer]
 
     def zero_grads(self) -> None:
-        """Set every conv and linear ``dLdW`` and ``dLdb`` to zeros."""
-        for layer in self._parametrised_layers():
-            layer.zero_grad()
+        """Set every conv and linear ``dLdW`` and ``dLdb`` to zeros (the handout's name for
+        :meth:`zero_grad`)."""
+        self.zero_grad()
 
     def step(self) -> None:
         """One gradient-descent step: ``W = W - lr * dLdW``, ``b = b - lr * dLdb`` (new arrays)."""

@@ -1,62 +1,18 @@
-"""A multi-layer perceptron: Linear layers with an activation between each pair.
-
-This module also holds the few argument checks the models share, so that every model
-reports bad input the same way: which model, what it expected, what it got.
-"""
+"""A multi-layer perceptron: Linear layers with an activation between each pair."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import array_api_compat
 
 from ..layers import Linear, ReLU
 from ..layers._base import check_array, check_int
-
-# ------------------------------------------------------------------ checks shared by the models
-
-
-def _shape(shape: Any) -> tuple[int, ...]:
-    """A shape as a plain tuple of ints (torch.Size and friends print differently)."""
-    return tuple(int(n) for n in shape)
-
-
-def _gradient_shape(model: str, grad: Any, arg: str, expected: tuple[int, ...] | None) -> None:
-    """``grad`` is an array of the shape forward returned (and forward has run)."""
-    if expected is None:
-        raise ValueError(f"{model}: backward called before forward")
-    if not array_api_compat.is_array_api_obj(grad) or isinstance(grad, (int, float, complex)):
-        raise TypeError(
-            f"{model}: {arg} must be an array of the forward output's shape {expected}, "
-            f"got {type(grad).__name__}"
-        )
-    if _shape(grad.shape) != expected:
-        raise ValueError(
-            f"{model}: {arg} must have the shape of the forward output {expected}, "
-            f"got {_shape(grad.shape)}"
-        )
-
-
-@contextlib.contextmanager
-def _layer_errors(model: str, where: str) -> Iterator[None]:
-    """Re-raise a layer's ValueError/TypeError with the model and the layer's place in front."""
-    try:
-        yield
-    except (ValueError, TypeError) as exc:
-        kind = TypeError if isinstance(exc, TypeError) else ValueError
-        raise kind(f"{model}: {where}: {exc}") from exc
-
-
-def _is_layer_like(obj: Any) -> bool:
-    return callable(getattr(obj, "forward", None)) and callable(getattr(obj, "backward", None))
-
+from ._model import Model, _is_layer_like, _layer_errors, _shape
 
 # ---------------------------------------------------------------------------------- the model
 
 
-class MLP:
+class MLP(Model):
     """Linear layers ``layer_sizes[i] -> layer_sizes[i+1]``, a fresh activation after each
     but the last.
 
@@ -109,9 +65,6 @@ class MLP:
     def __repr__(self) -> str:
         return f"MLP({self.layer_sizes})"
 
-    def __call__(self, A: Any) -> Any:
-        return self.forward(A)
-
     def forward(self, A: Any) -> Any:
         """``A`` (N, layer_sizes[0]) -> ``Z`` (N, layer_sizes[-1])."""
         check_array("MLP", A, "A", f"(N, {self.layer_sizes[0]})", range(2, 64))
@@ -120,19 +73,8 @@ class MLP:
                 f"MLP: A must have {self.layer_sizes[0]} features on its last axis, "
                 f"got shape {_shape(A.shape)}"
             )
-        Z = A
-        for i, layer in enumerate(self.layers):
-            with _layer_errors("MLP", f"layers[{i}] {layer!r}"):
-                Z = layer.forward(Z)
-        self._out_shape = _shape(Z.shape)
-        return Z
+        return self._forward_layers(A)
 
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, layer_sizes[-1]) -> ``dLdA`` (N, layer_sizes[0]); sets every dLdW, dLdb."""
-        _gradient_shape("MLP", dLdZ, "dLdZ", self._out_shape)
-        grad = dLdZ
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
-            with _layer_errors("MLP", f"layers[{i}] {layer!r}"):
-                grad = layer.backward(grad)
-        return grad
+        return self._backward_layers(dLdZ)

@@ -19,7 +19,7 @@ from typing import Any
 from ..backend import get_backend, to_backend
 from ..layers import Conv1d, Flatten, ReLU
 from ..layers._base import check_array
-from .mlp import _gradient_shape, _layer_errors, _shape
+from ._model import Model, _shape
 
 IN_CHANNELS = 24
 WINDOW = 8
@@ -27,7 +27,7 @@ STRIDE = 4
 MLP_SHAPES = ((WINDOW * IN_CHANNELS, 8), (8, 16), (16, 4))
 
 
-class _ScanningCNN:
+class _ScanningCNN(Model):
     """Shared body: three Conv1d layers with ReLU between them, then Flatten.
 
     Subclasses give ``conv_specs``: (in_channels, out_channels, kernel_size, stride) of
@@ -42,15 +42,8 @@ class _ScanningCNN:
         self.layers = [self.conv1, ReLU(), self.conv2, ReLU(), self.conv3, Flatten()]
         self._out_shape: tuple[int, ...] | None = None
 
-    @property
-    def name(self) -> str:
-        return type(self).__name__
-
     def __repr__(self) -> str:
         return f"{self.name}({', '.join(repr(layer) for layer in self.layers)})"
-
-    def __call__(self, A: Any) -> Any:
-        return self.forward(A)
 
     def init_weights(self, weights: Any) -> None:
         """Load the MLP's weights ``(w1, w2, w3)``, shaped (192, 8), (8, 16), (16, 4).
@@ -111,22 +104,11 @@ class _ScanningCNN:
                 f"{self.name}: A must have shape (N, {IN_CHANNELS}, W) with W >= {WINDOW} "
                 f"(channels on axis 1, time on axis 2), got {_shape(A.shape)}"
             )
-        Z = A
-        for i, layer in enumerate(self.layers):
-            with _layer_errors(self.name, f"layers[{i}] {layer!r}"):
-                Z = layer.forward(Z)
-        self._out_shape = _shape(Z.shape)
-        return Z
+        return self._forward_layers(A)
 
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, 4 * out_width) -> ``dLdA`` (N, 24, W); sets each conv's dLdW, dLdb."""
-        _gradient_shape(self.name, dLdZ, "dLdZ", self._out_shape)
-        grad = dLdZ
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
-            with _layer_errors(self.name, f"layers[{i}] {layer!r}"):
-                grad = layer.backward(grad)
-        return grad
+        return self._backward_layers(dLdZ)
 
 
 class CNN_SimpleScanningMLP(_ScanningCNN):

@@ -1,0 +1,153 @@
+"""What every model shares: its layers by name, and everything derived from them.
+
+A model lists its layers with :meth:`Model.named_layers`; from that list come the flat,
+dotted names of its parameters (``"layers.0.W"``), their gradients, ``zero_grad``,
+``train``/``eval`` and ``state_dict``/``load_state_dict``, the same protocol a single
+:class:`~portaconv.layers.Layer` follows. Optimizers and the trainer rely on it alone.
+
+This module also holds the few argument checks the models share, so that every model
+reports bad input the same way: which model, what it expected, what it got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import array_api_compat
+
+from ..layers._base import check_state_keys
+
+# ------------------------------------------------------------------ checks shared by the models
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    """A shape as a plain tuple of ints (torch.Size and friends print differently)."""
+    return tuple(int(n) for n in shape)
+
+
+def _gradient_shape(model: str, grad: Any, arg: str, expected: tuple[int, ...] | None) -> None:
+    """``grad`` is an array of the shape forward returned (and forward has run)."""
+    if expected is None:
+        raise ValueError(f"{model}: backward called before forward")
+    if not array_api_compat.is_array_api_obj(grad) or isinstance(grad, (int, float, complex)):
+        raise TypeError(
+            f"{model}: {arg} must be an array of the forward output's shape {expected}, "
+            f"got {type(grad).__name__}"
+        )
+    if _shape(grad.shape) != expected:
+        raise ValueError(
+            f"{model}: {arg} must have the shape of the forward output {expected}, "
+            f"got {_shape(grad.shape)}"
+        )
+
+
+@contextlib.contextmanager
+def _layer_errors(model: str, where: str) -> Iterator[None]:
+    """Re-raise a layer's ValueError/TypeError with the model and the layer's place in front."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"{model}: {where}: {exc}") from exc
+
+
+def _is_layer_like(obj: Any) -> bool:
+    return callable(getattr(obj, "forward", None)) and callable(getattr(obj, "backward", None))
+
+
+# ------------------------------------------------------------------------------ the protocol
+
+
+class Model:
+    """Base of the models: subclasses define :meth:`named_layers`, ``forward`` and ``backward``.
+
+    Models whose layers run one after the other keep them in ``self.layers`` and may use
+    :meth:`_forward_layers` / :meth:`_backward_layers`, which name the failing layer in
+    any error.
+    """
+
+    training: bool = True
+    layers: list[Any]
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __call__(self, A: Any) -> Any:
+        return self.forward(A)
+
+    def named_layers(self) -> list[tuple[str, Any]]:
+        """``(name, layer)`` for every layer, in order; names prefix the parameter names."""
+        return [(f"layers.{i}", layer) for i, layer in enumerate(self.layers)]
+
+    # ------------------------------------------------------------ parameters and their state
+
+    def parameters(self) -> dict[str, Any]:
+        """Every parameter by dotted name (``"layers.0.W"``): the arrays themselves."""
+        return self._gather("parameters")
+
+    def gradients(self) -> dict[str, Any]:
+        """The gradients of the last ``backward``, keyed like :meth:`parameters`."""
+        return self._gather("gradients")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of every parameter and buffer (BatchNorm's running statistics) by name."""
+        return self._gather("state_dict")
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Set every parameter and buffer from ``state`` (arrays of any library, e.g. the
+        NumPy arrays of a checkpoint); the names must match :meth:`state_dict` exactly."""
+        check_state_keys(self.name, list(self.state_dict()), state)
+        for prefix, layer in self.named_layers():
+            if not hasattr(layer, "load_state_dict"):
+                continue
+            part = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+            with _layer_errors(self.name, prefix):
+                layer.load_state_dict(part)
+
+    def zero_grad(self) -> None:
+        """Set every gradient to zeros."""
+        for _, layer in self.named_layers():
+            if hasattr(layer, "zero_grad"):
+                layer.zero_grad()
+
+    def train(self, mode: bool = True) -> Model:
+        """Training mode for every layer (``mode=False``: evaluation); returns the model."""
+        self.training = bool(mode)
+        for _, layer in self.named_layers():
+            if hasattr(layer, "train"):
+                layer.train(mode)
+        return self
+
+    def eval(self) -> Model:
+        """Evaluation mode: BatchNorm uses running statistics, Dropout passes through."""
+        return self.train(False)
+
+    def _gather(self, method: str) -> dict[str, Any]:
+        out = {}
+        for prefix, layer in self.named_layers():
+            if hasattr(layer, method):
+                for key, value in getattr(layer, method)().items():
+                    out[f"{prefix}.{key}"] = value
+        return out
+
+    # ------------------------------------------------------------ running a chain of layers
+
+    def _forward_layers(self, A: Any) -> Any:
+        Z = A
+        for i, layer in enumerate(self.layers):
+            with _layer_errors(self.name, f"layers[{i}] {layer!r}"):
+                Z = layer.forward(Z)
+        self._out_shape = _shape(Z.shape)
+        return Z
+
+    def _backward_layers(self, dLdZ: Any) -> Any:
+        _gradient_shape(self.name, dLdZ, "dLdZ", getattr(self, "_out_shape", None))
+        grad = dLdZ
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            with _layer_errors(self.name, f"layers[{i}] {layer!r}"):
+                grad = layer.backward(grad)
+        return grad

@@ -1,0 +1,146 @@
+"""Ready-made networks, built by name for a given input shape and number of classes.
+
+=============  ==============================================================================
+``two-layer``  Linear -> ReLU -> Linear (the handout's two-layer network; Iris)
+``mlp``        Flatten -> [Linear -> ReLU -> Dropout] x len(hidden) -> Linear
+``lenet``      LeNet-5: 5x5 convs 6 and 16 channels, 2x2 max pooling, Linear 120 -> 84 -> classes
+``cnn``        two blocks [3x3 conv -> BatchNorm2d -> ReLU] x convs_per_block -> 2x2 max pool,
+               then Flatten -> Linear -> BatchNorm1d -> ReLU -> Dropout -> Linear
+=============  ==============================================================================
+
+Every one is a :class:`~portaconv.models.Sequential`: ``forward`` gives logits (N, classes)
+for a :class:`~portaconv.layers.CrossEntropyLoss`.
+
+>>> net = build_model("cnn", input_shape=(1, 28, 28), num_classes=10)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..backend import conv_out_size
+from ..layers import (
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+)
+from ..layers._base import check_int
+from .sequential import Sequential
+
+
+def two_layer(input_shape: Sequence[int], num_classes: int, hidden: int = 32) -> Sequential:
+    """One hidden layer of ``hidden`` ReLU units."""
+    features = math.prod(input_shape)
+    head = [Flatten()] if len(input_shape) > 1 else []
+    return Sequential(*head, Linear(features, hidden), ReLU(), Linear(hidden, num_classes))
+
+
+def mlp(
+    input_shape: Sequence[int],
+    num_classes: int,
+    hidden: Sequence[int] = (512, 256),
+    dropout: float = 0.2,
+) -> Sequential:
+    """Fully connected layers of the ``hidden`` widths, ReLU and Dropout between them."""
+    layers: list[Any] = [Flatten()] if len(input_shape) > 1 else []
+    width = math.prod(input_shape)
+    for units in hidden:
+        layers += [Linear(width, units), ReLU()]
+        if dropout > 0:
+            layers.append(Dropout(dropout))
+        width = units
+    return Sequential(*layers, Linear(width, num_classes))
+
+
+def lenet(input_shape: Sequence[int], num_classes: int) -> Sequential:
+    """LeNet-5 with ReLU and max pooling; 28x28 input is padded by 2 as in the original."""
+    channels, height, width = _image_shape("lenet", input_shape)
+    padding = 2 if min(height, width) < 32 else 0
+    size = [height, width]
+    for kernel, pad in ((5, padding), (2, 0), (5, 0), (2, 0)):
+        stride = 2 if kernel == 2 else 1
+        if min(size) + 2 * pad < kernel:
+            raise ValueError(
+                f"build_model: lenet needs images of at least 28x28, got {height}x{width}; "
+                "use --model cnn for small images"
+            )
+        size = [conv_out_size(s + 2 * pad, kernel, stride) for s in size]
+    return Sequential(
+        Conv2d(channels, 6, 5, padding=padding),
+        ReLU(),
+        MaxPool2d(2),
+        Conv2d(6, 16, 5),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(16 * size[0] * size[1], 120),
+        ReLU(),
+        Linear(120, 84),
+        ReLU(),
+        Linear(84, num_classes),
+    )
+
+
+def cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    widths: Sequence[int] = (32, 64),
+    convs_per_block: int = 1,
+    hidden: int = 128,
+    dropout: float = 0.3,
+) -> Sequential:
+    """Conv blocks of the given ``widths`` (each halves the image), then a hidden layer."""
+    channels, height, width = _image_shape("cnn", input_shape)
+    layers: list[Any] = []
+    for out_channels in widths:
+        if min(height, width) < 2:
+            raise ValueError(
+                f"build_model: cnn with {len(widths)} pooling blocks needs images of at least "
+                f"{2 ** len(widths)}x{2 ** len(widths)}, got {input_shape[1]}x{input_shape[2]}"
+            )
+        for _ in range(convs_per_block):
+            layers += [Conv2d(channels, out_channels, 3, padding=1), BatchNorm2d(out_channels)]
+            layers.append(ReLU())
+            channels = out_channels
+        layers.append(MaxPool2d(2))
+        height, width = height // 2, width // 2
+    layers += [Flatten(), Linear(channels * height * width, hidden), BatchNorm1d(hidden), ReLU()]
+    if dropout > 0:
+        layers.append(Dropout(dropout))
+    return Sequential(*layers, Linear(hidden, num_classes))
+
+
+MODELS: dict[str, Callable[..., Sequential]] = {
+    "two-layer": two_layer,
+    "mlp": mlp,
+    "lenet": lenet,
+    "cnn": cnn,
+}
+
+
+def build_model(
+    name: str, input_shape: Sequence[int], num_classes: int, **options: Any
+) -> Sequential:
+    """The network ``name`` (see :data:`MODELS`) for inputs of ``input_shape`` (one sample's
+    shape, e.g. (1, 28, 28)) and ``num_classes`` outputs; ``options`` go to its builder."""
+    if name not in MODELS:
+        raise ValueError(f"build_model: unknown model {name!r}; choose one of {sorted(MODELS)}")
+    shape = tuple(check_int("build_model", "input_shape", n) for n in input_shape)
+    check_int("build_model", "num_classes", num_classes, minimum=2)
+    return MODELS[name](shape, num_classes, **options)
+
+
+def _image_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"build_model: {model} needs image input (C, H, W), got input shape "
+            f"{tuple(input_shape)}; use --model mlp or two-layer for feature vectors"
+        )
+    return tuple(input_shape)  # type: ignore[return-value]
