@@ -1,0 +1,109 @@
+"""Checkpoints: one ``.npz`` file per save, written atomically.
+
+A checkpoint is a nested dict (model state, optimizer state, scheduler state, epoch, RNG
+state, run metadata). Its arrays are stored as NumPy arrays under their path in the dict
+(``"model/0.W"``); everything else is JSON in one entry, ``__meta__``. No pickle is involved,
+so loading a checkpoint never runs code.
+
+The file is written to a temporary name in the same directory, flushed to disk, then
+renamed over the old one (``os.replace``, atomic on POSIX and Windows): a run killed while
+saving leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from ..backend import to_numpy
+
+_META = "__meta__"
+_ARRAY = "__array__"
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically; arrays of any backend are copied to the host."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    meta = _split(state, "", arrays)
+    payload = json.dumps(meta).encode()
+    arrays[_META] = np.frombuffer(payload, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; arrays come back as NumPy."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"checkpoint {path} is not a readable portaconv checkpoint: {exc}"
+        ) from exc
+    if _META not in arrays:
+        raise ValueError(f"checkpoint {path} has no {_META} entry; was it written by portaconv?")
+    meta = json.loads(arrays.pop(_META).tobytes().decode())
+    return _join(meta, arrays)
+
+
+def _split(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    """Replace every array in a nested structure by a reference to its entry in ``arrays``."""
+    if isinstance(value, Mapping):
+        return {str(k): _split(v, f"{prefix}{k}/", arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split(v, f"{prefix}{i}/", arrays) for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray) or (
+        array_api_compat.is_array_api_obj(value) and not isinstance(value, (int, float, bool))
+    ):
+        key = prefix.rstrip("/")
+        arrays[key] = np.asarray(to_numpy(value))
+        return {_ARRAY: key}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _join(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_ARRAY}:
+            return arrays[value[_ARRAY]]
+        return {k: _join(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join(v, arrays) for v in value]
+    return value
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

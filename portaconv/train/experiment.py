@@ -1,0 +1,271 @@
+"""One training run from a dataset name to a summary: what ``portaconv train`` does.
+
+:func:`run_experiment` loads the dataset, standardises it with statistics of the training
+split, holds out a validation split, builds the model, the optimizer and the scheduler, fits
+with a :class:`~portaconv.train.Trainer`, evaluates on the test split and writes
+``summary.json`` beside the checkpoints, metrics and plots. :func:`evaluate_checkpoint`
+rebuilds the model from a checkpoint alone and evaluates it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..backend import get_backend, manual_seed, set_backend
+from ..data import DataLoader, load_dataset, mean_std, train_val_split
+from ..models import build_model
+from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
+from .checkpoint import load_checkpoint
+from .trainer import Trainer
+
+#: Per dataset: the model and hyper-parameters that reach the results in BENCHMARKS.md.
+RECIPES: dict[str, dict[str, Any]] = {
+    "digits": dict(model="cnn", epochs=10, batch_size=32, lr=2e-3, optimizer="adam"),
+    "iris": dict(model="two-layer", epochs=60, batch_size=16, lr=0.05, optimizer="sgd"),
+    "fashion-mnist": dict(model="cnn", epochs=15, batch_size=128, lr=2e-3, optimizer="adam"),
+    "mnist": dict(model="cnn", epochs=8, batch_size=128, lr=2e-3, optimizer="adam"),
+    "cifar10": dict(model="cnn", epochs=20, batch_size=128, lr=2e-3, optimizer="adam"),
+}
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("cosine", "step", "exponential", "none")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run; ``None`` fields take the dataset's recipe."""
+
+    dataset: str = "digits"
+    model: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    warmup_epochs: int = 0
+    val_fraction: float = 0.1
+    seed: int = 0
+    backend: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    data_dir: str | None = None
+    download: bool = True
+    out: str | None = None
+    resume: bool = False
+    subset: int | None = None
+    progress: bool = True
+
+    def resolved(self) -> TrainConfig:
+        if self.dataset not in RECIPES:
+            raise ValueError(
+                f"portaconv train: unknown dataset {self.dataset!r}; choose one of "
+                f"{sorted(RECIPES)}"
+            )
+        recipe = RECIPES[self.dataset]
+        filled = {k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in recipe}
+        config = dataclasses.replace(self, **filled)
+        if config.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"portaconv train: unknown optimizer {config.optimizer!r}; choose one of "
+                f"{list(OPTIMIZERS)}"
+            )
+        if config.scheduler not in SCHEDULERS:
+            raise ValueError(
+                f"portaconv train: unknown scheduler {config.scheduler!r}; choose one of "
+                f"{list(SCHEDULERS)}"
+            )
+        if not 0 <= config.val_fraction < 1:
+            raise ValueError(
+                f"portaconv train: val_fraction must lie in [0, 1), got {config.val_fraction}"
+            )
+        if config.out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            config.out = str(Path("runs") / f"{config.dataset}-{config.model}-{stamp}")
+        return config
+
+
+def prepare_data(config: TrainConfig) -> dict[str, Any]:
+    """Dataset arrays, standardised with statistics of the training split, with a stratified
+    validation split held out of the training set."""
+    data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download)
+    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
+    if config.subset:
+        X_train, y_train = X_train[: config.subset], y_train[: config.subset]
+        X_test, y_test = X_test[: config.subset], y_test[: config.subset]
+    val = None
+    if config.val_fraction > 0:
+        X_train, y_train, X_val, y_val = train_val_split(
+            X_train, y_train, config.val_fraction, config.seed
+        )
+        val = (X_val, y_val)
+    mean, std = (a.ravel().tolist() for a in mean_std(X_train))
+    return {
+        "train": (normalise(X_train, mean, std), y_train),
+        "val": None if val is None else (normalise(val[0], mean, std), val[1]),
+        "test": (normalise(X_test, mean, std), y_test),
+        "mean": mean,
+        "std": std,
+        "classes": list(data.classes),
+        "input_shape": tuple(int(n) for n in X_train.shape[1:]),
+    }
+
+
+def normalise(X: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """``(X - mean) / std`` per channel (axis 1), in float32: the statistics a checkpoint keeps."""
+    shape = (1, len(mean)) + (1,) * (X.ndim - 2)
+    m = np.asarray(mean, dtype=np.float32).reshape(shape)
+    s = np.asarray(std, dtype=np.float32).reshape(shape)
+    return ((X - m) / s).astype(np.float32)
+
+
+def make_optimizer(config: TrainConfig, model: Any) -> Any:
+    if config.optimizer == "sgd":
+        return SGD(model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return AdamW(model, config.lr, weight_decay=config.weight_decay or 1e-2)
+    return Adam(model, config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer: Any) -> Any:
+    if config.scheduler == "cosine":
+        return CosineAnnealingLR(
+            optimizer, max(1, config.epochs), warmup_epochs=config.warmup_epochs
+        )
+    if config.scheduler == "step":
+        return StepLR(optimizer, step_size=max(1, config.epochs // 3), gamma=0.1)
+    if config.scheduler == "exponential":
+        return ExponentialLR(optimizer, gamma=0.9)
+    return None
+
+
+def run_experiment(config: TrainConfig, log: Any = None) -> dict[str, Any]:
+    """Train as ``config`` says; returns the summary that is also written to summary.json."""
+    config = config.resolved()
+    if config.backend or config.device or config.dtype:
+        set_backend(config.backend, config.device, config.dtype)
+    backend = get_backend()
+    manual_seed(config.seed)
+    data = prepare_data(config)
+    num_classes = len(data["classes"])
+    model = build_model(config.model, data["input_shape"], num_classes)
+    optimizer = make_optimizer(config, model)
+    scheduler = make_scheduler(config, optimizer)
+    meta = {
+        "config": dataclasses.asdict(config),
+        "model": {"name": config.model, "input_shape": data["input_shape"], "classes": num_classes},
+        "normalisation": {"mean": data["mean"], "std": data["std"]},
+        "classes": data["classes"],
+    }
+    out = Path(config.out)
+    trainer = Trainer(
+        model,
+        optimizer,
+        scheduler=scheduler,
+        out_dir=out,
+        progress=config.progress,
+        meta=meta,
+        log=log,
+    )
+    # A last batch of one sample cannot be batch-normalised in training mode: drop it then.
+    lonely = len(data["train"][1]) % config.batch_size == 1
+    loader = DataLoader(
+        *data["train"],
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=lonely,
+    )
+    val_loader = None
+    if data["val"] is not None:
+        val_loader = DataLoader(*data["val"], batch_size=max(256, config.batch_size))
+    trainer.log(
+        f"training {config.model} on {config.dataset} ({len(data['train'][1])} train, "
+        f"{0 if data['val'] is None else len(data['val'][1])} validation images) with "
+        f"{backend.name} on {backend.device} in {backend.dtype_name} -> {out}"
+    )
+    trainer.fit(loader, val_loader, epochs=config.epochs, resume=config.resume)
+    test = trainer.evaluate(
+        DataLoader(*data["test"], batch_size=max(256, config.batch_size)), num_classes
+    )
+    trainer.write_plots(test["confusion"], data["classes"])
+    summary = {
+        "dataset": config.dataset,
+        "model": config.model,
+        "backend": backend.name,
+        "device": str(backend.device),
+        "dtype": backend.dtype_name,
+        "epochs": trainer.epoch,
+        "batch_size": config.batch_size,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "seed": config.seed,
+        "train_images": len(data["train"][1]),
+        "test_images": test["count"],
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "val_accuracy": trainer.history[-1].get("val_accuracy") if trainer.history else None,
+        "train_seconds": trainer.train_seconds,
+        "images_per_second": trainer.train_images / trainer.train_seconds
+        if trainer.train_seconds
+        else None,
+        "seconds_per_epoch": trainer.train_seconds / trainer.epoch if trainer.epoch else None,
+        "parameters": int(sum(int(np.prod(p.shape)) for p in model.parameters().values())),
+        "portaconv": __version__,
+        "python": platform.python_version(),
+        "command": " ".join(sys.argv),
+        "out": str(out),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "confusion_matrix.json").write_text(json.dumps(test["confusion"].tolist()) + "\n")
+    return summary
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    data_dir: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    subset: int | None = None,
+) -> dict[str, Any]:
+    """Rebuild the model a checkpoint was trained as, load its weights, evaluate on the test
+    split of its dataset (standardised with the statistics stored in the checkpoint)."""
+    state = load_checkpoint(path)
+    meta = state.get("meta") or {}
+    if "model" not in meta or "config" not in meta:
+        raise ValueError(f"portaconv evaluate: {path} has no model description in its metadata")
+    if backend or device:
+        set_backend(backend, device)
+    config = meta["config"]
+    data = load_dataset(config["dataset"], data_dir=data_dir or config.get("data_dir"))
+    X, y = data.X_test, data.y_test
+    if subset:
+        X, y = X[:subset], y[:subset]
+    norm = meta["normalisation"]
+    X = normalise(X, norm["mean"], norm["std"])
+    spec = meta["model"]
+    model = build_model(spec["name"], spec["input_shape"], spec["classes"])
+    model.load_state_dict(state["model"])
+    result = Trainer(model, progress=False).evaluate(
+        DataLoader(X, y, batch_size=256), spec["classes"]
+    )
+    return {
+        "checkpoint": str(path),
+        "dataset": config["dataset"],
+        "model": spec["name"],
+        "epoch": state["epoch"],
+        "backend": get_backend().name,
+        "test_images": result["count"],
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+    }

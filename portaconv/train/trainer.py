@@ -1,0 +1,306 @@
+"""The training loop: fit, evaluate, checkpoint, resume, log.
+
+:class:`Trainer` drives any model that follows portaconv's model protocol (``forward``,
+``backward``, ``parameters``/``gradients``, ``train``/``eval``, ``state_dict``) with an
+optimizer from :mod:`portaconv.optim` and a loss layer. One epoch::
+
+    loader.set_epoch(epoch)                 # the shuffle order depends on (seed, epoch) only
+    for X, y in loader:
+        Z = model.forward(X)
+        loss = criterion.forward(Z, y)
+        optimizer.zero_grad(); model.backward(criterion.backward()); optimizer.step()
+    evaluate on the validation loader; scheduler.step()
+    write metrics.jsonl (one line) and checkpoint.npz (atomically)
+
+Because the data order is a function of the epoch and the checkpoint holds the model, the
+optimizer, the scheduler and portaconv's random state (Dropout masks), a run resumed from
+the checkpoint of epoch ``e`` continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from ..backend import get_rng_state, set_rng_state, to_numpy
+from ..layers import CrossEntropyLoss
+from . import plots
+from .checkpoint import load_checkpoint, save_checkpoint
+
+CHECKPOINT = "checkpoint.npz"
+BEST = "best.npz"
+METRICS = "metrics.jsonl"
+
+
+class Trainer:
+    """Fit ``model`` with ``optimizer`` (and optionally ``scheduler``, stepped once per epoch).
+
+    Without an optimizer the trainer only evaluates.
+
+    ``out_dir`` (optional) receives ``checkpoint.npz`` after every epoch, ``best.npz`` when
+    the validation accuracy improves, ``metrics.jsonl`` and the plots. ``meta`` is stored in
+    every checkpoint (what is needed to rebuild the model and its input pipeline).
+    ``progress`` shows a tqdm bar per epoch with loss, accuracy, images/s and ETA.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any = None,
+        criterion: Any = None,
+        scheduler: Any = None,
+        out_dir: str | Path | None = None,
+        progress: bool = True,
+        meta: dict[str, Any] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        for method in ("forward", "backward", "train", "eval", "state_dict", "load_state_dict"):
+            if not callable(getattr(model, method, None)):
+                raise TypeError(
+                    f"Trainer: model must follow portaconv's model protocol (a Sequential or "
+                    f"a Model); {type(model).__name__} has no {method}()"
+                )
+        for method in ("step", "zero_grad", "state_dict", "load_state_dict"):
+            if optimizer is not None and not callable(getattr(optimizer, method, None)):
+                raise TypeError(
+                    f"Trainer: optimizer must be a portaconv.optim optimizer; "
+                    f"{type(optimizer).__name__} has no {method}()"
+                )
+        self.model = model
+        self.optimizer = optimizer
+        self.criterion = CrossEntropyLoss() if criterion is None else criterion
+        self.scheduler = scheduler
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.progress = progress
+        self.meta = dict(meta or {})
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.train_seconds = 0.0
+        self.train_images = 0
+        self.best_val_accuracy: float | None = None
+
+    # ---------------------------------------------------------------------------- training
+
+    def fit(
+        self, train_loader: Any, val_loader: Any = None, epochs: int = 10, resume: bool = False
+    ) -> list[dict[str, Any]]:
+        """Train until ``epochs`` epochs are done; returns the history (one dict per epoch).
+
+        ``resume=True`` first loads ``out_dir/checkpoint.npz`` (if there is one) and
+        continues after its epoch.
+        """
+        if self.optimizer is None:
+            raise ValueError("Trainer: fit needs an optimizer; this trainer can only evaluate")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"Trainer: epochs must be a non-negative integer, got {epochs!r}")
+        if resume:
+            if self.out_dir is None:
+                raise ValueError("Trainer: resume=True needs out_dir, where the checkpoint is")
+            path = self.out_dir / CHECKPOINT
+            if path.is_file():
+                self.restore(load_checkpoint(path))
+                self.log(f"resumed from {path} after epoch {self.epoch}")
+            else:
+                self.log(f"no checkpoint at {path}; starting from scratch")
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                (self.out_dir / METRICS).unlink(missing_ok=True)
+        while self.epoch < epochs:
+            record = self._train_epoch(train_loader, epochs)
+            if val_loader is not None:
+                val = self.evaluate(val_loader)
+                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            record["lr"] = float(self.optimizer.lr)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.epoch += 1
+            self.history.append(record)
+            self.log(_epoch_line(record, epochs))
+            if self.out_dir is not None:
+                self._save_epoch(record)
+        return self.history
+
+    def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(self.epoch)
+        self.model.train()
+        bar = _progress(len(loader), f"epoch {self.epoch + 1}/{epochs}", self.progress)
+        total_loss = total_correct = None
+        seen = 0
+        start = time.perf_counter()
+        for i, (X, y) in enumerate(loader):
+            Z = self.model.forward(X)
+            loss = self.criterion.forward(Z, y)
+            self.optimizer.zero_grad()
+            self.model.backward(self.criterion.backward())
+            self.optimizer.step()
+            n = int(X.shape[0])
+            batch_loss = loss * n
+            correct = _correct(Z, y)
+            total_loss = batch_loss if total_loss is None else total_loss + batch_loss
+            total_correct = correct if total_correct is None else total_correct + correct
+            seen += n
+            # Reading a value from the device waits for it: do it only now and then.
+            if bar is not None and (i % 10 == 9 or i == len(loader) - 1):
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(
+                    loss=f"{float(total_loss) / seen:.4f}",
+                    acc=f"{float(total_correct) / seen:.4f}",
+                    img_s=f"{seen / max(elapsed, 1e-9):.0f}",
+                    refresh=False,
+                )
+            if bar is not None:
+                bar.update(1)
+        mean_loss = float(total_loss) / seen if seen else math.nan
+        accuracy = float(total_correct) / seen if seen else math.nan
+        seconds = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        self.train_seconds += seconds
+        self.train_images += seen
+        return {
+            "epoch": self.epoch + 1,
+            "train_loss": mean_loss,
+            "train_accuracy": accuracy,
+            "seconds": seconds,
+            "images_per_second": seen / seconds if seconds > 0 else math.nan,
+        }
+
+    # -------------------------------------------------------------------------- evaluation
+
+    def evaluate(self, loader: Any, num_classes: int | None = None) -> dict[str, Any]:
+        """Loss, accuracy and confusion matrix (rows true, columns predicted) in eval mode.
+
+        The model is put back in training mode afterwards if it was in it.
+        """
+        was_training = getattr(self.model, "training", True)
+        self.model.eval()
+        total_loss = 0.0
+        truths, predictions = [], []
+        try:
+            for X, y in loader:
+                Z = self.model.forward(X)
+                total_loss += float(self.criterion.forward(Z, y)) * int(X.shape[0])
+                xp = array_namespace(Z)
+                predictions.append(to_numpy(xp.argmax(Z, axis=1)))
+                truths.append(to_numpy(y))
+        finally:
+            self.model.train(was_training)
+        if not truths:
+            raise ValueError("Trainer.evaluate: the loader yielded no batches")
+        truth = np.concatenate(truths).astype(np.int64)
+        predicted = np.concatenate(predictions).astype(np.int64)
+        classes = num_classes or int(max(truth.max(), predicted.max()) + 1)
+        confusion = np.bincount(truth * classes + predicted, minlength=classes * classes)
+        return {
+            "loss": total_loss / truth.size,
+            "accuracy": float(np.mean(truth == predicted)),
+            "confusion": confusion.reshape(classes, classes),
+            "count": int(truth.size),
+        }
+
+    # ----------------------------------------------------------------- checkpoints and logs
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as :func:`save_checkpoint` stores it."""
+        return {
+            "format": "portaconv-checkpoint-1",
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": get_rng_state(),
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "train_images": self.train_images,
+            "best_val_accuracy": self.best_val_accuracy,
+            "meta": self.meta,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a checkpoint's state (from :func:`load_checkpoint`) into this trainer."""
+        if state.get("format") != "portaconv-checkpoint-1":
+            raise ValueError(
+                f"Trainer: not a portaconv training checkpoint (format {state.get('format')!r})"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.train_seconds = float(state["train_seconds"])
+        self.train_images = int(state["train_images"])
+        self.best_val_accuracy = state.get("best_val_accuracy")
+
+    def _save_epoch(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        val = record.get("val_accuracy")
+        improved = val is not None and (
+            self.best_val_accuracy is None or val > self.best_val_accuracy
+        )
+        if improved:
+            self.best_val_accuracy = val
+        state = self.checkpoint_state()
+        save_checkpoint(self.out_dir / CHECKPOINT, state)
+        if improved:
+            save_checkpoint(self.out_dir / BEST, state)
+
+    def write_plots(self, confusion: np.ndarray | None = None, classes: Sequence[str] = ()) -> list:
+        """``loss.png``, ``accuracy.png`` and, given a matrix, ``confusion_matrix.png``."""
+        if self.out_dir is None:
+            return []
+        if not plots.plots_available():
+            self.log('matplotlib is not installed: no plots (pip install "portaconv[plot]")')
+            return []
+        written = plots.plot_history(self.history, self.out_dir)
+        if confusion is not None:
+            names = list(classes) or [str(i) for i in range(confusion.shape[0])]
+            written += plots.plot_confusion(confusion, names, self.out_dir / "confusion_matrix.png")
+        return written
+
+
+def _correct(Z: Any, y: Any) -> Any:
+    """Number of rows whose arg-max is the label, as a 0-d array (no device sync)."""
+    xp = array_namespace(Z)
+    predicted = xp.argmax(Z, axis=1)
+    if xp.isdtype(y.dtype, "integral"):
+        truth = xp.astype(y, predicted.dtype)
+    else:
+        truth = xp.argmax(y, axis=1)
+    return xp.sum(xp.astype(predicted == truth, xp.int64))
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    line = (
+        f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
+        f"acc {record['train_accuracy']:.4f}"
+    )
+    if "val_accuracy" in record:
+        line += f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
+    return line + (
+        f"  lr {record['lr']:.3g}  {record['seconds']:.1f}s "
+        f"({record['images_per_second']:.0f} img/s)"
+    )
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)

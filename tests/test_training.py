@@ -1,0 +1,484 @@
+"""Sequential and the model protocol, the Trainer, checkpoints and resume, the command line.
+
+Oracles: PyTorch autograd for Sequential; for training, an uninterrupted run is the oracle of
+a resumed one, and a checkpoint written before a failed write is the oracle of what must
+survive it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+
+import portaconv
+from portaconv.backend import to_numpy
+from portaconv.cli import main
+from portaconv.data import DataLoader, datasets
+from portaconv.layers import (
+    BatchNorm2d,
+    Conv2d,
+    CrossEntropyLoss,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+)
+from portaconv.models import CNN, MLP, CNN_SimpleScanningMLP, Sequential, build_model
+from portaconv.optim import SGD, Adam, CosineAnnealingLR
+from portaconv.train import Trainer, load_checkpoint, save_checkpoint
+from portaconv.train import checkpoint as checkpoint_module
+
+from .helpers import assert_close, on, rounded, torch_reference
+
+# ------------------------------------------------------------------ Sequential and the protocol
+
+
+def _small_convnet() -> Sequential:
+    return Sequential(
+        Conv2d(2, 4, 3, padding=1),
+        BatchNorm2d(4),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(4 * 3 * 3, 5),
+    )
+
+
+def test_sequential_forward_backward_match_torch(bk, rng):
+    net = _small_convnet()
+    A = rounded(rng.standard_normal((6, 2, 6, 6)), bk.dtype_name)
+    params = {k: rounded(to_numpy(v), bk.dtype_name) for k, v in net.parameters().items()}
+    net.load_state_dict({**net.state_dict(), **params})
+    grad_out = rng.standard_normal((6, 5))
+
+    def reference(A, W0, b0, BW, Bb, W5, b5):
+        Z = F.conv2d(A, W0, b0, padding=1)
+        Z = F.batch_norm(Z, None, None, BW, Bb, training=True, eps=1e-5)
+        Z = F.max_pool2d(F.relu(Z), 2)
+        return F.linear(Z.flatten(1), W5, b5)
+
+    names = {"W0": "0.W", "b0": "0.b", "BW": "1.BW", "Bb": "1.Bb", "W5": "5.W", "b5": "5.b"}
+    inputs = {"A": A, **{arg: params[key] for arg, key in names.items()}}
+    expected, grads = torch_reference(reference, inputs, grad_out)
+
+    Z = net.forward(on(bk, A))
+    assert_close(Z, expected, bk, "Z")
+    dLdA = net.backward(on(bk, grad_out))
+    assert_close(dLdA, grads["A"], bk, "dLdA")
+    got = net.gradients()
+    for arg, key in names.items():
+        assert_close(got[key], grads[arg], bk, key)
+
+
+def test_protocol_names_state_dict_and_modes(bk, rng):
+    net = Sequential(Linear(3, 8), ReLU(), Dropout(0.5), Linear(8, 2))
+    conv = _small_convnet()
+    assert sorted(net.parameters()) == ["0.W", "0.b", "3.W", "3.b"]
+    assert sorted(conv.gradients()) == sorted(conv.parameters())
+    assert {"1.running_M", "1.running_V"} <= set(conv.state_dict())
+
+    # state_dict holds copies: changing them leaves the model alone.
+    state = conv.state_dict()
+    before = to_numpy(conv.parameters()["0.W"]).copy()
+    state["0.W"] += 1
+    np.testing.assert_array_equal(to_numpy(conv.parameters()["0.W"]), before)
+
+    # Loading into a fresh model reproduces its outputs (eval mode: running statistics).
+    A = on(bk, rng.standard_normal((4, 2, 6, 6)))
+    conv.forward(A)  # updates the running statistics
+    twin = _small_convnet()
+    twin.load_state_dict({k: to_numpy(v) for k, v in conv.state_dict().items()})
+    conv.eval()
+    twin.eval()
+    np.testing.assert_array_equal(to_numpy(twin.forward(A)), to_numpy(conv.forward(A)))
+
+    # Modes reach every layer.
+    net.eval()
+    assert not net.training and not any(layer.training for layer in net.layers)
+    net.train()
+    assert all(layer.training for layer in net.layers)
+
+
+def test_load_state_dict_refuses_mismatches(bk):
+    net = _small_convnet()
+    state = {k: to_numpy(v) for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match=r"missing \['0.b'\]"):
+        net.load_state_dict({k: v for k, v in state.items() if k != "0.b"})
+    with pytest.raises(ValueError, match=r"unexpected \['9.W'\]"):
+        net.load_state_dict({**state, "9.W": state["0.W"]})
+    with pytest.raises(ValueError, match=r"Sequential: 0: Conv2d: .*shape \(4, 2, 3, 3\)"):
+        net.load_state_dict({**state, "0.W": np.zeros((4, 2, 5, 5))})
+    with pytest.raises(TypeError, match="mapping"):
+        net.load_state_dict([1, 2])
+
+
+def test_sequential_rejects_non_layers():
+    with pytest.raises(TypeError, match="Sequential: layer 1 must have forward and backward"):
+        Sequential(Linear(2, 2), "relu")
+
+
+def test_spec_models_follow_the_protocol(bk):
+    models = [
+        MLP([6, 5, 3]),
+        CNN_SimpleScanningMLP(),
+        CNN(
+            20,
+            3,
+            [4, 2],
+            [3, 3],
+            [1, 2],
+            5,
+            [ReLU(), ReLU()],
+            None,
+            None,
+            None,
+            CrossEntropyLoss(),
+            0.1,
+        ),
+    ]
+    for model in models:
+        params, grads = model.parameters(), model.gradients()
+        assert params and sorted(params) == sorted(grads)
+        twin_state = {k: to_numpy(v) + 1 for k, v in model.state_dict().items()}
+        model.load_state_dict(twin_state)
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(to_numpy(v), twin_state[k].astype(to_numpy(v).dtype))
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def _blobs(rng, n=300, classes=3):
+    centres = np.array([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])[:classes]
+    y = rng.integers(0, classes, n)
+    X = centres[y] + rng.standard_normal((n, 2))
+    return X.astype(np.float32), y
+
+
+def test_training_solves_a_synthetic_problem(bk, rng):
+    portaconv.manual_seed(0)
+    X, y = _blobs(rng)
+    model = build_model("two-layer", (2,), 3, hidden=16)
+    trainer = Trainer(model, Adam(model, 0.05), progress=False, log=lambda line: None)
+    history = trainer.fit(DataLoader(X[:240], y[:240], 32, shuffle=True), epochs=15)
+    assert len(history) == 15 and history[-1]["train_loss"] < history[0]["train_loss"]
+    result = trainer.evaluate(DataLoader(X[240:], y[240:], 64), num_classes=3)
+    assert result["accuracy"] >= 0.95
+    assert result["confusion"].sum() == 60 and result["confusion"].shape == (3, 3)
+
+
+class _Interrupting:
+    """A loader that raises KeyboardInterrupt in epoch ``stop_epoch`` after two batches."""
+
+    def __init__(self, loader, stop_epoch):
+        self.loader, self.stop_epoch, self.epoch = loader, stop_epoch, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if self.epoch == self.stop_epoch and i == 2:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def _resume_setup(out_dir, seed):
+    portaconv.manual_seed(seed)
+    model = build_model("cnn", (1, 8, 8), 4, widths=(4, 8), hidden=16, dropout=0.3)
+    optimizer = SGD(model, 0.05, momentum=0.9, weight_decay=1e-4)
+    scheduler = CosineAnnealingLR(optimizer, 4, warmup_epochs=1)
+    return Trainer(
+        model,
+        optimizer,
+        scheduler=scheduler,
+        out_dir=out_dir,
+        progress=False,
+        log=lambda line: None,
+    )
+
+
+def test_resume_gives_exactly_the_uninterrupted_weights(bk, rng, tmp_path):
+    X = rng.random((96, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 96)
+
+    def loader():
+        return DataLoader(X, y, batch_size=16, shuffle=True, seed=3)
+
+    whole = _resume_setup(tmp_path / "whole", seed=0)
+    whole.fit(loader(), loader(), epochs=4)
+
+    cut = _resume_setup(tmp_path / "cut", seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit(_Interrupting(loader(), stop_epoch=2), loader(), epochs=4)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz")["epoch"] == 2
+
+    # A new process would start from other weights and another random state.
+    resumed = _resume_setup(tmp_path / "cut", seed=123)
+    resumed.fit(loader(), loader(), epochs=4, resume=True)
+
+    exact = "cuda" not in str(bk.device) and bk.name != "cupy"
+    for key, value in whole.model.state_dict().items():
+        got, want = to_numpy(resumed.model.state_dict()[key]), to_numpy(value)
+        if exact:
+            np.testing.assert_array_equal(got, want, err_msg=key)
+        else:  # GPU reductions may reorder sums
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=key)
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx(
+        [r["train_loss"] for r in whole.history], rel=0 if exact else 1e-5
+    )
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_trainer_refuses_bad_arguments(bk):
+    model = build_model("two-layer", (2,), 3)
+    with pytest.raises(TypeError, match="Trainer: model must follow"):
+        Trainer(object(), SGD(model, 0.1))
+    with pytest.raises(TypeError, match="Trainer: optimizer must be"):
+        Trainer(model, object())
+    with pytest.raises(ValueError, match="Trainer: fit needs an optimizer"):
+        Trainer(model).fit([], epochs=1)
+    with pytest.raises(ValueError, match="Trainer: epochs must be a non-negative integer"):
+        Trainer(model, SGD(model, 0.1)).fit([], epochs=-1)
+    with pytest.raises(ValueError, match="Trainer: resume=True needs out_dir"):
+        Trainer(model, SGD(model, 0.1)).fit([], epochs=1, resume=True)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _state(value):
+    return {
+        "epoch": value,
+        "model": {"0.W": np.full((3, 2), value, np.float32), "0.b": np.arange(3.0)},
+        "rng": np.random.default_rng(value).bit_generator.state,
+        "history": [{"loss": 0.5, "acc": None}],
+    }
+
+
+def test_checkpoint_round_trip(tmp_path):
+    path = save_checkpoint(tmp_path / "c.npz", _state(7))
+    got = load_checkpoint(path)
+    assert got["epoch"] == 7 and got["history"] == [{"loss": 0.5, "acc": None}]
+    assert got["rng"] == np.random.default_rng(7).bit_generator.state
+    np.testing.assert_array_equal(got["model"]["0.W"], np.full((3, 2), 7, np.float32))
+    assert got["model"]["0.W"].dtype == np.float32
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "c.npz", _state(1))
+
+    def half_then_fail(f, **arrays):
+        f.write(b"PK\x03\x04 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.np, "savez", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, _state(2))
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]
+
+
+_KILL_HALFWAY = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    from portaconv.train import checkpoint, save_checkpoint
+
+    def killed_halfway(f, **arrays):
+        f.write(b"PK\\x03\\x04" + bytes(1000))
+        f.flush()
+        os._exit(9)  # the process dies mid-write: no cleanup, no exception handlers
+
+    checkpoint.np.savez = killed_halfway
+    save_checkpoint(sys.argv[1], {"epoch": 2, "w": np.ones(3)})
+    """
+)
+
+
+def test_process_killed_while_writing_leaves_previous_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path / "c.npz", _state(1))
+    done = subprocess.run([sys.executable, "-c", _KILL_HALFWAY, str(path)], timeout=120)
+    assert done.returncode == 9
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+_WRITE_FOREVER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from portaconv.train import save_checkpoint
+
+    big = np.random.default_rng(0).random(2_000_000)
+    epoch = 0
+    while True:
+        epoch += 1
+        save_checkpoint(sys.argv[1], {"epoch": epoch, "w": big + epoch})
+        print(epoch, flush=True)
+    """
+)
+
+
+def test_sigkill_during_checkpoint_loop_leaves_a_whole_checkpoint(tmp_path):
+    path = tmp_path / "c.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITE_FOREVER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for _ in range(2):  # let it finish two writes, then kill it during the following ones
+            assert proc.stdout.readline()
+        time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    state = load_checkpoint(path)
+    np.testing.assert_array_equal(
+        state["w"], np.random.default_rng(0).random(2_000_000) + state["epoch"]
+    )
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.npz")
+    path = save_checkpoint(tmp_path / "c.npz", _state(1))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable portaconv checkpoint"):
+        load_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def _png(path):
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_train_evaluate_resume_end_to_end(bk, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--subset", "300", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "dataset",
+        "model",
+        "backend",
+        "device",
+        "epochs",
+        "test_accuracy",
+        "train_seconds",
+        "images_per_second",
+    ):
+        assert key in summary, key
+    assert (summary["dataset"], summary["model"], summary["epochs"]) == ("digits", "cnn", 1)
+    assert summary["backend"] == bk.name and summary["dtype"] == bk.dtype_name
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["images_per_second"] > 0
+    for name in ("loss.png", "accuracy.png", "confusion_matrix.png"):
+        assert _png(out / name), name
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "test accuracy" in capsys.readouterr().out
+
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoint.npz"), "--subset", "300"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-12)
+
+    assert main([*args[:2], "2", *args[3:], "--resume"]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_cli_trains_from_idx_files_in_data_dir(bk, tmp_path, rng):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 120), ("t10k", 40)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 50, (n, 28, 28))
+        images[np.arange(n), labels, :] = 255  # a learnable pattern: a bright row per class
+        _write_idx(data / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(data / f"{split}-labels-idx1-ubyte.gz", labels)
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--model",
+        "mlp",
+        "--epochs",
+        "2",
+        "--data-dir",
+        str(data),
+        "--no-download",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "fashion-mnist" and summary["test_images"] == 40
+
+
+def test_cli_errors_are_one_clear_line(bk, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PORTACONV_DATA", raising=False)
+    assert main(["train", "--resume"]) == 1
+    assert "--resume needs --out" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.npz")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--dataset", "nope"])
+    assert exit_info.value.code == 2
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(tmp_path),
+                "--no-download",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 1
+    )
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_cli_info_as_a_console_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "portaconv", "info", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PORTACONV_BACKEND": "numpy"},
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["active"]["backend"] == "numpy"
+    assert report["backends"]["numpy"].startswith("available")
