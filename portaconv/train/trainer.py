@@ -303,4 +303,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (logs, CI), only the epoch lines.
+    return tqdm(
+        total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None
+    )
