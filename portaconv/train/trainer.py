@@ -304,6 +304,4 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     except ImportError:
         return None
     # disable=None: no bar when stderr is not a terminal (logs, CI), only the epoch lines.
-    return tqdm(
-        total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None
-    )
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
