@@ -212,6 +212,8 @@ def machine_info(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         "numpy_blas": blas_name(),
         "torch_version": torch.__version__,
         "portaconv_version": portaconv.__version__,
+        # the im2row chunk budget of the convolutions (portaconv.backend.WORKSPACE_BYTES)
+        "workspace_bytes": dict(getattr(portaconv.backend, "WORKSPACE_BYTES", {})),
         "backend": ctx.backend.name,
         "backend_device": str(ctx.backend.device),
         "torch_device": str(ctx.torch_device),
@@ -905,6 +907,12 @@ def main(args: argparse.Namespace) -> int:
         "wait%: time this process's threads waited for a CPU (other work on the machine), "
         "per second of timed runs"
     )
+    if hasattr(portaconv.backend, "workspace_bytes"):  # absent before the chunked convolutions
+        budget = portaconv.backend.workspace_bytes(ctx.pc(np.zeros(1, dtype=np.float32)))
+        print(
+            f"convolution workspace (im2row chunk budget, portaconv.backend.WORKSPACE_BYTES): "
+            f"{budget / MIB:.0f} MiB"
+        )
     print(f"peak memory, portaconv: {memory.pc_method}")
     print(f"peak memory, torch:     {memory.torch_method}")
     if not memory.same_method:

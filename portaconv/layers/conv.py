@@ -1,9 +1,25 @@
 """Convolution (cross-correlation, as in deep learning) in 1-d and 2-d.
 
 One implementation, :class:`_ConvNd`, serves both: an im2col gather (a loop over the
-kernel offsets, each a strided slice) followed by one matrix product whose result lands in
-``(N, C_out, *out)`` order. Strided convolution is computed directly, never as stride-1
-convolution followed by downsampling (which would waste stride**d of the work).
+kernel offsets, each a strided slice) followed by one matrix product per chunk of the batch.
+Strided convolution is computed directly, never as stride-1 convolution followed by
+downsampling (which would waste stride**d of the work).
+
+The gather is ``portaconv.backend.im2row``: one row per output position holding its
+K**d * C_in window values (its memory layout is the backend's choice). With ``dZ`` the
+gradient as a channels-first (C_out, n L) matrix, the products are::
+
+    forward   Z (C_out, n L)        = W_rows^T @ rows^T        (then NCHW, plus the bias)
+    dL/dW     W_rows (K^d C_in, C_out) = rows^T @ dZ^T
+    dL/dA     row2im(dZ^T @ W_rows^T)                           (a scatter-add per offset)
+
+The batch is processed in chunks whose im2row matrix fits a workspace budget
+(``portaconv.backend.workspace_bytes``: a few MiB on NumPy, so each chunk is gathered,
+multiplied and scattered back while it sits in the cache, and peak memory does not grow
+with the batch). When the whole matrix is small (``portaconv.backend.keep_bytes``) forward
+keeps it for backward; otherwise backward gathers each chunk again from the input, which
+forward keeps by reference (as Chainer does): modify it in place before backward and
+dL/dW is wrong.
 
 Shapes, with ``d`` spatial axes::
 
@@ -20,9 +36,22 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
-from ..backend import col2im, conv_out_size, im2col, pad_spatial, swap_leading_axes
+from ..backend import (
+    Scratch,
+    batch_chunks,
+    channels_first_matrix,
+    conv_out_size,
+    im2row,
+    keep_bytes,
+    matmul,
+    matmul_for_row2im,
+    row2im,
+    set_batch,
+    to_channels_last,
+    workspace_bytes,
+)
 from ._base import Layer, fan_in_bound, shape_str, spec_of
 
 _LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
@@ -58,7 +87,9 @@ class _ConvNd(Layer):
         xp = array_namespace(self.W)
         self.dLdW = xp.zeros_like(self.W)
         self.dLdb = xp.zeros_like(self.b)
-        self._cols = None  # im2col of the padded input, kept for backward
+        self._A = None  # the input, kept for backward
+        self._rows: list[Any] | None = None  # its im2row matrices, when small enough to keep
+        self._chunks: list[slice] = []
         self._in_shape: tuple[int, ...] | None = None
         self._out_shape: tuple[int, ...] | None = None
 
@@ -82,38 +113,88 @@ class _ConvNd(Layer):
             )
         out = tuple(conv_out_size(n, K, s) for n in padded)
         N, L = A.shape[0], math.prod(out)
-        # Channels first, so the whole batch is one (C_in K^d, N L) matrix and one GEMM.
-        At = pad_spatial(swap_leading_axes(A), (p,) * nd)
-        cols = im2col(At, (K,) * nd, (s,) * nd, out)
-        cols = xp.reshape(cols, (self.in_channels * K**nd, N * L))
-        Z = xp.matmul(self._weight_matrix(xp), cols)
-        Z = xp.reshape(Z, (self.out_channels, N, *out))
-        Z = swap_leading_axes(Z + xp.reshape(self.b, (self.out_channels,) + (1,) * (nd + 1)))
-        self._cols, self._in_shape, self._out_shape = cols, tuple(A.shape), tuple(Z.shape)
+        width = self.in_channels * K**nd
+        chunks = batch_chunks(N, width * L * _itemsize(A), workspace_bytes(A))
+        keep = N * width * L * _itemsize(A) <= keep_bytes(A)
+        W_cols = xp.matrix_transpose(self._weight_rows(xp))
+        scratch = Scratch(A)
+        Z = xp.empty((N, self.out_channels, *out), dtype=A.dtype, device=device(A))
+        kept = []
+        for i, batch in enumerate(chunks):
+            n = batch.stop - batch.start
+            # a kept matrix needs a block of its own; otherwise one block serves every chunk
+            rows = self._im2row(A[batch, ...], out, scratch, f"rows{i}" if keep else "rows")
+            Z_cols = matmul(
+                W_cols, xp.matrix_transpose(rows), scratch("Z", (self.out_channels, n * L))
+            )
+            Z_cols = xp.reshape(Z_cols, (self.out_channels, n, *out))
+            Z = set_batch(Z, batch, Z_cols, (1, 0, *range(2, nd + 2)), self.b)
+            if keep:
+                kept.append(rows)
+        self._A, self._chunks = A, chunks
+        self._rows = kept if keep else None
+        self._in_shape, self._out_shape = tuple(A.shape), tuple(Z.shape)
         return Z
 
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C_out, *out) -> ``dLdA`` (N, C_in, *in); sets ``dLdW`` and ``dLdb``."""
-        self._forward_done("_cols")
-        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, spec_of(self._cols))
+        self._forward_done("_A")
+        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, spec_of(self._A))
         nd, K, s, p = self._nd, self.kernel_size, self.stride, self.padding
-        N, out = self._in_shape[0], self._out_shape[2:]
-        dZ = xp.reshape(swap_leading_axes(dLdZ), (self.out_channels, N * math.prod(out)))
+        in_size, out = self._in_shape[2:], self._out_shape[2:]
+        L = math.prod(out)
+        W_rows = self._weight_rows(xp)
+        scratch = Scratch(dLdZ)
+        dLdA = xp.empty(self._in_shape, dtype=dLdZ.dtype, device=device(dLdZ))
+        dW_rows = dLdb = None
+        for i, batch in enumerate(self._chunks):
+            n = batch.stop - batch.start
+            rows = None if self._rows is None else self._rows[i]
+            if rows is None:
+                rows = self._im2row(self._A[batch, ...], out, scratch, "rows")
+            else:  # used once: let it go as soon as dL/dW has it (a second backward regathers)
+                self._rows[i] = None
+            dZ = channels_first_matrix(dLdZ[batch, ...], scratch("dZ", (self.out_channels, n * L)))
+            dZ_t = xp.matrix_transpose(dZ)
+            dW = xp.matmul(xp.matrix_transpose(rows), dZ_t)
+            db = xp.sum(dZ, axis=1)
+            dW_rows, dLdb = (dW, db) if dW_rows is None else (dW_rows + dW, dLdb + db)
+            rows_shape = rows.shape
+            del rows
+            d_rows = matmul_for_row2im(
+                dZ_t, xp.matrix_transpose(W_rows), (K,) * nd, out, scratch("d", rows_shape)
+            )
+            padded = (n, *(size + 2 * p for size in in_size), self.in_channels)
+            dA = row2im(d_rows, padded, (K,) * nd, (s,) * nd, out, scratch("dA", padded))
+            if p:
+                dA = dA[(slice(None), *(slice(p, p + size) for size in in_size), slice(None))]
+            dLdA = set_batch(dLdA, batch, dA, (0, nd + 1, *range(1, nd + 1)))
+        # W_rows' layout (K, ..., K, C_in, C_out) back to W's (C_out, C_in, K, ..., K)
+        dW = xp.reshape(dW_rows, (*(K,) * nd, self.in_channels, self.out_channels))
+        dW = xp.permute_dims(dW, (nd + 1, nd, *range(nd)))
+        self.dLdW, self.dLdb = xp.asarray(dW, copy=True), dLdb
+        return dLdA
 
-        self.dLdW = xp.reshape(xp.matmul(dZ, xp.matrix_transpose(self._cols)), self.W.shape)
-        self.dLdb = xp.sum(dZ, axis=1)
+    def _im2row(self, A: Any, out: tuple[int, ...], scratch: Scratch, block: str) -> Any:
+        """(n, C_in, *in) -> the (n L, K^d C_in) matrix of its zero-padded windows."""
+        nd, K, s, p = self._nd, self.kernel_size, self.stride, self.padding
+        n, C = A.shape[0], self.in_channels
+        padded = (n, *(size + 2 * p for size in A.shape[2:]), C)
+        # (a 1x1 im2row matrix is a view of A_last: a kept one needs its own block too)
+        A_last = to_channels_last(A, (p,) * nd, (K,) * nd, out, scratch("A_" + block, padded))
+        shape = (n * math.prod(out), K**nd * C)
+        return im2row(A_last, (K,) * nd, (s,) * nd, out, scratch(block, shape))
 
-        dcols = xp.matmul(xp.matrix_transpose(self._weight_matrix(xp)), dZ)
-        dcols = xp.reshape(dcols, (self.in_channels, K**nd, N, *out))
-        padded = (self.in_channels, N, *(n + 2 * p for n in self._in_shape[2:]))
-        dA = col2im(dcols, padded, (K,) * nd, (s,) * nd, out)
-        if p:
-            dA = dA[(..., *(slice(p, p + n) for n in self._in_shape[2:]))]
-        return swap_leading_axes(dA)
+    def _weight_rows(self, xp: Any) -> Any:
+        """``W`` as (K^d C_in, C_out), matching the column order of the im2row matrix."""
+        nd = self._nd
+        W = xp.permute_dims(self.W, (*range(2, nd + 2), 1, 0))
+        return xp.reshape(W, (-1, self.out_channels))
 
-    def _weight_matrix(self, xp: Any) -> Any:
-        """``W`` as (C_out, C_in * K**d), matching the row order of the im2col matrix."""
-        return xp.reshape(self.W, (self.out_channels, -1))
+
+def _itemsize(x: Any) -> int:
+    """Bytes per element of a floating-point array (the standard has no ``itemsize``)."""
+    return array_namespace(x).finfo(x.dtype).bits // 8
 
 
 class Conv1d_stride1(_ConvNd):

@@ -2,8 +2,10 @@
 
 Each window is visited as a loop over the kernel offsets (strided slices of the input), so
 nothing the size of the unfolded input is built. Max pooling keeps the first maximum in
-row-major order within the window (the handout's rule) and propagates NaN like PyTorch;
-backward sends each output gradient to that one input. Mean pooling spreads it evenly.
+row-major order within the window (the handout's rule) and propagates NaN like PyTorch; its
+forward records which offset won (``window_max``, which has a NumPy fast path), and
+backward sends each output gradient to that one input: one masked slice-add per offset.
+Mean pooling spreads it evenly.
 
     out = floor((in - kernel) / stride) + 1        (no padding; PyTorch's ceil_mode=False)
 """
@@ -15,7 +17,15 @@ from typing import Any
 
 from array_api_compat import device
 
-from ..backend import conv_out_size, kernel_offsets, slice_add, window_index, windows
+from ..backend import (
+    conv_out_size,
+    kernel_offsets,
+    slice_add,
+    slice_set,
+    window_index,
+    window_max,
+    windows,
+)
 from ._base import Layer, shape_str, spec_of
 
 _LAYOUT = {1: "(N, C, W_in)", 2: "(N, C, H_in, W_in)"}
@@ -47,7 +57,7 @@ class _PoolNd(Layer):
 
     def forward(self, A: Any) -> Any:
         """``A`` (N, C, *in) -> ``Z`` (N, C, *out)."""
-        xp = self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
+        self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
         if any(n < self.kernel for n in A.shape[2:]):
             raise ValueError(
                 f"{self.name}: kernel={self.kernel} is larger than the input "
@@ -56,34 +66,35 @@ class _PoolNd(Layer):
         out = tuple(conv_out_size(n, self.kernel, self.stride) for n in A.shape[2:])
         self._in_shape, self._out_shape = tuple(A.shape), (*A.shape[:2], *out)
         self._spec = spec_of(A)
+        if self._max:
+            Z, self._argmax = window_max(A, *self._geometry())
+            return Z
         views = windows(A, *self._geometry())
-        if not self._max:
-            Z = views[0]
-            for view in views[1:]:
-                Z = Z + view
-            return Z / math.prod(self._geometry()[0])
         Z = views[0]
-        argmax = xp.zeros(Z.shape, dtype=xp.int32, device=device(A))
-        for k, view in enumerate(views[1:], start=1):
-            # strictly greater keeps the first maximum; a NaN wins over any number, once
-            better = (view > Z) | (xp.isnan(view) & ~xp.isnan(Z))
-            Z = xp.where(better, view, Z)
-            argmax = xp.where(better, xp.asarray(k, dtype=xp.int32, device=device(A)), argmax)
-        self._argmax = argmax
-        return Z
+        for view in views[1:]:
+            Z = Z + view
+        return Z / math.prod(self._geometry()[0])
 
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C, *out) -> ``dLdA`` (N, C, *in)."""
         self._forward_done("_in_shape")
         xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._spec)
         kernel, stride, out = self._geometry()
-        dLdA = xp.zeros(self._in_shape, dtype=dLdZ.dtype, device=device(dLdZ))
+        # Windows that tile the input exactly (stride == kernel, nothing left over) write
+        # every element once: no zero fill first.
+        tiled = self.stride == self.kernel and all(
+            n == o * self.kernel for n, o in zip(self._in_shape[2:], out)
+        )
+        create = xp.empty if tiled else xp.zeros
+        dLdA = create(self._in_shape, dtype=dLdZ.dtype, device=device(dLdZ))
         zero = xp.zeros((), dtype=dLdZ.dtype, device=device(dLdZ))
         share = dLdZ / math.prod(kernel)
+        # Windows that do not overlap (stride >= kernel) each own their slice: assign, no add.
+        put = slice_set if self.stride >= self.kernel else slice_add
         for k, offset in enumerate(kernel_offsets(kernel)):
             window = window_index(offset, stride, out)
             grad = xp.where(self._argmax == k, dLdZ, zero) if self._max else share
-            dLdA = slice_add(dLdA, window, grad)
+            dLdA = put(dLdA, window, grad)
         return dLdA
 
 

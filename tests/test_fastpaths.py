@@ -1,0 +1,358 @@
+"""The fast paths that the layer tests do not reach, each against an independent oracle.
+
+``portaconv.backend`` has NumPy-only fast paths beside its portable ones: im2row/row2im in
+two memory layouts chosen by channel count, the max-pool window maximum, in-place slice
+updates, reused scratch blocks; and the convolutions split the batch into chunks when the
+im2row matrix outgrows a workspace budget. The layer tests use few channels and small
+batches, so here: channel counts on both sides of each threshold, a budget small enough to
+force several chunks (a forward that keeps nothing and a backward that gathers again),
+odd sizes, strides, padding, non-contiguous inputs, float32 and float64, NaN and ties.
+
+Every check compares with PyTorch (``torch.nn.functional`` + autograd, float64) or a
+float64 NumPy loop written here, never the fast path with the portable one alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import portaconv.backend._ops as ops
+import portaconv.layers as L
+from portaconv.backend import (
+    Scratch,
+    batch_chunks,
+    channels_first_matrix,
+    im2row,
+    matmul,
+    pad_spatial,
+    row2im,
+    set_batch,
+    slice_add,
+    to_channels_last,
+    use_backend,
+    window_max,
+)
+
+from .helpers import assert_close, on, rounded, snapshot, torch_reference
+
+# Channel counts on both sides of the layout choices (W_out >= K C and W_out >= C select
+# the transposed gather and scatter on NumPy) for the geometries below.
+CHANNELS = [1, 2, 3, 4, 8, 24, 32]
+
+
+def _set_workspace(monkeypatch, budget: int) -> None:
+    for kind in ops.WORKSPACE_BYTES:
+        monkeypatch.setitem(ops.WORKSPACE_BYTES, kind, budget)
+
+
+@pytest.fixture
+def tiny_workspace(monkeypatch):
+    """A 64-byte im2row budget: every convolution runs one sample per chunk."""
+    _set_workspace(monkeypatch, 64)
+
+
+# ------------------------------------------------------------------ im2row and row2im
+
+
+def _im2row_reference(x: np.ndarray, kernel: int, stride: int, out: int) -> np.ndarray:
+    """Float64 loop over the output positions: x (n, H, W, C) -> (n * out^2, K^2 * C)."""
+    n, C = x.shape[0], x.shape[-1]
+    rows = np.zeros((n, out, out, kernel, kernel, C))
+    for i in range(out):
+        for j in range(out):
+            patch = x[:, i * stride : i * stride + kernel, j * stride : j * stride + kernel, :]
+            rows[:, i, j] = patch
+    return rows.reshape(n * out * out, kernel * kernel * C)
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 7), (2, 2, 9), (3, 2, 8), (1, 1, 5)])
+@pytest.mark.parametrize("use_block", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_im2row_matches_loop(channels, kernel, stride, size, use_block, dtype):
+    rng = np.random.default_rng(channels * 100 + kernel * 10 + stride)
+    A = rng.standard_normal((3, channels, size, size)).astype(dtype)
+    out = (size - kernel) // stride + 1
+    scratch = Scratch(A)
+    padded = (3, size, size, channels)
+    geometry = ((kernel, kernel), (out, out))
+    A_last = to_channels_last(A, (0, 0), *geometry, scratch("A", padded) if use_block else None)
+    np.testing.assert_array_equal(A_last, np.moveaxis(A, 1, -1))
+    shape = (3 * out * out, kernel * kernel * channels)
+    rows = im2row(A_last, (kernel, kernel), (stride, stride), (out, out), scratch("r", shape))
+    assert rows.shape == shape and rows.dtype == A.dtype
+    expected = _im2row_reference(np.moveaxis(A, 1, -1).astype(np.float64), kernel, stride, out)
+    np.testing.assert_array_equal(rows, expected)  # a gather: exact
+
+
+@pytest.mark.parametrize(
+    "channels,kernel,width,transposed",
+    [(3, 3, 12, True), (4, 3, 12, False), (20, 1, 6, True), (2, 5, 20, True), (8, 5, 20, False)],
+)
+def test_numpy_im2row_layout_follows_run_length(channels, kernel, width, transposed):
+    """Transposed when an output row (W_out values) is at least a window row (K C values),
+    or for a 1x1 kernel; row-major otherwise."""
+    x = np.ones((2, channels, 6, width), dtype=np.float32)
+    out = (6 - kernel + 1, width - kernel + 1)
+    scratch = Scratch(x)
+    last = to_channels_last(x, (0, 0), (kernel, kernel), out, scratch("A", (2, 6, width, channels)))
+    shape = (2 * out[0] * out[1], kernel * kernel * channels)
+    rows = im2row(last, (kernel, kernel), (1, 1), out, scratch("r", shape))
+    assert rows.T.flags.c_contiguous is transposed
+    assert rows.flags.c_contiguous is not transposed
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 7), (2, 2, 9), (3, 2, 8), (4, 3, 11)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_numpy_row2im_is_the_adjoint_of_the_gather(channels, kernel, stride, size, order):
+    """<im2row(x), R> == <x, row2im(R)> for every layout of R, in float64 to 1e-12."""
+    rng = np.random.default_rng(channels + 7 * kernel + stride)
+    out = (size - kernel) // stride + 1
+    x = rng.standard_normal((2, size, size, channels))
+    shape = (2 * out * out, kernel * kernel * channels)
+    scratch = Scratch(x)
+    R = scratch("R", shape, order)
+    R[...] = rng.standard_normal(shape)
+    back = row2im(R, x.shape, (kernel, kernel), (stride, stride), (out, out), scratch("x", x.shape))
+    assert back.shape == x.shape
+    lhs = float(np.sum(_im2row_reference(x, kernel, stride, out) * R))
+    np.testing.assert_allclose(lhs, float(np.sum(x * back)), rtol=1e-12)
+    # a second call reuses the block: it must start from zero again
+    again = row2im(
+        R, x.shape, (kernel, kernel), (stride, stride), (out, out), scratch("x", x.shape)
+    )
+    np.testing.assert_array_equal(again, back)
+
+
+# ---------------------------------------------------------------- convolution, chunked
+
+
+def _conv_case(nd, cin, cout, size, k, stride, padding, n):
+    layer_cls, conv = (L.Conv1d, F.conv1d) if nd == 1 else (L.Conv2d, F.conv2d)
+    return layer_cls, conv, (n, cin, *(size,) * nd), (cout, cin, *(k,) * nd)
+
+
+@pytest.mark.parametrize(
+    "nd,cin,cout,size,k,stride,padding,n",
+    [
+        (2, 1, 4, 9, 3, 1, 1, 5),  # NumPy: transposed gather and scatter
+        (2, 3, 5, 8, 3, 2, 1, 4),
+        (2, 4, 3, 7, 2, 1, 0, 3),  # row-major gather, transposed scatter
+        (2, 24, 6, 6, 3, 1, 1, 3),  # row-major both ways
+        (2, 29, 7, 7, 3, 3, 2, 3),
+        (2, 40, 5, 6, 1, 1, 0, 3),  # 1x1: no copy to gather, none to scatter
+        (2, 5, 4, 11, 5, 1, 2, 4),  # odd size, 5x5
+        (2, 30, 8, 5, 1, 1, 0, 4),  # 1x1
+        (1, 2, 3, 13, 3, 2, 1, 5),
+        (1, 28, 4, 10, 4, 1, 3, 3),
+    ],
+)
+@pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, False), (2, True)])
+def test_conv_matches_torch_whole_batch_and_in_chunks(
+    monkeypatch, bk, nd, cin, cout, size, k, stride, padding, n, per_chunk, keep
+):
+    """Forward and all gradients as PyTorch, with the batch in one chunk, or one or two
+    samples per chunk, forward's matrices kept for backward (NumPy only) or gathered again
+    (the last chunk is then smaller than the reused scratch blocks)."""
+    out = (size + 2 * padding - k) // stride + 1
+    itemsize = 4 if bk.dtype_name == "float32" else 8
+    if per_chunk is not None:
+        _set_workspace(monkeypatch, per_chunk * itemsize * cin * k**nd * out**nd)
+    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
+    layer_cls, conv, a_shape, w_shape = _conv_case(nd, cin, cout, size, k, stride, padding, n)
+    rng = np.random.default_rng(cin * 1000 + size * 10 + k)
+    W = rounded(rng.uniform(-0.5, 0.5, w_shape), bk.dtype_name)
+    b = rounded(rng.uniform(-0.5, 0.5, cout), bk.dtype_name)
+    A = rounded(rng.standard_normal(a_shape), bk.dtype_name)
+    layer = layer_cls(
+        cin, cout, k, stride, padding, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b
+    )
+    A_bk = on(bk, A)
+    before = snapshot(A_bk)
+    Z = layer.forward(A_bk)
+    assert len(layer._chunks) == (1 if per_chunk is None else -(-n // per_chunk))
+    kept = (keep and bk.name == "numpy") or per_chunk is None
+    assert (layer._rows is not None) is kept
+
+    def torch_fn(A, W, b):
+        return conv(A, W, b, stride=stride, padding=padding)
+
+    dLdZ = rounded(rng.standard_normal(tuple(Z.shape)), bk.dtype_name)
+    Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
+    assert_close(Z, Z_ref, bk, "Z")
+    assert_close(layer.backward(on(bk, dLdZ)), grads["A"], bk, "dLdA")
+    assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+    assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+    np.testing.assert_array_equal(snapshot(A_bk), before)  # the input is not modified
+
+
+@pytest.mark.parametrize("cin", [2, 25])
+def test_numpy_conv_non_contiguous_input_in_chunks(tiny_workspace, cin):
+    """A strided, transposed NumPy view as input: same results as its contiguous copy's
+    float64 PyTorch oracle."""
+    rng = np.random.default_rng(cin)
+    base = rng.standard_normal((9, 4, cin, 3)).astype(np.float32)
+    A = np.transpose(base, (3, 2, 0, 1))[..., ::2, :]  # (3, cin, 5, 4), no unit stride
+    assert not A.flags.c_contiguous
+    W = rng.uniform(-0.5, 0.5, (5, cin, 2, 2)).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, 5).astype(np.float32)
+
+    with use_backend("numpy", None, "float32") as bk:
+        layer = L.Conv2d(cin, 5, 2, 1, 1, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b)
+        Z = layer.forward(A)
+        dLdZ = rng.standard_normal(Z.shape).astype(np.float32)
+        dLdA = layer.backward(dLdZ)
+
+        def torch_fn(A, W, b):
+            return F.conv2d(A, W, b, stride=1, padding=1)
+
+        Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
+        assert_close(Z, Z_ref, bk, "Z")
+        assert_close(dLdA, grads["A"], bk, "dLdA")
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+
+
+# -------------------------------------------------------------------------- max pooling
+
+
+def _window_max_reference(x: np.ndarray, kernel: int, stride: int):
+    """Float64 loop: the maximum of each window and the first row-major offset holding it
+    (the first NaN if any)."""
+    N, C, H, W = x.shape
+    out_h, out_w = (H - kernel) // stride + 1, (W - kernel) // stride + 1
+    Z = np.zeros((N, C, out_h, out_w))
+    idx = np.zeros((N, C, out_h, out_w), dtype=np.int64)
+    for i in range(out_h):
+        for j in range(out_w):
+            window = x[:, :, i * stride : i * stride + kernel, j * stride : j * stride + kernel]
+            flat = window.reshape(N, C, -1)
+            first = np.argmax(flat, axis=-1)  # NumPy: first maximum, first NaN
+            idx[:, :, i, j] = first
+            Z[:, :, i, j] = np.take_along_axis(flat, first[..., None], -1)[..., 0]
+    return Z, idx
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(2, 2, 8), (3, 2, 9), (3, 1, 6), (2, 3, 10)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("data", ["random", "ties", "nan"])
+def test_numpy_window_max_first_maximum(kernel, stride, size, dtype, data):
+    rng = np.random.default_rng(kernel * 10 + stride)
+    if data == "ties":
+        x = rng.integers(0, 3, (2, 3, size, size)).astype(dtype)  # many equal maxima
+    else:
+        x = rng.standard_normal((2, 3, size, size)).astype(dtype)
+    if data == "nan":
+        x[0, 1, 1, 1] = np.nan
+        x[1, 2, -1, -2:] = np.nan  # two NaN in one window: the first one counts
+    out = (size - kernel) // stride + 1
+    Z, argmax = window_max(x, (kernel, kernel), (stride, stride), (out, out))
+    Z_ref, idx_ref = _window_max_reference(x.astype(np.float64), kernel, stride)
+    assert Z.dtype == x.dtype
+    np.testing.assert_array_equal(Z, Z_ref.astype(dtype))  # NaN == NaN here
+    np.testing.assert_array_equal(argmax, idx_ref)
+    if data == "random":  # and the values agree with PyTorch
+        torch_Z = F.max_pool2d(torch.from_numpy(x.astype(np.float64)), kernel, stride)
+        np.testing.assert_array_equal(Z, torch_Z.numpy().astype(dtype))
+
+
+@pytest.mark.parametrize("cls", [L.MaxPool2d, L.MeanPool2d])
+@pytest.mark.parametrize("kernel,stride,size", [(2, 2, 9), (3, 2, 8), (2, 1, 5), (2, 3, 10)])
+def test_pool_non_contiguous_numpy_input(cls, kernel, stride, size):
+    """A NumPy view with negative and non-unit strides, forward and backward, against
+    PyTorch in float64 (masked slice assignment for stride >= kernel, adds otherwise)."""
+    rng = np.random.default_rng(size + kernel)
+    base = rng.standard_normal((2, 3, size, 2 * size))
+    A = base[:, ::-1, :, ::2]
+    assert not A.flags.c_contiguous
+    torch_pool = F.max_pool2d if cls is L.MaxPool2d else F.avg_pool2d
+    with use_backend("numpy", None, "float64") as bk:
+        layer = cls(kernel, stride)
+        Z = layer.forward(A)
+        dLdZ = rng.standard_normal(Z.shape)
+        Z_ref, grads = torch_reference(
+            lambda A: torch_pool(A, kernel, stride), {"A": np.ascontiguousarray(A)}, dLdZ
+        )
+        assert_close(Z, Z_ref, bk, "Z")
+        assert_close(layer.backward(dLdZ), grads["A"], bk, "dLdA")
+
+
+# ------------------------------------------------------------------- small helpers
+
+
+def test_slice_add_on_read_only_numpy_array_returns_a_new_array():
+    x = np.broadcast_to(np.zeros(4), (3, 4))  # read-only: the portable path copies
+    y = slice_add(x, (slice(None), slice(1, 3)), np.ones((3, 2)))
+    assert y is not x and np.all(x == 0)
+    np.testing.assert_array_equal(y, np.array([[0.0, 1, 1, 0]] * 3))
+
+
+def test_pad_spatial_matches_numpy_pad():
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(
+        pad_spatial(x, (1, 2)), np.pad(x, [(0, 0), (0, 0), (1, 1), (2, 2)])
+    )
+    assert pad_spatial(x, (0, 0)) is x
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_matmul_into_block_of_either_order(order):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 7)), rng.standard_normal((7, 3))
+    block = Scratch(a)("out", (5, 3), order)
+    result = matmul(a, b, block)
+    np.testing.assert_allclose(result, a.astype(np.float64) @ b, rtol=1e-12)
+    assert np.shares_memory(result, block)
+
+
+def test_set_batch_and_channels_first_matrix():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 2, 3, 5))  # (C, n, H, W)
+    bias = rng.standard_normal(4)
+    out = np.zeros((6, 4, 3, 5))
+    set_batch(out, slice(2, 4), x, (1, 0, 2, 3), bias)
+    np.testing.assert_allclose(out[2:4], np.transpose(x, (1, 0, 2, 3)) + bias[:, None, None])
+    assert np.all(out[:2] == 0) and np.all(out[4:] == 0)
+    nchw = rng.standard_normal((2, 4, 3, 5))
+    np.testing.assert_array_equal(
+        channels_first_matrix(nchw), np.transpose(nchw, (1, 0, 2, 3)).reshape(4, -1)
+    )
+
+
+@pytest.mark.parametrize(
+    "batch,per_item,budget", [(10, 3, 9), (7, 100, 1), (5, 1, 100), (9, 2, 8), (0, 4, 4)]
+)
+def test_batch_chunks_cover_the_batch_in_order(batch, per_item, budget):
+    chunks = batch_chunks(batch, per_item, budget)
+    covered = [i for chunk in chunks for i in range(chunk.start, chunk.stop)]
+    assert covered == list(range(batch))
+    sizes = [chunk.stop - chunk.start for chunk in chunks]
+    assert sizes == sorted(sizes, reverse=True) and max(sizes) - min(sizes) <= 1
+    assert all(size * per_item <= budget or size == 1 for size in sizes)
+    if batch:  # the fewest chunks that respect the budget
+        assert len(chunks) == -(-batch // max(1, min(batch, budget // per_item)))
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_conv_second_backward_gives_the_same_gradients(monkeypatch, bk, keep):
+    """Backward lets forward's kept matrices go; calling it again gathers them again."""
+    _set_workspace(monkeypatch, 4 * 8 * 3 * 9 * 36)  # two chunks of 4 (in float64)
+    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
+    rng = np.random.default_rng(5)
+    layer = L.Conv2d(3, 4, 3, 1, 1)
+    A = on(bk, rng.standard_normal((7, 3, 6, 6)))
+    Z = layer.forward(A)
+    dLdZ = on(bk, rng.standard_normal(tuple(Z.shape)))
+    first = [snapshot(layer.backward(dLdZ)), snapshot(layer.dLdW), snapshot(layer.dLdb)]
+    second = [snapshot(layer.backward(dLdZ)), snapshot(layer.dLdW), snapshot(layer.dLdb)]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    _, grads = torch_reference(
+        lambda A, W, b: F.conv2d(A, W, b, padding=1),
+        {"A": snapshot(A), "W": snapshot(layer.W), "b": snapshot(layer.b)},
+        snapshot(dLdZ),
+    )
+    assert_close(layer.dLdW, grads["W"], bk, "dLdW")
