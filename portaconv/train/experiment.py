@@ -223,7 +223,7 @@ def run_experiment(config: TrainConfig, log: Any = None) -> dict[str, Any]:
         "parameters": int(sum(int(np.prod(p.shape)) for p in model.parameters().values())),
         "portaconv": __version__,
         "python": platform.python_version(),
-        "command": " ".join(sys.argv),
+        "command": " ".join(["portaconv", *sys.argv[1:]]),
         "out": str(out),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
