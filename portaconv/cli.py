@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
+    from .data import AUGMENTATIONS, DATASETS
     from .models.zoo import MODELS
     from .train.experiment import OPTIMIZERS, SCHEDULERS
 
@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--optimizer", choices=OPTIMIZERS)
+    train.add_argument(
+        "--augment",
+        choices=sorted(AUGMENTATIONS),
+        help="training-batch augmentation: random left-right flips and/or shifts of up to 2 "
+        "pixels (default: the dataset's recipe)",
+    )
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--scheduler", choices=SCHEDULERS, default="cosine")
@@ -112,6 +118,7 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         optimizer=args.optimizer,
+        augment=args.augment,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         scheduler=args.scheduler,

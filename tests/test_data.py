@@ -983,3 +983,72 @@ def test_loader_rejects_unknown_dtype_names_and_negative_epochs():
     with pytest.raises(ValueError, match="DataLoader: epoch must be non-negative"):
         loader.set_epoch(-1)
     assert "batch_size=64" in repr(loader) and "batches=1" in repr(loader)
+
+
+# ------------------------------------------------------------------------------ augmentation
+
+
+def _flip_reference(X, rng):
+    """One image at a time, the way a reader would write it."""
+    flips = rng.random(len(X)) < 0.5
+    return np.stack([x[..., ::-1] if f else x for x, f in zip(X, flips)])
+
+
+def _shift_reference(X, rng, padding=2):
+    N, _, H, W = X.shape
+    dy = rng.integers(0, 2 * padding + 1, N)
+    dx = rng.integers(0, 2 * padding + 1, N)
+    out = []
+    for n in range(N):
+        padded = np.pad(X[n], ((0, 0), (padding, padding), (padding, padding)), mode="edge")
+        out.append(padded[:, dy[n] : dy[n] + H, dx[n] : dx[n] + W])
+    return np.stack(out)
+
+
+def test_random_flip_and_shift_match_a_per_image_reference():
+    from portaconv.data import flip_and_shift, random_flip, random_shift
+
+    X = np.random.default_rng(0).random((16, 2, 5, 7)).astype(np.float32)
+    original = X.copy()
+    np.testing.assert_array_equal(
+        random_flip(X, np.random.default_rng(1)), _flip_reference(X, np.random.default_rng(1))
+    )
+    np.testing.assert_array_equal(
+        random_shift(X, np.random.default_rng(2)), _shift_reference(X, np.random.default_rng(2))
+    )
+    rng = np.random.default_rng(3)
+    expected = _shift_reference(_flip_reference(X, rng), rng)
+    np.testing.assert_array_equal(flip_and_shift(X, np.random.default_rng(3)), expected)
+    # the input is left alone, and some images did change
+    assert not np.array_equal(random_flip(X, np.random.default_rng(1)), X)
+    np.testing.assert_array_equal(X, original)
+    with pytest.raises(ValueError, match=r"random_shift: expects a batch of images"):
+        random_shift(X[0], np.random.default_rng(0))
+
+
+def test_loader_augments_reproducibly_per_epoch(bk):
+    from portaconv.data import random_flip
+
+    X = np.random.default_rng(0).random((20, 1, 4, 4)).astype(np.float32)
+    y = np.arange(20)
+
+    def epoch_batches(epoch):
+        loader = DataLoader(X, y, batch_size=8, shuffle=True, seed=5, augment=random_flip)
+        loader.set_epoch(epoch)
+        return [(to_numpy(a).copy(), to_numpy(b).copy()) for a, b in loader]
+
+    first, again, other = epoch_batches(1), epoch_batches(1), epoch_batches(2)
+    for (xa, ya), (xb, yb) in zip(first, again):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    # each image is its original or its mirror image, labels untouched
+    for xb, yb in first:
+        for image, label in zip(xb, yb):
+            assert np.array_equal(image, X[label]) or np.array_equal(image, X[label][..., ::-1])
+    flipped = [
+        [not np.array_equal(image, X[label]) for image, label in zip(xb, yb)] for xb, yb in first
+    ]
+    assert any(map(any, flipped)) and not all(map(all, flipped))
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+    with pytest.raises(TypeError, match="DataLoader: augment must be a function"):
+        DataLoader(X, y, augment="flip")

@@ -19,6 +19,7 @@ Example::
 them (MD5-checked) when absent; see :mod:`portaconv.data.datasets`.
 """
 
+from .augment import AUGMENTATIONS, flip_and_shift, random_flip, random_shift
 from .datasets import (
     DATASETS,
     SYSTEM_DIRS,
@@ -40,12 +41,14 @@ from .datasets import (
 from .loader import DataLoader
 
 __all__ = [
+    "AUGMENTATIONS",
     "DATASETS",
     "SYSTEM_DIRS",
     "DataLoader",
     "Dataset",
     "DatasetNotFoundError",
     "cache_dir",
+    "flip_and_shift",
     "load_cifar10",
     "load_dataset",
     "load_digits",
@@ -53,6 +56,8 @@ __all__ = [
     "load_iris",
     "load_mnist",
     "mean_std",
+    "random_flip",
+    "random_shift",
     "read_cifar_batch",
     "read_idx",
     "standardize",

@@ -36,6 +36,11 @@ class DataLoader:
     the backend's namespace). ``y_batch`` is int64 when ``y`` holds integers (class labels)
     and has ``X_batch``'s float dtype when ``y`` is floating.
 
+    Augmentation. ``augment(X_batch, rng)`` (e.g. :func:`~portaconv.data.random_flip`), if
+    given, transforms each NumPy batch before it moves to the backend; ``rng`` is
+    ``np.random.default_rng([seed, e, 1])`` for pass ``e``, so augmented batches are a
+    function of ``(seed, e)`` too.
+
     Order. Without ``shuffle`` batches follow the rows in order. With it, pass ``e`` visits
     the rows in the order ``np.random.default_rng([seed, e]).permutation(N)``: a function of
     ``(seed, e)`` alone. The epoch ``e`` is :attr:`epoch`, set with :meth:`set_epoch`
@@ -65,6 +70,7 @@ class DataLoader:
         drop_last: bool = False,
         backend: Backend | None = None,
         dtype: Any = None,
+        augment: Any = None,
     ) -> None:
         X = np.asarray(to_numpy(X))
         y = np.asarray(to_numpy(y))
@@ -108,6 +114,12 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.backend = backend
         self.dtype = dtype
+        if augment is not None and not callable(augment):
+            raise TypeError(
+                f"DataLoader: augment must be a function augment(X, rng) -> X such as "
+                f"portaconv.data.random_flip, got {type(augment).__name__}"
+            )
+        self.augment = augment
         self.epoch = 0
 
     @property
@@ -154,11 +166,17 @@ class DataLoader:
         # the time iter() returns, and the epoch advances even if the pass is cut short.
         backend, dtype, label_dtype = self._resolve()
         order = self.order() if self.shuffle else None
+        rng = None if self.augment is None else np.random.default_rng([self.seed, self.epoch, 1])
         self.epoch += 1
-        return self._batches(order, backend, dtype, label_dtype)
+        return self._batches(order, backend, dtype, label_dtype, rng)
 
     def _batches(
-        self, order: np.ndarray | None, backend: Backend, dtype: Any, label_dtype: Any
+        self,
+        order: np.ndarray | None,
+        backend: Backend,
+        dtype: Any,
+        label_dtype: Any,
+        rng: np.random.Generator | None = None,
     ) -> Iterator[tuple[Any, Any]]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, self.num_samples)
@@ -166,8 +184,11 @@ class DataLoader:
             # data set, copied so that a caller writing into a batch cannot alter the data.
             rows = slice(start, stop) if order is None else order[start:stop]
             copy = True if order is None else None
+            X = self.X[rows]
+            if rng is not None:
+                X = self.augment(X, rng)
             yield (
-                to_backend(self.X[rows], backend, dtype=dtype, copy=copy),
+                to_backend(X, backend, dtype=dtype, copy=copy),
                 to_backend(self.y[rows], backend, dtype=label_dtype, copy=copy),
             )
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import get_backend, manual_seed, set_backend
-from ..data import DataLoader, load_dataset, mean_std, train_val_split
+from ..data import AUGMENTATIONS, DataLoader, load_dataset, mean_std, train_val_split
 from ..models import build_model
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
 from .checkpoint import load_checkpoint
@@ -29,11 +29,19 @@ from .trainer import Trainer
 
 #: Per dataset: the model and hyper-parameters that reach the results in BENCHMARKS.md.
 RECIPES: dict[str, dict[str, Any]] = {
-    "digits": dict(model="cnn", epochs=10, batch_size=32, lr=2e-3, optimizer="adam"),
-    "iris": dict(model="two-layer", epochs=60, batch_size=16, lr=0.05, optimizer="sgd"),
-    "fashion-mnist": dict(model="cnn", epochs=15, batch_size=128, lr=2e-3, optimizer="adam"),
-    "mnist": dict(model="cnn", epochs=8, batch_size=128, lr=2e-3, optimizer="adam"),
-    "cifar10": dict(model="cnn", epochs=20, batch_size=128, lr=2e-3, optimizer="adam"),
+    "digits": dict(
+        model="cnn", epochs=10, batch_size=32, lr=2e-3, optimizer="adam", augment="none"
+    ),
+    "iris": dict(
+        model="two-layer", epochs=60, batch_size=16, lr=0.05, optimizer="sgd", augment="none"
+    ),
+    "fashion-mnist": dict(
+        model="cnn", epochs=15, batch_size=128, lr=2e-3, optimizer="adam", augment="none"
+    ),
+    "mnist": dict(model="cnn", epochs=8, batch_size=128, lr=2e-3, optimizer="adam", augment="none"),
+    "cifar10": dict(
+        model="cnn", epochs=20, batch_size=128, lr=2e-3, optimizer="adam", augment="flip-shift"
+    ),
 }
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -50,6 +58,7 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     optimizer: str | None = None
+    augment: str | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     scheduler: str = "cosine"
@@ -79,6 +88,11 @@ class TrainConfig:
             raise ValueError(
                 f"portaconv train: unknown optimizer {config.optimizer!r}; choose one of "
                 f"{list(OPTIMIZERS)}"
+            )
+        if config.augment not in AUGMENTATIONS:
+            raise ValueError(
+                f"portaconv train: unknown augmentation {config.augment!r}; choose one of "
+                f"{list(AUGMENTATIONS)}"
             )
         if config.scheduler not in SCHEDULERS:
             raise ValueError(
@@ -185,6 +199,7 @@ def run_experiment(config: TrainConfig, log: Any = None) -> dict[str, Any]:
         shuffle=True,
         seed=config.seed,
         drop_last=lonely,
+        augment=AUGMENTATIONS[config.augment],
     )
     val_loader = None
     if data["val"] is not None:
