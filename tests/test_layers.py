@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import portaconv.layers as L
+from portaconv.backend import to_numpy
 
 from .helpers import assert_close, finite_difference_check, on, rounded, snapshot, torch_reference
 
@@ -397,6 +398,29 @@ def test_maxpool_propagates_nan(bk):
     Z = L.MaxPool1d(2, 2).forward(on(bk, A))
     expected = F.max_pool1d(torch.tensor(A), 2, 2).numpy()
     np.testing.assert_array_equal(np.isnan(snapshot(Z)), np.isnan(expected))
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: L.Conv2d(2, 3, 3, stride=2, padding=1), lambda: L.Conv1d(2, 3, 3)]
+)
+def test_conv_without_input_grad_gives_the_same_parameter_gradients(bk, rng, make):
+    layer = make()
+    A = rounded(rng.standard_normal((4, 2) + (7,) * (layer.W.ndim - 2)), bk.dtype_name)
+    W, b = (rounded(to_numpy(p), bk.dtype_name) for p in (layer.W, layer.b))
+    layer.W, layer.b = on(bk, W), on(bk, b)
+    Z = layer.forward(on(bk, A))
+    dLdZ = rounded(rng.standard_normal(tuple(Z.shape)), bk.dtype_name)
+    conv = F.conv2d if layer.W.ndim == 4 else F.conv1d
+    stride, padding = layer.stride, layer.padding
+    _, grads = torch_reference(
+        lambda A, W, b: conv(A, W, b, stride=stride, padding=padding),
+        {"A": A, "W": W, "b": b},
+        dLdZ,
+    )
+    layer.needs_input_grad = False
+    assert layer.backward(on(bk, dLdZ)) is None
+    assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+    assert_close(layer.dLdb, grads["b"], bk, "dLdb")
 
 
 def test_relu_propagates_nan_like_torch(bk):

@@ -77,6 +77,10 @@ class Layer:
     buffer_names: tuple[str, ...] = ()
     #: Training mode (the default) or evaluation mode; see :meth:`train` and :meth:`eval`.
     training: bool = True
+    #: Set to False on a network's first layer when nothing needs dL/dA (the input is data):
+    #: convolutions then skip that product and ``backward`` returns None, as PyTorch skips
+    #: the gradient of an input that does not require one.
+    needs_input_grad: bool = True
 
     def __call__(self, *args: Any) -> Any:
         return self.forward(*args)

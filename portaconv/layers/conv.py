@@ -137,7 +137,11 @@ class _ConvNd(Layer):
         return Z
 
     def backward(self, dLdZ: Any) -> Any:
-        """``dLdZ`` (N, C_out, *out) -> ``dLdA`` (N, C_in, *in); sets ``dLdW`` and ``dLdb``."""
+        """``dLdZ`` (N, C_out, *out) -> ``dLdA`` (N, C_in, *in); sets ``dLdW`` and ``dLdb``.
+
+        With ``needs_input_grad = False`` only ``dLdW`` and ``dLdb`` are computed and the
+        result is None.
+        """
         self._forward_done("_A")
         xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, spec_of(self._A))
         nd, K, s, p = self._nd, self.kernel_size, self.stride, self.padding
@@ -145,7 +149,9 @@ class _ConvNd(Layer):
         L = math.prod(out)
         W_rows = self._weight_rows(xp)
         scratch = Scratch(dLdZ)
-        dLdA = xp.empty(self._in_shape, dtype=dLdZ.dtype, device=device(dLdZ))
+        dLdA = None
+        if self.needs_input_grad:
+            dLdA = xp.empty(self._in_shape, dtype=dLdZ.dtype, device=device(dLdZ))
         dW_rows = dLdb = None
         for i, batch in enumerate(self._chunks):
             n = batch.stop - batch.start
@@ -161,6 +167,8 @@ class _ConvNd(Layer):
             dW_rows, dLdb = (dW, db) if dW_rows is None else (dW_rows + dW, dLdb + db)
             rows_shape = rows.shape
             del rows
+            if dLdA is None:
+                continue
             d_rows = matmul_for_row2im(
                 dZ_t, xp.matrix_transpose(W_rows), (K,) * nd, out, scratch("d", rows_shape)
             )
