@@ -482,3 +482,20 @@ def test_cli_info_as_a_console_command():
     report = json.loads(done.stdout)
     assert report["active"]["backend"] == "numpy"
     assert report["backends"]["numpy"].startswith("available")
+
+
+def test_resume_rewrites_metrics_from_the_checkpoint(bk, rng, tmp_path):
+    X, y = _blobs(rng, n=64)
+
+    def trainer():
+        portaconv.manual_seed(0)
+        model = build_model("two-layer", (2,), 3, hidden=8)
+        return Trainer(model, SGD(model, 0.1), out_dir=tmp_path, progress=False, log=print)
+
+    trainer().fit(DataLoader(X, y, 16), epochs=2)
+    metrics = tmp_path / "metrics.jsonl"
+    # killed after logging epoch 3 but before its checkpoint was written
+    metrics.write_text(metrics.read_text() + json.dumps({"epoch": 3, "train_loss": -1}) + "\n")
+    trainer().fit(DataLoader(X, y, 16), epochs=3, resume=True)
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3] and records[-1]["train_loss"] > 0

@@ -113,8 +113,9 @@ class Trainer:
                 self.log(f"no checkpoint at {path}; starting from scratch")
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                (self.out_dir / METRICS).unlink(missing_ok=True)
+            # A fresh run starts a fresh log; a resumed one rewrites it from the checkpoint's
+            # history, dropping any epoch logged after the checkpoint was written.
+            (self.out_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in self.history))
         while self.epoch < epochs:
             record = self._train_epoch(train_loader, epochs)
             if val_loader is not None:
