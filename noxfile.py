@@ -68,4 +68,4 @@ def tests_torch_cuda(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "portaconv", "tests", "noxfile.py", "examples")
+    session.run("ruff", "check", "portaconv", "tests", "noxfile.py", "examples", "benchmarks")
