@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing"
+    )
     train.add_argument("--scheduler", choices=SCHEDULERS, default="cosine")
     train.add_argument("--warmup-epochs", type=int, default=0)
     train.add_argument("--val-fraction", type=float, default=0.1)
@@ -121,6 +124,7 @@ def _train(args: argparse.Namespace) -> int:
         augment=args.augment,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
         scheduler=args.scheduler,
         warmup_epochs=args.warmup_epochs,
         val_fraction=args.val_fraction,

@@ -435,8 +435,9 @@ def test_relu_propagates_nan_like_torch(bk):
     np.testing.assert_array_equal(snapshot(dLdZ), t.grad.numpy())
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("labels", ["integer", "one-hot", "probabilities"])
-def test_cross_entropy_matches_torch(bk, rng, labels):
+def test_cross_entropy_matches_torch(bk, rng, labels, smoothing):
     A = rounded(rng.standard_normal((6, 5)) * 3, bk.dtype_name)
     classes = rng.integers(0, 5, size=6)
     if labels == "integer":
@@ -451,13 +452,23 @@ def test_cross_entropy_matches_torch(bk, rng, labels):
         )
         Y_b = on(bk, Y_np)
     loss_ref, grads = torch_reference(
-        lambda A: F.cross_entropy(A, torch.tensor(Y_np)), {"A": A}, np.array(1.0)
+        lambda A: F.cross_entropy(A, torch.tensor(Y_np), label_smoothing=smoothing),
+        {"A": A},
+        np.array(1.0),
     )
-    layer = L.CrossEntropyLoss()
+    layer = L.CrossEntropyLoss(label_smoothing=smoothing)
     loss = layer.forward(on(bk, A), Y_b)
     assert loss.ndim == 0
     assert_close(loss, loss_ref, bk, "loss")
     assert_close(layer.backward(), grads["A"], bk, "dLdA")
+
+
+@pytest.mark.parametrize(
+    "value, error", [(-0.1, ValueError), (1.5, ValueError), ("0.1", TypeError), (True, TypeError)]
+)
+def test_cross_entropy_rejects_bad_label_smoothing(value, error):
+    with pytest.raises(error, match="CrossEntropyLoss: label_smoothing must"):
+        L.CrossEntropyLoss(label_smoothing=value)
 
 
 def test_mse_matches_torch(bk, rng):

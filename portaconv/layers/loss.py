@@ -51,17 +51,35 @@ class CrossEntropyLoss(_Loss):
 
     ``A`` (N, C) are logits. ``Y`` is either integer class labels (N,) in [0, C) or a float
     (N, C) array of one-hot rows or class probabilities. ``L = -sum(Y log softmax(A)) / N``
-    and ``backward()`` = (softmax(A) - Y) / N.
+    and ``backward()`` = (softmax(A) - Y) / N. With ``label_smoothing`` = e the targets are
+    first mixed with the uniform distribution, ``Y (1 - e) + e / C``, as in PyTorch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+            raise TypeError(
+                f"CrossEntropyLoss: label_smoothing must be a number in [0, 1], got "
+                f"{type(label_smoothing).__name__}"
+            )
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(
+                f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing!r}"
+            )
+        self.label_smoothing = float(label_smoothing)
         self.softmax = None
+
+    def __repr__(self) -> str:
+        if self.label_smoothing:
+            return f"CrossEntropyLoss(label_smoothing={self.label_smoothing})"
+        return "CrossEntropyLoss()"
 
     def forward(self, A: Any, Y: Any) -> Any:
         xp = self._array_arg(A, "A", "(N, C)", 2)
         N, C = A.shape
         Y = self._targets(xp, A, Y)
+        if self.label_smoothing:
+            Y = Y * (1.0 - self.label_smoothing) + self.label_smoothing / C
         shifted = A - xp.max(A, axis=1, keepdims=True)
         log_sum = xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
         log_softmax = shifted - log_sum

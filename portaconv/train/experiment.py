@@ -22,6 +22,7 @@ import numpy as np
 from .. import __version__
 from ..backend import get_backend, manual_seed, set_backend
 from ..data import AUGMENTATIONS, DataLoader, load_dataset, mean_std, train_val_split
+from ..layers import CrossEntropyLoss
 from ..models import build_model
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
 from .checkpoint import load_checkpoint
@@ -61,6 +62,7 @@ class TrainConfig:
     augment: str | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0
     scheduler: str = "cosine"
     warmup_epochs: int = 0
     val_fraction: float = 0.1
@@ -185,6 +187,7 @@ def run_experiment(config: TrainConfig, log: Any = None) -> dict[str, Any]:
     trainer = Trainer(
         model,
         optimizer,
+        criterion=CrossEntropyLoss(label_smoothing=config.label_smoothing),
         scheduler=scheduler,
         out_dir=out,
         progress=config.progress,
