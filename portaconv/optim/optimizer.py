@@ -169,17 +169,9 @@ class Optimizer:
         Arrays may come from any library (NumPy from a checkpoint); each is copied onto its
         parameter's namespace, device and dtype. Nothing changes if a check fails.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"{self.name}: load_state_dict expects a dict, got {type(state_dict).__name__}"
-            )
-        kind = state_dict.get("type", self.name)
-        if kind != self.name:
-            raise ValueError(f"{self.name}: load_state_dict got the state of a {kind} optimizer")
-        required = ("lr", *self._hyper_names, "step", "state")
-        missing = [key for key in required if key not in state_dict]
-        if missing:
-            raise ValueError(f"{self.name}: load_state_dict is missing the keys {missing}")
+        check_state_dict(
+            self.name, state_dict, ("lr", *self._hyper_names, "step", "state"), "optimizer"
+        )
         step_count = check_int(self.name, "state_dict['step']", state_dict["step"], minimum=0)
         per_param = state_dict["state"]
         if not isinstance(per_param, Mapping):
@@ -402,6 +394,20 @@ class AdamW(Adam):
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def check_state_dict(
+    owner: str, state_dict: Any, required: tuple[str, ...], what: str = ""
+) -> None:
+    """A ``load_state_dict`` argument: a mapping of ``owner``'s type holding ``required``."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{owner}: load_state_dict expects a dict, got {type(state_dict).__name__}")
+    kind = state_dict.get("type", owner)
+    if kind != owner:
+        raise ValueError(f"{owner}: load_state_dict got the state of a {kind} {what}".rstrip())
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise ValueError(f"{owner}: load_state_dict is missing the keys {missing}")
 
 
 def check_real(

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..layers._base import check_int
-from .optimizer import check_real
+from .optimizer import check_real, check_state_dict
 
 
 class LRScheduler:
@@ -82,17 +82,7 @@ class LRScheduler:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the settings and the epoch count, and set ``optimizer.lr`` to match."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"{self.name}: load_state_dict expects a dict, got {type(state_dict).__name__}"
-            )
-        kind = state_dict.get("type", self.name)
-        if kind != self.name:
-            raise ValueError(f"{self.name}: load_state_dict got the state of a {kind}")
-        required = ("base_lr", "last_epoch", *self._hyper_names)
-        missing = [key for key in required if key not in state_dict]
-        if missing:
-            raise ValueError(f"{self.name}: load_state_dict is missing the keys {missing}")
+        check_state_dict(self.name, state_dict, ("base_lr", "last_epoch", *self._hyper_names))
         base_lr = check_real(self.name, "base_lr", state_dict["base_lr"])
         last_epoch = check_int(self.name, "last_epoch", state_dict["last_epoch"], minimum=0)
         self._configure(**{n: state_dict[n] for n in self._hyper_names})
