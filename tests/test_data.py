@@ -42,6 +42,7 @@ from portaconv.data import (
     read_cifar_batch,
     read_idx,
     standardize,
+    stratified_folds,
     train_val_split,
 )
 from portaconv.data import datasets as ds_module
@@ -758,6 +759,67 @@ def test_split_fraction_is_validated(fraction):
         load_digits(test_fraction=fraction)
     with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
         train_val_split(np.zeros((4, 1)), np.zeros(4, int), val_fraction=fraction)
+
+
+@pytest.mark.parametrize("n, classes, k", [(150, 3, 5), (203, 4, 3), (17, 2, 4), (6, 3, 6)])
+def test_stratified_folds_partition_each_class_evenly(rng, n, classes, k):
+    y = np.sort(rng.integers(0, classes, n))
+    folds = stratified_folds(y, k, seed=7)
+    assert len(folds) == k
+    np.testing.assert_array_equal(np.sort(np.concatenate(folds)), np.arange(n))
+    for fold in folds:
+        assert np.all(np.diff(fold) > 0)
+    counts = np.array([np.bincount(y[fold], minlength=classes) for fold in folds])
+    assert np.all(counts.max(0) - counts.min(0) <= 1)  # each class split as evenly as it can be
+    sizes = [len(fold) for fold in folds]
+    assert max(sizes) - min(sizes) <= 1
+    np.testing.assert_array_equal(
+        np.concatenate(stratified_folds(y, k, seed=7)), np.concatenate(folds)
+    )
+    if n > 10:
+        assert not np.array_equal(
+            np.concatenate(stratified_folds(y, k, seed=8)), np.concatenate(folds)
+        )
+
+
+def test_stratified_folds_validates_k():
+    with pytest.raises(ValueError, match="k must be an integer >= 2, got 1"):
+        stratified_folds(np.zeros(5), 1)
+    with pytest.raises(ValueError, match="k=6 folds need at least 6 samples, got 5"):
+        stratified_folds(np.zeros(5), 6)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        stratified_folds(np.zeros(5), 2.0)
+
+
+@pytest.mark.parametrize("loader, total", [(load_digits, 1797), (load_iris, 150)])
+def test_embedded_folds_test_every_sample_once(loader, total):
+    whole = loader(test_fraction=0.0)
+    rows = np.concatenate([whole.X_train.reshape(total, -1), whole.y_train[:, None]], 1)
+    tested = []
+    for i in range(5):
+        ds = loader(fold=(i, 5), seed=2)
+        assert len(ds.X_train) + len(ds.X_test) == total
+        for label, count in enumerate(np.bincount(whole.y_train)):
+            assert abs(np.sum(ds.y_test == label) - count / 5) < 1
+        train = np.concatenate([ds.X_train.reshape(len(ds.X_train), -1), ds.y_train[:, None]], 1)
+        test = np.concatenate([ds.X_test.reshape(len(ds.X_test), -1), ds.y_test[:, None]], 1)
+        np.testing.assert_array_equal(rows_sorted(np.concatenate([train, test])), rows_sorted(rows))
+        tested.append(test)
+    np.testing.assert_array_equal(rows_sorted(np.concatenate(tested)), rows_sorted(rows))
+
+
+@pytest.mark.parametrize(
+    "fold, error, message",
+    [
+        ((5, 5), ValueError, "fold index must be below k=5, got 5"),
+        ((0, 1), ValueError, r"k of fold=\(index, k\) must be an integer >= 2"),
+        ((-1, 5), ValueError, r"index of fold=\(index, k\) must be an integer >= 0"),
+        (3, TypeError, r"fold must be a pair \(index, k\), got 3"),
+    ],
+)
+def test_embedded_fold_is_validated(fold, error, message):
+    with pytest.raises(error, match=f"load_iris: {message}"):
+        load_iris(fold=fold)
 
 
 # ----------------------------------------------------------------- train_val_split, scaling

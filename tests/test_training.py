@@ -403,6 +403,41 @@ def test_cli_train_evaluate_resume_end_to_end(bk, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
 
 
+def test_cli_cross_validation_tests_every_sample_once(bk, tmp_path, capsys):
+    out = tmp_path / "cv"
+    argv = ["train", "--dataset", "iris", "--folds", "3", "--epochs", "2", "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "out-of-fold over 3 folds" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["folds"], summary["test_images"], summary["epochs"]) == (3, 150, 2)
+    folds = [json.loads((out / f"fold-{i}" / "summary.json").read_text()) for i in range(3)]
+    assert [f["fold"] for f in folds] == [[0, 3], [1, 3], [2, 3]]
+    assert [f["test_images"] for f in folds] == summary["fold_test_images"] == [50, 50, 50]
+    assert summary["fold_test_accuracy"] == [f["test_accuracy"] for f in folds]
+    correct = sum(f["test_accuracy"] * f["test_images"] for f in folds)
+    assert summary["test_accuracy"] == pytest.approx(correct / 150, abs=1e-12)
+    confusion = np.array(json.loads((out / "confusion_matrix.json").read_text()))
+    np.testing.assert_array_equal(confusion.sum(1), [50, 50, 50])  # every flower, once
+    assert _png(out / "confusion_matrix.png")
+    for i in range(3):
+        assert (out / f"fold-{i}" / "checkpoint.npz").is_file() and _png(
+            out / f"fold-{i}" / "loss.png"
+        )
+
+    # A fold's checkpoint is evaluated on that fold, not on the default test split.
+    assert main(["evaluate", "--checkpoint", str(out / "fold-1" / "checkpoint.npz")]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert (evaluated["fold"], evaluated["test_images"]) == ([1, 3], 50)
+    assert evaluated["test_accuracy"] == pytest.approx(folds[1]["test_accuracy"], abs=1e-12)
+
+    assert main(["train", "--dataset", "fashion-mnist", "--folds", "3"]) == 1
+    assert "cross-validates only the data sets without an official test split" in (
+        capsys.readouterr().err
+    )
+    assert main(["train", "--dataset", "iris", "--folds", "0"]) == 1
+    assert "folds must be a positive integer, got 0" in capsys.readouterr().err
+
+
 def _write_idx(path, array):
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(n).to_bytes(4, "big") for n in array.shape

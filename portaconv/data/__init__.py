@@ -36,6 +36,7 @@ from .datasets import (
     read_cifar_batch,
     read_idx,
     standardize,
+    stratified_folds,
     train_val_split,
 )
 from .loader import DataLoader
@@ -61,5 +62,6 @@ __all__ = [
     "read_cifar_batch",
     "read_idx",
     "standardize",
+    "stratified_folds",
     "train_val_split",
 ]

@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from ..layers._base import check_int
+
 __all__ = [
     "DATASETS",
     "SYSTEM_DIRS",
@@ -179,10 +181,42 @@ def _embedded(name: str) -> bytes:
     return importlib.resources.files(__package__).joinpath("_files").joinpath(name).read_bytes()
 
 
+def stratified_folds(y: Any, k: int, seed: int = 0) -> list[np.ndarray]:
+    """Partition the indices of ``y`` into ``k`` folds for cross-validation.
+
+    Each class is shuffled with ``np.random.default_rng(seed)`` and dealt to the folds in
+    turn, so every fold holds about ``1/k`` of each class (class counts differ by at most
+    one between folds). Returns ``k`` sorted, disjoint index arrays covering ``range(len(y))``.
+    """
+    y = np.asarray(y)
+    k = check_int("stratified_folds", "k", k, minimum=2)
+    if k > len(y):
+        raise ValueError(f"stratified_folds: k={k} folds need at least {k} samples, got {len(y)}")
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(y), dtype=np.intp)
+    start = 0  # the next class's first member goes to the fold after the last one dealt
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        fold_of[members] = (start + np.arange(len(members))) % k
+        start = (start + len(members)) % k
+    return [np.flatnonzero(fold_of == i) for i in range(k)]
+
+
 def _split_dataset(
-    name: str, X: np.ndarray, y: np.ndarray, classes: list[str], test_fraction: float, seed: int
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    test_fraction: float,
+    seed: int,
+    fold: tuple[int, int] | None = None,
 ) -> Dataset:
-    train, test = _stratified_split(y, _check_fraction(test_fraction, "test_fraction"), seed)
+    if fold is None:
+        train, test = _stratified_split(y, _check_fraction(test_fraction, "test_fraction"), seed)
+    else:
+        index, k = _check_fold(name, fold)
+        test = stratified_folds(y, k, seed)[index]
+        train = np.setdiff1d(np.arange(len(y)), test)
     return Dataset(
         name=name,
         X_train=X[train],
@@ -194,11 +228,25 @@ def _split_dataset(
     )
 
 
-def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def _check_fold(name: str, fold: Any) -> tuple[int, int]:
+    """``fold=(i, k)``: fold ``i`` of ``k`` is the test split."""
+    if not isinstance(fold, tuple | list) or len(fold) != 2:
+        raise TypeError(f"load_{name}: fold must be a pair (index, k), got {fold!r}")
+    k = check_int(f"load_{name}", "k of fold=(index, k)", fold[1], minimum=2)
+    index = check_int(f"load_{name}", "index of fold=(index, k)", fold[0], minimum=0)
+    if index >= k:
+        raise ValueError(f"load_{name}: fold index must be below k={k}, got {index}")
+    return index, k
+
+
+def load_digits(
+    test_fraction: float = 0.2, seed: int = 0, fold: tuple[int, int] | None = None
+) -> Dataset:
     """The 8x8 handwritten digits (1,797 images, 10 classes), embedded in the package.
 
     ``X``: ``(N, 1, 8, 8)`` float32 in ``[0, 1]`` (pixel counts 0..16 divided by 16). The
-    split is stratified and fixed by ``seed``: about ``test_fraction`` of each digit is test.
+    split is stratified and fixed by ``seed``: about ``test_fraction`` of each digit is test,
+    or, given ``fold=(i, k)``, fold ``i`` of :func:`stratified_folds` ``(y, k, seed)``.
     """
     text = gzip.decompress(_embedded("digits.csv.gz")).decode("ascii")
     table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64)
@@ -206,14 +254,18 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         raise ValueError(f"embedded digits.csv.gz has shape {table.shape}, expected (1797, 65)")
     X = (table[:, :64] / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
     y = table[:, 64].astype(np.int64)
-    return _split_dataset("digits", X, y, [str(d) for d in range(10)], test_fraction, seed)
+    return _split_dataset("digits", X, y, [str(d) for d in range(10)], test_fraction, seed, fold)
 
 
-def load_iris(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_iris(
+    test_fraction: float = 0.2, seed: int = 0, fold: tuple[int, int] | None = None
+) -> Dataset:
     """Fisher's Iris (150 x 4 features in cm, 3 classes), embedded in the package.
 
     ``X``: ``(N, 4)`` float32, raw (sepal length, sepal width, petal length, petal width);
-    standardize with :func:`standardize`. The split is stratified and fixed by ``seed``.
+    standardize with :func:`standardize`. The split is stratified and fixed by ``seed``;
+    ``fold=(i, k)`` makes fold ``i`` of :func:`stratified_folds` ``(y, k, seed)`` the test
+    split instead (k-fold cross-validation: each flower is tested once over the k folds).
     """
     lines = _embedded("iris.csv").decode("ascii").splitlines()
     header = lines[0].split(",")
@@ -223,7 +275,7 @@ def load_iris(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         raise ValueError(f"embedded iris.csv has shape {table.shape}, header says {header[:2]}")
     X = table[:, :n_features].astype(np.float32)
     y = table[:, n_features].astype(np.int64)
-    return _split_dataset("iris", X, y, classes, test_fraction, seed)
+    return _split_dataset("iris", X, y, classes, test_fraction, seed, fold)
 
 
 # ------------------------------------------------------------------------------- IDX reader
