@@ -199,6 +199,16 @@ def blas_name() -> str:
         return "unknown"
 
 
+def blas_env() -> dict[str, str]:
+    """OPENBLAS_* settings other than the thread count, e.g. OPENBLAS_CORETYPE, which picks the
+    SGEMM kernels (a Haswell kernel on an AVX-512 CPU runs NumPy's SGEMM well below its peak)."""
+    return {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if name.startswith("OPENBLAS_") and name not in (*THREAD_ENV, *QUIET_IDLE_ENV)
+    }
+
+
 def machine_info(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     info = {
         "platform": platform.platform(),
@@ -208,6 +218,7 @@ def machine_info(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         "threads": THREADS,
         "torch_num_threads": torch.get_num_threads(),
         "thread_env": {name: os.environ.get(name) for name in (*THREAD_ENV, *QUIET_IDLE_ENV)},
+        "blas_env": blas_env(),
         "numpy_version": np.__version__,
         "numpy_blas": blas_name(),
         "torch_version": torch.__version__,
@@ -891,6 +902,8 @@ def main(args: argparse.Namespace) -> int:
         f"{torch.get_num_threads()}; {'/'.join(THREAD_ENV)}={THREADS}); "
         f"numpy {np.__version__} ({info['numpy_blas']})"
     )
+    if info["blas_env"]:
+        print("OpenBLAS settings: " + ", ".join(f"{k}={v}" for k, v in info["blas_env"].items()))
     print(
         "idle threads sleep instead of spinning: "
         + ", ".join(f"{name}={os.environ.get(name)}" for name in QUIET_IDLE_ENV)
