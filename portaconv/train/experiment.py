@@ -148,7 +148,7 @@ def load_split(
     seed: int = 0,
     data_dir: str | None = None,
     download: bool = True,
-) -> Any:
+) -> Dataset:
     """The data set's train/test split, or with ``fold=(i, k)`` its cross-validation split
     ``i`` of ``k`` (folds drawn with ``seed``)."""
     options = {} if fold is None else {"fold": tuple(fold), "seed": seed}
@@ -252,7 +252,7 @@ def _cross_validate(config: TrainConfig, log: Any) -> tuple[dict[str, Any], np.n
     summary = {
         **runs[0],
         "fold": None,
-        "train_images": sum(run["train_images"] for run in runs) / k,
+        "train_images": round(sum(run["train_images"] for run in runs) / k),  # per fold
         "test_images": count,
         "test_accuracy": float(np.trace(confusion)) / count,
         "test_loss": sum(run["test_loss"] * run["test_images"] for run in runs) / count,
