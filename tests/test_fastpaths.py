@@ -34,6 +34,7 @@ from portaconv.backend import (
     to_channels_last,
     use_backend,
     window_max,
+    window_max_grad,
 )
 
 from .helpers import assert_close, on, rounded, snapshot, torch_reference
@@ -257,6 +258,30 @@ def test_numpy_window_max_first_maximum(kernel, stride, size, dtype, data):
     if data == "random":  # and the values agree with PyTorch
         torch_Z = F.max_pool2d(torch.from_numpy(x.astype(np.float64)), kernel, stride)
         np.testing.assert_array_equal(Z, torch_Z.numpy().astype(dtype))
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,size", [(2, 2, 8), (2, 2, 9), (3, 2, 9), (3, 1, 6), (2, 3, 10)]
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("grad", ["random", "non_contiguous", "inf_nan"])
+def test_numpy_window_max_grad_matches_torch(kernel, stride, size, dtype, grad):
+    """Tiled, non-overlapping with leftovers, and overlapping windows; a gradient with inf
+    and NaN must reach only the chosen inputs (PyTorch's rule), not leak as 0 * inf."""
+    rng = np.random.default_rng(size * 10 + kernel)
+    x = rng.standard_normal((2, 3, size, size)).astype(dtype)
+    out = (size - kernel) // stride + 1
+    Z, argmax = window_max(x, (kernel, kernel), (stride, stride), (out, out))
+    dLdZ = rng.standard_normal((2, 3, 2 * out, out)).astype(dtype)[:, :, ::2]
+    if grad != "non_contiguous":
+        dLdZ = np.ascontiguousarray(dLdZ)
+    if grad == "inf_nan":
+        dLdZ[0, 0, 0, 0], dLdZ[1, 2, -1, -1] = np.inf, np.nan
+    dLdA = window_max_grad(dLdZ, argmax, x.shape, (kernel, kernel), (stride, stride), (out, out))
+    x_t = torch.tensor(x.astype(np.float64), requires_grad=True)
+    F.max_pool2d(x_t, kernel, stride).backward(torch.from_numpy(dLdZ.astype(np.float64)))
+    assert dLdA.dtype == x.dtype and dLdA.shape == x.shape
+    np.testing.assert_allclose(dLdA, x_t.grad.numpy(), rtol=1e-6 if dtype == "float32" else 1e-12)
 
 
 @pytest.mark.parametrize("cls", [L.MaxPool2d, L.MeanPool2d])

@@ -41,6 +41,8 @@ from ._ops import (
     to_numpy,
     window_index,
     window_max,
+    window_max_grad,
+    window_scatter,
     windows,
     workspace_bytes,
 )
@@ -95,6 +97,8 @@ __all__ = [
     "use_backend",
     "window_index",
     "window_max",
+    "window_max_grad",
+    "window_scatter",
     "windows",
     "workspace_bytes",
 ]

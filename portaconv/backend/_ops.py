@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
@@ -586,6 +586,86 @@ def window_max(
     if is_numpy_array(x):
         return _window_max_numpy(x, kernel_size, stride, out_size)
     return _window_max_portable(x, kernel_size, stride, out_size)
+
+
+def _tiles(in_shape, kernel_size, stride, out_size) -> bool:
+    """Whether the windows tile the input exactly (stride == kernel, nothing left over)."""
+    return all(
+        s == k and n == o * k for s, k, n, o in zip(stride, kernel_size, in_shape[2:], out_size)
+    )
+
+
+def window_scatter(
+    value: Callable[[int], Any],
+    like: Any,
+    in_shape: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    out_size: Sequence[int],
+) -> Any:
+    """An ``in_shape`` array (dtype and device of ``like``) holding, at the window slice of
+    each kernel offset ``k``, the sum of ``value(k)`` over the windows that cover it: the
+    adjoint of :func:`windows`. One slice assignment per offset where windows do not
+    overlap (no zero fill where they tile the input), a slice add where they do."""
+    xp = array_namespace(like)
+    create = xp.empty if _tiles(in_shape, kernel_size, stride, out_size) else xp.zeros
+    x = create(tuple(in_shape), dtype=like.dtype, device=device(like))
+    put = slice_set if all(s >= k for s, k in zip(stride, kernel_size)) else slice_add
+    for k, offset in enumerate(kernel_offsets(kernel_size)):
+        x = put(x, window_index(offset, stride, out_size), value(k))
+    return x
+
+
+def _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size):
+    import numpy as np
+
+    overlap = any(s < k for s, k in zip(stride, kernel_size))
+    tiled = _tiles(in_shape, kernel_size, stride, out_size)
+    dLdA = (np.empty if tiled else np.zeros)(tuple(in_shape), dtype=dLdZ.dtype)
+    match = np.empty(argmax.shape, dtype=bool)
+    grad = np.empty(dLdZ.shape, dtype=dLdZ.dtype) if overlap else None
+    for k, offset in enumerate(kernel_offsets(kernel_size)):
+        np.equal(argmax, k, out=match)
+        window = dLdA[window_index(offset, stride, out_size)]
+        if overlap:
+            np.multiply(dLdZ, match, out=grad)
+            window += grad
+        else:  # each window owns its slice: the product lands there directly
+            np.multiply(dLdZ, match, out=window)
+    return dLdA
+
+
+def window_max_grad(
+    dLdZ: Any,
+    argmax: Any,
+    in_shape: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    out_size: Sequence[int],
+) -> Any:
+    """Backward of :func:`window_max`: each ``dLdZ`` element goes to the one input its
+    ``argmax`` names; an ``in_shape`` array, zero elsewhere (summed where windows overlap).
+
+    Portable path: one masked slice assignment (or add) per kernel offset. NumPy fast path:
+    the mask as a product written straight into the strided slice (``np.where`` costs ~5x
+    a plain pass); a ``dLdZ`` holding inf or NaN takes the portable path, where a masked-out
+    position stays exactly 0 (a product would make it NaN).
+    """
+    if is_numpy_array(dLdZ) and is_numpy_array(argmax):
+        import numpy as np
+
+        if np.isfinite(dLdZ).all():
+            return _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size)
+    xp = array_namespace(dLdZ)
+    zero = xp.zeros((), dtype=dLdZ.dtype, device=device(dLdZ))
+    return window_scatter(
+        lambda k: xp.where(argmax == k, dLdZ, zero),
+        dLdZ,
+        in_shape,
+        kernel_size,
+        stride,
+        out_size,
+    )
 
 
 # ------------------------------------------------------------------------ special functions

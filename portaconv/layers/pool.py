@@ -3,8 +3,9 @@
 Each window is visited as a loop over the kernel offsets (strided slices of the input), so
 nothing the size of the unfolded input is built. Max pooling keeps the first maximum in
 row-major order within the window (the handout's rule) and propagates NaN like PyTorch; its
-forward records which offset won (``window_max``, which has a NumPy fast path), and
-backward sends each output gradient to that one input: one masked slice-add per offset.
+forward records which offset won (``window_max``) and backward sends each output gradient
+to that one input (``window_max_grad``: one masked slice assignment per offset); both have
+NumPy fast paths in ``portaconv.backend``.
 Mean pooling spreads it evenly.
 
     out = floor((in - kernel) / stride) + 1        (no padding; PyTorch's ceil_mode=False)
@@ -15,15 +16,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import device
-
 from ..backend import (
     conv_out_size,
-    kernel_offsets,
-    slice_add,
-    slice_set,
-    window_index,
     window_max,
+    window_max_grad,
+    window_scatter,
     windows,
 )
 from ._base import Layer, shape_str, spec_of
@@ -78,24 +75,12 @@ class _PoolNd(Layer):
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C, *out) -> ``dLdA`` (N, C, *in)."""
         self._forward_done("_in_shape")
-        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._spec)
+        self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._spec)
         kernel, stride, out = self._geometry()
-        # Windows that tile the input exactly (stride == kernel, nothing left over) write
-        # every element once: no zero fill first.
-        tiled = self.stride == self.kernel and all(
-            n == o * self.kernel for n, o in zip(self._in_shape[2:], out)
-        )
-        create = xp.empty if tiled else xp.zeros
-        dLdA = create(self._in_shape, dtype=dLdZ.dtype, device=device(dLdZ))
-        zero = xp.zeros((), dtype=dLdZ.dtype, device=device(dLdZ))
+        if self._max:
+            return window_max_grad(dLdZ, self._argmax, self._in_shape, kernel, stride, out)
         share = dLdZ / math.prod(kernel)
-        # Windows that do not overlap (stride >= kernel) each own their slice: assign, no add.
-        put = slice_set if self.stride >= self.kernel else slice_add
-        for k, offset in enumerate(kernel_offsets(kernel)):
-            window = window_index(offset, stride, out)
-            grad = xp.where(self._argmax == k, dLdZ, zero) if self._max else share
-            dLdA = put(dLdA, window, grad)
-        return dLdA
+        return window_scatter(lambda k: share, dLdZ, self._in_shape, kernel, stride, out)
 
 
 class MaxPool1d(_PoolNd):
