@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import portaconv.backend._ops as ops
+import portaconv.backend._rowconv as rowconv
+import portaconv.backend._threads as threads
 import portaconv.layers as L
 from portaconv.backend import (
     Scratch,
@@ -159,6 +161,7 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
     """Forward and all gradients as PyTorch, with the batch in one chunk, or one or two
     samples per chunk, forward's matrices kept for backward (NumPy only) or gathered again
     (the last chunk is then smaller than the reused scratch blocks)."""
+    monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row; the row gather: below
     out = (size + 2 * padding - k) // stride + 1
     itemsize = 4 if bk.dtype_name == "float32" else 8
     if per_chunk is not None:
@@ -192,9 +195,11 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
 
 
 @pytest.mark.parametrize("cin", [2, 25])
-def test_numpy_conv_non_contiguous_input_in_chunks(tiny_workspace, cin):
+@pytest.mark.parametrize("min_channels", [1, 10**9], ids=["rowgather", "im2row"])
+def test_numpy_conv_non_contiguous_input_in_chunks(monkeypatch, tiny_workspace, cin, min_channels):
     """A strided, transposed NumPy view as input: same results as its contiguous copy's
-    float64 PyTorch oracle."""
+    float64 PyTorch oracle, on both NumPy paths."""
+    monkeypatch.setattr(rowconv, "MIN_CHANNELS", min_channels)
     rng = np.random.default_rng(cin)
     base = rng.standard_normal((9, 4, cin, 3)).astype(np.float32)
     A = np.transpose(base, (3, 2, 0, 1))[..., ::2, :]  # (3, cin, 5, 4), no unit stride
@@ -205,6 +210,7 @@ def test_numpy_conv_non_contiguous_input_in_chunks(tiny_workspace, cin):
     with use_backend("numpy", None, "float32") as bk:
         layer = L.Conv2d(cin, 5, 2, 1, 1, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b)
         Z = layer.forward(A)
+        assert (layer._row_conv is not None) is (cin >= min_channels)
         dLdZ = rng.standard_normal(Z.shape).astype(np.float32)
         dLdA = layer.backward(dLdZ)
 
@@ -215,6 +221,200 @@ def test_numpy_conv_non_contiguous_input_in_chunks(tiny_workspace, cin):
         assert_close(Z, Z_ref, bk, "Z")
         assert_close(dLdA, grads["A"], bk, "dLdA")
         assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+
+
+# ------------------------------------------------------- row-gather convolution (NumPy)
+
+
+@pytest.fixture
+def thread_count(monkeypatch):
+    """``set(n)`` fixes portaconv's thread count for one test; the setting is restored."""
+    monkeypatch.setattr(threads, "_requested", None)
+    monkeypatch.setattr(threads, "_env_read", True)
+    return threads.set_num_threads
+
+
+ROW_CASES = [  # cin, cout, (H, W), k, padding, n
+    (4, 3, (7, 9), 2, 0, 5),  # the fewest channels it takes; not square
+    (5, 4, (11, 11), 5, 2, 4),  # odd size, 5x5, "same" padding
+    (8, 6, (6, 6), 3, 1, 7),
+    (16, 8, (12, 10), 3, 2, 3),  # padding past the kernel's half
+    (6, 16, (14, 14), 5, 0, 9),  # LeNet-5's second layer
+]
+
+
+@pytest.mark.parametrize("cin,cout,size,k,padding,n", ROW_CASES)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, True)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_row_conv_matches_torch(
+    monkeypatch, thread_count, cin, cout, size, k, padding, n, workers, per_chunk, keep, dtype
+):
+    """The stride-1 NumPy fast path against float64 PyTorch: Z, dL/dA, dL/dW, dL/db, with
+    the batch in one chunk or in chunks of one or two samples (the last one smaller, the
+    chunks dealt to 1-3 threads), forward's rows kept for backward or gathered again; a
+    second backward gives the same gradients; dtype kept, input untouched."""
+    thread_count(workers)
+    itemsize = np.dtype(dtype).itemsize
+    out_w = size[1] + 2 * padding - k + 1
+    row_bytes = itemsize * (size[0] + 2 * padding) * out_w * k * cin
+    if per_chunk is not None:  # the budget is split between the threads
+        _set_workspace(monkeypatch, per_chunk * row_bytes * workers)
+    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
+    rng = np.random.default_rng(cin * 100 + k)
+    W = rng.uniform(-0.5, 0.5, (cout, cin, k, k)).astype(dtype)
+    b = rng.uniform(-0.5, 0.5, cout).astype(dtype)
+    A = rng.standard_normal((n, cin, *size)).astype(dtype)
+    with use_backend("numpy", None, dtype) as bk:
+        layer = L.Conv2d(cin, cout, k, 1, padding, lambda *_: W, lambda *_: b)
+        before = snapshot(A)
+        Z = layer.forward(A)
+        assert layer._row_conv is not None
+        chunks = layer._row_conv._chunks
+        fewest = 1 if per_chunk is None else -(-n // per_chunk)  # within the budget
+        # ... rounded up to the same number for every thread, as far as the batch allows
+        assert len(chunks) == min(n, -(-fewest // workers) * workers)
+        assert [c.start for c in chunks] == [0, *(c.stop for c in chunks[:-1])]
+        dLdZ = rng.standard_normal(Z.shape).astype(dtype)
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: F.conv2d(A, W, b, padding=padding), {"A": A, "W": W, "b": b}, dLdZ
+        )
+        assert_close(Z, Z_ref, bk, "Z")
+        first = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
+        for got, name in zip(first, "AWb"):
+            assert_close(got, grads[name], bk, "dLd" + name)
+        second = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
+        for a, b_ in zip(first, second):
+            np.testing.assert_array_equal(a, b_)
+        np.testing.assert_array_equal(A, before)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_row_conv_without_input_gradient(monkeypatch, thread_count, workers):
+    """``needs_input_grad = False``: no dL/dA (None), dL/dW and dL/db still PyTorch's."""
+    thread_count(workers)
+    _set_workspace(monkeypatch, 2**14)  # several chunks
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((6, 8, 9, 9)).astype(np.float32)
+    with use_backend("numpy", None, "float32") as bk:
+        layer = L.Conv2d(8, 5, 3, 1, 1)
+        layer.needs_input_grad = False
+        Z = layer.forward(A)
+        assert layer._row_conv is not None and len(layer._row_conv._chunks) > 1
+        dLdZ = rng.standard_normal(Z.shape).astype(np.float32)
+        assert layer.backward(dLdZ) is None
+        _, grads = torch_reference(
+            lambda A, W, b: F.conv2d(A, W, b, padding=1),
+            {"A": A, "W": snapshot(layer.W), "b": snapshot(layer.b)},
+            dLdZ,
+        )
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+        assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+
+
+@pytest.mark.parametrize(
+    "cin,k,stride,size,used",
+    [(4, 3, 1, 8, True), (3, 3, 1, 8, False), (8, 1, 1, 8, False), (8, 3, 2, 8, False)],
+)
+def test_row_conv_only_where_it_pays(cin, k, stride, size, used):
+    """Stride 1, K > 1, at least MIN_CHANNELS input channels, NumPy; else the im2row path."""
+    assert rowconv.MIN_CHANNELS == 4
+    A = np.ones((2, cin, size, size), np.float32)
+    with use_backend("numpy", None, "float32"):
+        layer = L.Conv2d(cin, 2, k, stride)
+        layer.forward(A)
+        assert (layer._row_conv is not None) is used
+
+
+# ------------------------------------------------------------------------------ threads
+
+needs_blas_control = pytest.mark.skipif(
+    not threads.blas_thread_control(),
+    reason="NumPy's bundled OpenBLAS was not found (another BLAS or a source build): "
+    "portaconv cannot set its thread count and runs its chunks in one thread",
+)
+
+
+@needs_blas_control
+def test_run_threaded_runs_tasks_on_threads_with_single_threaded_blas():
+    """Results in order; the tasks run on different threads while OpenBLAS is at 1 thread;
+    its count is restored after, also when a task raises."""
+    import threading
+
+    get_count = threads._blas()[0]
+    start = get_count()
+    together = threading.Barrier(3, timeout=10)  # passes only if all three run at once
+
+    def task(i):
+        together.wait()
+        return i, threading.get_ident(), get_count()
+
+    results = threads.run_threaded([lambda i=i: task(i) for i in range(3)])
+    assert [r[0] for r in results] == [0, 1, 2]
+    assert results[0][1] == threading.get_ident()  # the caller runs the first
+    assert len({r[1] for r in results}) == 3
+    assert {r[2] for r in results} == {1}
+    assert get_count() == start
+
+    def fails():
+        raise RuntimeError("task failed")
+
+    with pytest.raises(RuntimeError, match="task failed"):
+        threads.run_threaded([fails, lambda: None])
+    with pytest.raises(RuntimeError, match="task failed"):
+        threads.run_threaded([lambda: None, fails])
+    assert get_count() == start
+
+
+@needs_blas_control
+def test_overlapping_threaded_calls_restore_the_blas_thread_count():
+    """Two user threads whose threaded calls overlap: the count is 1 while either runs and
+    the original once both have ended (not the 1 the second one saw when it began)."""
+    import threading
+
+    get_count = threads._blas()[0]
+    start = get_count()
+    first_inside, second_done = threading.Event(), threading.Event()
+    seen = []
+
+    def long_call():
+        def task():
+            first_inside.set()
+            second_done.wait(10)
+            seen.append(get_count())
+
+        threads.run_threaded([task, lambda: None])
+
+    def short_call():
+        first_inside.wait(10)
+        threads.run_threaded([lambda: seen.append(get_count()), lambda: None])
+        seen.append(get_count())  # the first call still runs: still 1
+        second_done.set()
+
+    workers = [threading.Thread(target=long_call), threading.Thread(target=short_call)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(20)
+    assert seen == [1, 1, 1]
+    assert get_count() == start
+
+
+def test_num_threads_settings(monkeypatch, thread_count):
+    thread_count(3)
+    assert threads.num_threads() == 3
+    thread_count(None)  # back to BLAS's own count (1 where BLAS cannot be controlled)
+    expected = threads._blas()[0]() if threads.blas_thread_control() else 1
+    assert threads.num_threads() == expected
+    for bad, error in [(0, ValueError), (-2, ValueError), (2.0, TypeError), ("2", TypeError)]:
+        with pytest.raises(error, match="set_num_threads"):
+            threads.set_num_threads(bad)
+    monkeypatch.setattr(threads, "_env_read", False)
+    monkeypatch.setenv("PORTACONV_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="PORTACONV_NUM_THREADS must be a positive integer"):
+        threads.num_threads()
+    monkeypatch.setenv("PORTACONV_NUM_THREADS", " 5 ")
+    assert threads.num_threads() == 5
 
 
 # -------------------------------------------------------------------------- max pooling

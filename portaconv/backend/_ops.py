@@ -148,7 +148,12 @@ def batch_chunks(batch: int, bytes_per_item: int, budget: int) -> list[slice]:
     if batch <= 0:
         return [slice(0, 0)]
     per_chunk = max(1, min(batch, budget // max(1, bytes_per_item)))
-    count = -(-batch // per_chunk)
+    return split_evenly(batch, -(-batch // per_chunk))
+
+
+def split_evenly(batch: int, count: int) -> list[slice]:
+    """Split ``range(batch)`` into ``count`` consecutive slices whose sizes differ by at most
+    one, larger ones first (``count`` between 1 and ``batch``)."""
     base, extra = divmod(batch, count)
     chunks, start = [], 0
     for i in range(count):

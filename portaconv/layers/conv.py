@@ -39,6 +39,7 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from ..backend import (
+    RowConv2d,
     Scratch,
     batch_chunks,
     channels_first_matrix,
@@ -48,6 +49,7 @@ from ..backend import (
     matmul,
     matmul_for_row2im,
     row2im,
+    row_conv_applies,
     set_batch,
     to_channels_last,
     workspace_bytes,
@@ -90,6 +92,7 @@ class _ConvNd(Layer):
         self._A = None  # the input, kept for backward
         self._rows: list[Any] | None = None  # its im2row matrices, when small enough to keep
         self._chunks: list[slice] = []
+        self._row_conv: RowConv2d | None = None  # the NumPy fast path, when it served forward
         self._in_shape: tuple[int, ...] | None = None
         self._out_shape: tuple[int, ...] | None = None
 
@@ -112,6 +115,13 @@ class _ConvNd(Layer):
                 f"{shape_str(padded)} (input {shape_str(A.shape[2:])}, padding={p})"
             )
         out = tuple(conv_out_size(n, K, s) for n in padded)
+        self._in_shape = tuple(A.shape)
+        self._out_shape = (A.shape[0], self.out_channels, *out)
+        self._row_conv = None
+        if row_conv_applies(A, nd, K, s, self.in_channels):
+            self._row_conv = RowConv2d(p, workspace_bytes(A), keep_bytes(A))
+            self._A, self._rows = A, None
+            return self._row_conv.forward(A, self.W, self.b)
         N, L = A.shape[0], math.prod(out)
         width = self.in_channels * K**nd
         chunks = batch_chunks(N, width * L * _itemsize(A), workspace_bytes(A))
@@ -133,7 +143,6 @@ class _ConvNd(Layer):
                 kept.append(rows)
         self._A, self._chunks = A, chunks
         self._rows = kept if keep else None
-        self._in_shape, self._out_shape = tuple(A.shape), tuple(Z.shape)
         return Z
 
     def backward(self, dLdZ: Any) -> Any:
@@ -144,6 +153,9 @@ class _ConvNd(Layer):
         """
         self._forward_done("_A")
         xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, spec_of(self._A))
+        if self._row_conv is not None:
+            dLdA, self.dLdW, self.dLdb = self._row_conv.backward(dLdZ, self.needs_input_grad)
+            return dLdA
         nd, K, s, p = self._nd, self.kernel_size, self.stride, self.padding
         in_size, out = self._in_shape[2:], self._out_shape[2:]
         L = math.prod(out)

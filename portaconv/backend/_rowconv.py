@@ -1,0 +1,200 @@
+"""NumPy fast path for stride-1 2-d convolution: a row gather and K matrix products a pass.
+
+The portable path (``im2row`` in ``_ops``) copies every input value K*K times into one row
+per output position. Here only the K horizontal offsets are gathered; the K vertical ones
+are row ranges of that matrix, so every pass is K products over it and the copy is K times
+smaller. Per batch chunk of n samples, with Hp, Wp the zero-padded input size::
+
+    P    (Hp, n, Wp, C)      the chunk, zero-padded and channels-last
+    R    (Hp, n, Wo, K C)    R[h, m, x, (kx, c)] = P[h, m, x + kx, c]: one copy of an
+                             as_strided view of P (each row is K C contiguous values of P)
+    R_ky = R[ky : ky + Ho] as an (M = Ho n Wo, K C) matrix: a view, no copy
+
+    forward   Z^T (C_out, M)   = sum_ky W_ky^T @ R_ky^T     W_ky[(kx, c), o] = W[o, c, ky, kx]
+    dL/dW     dW_ky^T          = dY^T @ R_ky                dY^T: dL/dZ as (C_out, M)
+    dL/dA     dR^T rows of ky += W_ky @ dY^T, then each kx adds its shifted slice into dA
+
+``Z^T`` reaches NCHW with the bias in one pass. The chunks (a few MiB of R each) are split
+between ``num_threads()`` Python threads with OpenBLAS single-threaded (``_threads``): the
+copies, which NumPy runs on one thread, then run on all of them too. A forward keeps the
+R of every chunk for backward when they total at most ``keep_bytes``; otherwise backward
+gathers them again from the input, which it keeps by reference.
+
+It pays where the gather dominates: the layer uses it for stride 1, K > 1 and at least
+:data:`MIN_CHANNELS` input channels (with fewer, each product is too narrow and the
+portable path's K*K gather is cheap). Measured against ``im2row`` in
+``benchmarks/run.py``; tested against PyTorch in ``tests/test_fastpaths.py``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ._ops import Scratch, batch_chunks, split_evenly
+from ._threads import num_threads, run_threaded
+
+#: Fewest input channels for which the row gather beats the K*K gather (measured: with
+#: C_in = 1 to 3, LeNet's first layer, the portable path was 10-25 % faster).
+MIN_CHANNELS = 4
+
+
+def row_conv_applies(A: Any, nd: int, kernel_size: int, stride: int, channels: int) -> bool:
+    """Whether a convolution of ``A`` takes the row-gather fast path."""
+    return (
+        isinstance(A, np.ndarray)
+        and A.shape[0] > 0
+        and nd == 2
+        and stride == 1
+        and kernel_size > 1
+        and channels >= MIN_CHANNELS
+    )
+
+
+class _Buffers(Scratch):
+    """A thread's reusable blocks; ``padded`` ones are zeroed only when their shape changes
+    (the chunk loop rewrites the interior only)."""
+
+    def __init__(self, like: np.ndarray) -> None:
+        super().__init__(like)
+        self._zeroed: dict[str, tuple[int, ...]] = {}
+
+    def padded(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        block = self(name, shape)
+        if self._zeroed.get(name) != shape:
+            block[...] = 0
+            self._zeroed[name] = shape
+        return block
+
+
+class RowConv2d:
+    """Forward and backward of a stride-1 ``Conv2d`` on NumPy arrays (any float dtype).
+
+    ``forward(A, W, b)`` returns Z (N, C_out, H_out, W_out); ``backward(dZ, need_dA)``
+    returns ``(dA or None, dW, db)`` for the last forward. ``workspace`` bounds the
+    gathered rows R of one chunk, per thread; ``keep`` bounds the R kept for backward.
+    """
+
+    def __init__(self, padding: int, workspace: int, keep: int) -> None:
+        self.padding, self.workspace, self.keep = padding, workspace, keep
+        self._A: np.ndarray | None = None
+        self._kept: dict[int, np.ndarray] = {}
+
+    def _gather(self, buf: _Buffers, A: np.ndarray, block: str) -> np.ndarray:
+        """R (Hp, n, Wo, K C) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``."""
+        n, C, H, Wd = A.shape
+        K, p = self._K, self.padding
+        Hp, Wp = H + 2 * p, Wd + 2 * p
+        Wo = Wp - K + 1
+        P = buf.padded("P", (Hp, n, Wp, C)) if p else buf("P", (Hp, n, Wp, C))
+        P[p : p + H, :, p : p + Wd, :] = A.transpose(2, 0, 3, 1)
+        s = P.itemsize
+        rows = as_strided(
+            P, (Hp, n, Wo, K * C), (n * Wp * C * s, Wp * C * s, C * s, s), writeable=False
+        )
+        R = buf(block, (Hp, n, Wo, K * C))
+        np.copyto(R, rows)
+        return R
+
+    def _run(self, one_chunk: Any) -> list[Any]:
+        """``one_chunk(buffers, index, chunk)`` for every chunk, the chunks dealt in turn to
+        the threads (each with buffers of its own); the results in chunk order."""
+        chunks, threads = self._chunks, min(self._threads, len(self._chunks))
+        results: list[Any] = [None] * len(chunks)
+
+        def group(t: int) -> None:
+            buf = _Buffers(self._A)
+            for i in range(t, len(chunks), threads):
+                results[i] = one_chunk(buf, i, chunks[i])
+
+        run_threaded([partial(group, t) for t in range(threads)])
+        return results
+
+    def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        N, C, H, Wd = A.shape
+        Co, _, K, _ = W.shape
+        p = self.padding
+        Hp, Wp = H + 2 * p, Wd + 2 * p
+        Ho, Wo = Hp - K + 1, Wp - K + 1
+        KC = K * C
+        self._K, self._shapes = K, (N, C, H, Wd, Co, Hp, Wp, Ho, Wo)
+        self._threads = num_threads()
+        per_sample = Hp * Wo * KC * A.itemsize
+        count = len(batch_chunks(N, per_sample, self.workspace // self._threads))
+        # the same number of chunks for every thread: one more each rather than an idle one
+        self._chunks = split_evenly(N, min(N, -(-count // self._threads) * self._threads))
+        keep = N * per_sample <= self.keep
+        # W_ky^T (K, C_out, K C): [ky, o, (kx, c)] = W[o, c, ky, kx]
+        self._WkT = np.ascontiguousarray(W.transpose(2, 0, 3, 1)).reshape(K, Co, KC)
+        Z = np.empty((N, Co, Ho, Wo), dtype=A.dtype)
+        bias = np.reshape(b, (Co, 1, 1))
+        self._A = A
+
+        def one_chunk(buf: _Buffers, i: int, c: slice) -> np.ndarray | None:
+            n = c.stop - c.start
+            M = Ho * n * Wo
+            R = self._gather(buf, A[c], f"R{i}" if keep else "R")
+            ZT, T = buf("Z", (Co, M)), buf("T", (Co, M))
+            np.matmul(self._WkT[0], R[:Ho].reshape(M, KC).T, out=ZT)
+            for ky in range(1, K):
+                np.matmul(self._WkT[ky], R[ky : ky + Ho].reshape(M, KC).T, out=T)
+                ZT += T
+            np.add(ZT.reshape(Co, Ho, n, Wo).transpose(2, 0, 1, 3), bias, out=Z[c])
+            return R if keep else None
+
+        kept = self._run(one_chunk)
+        self._kept = {i: R for i, R in enumerate(kept) if R is not None}
+        return Z
+
+    def backward(
+        self, dZ: np.ndarray, need_dA: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        N, C, H, Wd, Co, Hp, Wp, Ho, Wo = self._shapes
+        K, p = self._K, self.padding
+        KC = K * C
+        dA = np.empty((N, C, H, Wd), dtype=dZ.dtype) if need_dA else None
+        Wk = [np.ascontiguousarray(w.T) for w in self._WkT]  # W_ky (K C, C_out)
+        kept, self._kept = self._kept, {}  # used once: a second backward gathers again
+
+        def one_chunk(buf: _Buffers, i: int, c: slice) -> np.ndarray:
+            n = c.stop - c.start
+            M, nW = Ho * n * Wo, n * Wo
+            R = kept.pop(i, None)
+            if R is None:
+                R = self._gather(buf, self._A[c], "R")
+            dYT = buf("Z", (Co, Ho, n, Wo))
+            np.copyto(dYT, dZ[c].transpose(1, 2, 0, 3))
+            dYT = dYT.reshape(Co, M)
+            dWT = np.empty((K, Co, KC), dtype=dZ.dtype)
+            for ky in range(K):
+                np.matmul(dYT, R[ky : ky + Ho].reshape(M, KC), out=dWT[ky])
+            if not need_dA:
+                return dWT
+            dRT = np.reshape(R, (KC, Hp * nW))  # R is dead once dL/dW has it: same size
+            T = buf("T", (KC, M))
+            np.matmul(Wk[0], dYT, out=T)
+            dRT[:, :M] = T
+            dRT[:, M:] = 0
+            for ky in range(1, K):
+                np.matmul(Wk[ky], dYT, out=T)
+                dRT[:, ky * nW : ky * nW + M] += T
+            dR = dRT.reshape(K, C, Hp, n, Wo)
+            dXT = buf("dX", (C, H, n, Wp))
+            dXT[..., :Wo] = dR[0, :, p : p + H]
+            dXT[..., Wo:] = 0
+            for kx in range(1, K):
+                dXT[..., kx : kx + Wo] += dR[kx, :, p : p + H]
+            np.copyto(dA[c], dXT[..., p : p + Wd].transpose(2, 0, 1, 3))
+            return dWT
+
+        parts = self._run(one_chunk)
+        dWT = parts[0]
+        for part in parts[1:]:
+            dWT += part
+        # dWT[ky, o, (kx, c)] -> W's layout (C_out, C, K, K)
+        dW = np.ascontiguousarray(dWT.reshape(K, Co, K, C).transpose(1, 3, 0, 2))
+        db = np.sum(dZ, axis=(0, 2, 3))
+        return dA, dW, db

@@ -1,0 +1,161 @@
+"""How many threads portaconv's NumPy fast paths use, and control of OpenBLAS's thread count.
+
+NumPy runs its copies and additions on one thread and its matrix products on OpenBLAS's
+threads. The row-gather convolution (``_rowconv``) instead splits its batch chunks between
+:func:`num_threads` Python threads, each calling OpenBLAS single-threaded, so that copies
+and products both use every thread. It keeps as many threads busy as BLAS alone would: by
+default :func:`num_threads` *is* OpenBLAS's thread count (``OPENBLAS_NUM_THREADS``, or a
+threadpoolctl limit, applies). ``PORTACONV_NUM_THREADS`` or :func:`set_num_threads`
+overrides it; 1 turns the threading off.
+
+The side effect, and why it is bounded: OpenBLAS has one process-wide thread count (NumPy's
+bundled OpenBLAS offers no per-thread one that works: ``openblas_set_num_threads_local``
+was measured to act process-wide), so while a threaded call runs the count is 1 for the
+whole process, and a BLAS call made meanwhile by another thread of the program runs
+single-threaded (same results, slower). The count is restored when the last of any
+overlapping threaded calls ends. The library is found through ctypes as the
+``libscipy_openblas`` that NumPy's wheels bundle; where it is not (another BLAS, a source
+build), the chunks run one after another in the calling thread and nothing is changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Symbol pairs (get, set), tried in order: NumPy's bundled scipy-openblas (64-bit integer
+# build, then 32-bit), then a plain OpenBLAS.
+_THREAD_SYMBOLS = (
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+_UNSET = object()
+_openblas: Any = _UNSET  # (get, set) once looked up; None where not found
+_requested: int | None = None  # from set_num_threads or PORTACONV_NUM_THREADS
+_env_read = False
+
+_lock = threading.Lock()
+_depth = 0  # threaded calls running now
+_saved = 0  # OpenBLAS's thread count before the first of them
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] = (0, 0)  # (process id, workers) the pool was made for
+
+
+def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None]] | None:
+    import numpy as np
+
+    np_dir = os.path.dirname(np.__file__)
+    patterns = [
+        os.path.join(np_dir, os.pardir, "numpy.libs", "libscipy_openblas*"),  # Linux wheels
+        os.path.join(np_dir, ".dylibs", "libscipy_openblas*"),  # macOS wheels
+    ]
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get_name, set_name in _THREAD_SYMBOLS:
+                get_fn, set_fn = getattr(lib, get_name, None), getattr(lib, set_name, None)
+                if get_fn is not None and set_fn is not None:
+                    get_fn.restype = ctypes.c_int
+                    return get_fn, set_fn
+    return None
+
+
+def _blas() -> tuple[Callable[[], int], Callable[[Any], None]] | None:
+    global _openblas
+    if _openblas is _UNSET:
+        try:
+            _openblas = _find_openblas()
+        except Exception:  # never fail a convolution over this: run the chunks in turn
+            _openblas = None
+    return _openblas
+
+
+def blas_thread_control() -> bool:
+    """Whether OpenBLAS's thread count can be read and set (NumPy's bundled OpenBLAS found)."""
+    return _blas() is not None
+
+
+def set_num_threads(n: int | None) -> None:
+    """Threads for portaconv's NumPy fast paths; ``None``: OpenBLAS's own count (default)."""
+    global _requested, _env_read
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+        raise TypeError(f"set_num_threads: n must be an int or None, got {type(n).__name__}")
+    if n is not None and n < 1:
+        raise ValueError(f"set_num_threads: n must be at least 1, got {n}")
+    _requested, _env_read = n, True  # code overrides the environment
+
+
+def num_threads() -> int:
+    """Threads the NumPy fast paths split their work between: ``set_num_threads``, else
+    ``PORTACONV_NUM_THREADS``, else OpenBLAS's thread count (1 where it is not found)."""
+    global _requested, _env_read
+    if not _env_read:
+        value = os.environ.get("PORTACONV_NUM_THREADS", "").strip()
+        if value and (not value.isdigit() or int(value) < 1):
+            raise ValueError(f"PORTACONV_NUM_THREADS must be a positive integer, got {value!r}")
+        _requested, _env_read = (int(value) if value else None), True
+    if _requested is not None:
+        return _requested
+    blas = _blas()
+    if blas is None:
+        return 1
+    with _lock:  # during a threaded call the live count is our 1, not the user's
+        return _saved if _depth else max(1, blas[0]())
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    global _depth, _saved
+    get_fn, set_fn = _blas()
+    with _lock:
+        if _depth == 0:
+            _saved = get_fn()
+            set_fn(ctypes.c_int(1))
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                set_fn(ctypes.c_int(_saved))
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads (a new one after a fork or a new count)."""
+    global _pool, _pool_key
+    key = (os.getpid(), workers)
+    with _lock:
+        if _pool is None or _pool_key != key:
+            if _pool is not None and _pool_key[0] == key[0]:
+                _pool.shutdown(wait=False)
+            _pool, _pool_key = ThreadPoolExecutor(workers, "portaconv"), key
+        return _pool
+
+
+def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
+    """Run the tasks, one per thread, with OpenBLAS single-threaded meanwhile; their results
+    in order. The calling thread runs the first. Without OpenBLAS control, or with one task,
+    they run one after another in the calling thread (same results, same order)."""
+    if len(tasks) <= 1 or not blas_thread_control():
+        return [task() for task in tasks]
+    with _single_threaded_blas():
+        futures = [_executor(len(tasks) - 1).submit(task) for task in tasks[1:]]
+        try:
+            first = tasks[0]()
+        finally:  # never return while a worker still writes into the caller's arrays
+            wait(futures)
+    return [first, *(future.result() for future in futures)]
