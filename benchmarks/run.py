@@ -225,6 +225,10 @@ def machine_info(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         "portaconv_version": portaconv.__version__,
         # the im2row chunk budget of the convolutions (portaconv.backend.WORKSPACE_BYTES)
         "workspace_bytes": dict(getattr(portaconv.backend, "WORKSPACE_BYTES", {})),
+        # threads of the NumPy row-gather convolution (portaconv.backend.num_threads)
+        "portaconv_threads": (
+            portaconv.backend.num_threads() if hasattr(portaconv.backend, "num_threads") else None
+        ),
         "backend": ctx.backend.name,
         "backend_device": str(ctx.backend.device),
         "torch_device": str(ctx.torch_device),
@@ -928,6 +932,13 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"convolution workspace (im2row chunk budget, portaconv.backend.WORKSPACE_BYTES): "
             f"{budget / MIB:.0f} MiB"
+        )
+    if ctx.backend.name == "numpy" and hasattr(portaconv.backend, "num_threads"):
+        threaded = portaconv.backend.blas_thread_control()
+        print(
+            f"portaconv NumPy threads: {portaconv.backend.num_threads()} (stride-1 Conv2d with "
+            f"C_in >= {portaconv.backend.MIN_CHANNELS} splits its chunks between them, OpenBLAS "
+            + ("single-threaded meanwhile)" if threaded else "not found: run in turn)")
         )
     print(f"peak memory, portaconv: {memory.pc_method}")
     print(f"peak memory, torch:     {memory.torch_method}")
