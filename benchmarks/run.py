@@ -19,8 +19,9 @@ FLOP counts (multiply and add counted as 2), with d spatial axes and L_out outpu
     pooling            memory-bound: no FLOP rate is reported
 
 The machine's SGEMM rate is measured in the same run with the portaconv backend's own library
-(NumPy for numpy and array_api_strict, CuPy for cupy, torch for torch) and each case's rate
-is given as a percentage of it.
+(NumPy for numpy and array_api_strict, CuPy for cupy, torch for torch): once at the start
+(the header), and again within every case that has a FLOP count, the matrix product taking
+turns with portaconv and torch; each case's rate is given as a percentage of its own.
 
 Needs PyTorch (it is the reference): ``pip install 'portaconv[torch]'``.
 """
@@ -301,8 +302,8 @@ def best_times(
     return times, firsts, wait
 
 
-def sgemm_rate(ctx: Context, quick: bool) -> dict[str, Any]:
-    """GFLOP/s of a square float32 matrix product in the backend's own library."""
+def sgemm_step(ctx: Context, quick: bool) -> tuple[Callable[[], Any], int, str]:
+    """A square float32 matrix product in the backend's own library: (step, n, library)."""
     n = 512 if quick else (8192 if ctx.on_gpu else 2048)
     host = np.random.default_rng(1).standard_normal((2, n, n), dtype=np.float32)
     name = ctx.backend.name
@@ -318,7 +319,13 @@ def sgemm_rate(ctx: Context, quick: bool) -> dict[str, Any]:
     else:  # numpy, and array_api_strict, whose arrays are NumPy arrays inside
         a, b = host[0], host[1]
         library, matmul = "numpy", np.matmul
-    (runs,), _, wait = best_times([lambda: matmul(a, b)], ctx, 1 if quick else 3)
+    return (lambda: matmul(a, b)), n, library
+
+
+def sgemm_rate(ctx: Context, quick: bool) -> dict[str, Any]:
+    """GFLOP/s of a square float32 matrix product in the backend's own library."""
+    step, n, library = sgemm_step(ctx, quick)
+    (runs,), _, wait = best_times([step], ctx, 1 if quick else 3)
     seconds = min(runs)
     gflops = 2 * n**3 / seconds / 1e9
     return {"library": library, "n": n, "seconds": seconds, "gflops": gflops, "cpu_wait": wait}
@@ -719,11 +726,18 @@ def max_relative_error(ours: tuple[Any, ...], reference: tuple[Any, ...]) -> flo
     return worst
 
 
-def run_case(case: Case, ctx: Context, memory: Memory, repeats: int, sgemm: float) -> dict:
+def run_case(
+    case: Case, ctx: Context, memory: Memory, repeats: int, sgemm: tuple[Callable[[], Any], int]
+) -> dict:
+    """Time, error and peak memory of one case. For a case with a FLOP count the SGEMM step
+    (and its size n) takes turns with both sides, so %SGEMM compares rates measured under
+    the same background load."""
     pair = case.build(ctx)
-    (pc_runs, torch_runs), (pc_first, torch_first), cpu_wait = best_times(
-        [pair.portaconv, pair.torch], ctx, repeats
-    )
+    steps = [pair.portaconv, pair.torch] + ([sgemm[0]] if case.flops else [])
+    runs, firsts, cpu_wait = best_times(steps, ctx, repeats)
+    (pc_runs, torch_runs), (pc_first, torch_first) = runs[:2], firsts[:2]
+    sgemm_gflops = 2 * sgemm[1] ** 3 / min(runs[2]) / 1e9 if case.flops else None
+    del firsts
     pc_seconds, torch_seconds = min(pc_runs), min(torch_runs)
     error = max_relative_error(pc_first, torch_first)
     del pair, pc_first, torch_first
@@ -755,7 +769,8 @@ def run_case(case: Case, ctx: Context, memory: Memory, repeats: int, sgemm: floa
         "flops": case.flops,
         "portaconv_gflops": gflops,
         "torch_gflops": case.flops / torch_seconds / 1e9 if case.flops else None,
-        "portaconv_pct_sgemm": 100 * gflops / sgemm if gflops else None,
+        "portaconv_pct_sgemm": 100 * gflops / sgemm_gflops if gflops else None,
+        "sgemm_gflops": sgemm_gflops,
         "portaconv_peak_bytes": pc_peak,
         "portaconv_peak_rss_bytes": pc_rss,
         "torch_peak_bytes": torch_peak,
@@ -896,6 +911,7 @@ def main(args: argparse.Namespace) -> int:
     load_before = _load_average()
     started = time.perf_counter()
     sgemm = sgemm_rate(ctx, args.quick)
+    sgemm_pair = sgemm_step(ctx, args.quick)[:2]
     print(
         f"portaconv {portaconv.__version__} on {ctx.backend!r} vs torch {torch.__version__} "
         f"on {ctx.torch_device}"
@@ -916,6 +932,7 @@ def main(args: argparse.Namespace) -> int:
         f"SGEMM ({sgemm['library']}, {sgemm['n']}x{sgemm['n']} float32): "
         f"{sgemm['gflops']:.1f} GFLOP/s"
         + ("" if sgemm["cpu_wait"] is None else f" (wait% {100 * sgemm['cpu_wait']:.0f})")
+        + "; timed again within every case, for its %SGEMM"
     )
     if ctx.on_gpu:
         print("TF32 disabled for torch (cudnn and matmul): both sides compute in float32")
@@ -951,7 +968,7 @@ def main(args: argparse.Namespace) -> int:
 
     results = []
     for case in cases:
-        results.append(run_case(case, ctx, memory, args.repeats, sgemm["gflops"]))
+        results.append(run_case(case, ctx, memory, args.repeats, sgemm_pair))
         print(f"  done {case.name}", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
     load_after = _load_average()
