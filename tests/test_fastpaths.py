@@ -1,9 +1,10 @@
 """The fast paths that the layer tests do not reach, each against an independent oracle.
 
 ``portaconv.backend`` has NumPy-only fast paths beside its portable ones: im2row/row2im in
-two memory layouts chosen by channel count, the max-pool window maximum, in-place slice
-updates, reused scratch blocks; and the convolutions split the batch into chunks when the
-im2row matrix outgrows a workspace budget. The layer tests use few channels and small
+two memory layouts chosen by channel count, the row-gather stride-1 convolution and the
+threads it splits its chunks between, the max-pool window maximum and its backward,
+in-place slice updates, reused scratch blocks; and the convolutions split the batch into
+chunks when their gathered matrix outgrows a workspace budget. The layer tests use few channels and small
 batches, so here: channel counts on both sides of each threshold, a budget small enough to
 force several chunks (a forward that keeps nothing and a backward that gathers again),
 odd sizes, strides, padding, non-contiguous inputs, float32 and float64, NaN and ties.
@@ -310,6 +311,26 @@ def test_row_conv_without_input_gradient(monkeypatch, thread_count, workers):
         )
         assert_close(layer.dLdW, grads["W"], bk, "dLdW")
         assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+
+
+def test_row_conv_threads_give_the_same_numbers_every_time(monkeypatch, thread_count):
+    """Chunks go to whichever thread is free, but each chunk's numbers do not depend on the
+    thread and dL/dW is summed in chunk order: repeated calls agree bit for bit."""
+    thread_count(2)
+    _set_workspace(monkeypatch, 2**15)  # many chunks
+    rng = np.random.default_rng(11)
+    A = rng.standard_normal((24, 8, 10, 10)).astype(np.float32)
+    with use_backend("numpy", None, "float32"):
+        layer = L.Conv2d(8, 6, 3, 1, 1)
+        runs = []
+        for _ in range(4):
+            Z = layer.forward(A)
+            dA = layer.backward(np.ones_like(Z))
+            runs.append((Z, dA, layer.dLdW))
+        assert len(layer._row_conv._chunks) >= 6
+    for Z, dA, dW in runs[1:]:
+        for a, b in zip((Z, dA, dW), runs[0]):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(

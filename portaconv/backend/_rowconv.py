@@ -28,7 +28,8 @@ portable path's K*K gather is cheap). Measured against ``im2row`` in
 
 from __future__ import annotations
 
-from functools import partial
+import itertools
+import threading
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,8 @@ class RowConv2d:
 
     ``forward(A, W, b)`` returns Z (N, C_out, H_out, W_out); ``backward(dZ, need_dA)``
     returns ``(dA or None, dW, db)`` for the last forward. ``workspace`` bounds the
-    gathered rows R of one chunk, per thread; ``keep`` bounds the R kept for backward.
+    gathered rows R of the chunks in work at once (each thread's chunk gets an equal
+    share); ``keep`` bounds the R that forward may keep for backward.
     """
 
     def __init__(self, padding: int, workspace: int, keep: int) -> None:
@@ -100,17 +102,28 @@ class RowConv2d:
         return R
 
     def _run(self, one_chunk: Any) -> list[Any]:
-        """``one_chunk(buffers, index, chunk)`` for every chunk, the chunks dealt in turn to
-        the threads (each with buffers of its own); the results in chunk order."""
-        chunks, threads = self._chunks, min(self._threads, len(self._chunks))
-        results: list[Any] = [None] * len(chunks)
+        """``one_chunk(buffers, index, chunk)`` for every chunk; the results in chunk order.
 
-        def group(t: int) -> None:
+        Each thread (with buffers of its own) takes the next chunk nobody has taken, so a
+        thread slowed by other work on the machine does fewer. Which thread computes a
+        chunk does not change its result, and dL/dW is summed in chunk order: the same
+        numbers however the chunks fall.
+        """
+        chunks = self._chunks
+        results: list[Any] = [None] * len(chunks)
+        taken = itertools.count()
+        lock = threading.Lock()
+
+        def worker() -> None:
             buf = _Buffers(self._A)
-            for i in range(t, len(chunks), threads):
+            while True:
+                with lock:
+                    i = next(taken)
+                if i >= len(chunks):
+                    return
                 results[i] = one_chunk(buf, i, chunks[i])
 
-        run_threaded([partial(group, t) for t in range(threads)])
+        run_threaded([worker] * min(self._threads, len(chunks)))
         return results
 
     def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:

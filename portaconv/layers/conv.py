@@ -13,6 +13,10 @@ gradient as a channels-first (C_out, n L) matrix, the products are::
     dL/dW     W_rows (K^d C_in, C_out) = rows^T @ dZ^T
     dL/dA     row2im(dZ^T @ W_rows^T)                           (a scatter-add per offset)
 
+On NumPy, a stride-1 2-d convolution with at least ``MIN_CHANNELS`` input channels takes
+``portaconv.backend.RowConv2d`` instead: it gathers only the K horizontal offsets and runs K
+products per pass, the chunks split between threads (see that module).
+
 The batch is processed in chunks whose im2row matrix fits a workspace budget
 (``portaconv.backend.workspace_bytes``: a few MiB on NumPy, so each chunk is gathered,
 multiplied and scattered back while it sits in the cache, and peak memory does not grow

@@ -56,7 +56,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         augment="none",
         folds=5,
     ),
-    "fashion-mnist": {**_CNN, "epochs": 15},
+    # flips and shifts, 25 epochs: validation accuracy 93.6 %, against 92.8 % for 15 epochs
+    # without augmentation (which overfit after epoch 8) and 92.9 % for 15 with it
+    "fashion-mnist": {**_CNN, "epochs": 25, "augment": "flip-shift"},
     "mnist": {**_CNN, "epochs": 8},
     "cifar10": {**_CNN, "epochs": 20, "augment": "flip-shift"},
 }
