@@ -74,3 +74,18 @@ def test_quick_run_writes_complete_json(tmp_path):
     summary = report["summary"]
     assert summary["geomean_ratio_layers"] > 0
     assert summary["lenet_step_ratio"] > 0
+
+
+def test_conv_paths_runs_and_times_both_paths():
+    """benchmarks/conv_paths.py (NumPy only, whatever the suite's backend) prints a row per
+    shape with positive times for both paths."""
+    script = RUN.parent / "conv_paths.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--runs", "1"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"conv_paths.py failed:\n{done.stdout}\n{done.stderr}"
+    rows = [line for line in done.stdout.splitlines() if line.count("|") == 3][1:]
+    assert len(rows) >= 9
+    for row in rows:
+        times = [float(x) for part in row.split("|")[1:3] for x in part.split("/")]
+        assert all(t > 0 for t in times), row

@@ -4,10 +4,11 @@
 two memory layouts chosen by channel count, the row-gather stride-1 convolution and the
 threads it splits its chunks between, the max-pool window maximum and its backward,
 in-place slice updates, reused scratch blocks; and the convolutions split the batch into
-chunks when their gathered matrix outgrows a workspace budget. The layer tests use few channels and small
-batches, so here: channel counts on both sides of each threshold, a budget small enough to
-force several chunks (a forward that keeps nothing and a backward that gathers again),
-odd sizes, strides, padding, non-contiguous inputs, float32 and float64, NaN and ties.
+chunks when their gathered matrix outgrows a workspace budget. The layer tests use few
+channels and small batches, so here: channel counts on both sides of each threshold, a
+budget small enough to force several chunks (a forward that keeps nothing and a backward
+that gathers again), odd sizes, strides, padding, non-contiguous inputs, float32 and
+float64, NaN and ties, one to three threads.
 
 Every check compares with PyTorch (``torch.nn.functional`` + autograd, float64) or a
 float64 NumPy loop written here, never the fast path with the portable one alone.

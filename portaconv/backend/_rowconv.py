@@ -38,8 +38,11 @@ from numpy.lib.stride_tricks import as_strided
 from ._ops import Scratch, batch_chunks, split_evenly
 from ._threads import num_threads, run_threaded
 
-#: Fewest input channels for which the row gather beats the K*K gather (measured: with
-#: C_in = 1 to 3, LeNet's first layer, the portable path was 10-25 % faster).
+#: Fewest input channels for which the row gather pays (``benchmarks/conv_paths.py``, the
+#: two paths interleaved, 2 threads): with 1 to 3 channels im2row was 1.1-1.5x faster; with
+#: 4 and a 3x3 kernel the two were even (0.9-1.3x across runs); with 4 and 5x5, and from 5
+#: channels on, the row gather won by 1.1-1.6x. (One exception: LeNet's padded 5x5 1->6
+#: without dL/dA ran ~15 % faster on the row gather.)
 MIN_CHANNELS = 4
 
 
