@@ -23,7 +23,8 @@ gathers them again from the input, which it keeps by reference.
 It pays where the gather dominates: the layer uses it for stride 1, K > 1 and at least
 :data:`MIN_CHANNELS` input channels (with fewer, each product is too narrow and the
 portable path's K*K gather is cheap). Measured against ``im2row`` in
-``benchmarks/run.py``; tested against PyTorch in ``tests/test_fastpaths.py``.
+``benchmarks/conv_paths.py`` and ``benchmarks/run.py``; tested against PyTorch in
+``tests/test_fastpaths.py``.
 """
 
 from __future__ import annotations
@@ -191,8 +192,7 @@ class RowConv2d:
                 return dWT
             dRT = np.reshape(R, (KC, Hp * nW))  # R is dead once dL/dW has it: same size
             T = buf("T", (KC, M))
-            np.matmul(Wk[0], dYT, out=T)
-            dRT[:, :M] = T
+            np.matmul(Wk[0], dYT, out=dRT[:, :M])  # BLAS writes the strided block directly
             dRT[:, M:] = 0
             for ky in range(1, K):
                 np.matmul(Wk[ky], dYT, out=T)

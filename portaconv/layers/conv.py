@@ -124,7 +124,7 @@ class _ConvNd(Layer):
         self._row_conv = None
         if row_conv_applies(A, nd, K, s, self.in_channels):
             self._row_conv = RowConv2d(p, workspace_bytes(A), keep_bytes(A))
-            self._A, self._rows = A, None
+            self._A, self._rows, self._chunks = A, None, []
             return self._row_conv.forward(A, self.W, self.b)
         N, L = A.shape[0], math.prod(out)
         width = self.in_channels * K**nd
