@@ -322,9 +322,11 @@ def sgemm_step(ctx: Context, quick: bool) -> tuple[Callable[[], Any], int, str]:
     return (lambda: matmul(a, b)), n, library
 
 
-def sgemm_rate(ctx: Context, quick: bool) -> dict[str, Any]:
-    """GFLOP/s of a square float32 matrix product in the backend's own library."""
-    step, n, library = sgemm_step(ctx, quick)
+def sgemm_rate(
+    ctx: Context, quick: bool, sgemm: tuple[Callable[[], Any], int, str]
+) -> dict[str, Any]:
+    """GFLOP/s of the matrix product ``sgemm`` (from :func:`sgemm_step`)."""
+    step, n, library = sgemm
     (runs,), _, wait = best_times([step], ctx, 1 if quick else 3)
     seconds = min(runs)
     gflops = 2 * n**3 / seconds / 1e9
@@ -910,8 +912,8 @@ def main(args: argparse.Namespace) -> int:
 
     load_before = _load_average()
     started = time.perf_counter()
-    sgemm = sgemm_rate(ctx, args.quick)
-    sgemm_pair = sgemm_step(ctx, args.quick)[:2]
+    sgemm_pair = sgemm_step(ctx, args.quick)
+    sgemm = sgemm_rate(ctx, args.quick, sgemm_pair)
     print(
         f"portaconv {portaconv.__version__} on {ctx.backend!r} vs torch {torch.__version__} "
         f"on {ctx.torch_device}"
