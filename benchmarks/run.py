@@ -729,7 +729,11 @@ def max_relative_error(ours: tuple[Any, ...], reference: tuple[Any, ...]) -> flo
 
 
 def run_case(
-    case: Case, ctx: Context, memory: Memory, repeats: int, sgemm: tuple[Callable[[], Any], int]
+    case: Case,
+    ctx: Context,
+    memory: Memory,
+    repeats: int,
+    sgemm: tuple[Callable[[], Any], int, str],
 ) -> dict:
     """Time, error and peak memory of one case. For a case with a FLOP count the SGEMM step
     (and its size n) takes turns with both sides, so %SGEMM compares rates measured under
