@@ -40,10 +40,10 @@ from ._ops import Scratch, batch_chunks, split_evenly
 from ._threads import num_threads, run_threaded
 
 #: Fewest input channels for which the row gather pays (``benchmarks/conv_paths.py``, the
-#: two paths interleaved, 2 threads): with 1 to 3 channels im2row was 1.1-1.5x faster; with
-#: 4 and a 3x3 kernel the two were even (0.9-1.3x across runs); with 4 and 5x5, and from 5
-#: channels on, the row gather won by 1.1-1.6x. (One exception: LeNet's padded 5x5 1->6
-#: without dL/dA ran ~15 % faster on the row gather.)
+#: two paths interleaved, 2 threads, three runs): with 1 to 3 channels im2row was 1.1-1.5x
+#: faster; with 4 or 5 and a 3x3 kernel the row gather took 0.9-1.3x im2row's time (about
+#: even); with 4 and 5x5, and from 6 channels on, it won by 1.1-1.6x. (One exception:
+#: LeNet's padded 5x5 1->6 without dL/dA ran 12-16 % faster on the row gather.)
 MIN_CHANNELS = 4
 
 
