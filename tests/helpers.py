@@ -28,10 +28,13 @@ def on(backend: Backend, x: np.ndarray) -> Any:
     return to_backend(np.asarray(x), backend)
 
 
-def assert_close(actual: Any, expected: np.ndarray, backend: Backend, what: str = "") -> None:
-    """``actual`` lives on ``backend`` with its dtype and matches ``expected`` numerically."""
-    assert_on_backend(actual, backend, what)
-    rtol, atol = TOLERANCES[backend.dtype_name]
+def assert_close(
+    actual: Any, expected: np.ndarray, backend: Backend, what: str = "", dtype: str | None = None
+) -> None:
+    """``actual`` lives on ``backend`` in ``dtype`` (a name; default: the backend's dtype) and
+    matches ``expected`` numerically, to that dtype's tolerance."""
+    assert_on_backend(actual, backend, what, dtype)
+    rtol, atol = TOLERANCES[dtype or backend.dtype_name]
     got = to_numpy(actual).astype(np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert got.shape == expected.shape, f"{what}: shape {got.shape} != expected {expected.shape}"
@@ -39,11 +42,13 @@ def assert_close(actual: Any, expected: np.ndarray, backend: Backend, what: str 
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol * scale, err_msg=what)
 
 
-def assert_on_backend(x: Any, backend: Backend, what: str = "") -> None:
-    """``x`` is an array of the backend's namespace, on its device, in its dtype."""
+def assert_on_backend(x: Any, backend: Backend, what: str = "", dtype: str | None = None) -> None:
+    """``x`` is an array of the backend's namespace, on its device, in ``dtype`` (a name;
+    default: the backend's dtype)."""
     assert array_namespace(x) is backend.xp, f"{what}: wrong namespace {type(x)}"
     assert device(x) == backend.device, f"{what}: on {device(x)}, expected {backend.device}"
-    assert x.dtype == backend.dtype, f"{what}: dtype {x.dtype}, expected {backend.dtype}"
+    expected = backend.dtype if dtype is None else getattr(backend.xp, dtype)
+    assert x.dtype == expected, f"{what}: dtype {x.dtype}, expected {expected}"
 
 
 def torch_reference(

@@ -489,15 +489,19 @@ def _init_cases():
             cls, args, "weight_init_fn", lambda *s: 0.5, ValueError,
             rx(name, rf"weight_init_fn{sh(w)} must return an array of shape {sh(w)}, got \(\)$"),
             id=f"{name}-weight-scalar")
+        # Linear also takes the handout's column bias (out, 1); convolutions take (out,) only
+        bias = rf"{sh((3,))} or {sh((3, 1))}" if cls is L.Linear else sh((3,))
         yield pytest.param(
             cls, args, "bias_init_fn", lambda *s: np.ones(4), ValueError,
-            rx(name, rf"bias_init_fn{sh((3,))} must return an array of shape {sh((3,))}, "
+            rx(name, rf"bias_init_fn{sh((3,))} must return an array of shape {bias}, "
                      rf"got {sh((4,))}$"),
             id=f"{name}-bias-wrong-length")
+        bad_bias = (1, 3) if cls is L.Linear else (3, 1)
         yield pytest.param(
-            cls, args, "bias_init_fn", lambda *s: np.ones((3, 1)), ValueError,
-            rx(name, rf"bias_init_fn{sh((3,))} must return an array of shape {sh((3,))}, "
-                     rf"got {sh((3, 1))}$"),
+            cls, args, "bias_init_fn", (lambda bad: lambda *s: np.ones(bad))(bad_bias),
+            ValueError,
+            rx(name, rf"bias_init_fn{sh((3,))} must return an array of shape {bias}, "
+                     rf"got {sh(bad_bias)}$"),
             id=f"{name}-bias-2d")
         yield pytest.param(
             cls, args, "weight_init_fn", lambda *s: "abc", TypeError,
@@ -579,18 +583,6 @@ def test_forward_rejects_input_on_another_device(case, lib, layer_dev, input_dev
         layer.forward(floats(case.shape)(source))
 
 
-@pytest.mark.parametrize("case", PARAM_LAYERS, ids=_layer_id)
-@pytest.mark.parametrize("layer_dtype, input_dtype", DTYPE_PAIRS)
-def test_forward_rejects_input_of_another_dtype(backend_choice, case, layer_dtype, input_dtype):
-    name, dev = backend_choice
-    with portaconv.use_backend(name, dev, layer_dtype) as backend:
-        layer = case.make()
-        with pytest.raises(TypeError, match=rx(
-                case.name, rf"A has dtype \S*{input_dtype} but the layer's parameters are "
-                           rf"\S*{layer_dtype}")):
-            layer.forward(floats(case.shape, input_dtype)(backend))
-
-
 # ------------------------------------------------------------------------------- losses
 
 N, C = 2, 3
@@ -616,8 +608,6 @@ def _loss_cases():
          rf"Y must have the shape of A {sh((N, C))}, got {sh((N, C + 1))}$"),
         ("MSELoss", "Y-transposed", floats((N, C)), floats((C, N)), ValueError,
          rf"Y must have the shape of A {sh((N, C))}, got {sh((C, N))}$"),
-        ("MSELoss", "Y-float32", floats((N, C)), floats((N, C), "float32"), TypeError,
-         r"Y has dtype \S*float32 but A has \S*float64; cast Y to \S*float64$"),
         # CrossEntropyLoss
         ("CrossEntropyLoss", "A-list", pylist((N, C)), labels([0, 1]), TypeError,
          r"A must be an array \(N, C\), got list$"),
@@ -644,8 +634,6 @@ def _loss_cases():
         ("CrossEntropyLoss", "Y-bool", floats((N, C)),
          lambda b: to_backend(np.array([True, False]), b, b.xp.bool), TypeError,
          r"Y must be a real floating-point array .*got dtype \S*bool$"),
-        ("CrossEntropyLoss", "targets-float32", floats((N, C)), floats((N, C), "float32"),
-         TypeError, r"Y has dtype \S*float32 but A has \S*float64; cast Y to \S*float64$"),
     ]
     for name, kind, make_A, make_Y, exc, pattern in rows:
         yield pytest.param(getattr(L, name), make_A, make_Y, exc, rx(name, pattern),
@@ -705,9 +693,9 @@ def test_loss_rejects_target_on_another_device(cls, make_Y):
 def test_loss_message_compares_target_with_prediction(bk64, cls):
     """A loss has no parameters: the message compares Y with A and gives no set_backend advice."""
     with pytest.raises(TypeError) as excinfo:
-        cls().forward(floats((N, C))(bk64), floats((N, C), "float32")(bk64))
+        cls().forward(floats((N, C))(bk64), floats((N, C))(other_library(bk64)))
     message = str(excinfo.value)
-    assert message.startswith(f"{cls.__name__}: Y has dtype")
+    assert message.startswith(f"{cls.__name__}: Y is a")
     assert "parameters" not in message and "set_backend" not in message
     assert re.search(r"\bA\b", message)
 

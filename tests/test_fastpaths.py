@@ -174,8 +174,9 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
     W = rounded(rng.uniform(-0.5, 0.5, w_shape), bk.dtype_name)
     b = rounded(rng.uniform(-0.5, 0.5, cout), bk.dtype_name)
     A = rounded(rng.standard_normal(a_shape), bk.dtype_name)
+    W_in, b_in = W.astype(bk.dtype_name), b.astype(bk.dtype_name)  # parameters in bk's dtype
     layer = layer_cls(
-        cin, cout, k, stride, padding, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b
+        cin, cout, k, stride, padding, weight_init_fn=lambda *_: W_in, bias_init_fn=lambda *_: b_in
     )
     A_bk = on(bk, A)
     before = snapshot(A_bk)

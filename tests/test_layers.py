@@ -238,11 +238,15 @@ def _draw_input(case: Case, rng, dtype: str) -> np.ndarray:
 
 
 def _build(case: Case, bk, rng):
-    """The layer on backend ``bk`` and its parameters as float64 NumPy (rounded to bk's dtype)."""
+    """The layer on backend ``bk`` and its parameters as float64 NumPy (rounded to bk's dtype).
+
+    The init functions return the values in bk's dtype: a parameter takes the dtype of the
+    array its init function returns."""
     values = {k: rounded(rng.standard_normal(s), bk.dtype_name) for k, s in case.params.items()}
     if not case.params:
         return case.make(), values
-    layer = case.make(lambda *shape: values["W"], lambda *shape: values["b"])
+    supplied = {k: v.astype(bk.dtype_name) for k, v in values.items()}
+    layer = case.make(lambda *shape: supplied["W"], lambda *shape: supplied["b"])
     return layer, values
 
 
@@ -309,7 +313,11 @@ def test_conv2d_stride1_backward_worked_example(bk):
     W = np.array([[-1, 0, -2], [1, 1, -1], [-1, -1, 0]], dtype=float)
     dLdZ = np.array([[1, 0, 1], [1, 2, 3], [0, 1, 2]], dtype=float)
     layer = L.Conv2d_stride1(
-        1, 1, 3, weight_init_fn=lambda *s: W.reshape(s), bias_init_fn=lambda *s: np.zeros(s)
+        1,
+        1,
+        3,
+        weight_init_fn=lambda *s: W.reshape(s).astype(bk.dtype_name),
+        bias_init_fn=lambda *s: np.zeros(s, dtype=bk.dtype_name),
     )
     layer.forward(on(bk, A[None, None]))
     dLdA = layer.backward(on(bk, dLdZ[None, None]))

@@ -21,13 +21,14 @@ from .helpers import assert_close, on, rounded, snapshot, torch_reference
 
 
 def _recording_init(rng, dtype, drawn, scale=1.0):
-    """An init function returning random arrays (rounded to ``dtype``) and keeping them."""
+    """An init function returning random arrays in ``dtype`` (the parameters' dtype) and
+    keeping them, as float64, for the oracle."""
 
     def init(*shape):
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         value = rounded(rng.standard_normal(shape) * scale / np.sqrt(fan_in), dtype)
         drawn.append(value)
-        return value
+        return value.astype(dtype)
 
     return init
 
@@ -141,7 +142,7 @@ def test_simple_scanning_mlp_matches_torch_scan(bk, rng):
     ]
     assert model.layers[0] is model.conv1 and model.layers[2] is model.conv2
     assert model.layers[4] is model.conv3
-    model.init_weights((w1, w2, w3))  # NumPy matrices
+    model.init_weights((w1.astype(dt), w2.astype(dt), w3.astype(dt)))  # NumPy, in bk's dtype
     assert_close(model.forward(on(bk, A)), expected, bk, "Z")
     assert_close(model.backward(on(bk, R)), grads["A"], bk, "dLdA")
     assert_close(model.conv1.dLdW, _as_conv(grads["w1"], 8, 8, 24), bk, "conv1.dLdW")
@@ -179,7 +180,8 @@ def test_simple_scanning_mlp_takes_backend_weights(bk, rng):
 def test_scanning_mlp_keeps_its_own_weights(bk, rng, model_class):
     """Overwriting the caller's matrices after init_weights does not reach the model (on
     NumPy in float64 the conversion alone would not copy)."""
-    w = [rounded(rng.standard_normal(s), bk.dtype_name) for s in ((192, 8), (8, 16), (16, 4))]
+    shapes = ((192, 8), (8, 16), (16, 4))
+    w = [rng.standard_normal(s).astype(bk.dtype_name) for s in shapes]  # bk's dtype
     A = on(bk, rng.standard_normal((1, 24, 16)))
     model = model_class()
     model.init_weights(tuple(w))
@@ -230,7 +232,7 @@ def test_distributed_scanning_mlp_matches_torch_scan(bk, rng):
         for c in (model.conv1, model.conv2, model.conv3)
     ]
     assert specs == [(24, 2, 2, 2), (2, 8, 2, 2), (8, 4, 2, 1)]
-    model.init_weights((w1, w2, w3))
+    model.init_weights((w1.astype(dt), w2.astype(dt), w3.astype(dt)))
     assert_close(model.forward(on(bk, A)), expected, bk, "Z")
     assert_close(model.backward(on(bk, R)), grads["A"], bk, "dLdA")
     assert_close(model.conv1.dLdW, _as_conv(grads["s1"], 2, 2, 24), bk, "conv1.dLdW")

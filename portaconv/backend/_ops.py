@@ -51,6 +51,28 @@ def to_backend(
     return xp.asarray(x, dtype=dtype, device=backend.device, copy=copy)
 
 
+def supplied_dtype(x: Any, backend: Backend | None = None) -> Any:
+    """The dtype a parameter built from the user's array ``x`` takes on ``backend``.
+
+    A floating array keeps its precision (float32 or float64, as the backend's namespace
+    spells it); anything else (an integer array, a nested list) takes the backend's
+    default dtype. This is portaconv's dtype rule: a parameter has the dtype of the array
+    the user supplied, else the backend default.
+    """
+    backend = backend or get_backend()
+    if array_api_compat.is_array_api_obj(x) and not isinstance(x, (int, float, complex)):
+        xp = array_namespace(x)
+        for name in ("float64", "float32"):
+            if x.dtype == getattr(xp, name):
+                return getattr(backend.xp, name)
+    return backend.dtype
+
+
+def astype(x: Any, dtype: Any) -> Any:
+    """``x`` in ``dtype``: ``x`` itself when it already has it (no copy)."""
+    return x if x.dtype == dtype else array_namespace(x).astype(x, dtype)
+
+
 def to_numpy(x: Any) -> Any:
     """A NumPy copy (or view) of any supported array, wherever it lives."""
     import numpy as np

@@ -10,7 +10,7 @@ from typing import Any
 import array_api_compat
 from array_api_compat import array_namespace, device
 
-from ..backend import get_backend, to_backend, to_numpy, uniform
+from ..backend import astype, get_backend, supplied_dtype, to_backend, to_numpy, uniform
 
 
 def shape_str(shape: Sequence[int]) -> str:
@@ -81,6 +81,8 @@ class Layer:
     #: convolutions then skip that product and ``backward`` returns None, as PyTorch skips
     #: the gradient of an input that does not require one.
     needs_input_grad: bool = True
+    #: The dtype of the input the last forward received (its dLdA is returned in it).
+    _input_dtype: Any = None
 
     def __call__(self, *args: Any) -> Any:
         return self.forward(*args)
@@ -176,6 +178,37 @@ class Layer:
                 f"{'has' if other_name == 'A' else 'are'} {other.dtype}; {hint}"
             )
 
+    def _promote(self, A: Any, arg: str = "A", *others: str) -> tuple[Any, ...]:
+        """``A``, the parameters and the named ``others`` (attributes), in the dtype forward
+        computes in: the array API's type promotion of them all (float32 with float64 is
+        float64), as NumPy would compute ``A @ W``.
+
+        ``A`` must live with the parameters (same library, same device); only the floating
+        dtype may differ. Arrays already in that dtype are returned as they are. Backward
+        casts each gradient back with :meth:`_as_input` and :meth:`_set_grads`, so ``dLdA``
+        has A's dtype and ``dLdP`` has P's.
+        """
+        arrays = [getattr(self, name) for name in (*self.param_names, *others)]
+        for p in arrays:
+            self._same_place(A, arg, p, dtype=False)
+        xp = array_namespace(A)
+        dtype = xp.result_type(A, *arrays)
+        self._input_dtype = A.dtype
+        return tuple(astype(x, dtype) for x in (A, *arrays))
+
+    def _as_input(self, dLdA: Any) -> Any:
+        """``dLdA`` in the dtype of the input the last forward received."""
+        return dLdA if dLdA is None else astype(dLdA, self._input_dtype)
+
+    def _set_grads(self, **grads: Any) -> None:
+        """Store ``dLd<P>`` for each parameter P given, in P's own dtype and shape."""
+        for name, grad in grads.items():
+            param = getattr(self, name)
+            grad = astype(grad, param.dtype)
+            if tuple(grad.shape) != tuple(param.shape):
+                grad = array_namespace(grad).reshape(grad, param.shape)
+            setattr(self, "dLd" + name, grad)
+
     def _gradient_arg(self, grad: Any, arg: str, expected_shape: Sequence[int], spec: Any) -> Any:
         """Check an upstream gradient against what forward produced: shape, library, device
         and dtype (``spec`` is :func:`spec_of` an array from forward)."""
@@ -215,11 +248,14 @@ class Layer:
         fn_name: str,
         shape: tuple[int, ...],
         bound: float,
+        also: tuple[tuple[int, ...], ...] = (),
     ) -> Any:
         """Create one parameter on the active backend.
 
-        ``init_fn(*shape)`` may return any array (NumPy included); without one, draw from
-        U(-bound, bound) like PyTorch's default (kaiming-uniform with a=sqrt(5) for weights).
+        ``init_fn(*shape)`` may return any array (NumPy included) of ``shape`` (or one of the
+        shapes in ``also``); a floating array keeps its dtype, anything else takes the
+        backend's default. Without one, draw from U(-bound, bound) like PyTorch's default
+        (kaiming-uniform with a=sqrt(5) for weights) in the backend's default dtype.
         """
         backend = get_backend()
         if init_fn is None:
@@ -231,16 +267,17 @@ class Layer:
                 f"got {type(value).__name__}"
             )
         try:
-            param = to_backend(value, backend, copy=True)
+            param = to_backend(value, backend, dtype=supplied_dtype(value, backend), copy=True)
         except Exception as exc:
             raise TypeError(
                 f"{self.name}: {fn_name}{shape_str(shape)} must return an array, "
                 f"got {type(value).__name__}"
             ) from exc
-        if tuple(param.shape) != shape:
+        if tuple(param.shape) not in (shape, *also):
+            wanted = " or ".join(shape_str(s) for s in (shape, *also))
             raise ValueError(
                 f"{self.name}: {fn_name}{shape_str(shape)} must return an array of shape "
-                f"{shape_str(shape)}, got {shape_str(param.shape)}"
+                f"{wanted}, got {shape_str(param.shape)}"
             )
         return param
 

@@ -45,6 +45,7 @@ from array_api_compat import array_namespace, device
 from ..backend import (
     RowConv2d,
     Scratch,
+    astype,
     batch_chunks,
     channels_first_matrix,
     conv_out_size,
@@ -110,7 +111,7 @@ class _ConvNd(Layer):
         """``A`` (N, C_in, *in) -> ``Z`` (N, C_out, *out)."""
         xp = self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
         self._axis_size(A, "A", 1, "C_in", self.in_channels)
-        self._same_place(A, "A", self.W)
+        A, W, b = self._promote(A)
         nd, K, s, p = self._nd, self.kernel_size, self.stride, self.padding
         padded = tuple(n + 2 * p for n in A.shape[2:])
         if any(n < K for n in padded):
@@ -125,12 +126,12 @@ class _ConvNd(Layer):
         if row_conv_applies(A, nd, K, s, self.in_channels):
             self._row_conv = RowConv2d(p, workspace_bytes(A), keep_bytes(A))
             self._A, self._rows, self._chunks = A, None, []
-            return self._row_conv.forward(A, self.W, self.b)
+            return self._row_conv.forward(A, W, b)
         N, L = A.shape[0], math.prod(out)
         width = self.in_channels * K**nd
         chunks = batch_chunks(N, width * L * _itemsize(A), workspace_bytes(A))
         keep = N * width * L * _itemsize(A) <= keep_bytes(A)
-        W_cols = xp.matrix_transpose(self._weight_rows(xp))
+        W_cols = xp.matrix_transpose(self._weight_rows(W))
         scratch = Scratch(A)
         Z = xp.empty((N, self.out_channels, *out), dtype=A.dtype, device=device(A))
         kept = []
@@ -142,7 +143,7 @@ class _ConvNd(Layer):
                 W_cols, xp.matrix_transpose(rows), scratch("Z", (self.out_channels, n * L))
             )
             Z_cols = xp.reshape(Z_cols, (self.out_channels, n, *out))
-            Z = set_batch(Z, batch, Z_cols, (1, 0, *range(2, nd + 2)), self.b)
+            Z = set_batch(Z, batch, Z_cols, (1, 0, *range(2, nd + 2)), b)
             if keep:
                 kept.append(rows)
         self._A, self._chunks = A, chunks
@@ -158,12 +159,13 @@ class _ConvNd(Layer):
         self._forward_done("_A")
         xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, spec_of(self._A))
         if self._row_conv is not None:
-            dLdA, self.dLdW, self.dLdb = self._row_conv.backward(dLdZ, self.needs_input_grad)
-            return dLdA
+            dLdA, dLdW, dLdb = self._row_conv.backward(dLdZ, self.needs_input_grad)
+            self._set_grads(W=dLdW, b=dLdb)
+            return self._as_input(dLdA)
         nd, K, s, p = self._nd, self.kernel_size, self.stride, self.padding
         in_size, out = self._in_shape[2:], self._out_shape[2:]
         L = math.prod(out)
-        W_rows = self._weight_rows(xp)
+        W_rows = self._weight_rows(astype(self.W, dLdZ.dtype))
         scratch = Scratch(dLdZ)
         dLdA = None
         if self.needs_input_grad:
@@ -196,8 +198,8 @@ class _ConvNd(Layer):
         # W_rows' layout (K, ..., K, C_in, C_out) back to W's (C_out, C_in, K, ..., K)
         dW = xp.reshape(dW_rows, (*(K,) * nd, self.in_channels, self.out_channels))
         dW = xp.permute_dims(dW, (nd + 1, nd, *range(nd)))
-        self.dLdW, self.dLdb = xp.asarray(dW, copy=True), dLdb
-        return dLdA
+        self._set_grads(W=xp.asarray(dW, copy=True), b=dLdb)
+        return self._as_input(dLdA)
 
     def _im2row(self, A: Any, out: tuple[int, ...], scratch: Scratch, block: str) -> Any:
         """(n, C_in, *in) -> the (n L, K^d C_in) matrix of its zero-padded windows."""
@@ -209,10 +211,10 @@ class _ConvNd(Layer):
         shape = (n * math.prod(out), K**nd * C)
         return im2row(A_last, (K,) * nd, (s,) * nd, out, scratch(block, shape))
 
-    def _weight_rows(self, xp: Any) -> Any:
+    def _weight_rows(self, W: Any) -> Any:
         """``W`` as (K^d C_in, C_out), matching the column order of the im2row matrix."""
-        nd = self._nd
-        W = xp.permute_dims(self.W, (*range(2, nd + 2), 1, 0))
+        nd, xp = self._nd, array_namespace(W)
+        W = xp.permute_dims(W, (*range(2, nd + 2), 1, 0))
         return xp.reshape(W, (-1, self.out_channels))
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend import col2im, im2col, pad_spatial, swap_leading_axes
+from ..backend import astype, col2im, im2col, pad_spatial, swap_leading_axes
 from ._base import Layer, fan_in_bound, shape_str, spec_of
 
 _LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
@@ -68,17 +68,17 @@ class _ConvTransposeNd(Layer):
             f"upsampling_factor={self.upsampling_factor})"
         )
 
-    def _kernel_matrix(self, xp: Any) -> Any:
+    def _kernel_matrix(self, W: Any) -> Any:
         """W flipped in space, channels swapped, as (C_in, C_out * K**d) (PyTorch's layout)."""
-        spatial = tuple(range(2, self._nd + 2))
-        V = xp.permute_dims(xp.flip(self.W, axis=spatial), (1, 0, *spatial))
+        xp, spatial = array_namespace(W), tuple(range(2, self._nd + 2))
+        V = xp.permute_dims(xp.flip(W, axis=spatial), (1, 0, *spatial))
         return xp.reshape(V, (self.in_channels, -1))
 
     def forward(self, A: Any) -> Any:
         """``A`` (N, C_in, *in) -> ``Z`` (N, C_out, *(k (in - 1) + 2 - K))."""
         xp = self._array_arg(A, "A", _LAYOUT[self._nd], self._nd + 2)
         self._axis_size(A, "A", 1, "C_in", self.in_channels)
-        self._same_place(A, "A", self.W)
+        A, W, b = self._promote(A)
         nd, K, k = self._nd, self.kernel_size, self.upsampling_factor
         in_size = tuple(A.shape[2:])
         upsampled = tuple(k * (n - 1) + 1 for n in in_size)
@@ -90,12 +90,12 @@ class _ConvTransposeNd(Layer):
         N, L = A.shape[0], math.prod(in_size)
         # Channels first (as in Conv): (C_in, N L) so the batch is one matrix product.
         A2 = xp.reshape(swap_leading_axes(A), (self.in_channels, N * L))
-        cols = xp.matmul(xp.matrix_transpose(self._kernel_matrix(xp)), A2)
+        cols = xp.matmul(xp.matrix_transpose(self._kernel_matrix(W)), A2)
         cols = xp.reshape(cols, (self.out_channels, K**nd, N, *in_size))
         full = (self.out_channels, N, *(k * (n - 1) + K for n in in_size))
         Z = col2im(cols, full, (K,) * nd, (k,) * nd, in_size)
         Z = Z[(..., *(slice(K - 1, K - 1 + n - K + 1) for n in upsampled))]
-        Z = swap_leading_axes(Z + xp.reshape(self.b, (self.out_channels,) + (1,) * (nd + 1)))
+        Z = swap_leading_axes(Z + xp.reshape(b, (self.out_channels,) + (1,) * (nd + 1)))
         self._A2, self._out_shape = A2, tuple(Z.shape)
         self._in_shape = tuple(A.shape)
         return Z
@@ -110,15 +110,15 @@ class _ConvTransposeNd(Layer):
         dZ_full = pad_spatial(swap_leading_axes(dLdZ), (K - 1,) * nd)
         cols = im2col(dZ_full, (K,) * nd, (k,) * nd, in_size)
         cols = xp.reshape(cols, (self.out_channels * K**nd, N * L))
-        dA = xp.matmul(self._kernel_matrix(xp), cols)
+        dA = xp.matmul(self._kernel_matrix(astype(self.W, dLdZ.dtype)), cols)
         dA = swap_leading_axes(xp.reshape(dA, (self.in_channels, N, *in_size)))
 
         dV = xp.matmul(self._A2, xp.matrix_transpose(cols))
         dV = xp.reshape(dV, (self.in_channels, self.out_channels, *(K,) * nd))
         spatial = tuple(range(2, nd + 2))
-        self.dLdW = xp.flip(xp.permute_dims(dV, (1, 0, *spatial)), axis=spatial)
-        self.dLdb = xp.sum(dLdZ, axis=(0, *spatial))
-        return dA
+        dLdW = xp.flip(xp.permute_dims(dV, (1, 0, *spatial)), axis=spatial)
+        self._set_grads(W=dLdW, b=xp.sum(dLdZ, axis=(0, *spatial)))
+        return self._as_input(dA)
 
 
 class ConvTranspose1d(_ConvTransposeNd):

@@ -8,16 +8,19 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ._base import Layer, fan_in_bound, spec_of
+from ..backend import astype
+from ._base import Layer, fan_in_bound, shape_str, spec_of
 
 
 class Linear(Layer):
     """``A`` (N, in_features) -> ``Z`` (N, out_features); leading axes beyond N are allowed.
 
-    ``W`` (out_features, in_features), ``b`` (out_features,), as ``torch.nn.Linear``.
-    ``weight_init_fn(out_features, in_features)`` and ``bias_init_fn(out_features)`` are
-    called once, here; without them PyTorch's default U(-1/sqrt(in), 1/sqrt(in)) is drawn.
-    Gradients are sums over the batch (not averaged), like every layer's.
+    ``W`` (out_features, in_features), ``b`` (out_features,), as ``torch.nn.Linear``; ``b``
+    may also be the handout's column (out_features, 1), from ``bias_init_fn`` or assigned,
+    and ``dLdb`` then has that shape too. ``weight_init_fn(out_features, in_features)`` and
+    ``bias_init_fn(out_features)`` are called once, here; without them PyTorch's default
+    U(-1/sqrt(in), 1/sqrt(in)) is drawn. Gradients are sums over the batch (not averaged),
+    like every layer's.
     """
 
     param_names = ("W", "b")
@@ -34,7 +37,10 @@ class Linear(Layer):
         bound = fan_in_bound(self.in_features)
         shape = (self.out_features, self.in_features)
         self.W = self._init_param(weight_init_fn, "weight_init_fn", shape, bound)
-        self.b = self._init_param(bias_init_fn, "bias_init_fn", (self.out_features,), bound)
+        column = ((self.out_features, 1),)
+        self.b = self._init_param(
+            bias_init_fn, "bias_init_fn", (self.out_features,), bound, also=column
+        )
         xp = array_namespace(self.W)
         self.dLdW = xp.zeros_like(self.W)
         self.dLdb = xp.zeros_like(self.b)
@@ -46,9 +52,10 @@ class Linear(Layer):
     def forward(self, A: Any) -> Any:
         xp = self._array_arg(A, "A", "(N, in_features)", range(2, 64))
         self._axis_size(A, "A", A.ndim - 1, "in_features", self.in_features)
-        self._same_place(A, "A", self.W)
+        self._check_bias()
+        A, W, b = self._promote(A)
         self._A = A
-        return xp.matmul(A, xp.matrix_transpose(self.W)) + self.b
+        return xp.matmul(A, xp.matrix_transpose(W)) + xp.reshape(b, (self.out_features,))
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_A")
@@ -57,6 +64,12 @@ class Linear(Layer):
         rows = math.prod(shape[:-1])
         dZ = xp.reshape(dLdZ, (rows, self.out_features))
         A = xp.reshape(self._A, (rows, self.in_features))
-        self.dLdW = xp.matmul(xp.matrix_transpose(dZ), A)
-        self.dLdb = xp.sum(dZ, axis=0)
-        return xp.matmul(dLdZ, self.W)
+        self._set_grads(W=xp.matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
+        return self._as_input(xp.matmul(dLdZ, astype(self.W, dLdZ.dtype)))
+
+    def _check_bias(self) -> None:
+        if tuple(self.b.shape) not in ((self.out_features,), (self.out_features, 1)):
+            raise ValueError(
+                f"Linear: b must have shape ({self.out_features},) or ({self.out_features}, 1), "
+                f"got {shape_str(self.b.shape)}"
+            )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
+from ..backend import astype
 from ._base import Layer, shape_str
 
 
@@ -26,6 +27,8 @@ class MSELoss(_Loss):
     """L = sum((A - Y)^2) / (N * C): the mean over every element, as ``torch.nn.MSELoss()``.
 
     ``A`` and ``Y`` are (N, C) (any equal shapes work); ``backward()`` = 2 (A - Y) / (N * C).
+    Float32 with float64 computes in float64 (the array API's promotion); ``backward()``
+    returns ``dLdA`` in A's dtype.
     """
 
     def forward(self, A: Any, Y: Any) -> Any:
@@ -36,14 +39,17 @@ class MSELoss(_Loss):
                 f"MSELoss: Y must have the shape of A {shape_str(A.shape)}, "
                 f"got {shape_str(Y.shape)}"
             )
-        self._same_place(Y, "Y", A, "A")
-        self.A, self.Y = A, Y
-        diff = A - Y
-        return xp.sum(diff * diff) / math.prod(A.shape)
+        self._same_place(Y, "Y", A, "A", dtype=False)
+        self._input_dtype = A.dtype
+        dtype = xp.result_type(A, Y)
+        self.A, self.Y = astype(A, dtype), astype(Y, dtype)
+        diff = self.A - self.Y
+        # a mean, not sum / size: NumPy 1.x turns a float32 scalar divided by an int into float64
+        return xp.mean(diff * diff)
 
     def backward(self) -> Any:
         self._forward_done("A")
-        return 2.0 * (self.A - self.Y) / math.prod(self.A.shape)
+        return self._as_input(2.0 * (self.A - self.Y) / math.prod(self.A.shape))
 
 
 class CrossEntropyLoss(_Loss):
@@ -51,8 +57,12 @@ class CrossEntropyLoss(_Loss):
 
     ``A`` (N, C) are logits. ``Y`` is either integer class labels (N,) in [0, C) or a float
     (N, C) array of one-hot rows or class probabilities. ``L = -sum(Y log softmax(A)) / N``
-    and ``backward()`` = (softmax(A) - Y) / N. With ``label_smoothing`` = e the targets are
-    first mixed with the uniform distribution, ``Y (1 - e) + e / C``, as in PyTorch.
+    and ``backward()`` = (softmax(A) sum_c Y - Y) / N, i.e. (softmax(A) - Y) / N for targets
+    that sum to 1 (PyTorch's gradient for any targets). With ``label_smoothing`` = e the
+    targets are first mixed with the uniform distribution, ``Y (1 - e) + e / C``, as in
+    PyTorch. A class whose target is 0 adds nothing, even where its logit is -inf (PyTorch's
+    convention, so the loss stays finite). Float targets and logits of different float
+    dtypes compute in the promoted dtype; ``backward()`` returns ``dLdA`` in A's dtype.
     """
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
@@ -78,6 +88,9 @@ class CrossEntropyLoss(_Loss):
         xp = self._array_arg(A, "A", "(N, C)", 2)
         N, C = A.shape
         Y = self._targets(xp, A, Y)
+        self._input_dtype = A.dtype
+        dtype = xp.result_type(A, Y)
+        A, Y = astype(A, dtype), astype(Y, dtype)
         if self.label_smoothing:
             Y = Y * (1.0 - self.label_smoothing) + self.label_smoothing / C
         shifted = A - xp.max(A, axis=1, keepdims=True)
@@ -85,11 +98,16 @@ class CrossEntropyLoss(_Loss):
         log_softmax = shifted - log_sum
         self.softmax = xp.exp(log_softmax)
         self.A, self.Y = A, Y
-        return -xp.sum(Y * log_softmax) / N
+        # 0 * -inf is NaN: a class with no target mass contributes exactly 0
+        log_softmax = xp.where(Y == 0, xp.zeros_like(log_softmax), log_softmax)
+        return -xp.mean(xp.sum(Y * log_softmax, axis=1))
 
     def backward(self) -> Any:
+        """(softmax(A) sum_c Y - Y) / N: (softmax(A) - Y) / N for targets that sum to 1."""
         self._forward_done("A")
-        return (self.softmax - self.Y) / self.A.shape[0]
+        xp = array_namespace(self.Y)
+        mass = xp.sum(self.Y, axis=1, keepdims=True)
+        return self._as_input((self.softmax * mass - self.Y) / self.A.shape[0])
 
     def _targets(self, xp: Any, A: Any, Y: Any) -> Any:
         """Integer labels become one-hot rows of A's dtype; float targets are checked."""
@@ -119,5 +137,4 @@ class CrossEntropyLoss(_Loss):
                 f"CrossEntropyLoss: targets Y must have the shape of A {shape_str(A.shape)}, "
                 f"got {shape_str(Y.shape)}"
             )
-        self._same_place(Y, "Y", A, "A")
         return Y

@@ -21,7 +21,7 @@ import math
 from numbers import Real
 from typing import Any
 
-from ..backend import get_backend
+from ..backend import astype, get_backend
 from ._base import Layer, shape_str, spec_of
 
 
@@ -83,7 +83,7 @@ class _BatchNorm(Layer):
                 f"got {Z.ndim} dimensions with shape {shape_str(Z.shape)}"
             )
         self._axis_size(Z, "Z", 1, "num_features", self.num_features)
-        self._same_place(Z, "Z", self.BW)
+        Z, BW, Bb, running_M, running_V = self._promote(Z, "Z", *self.buffer_names)
         use_batch = self.training if eval is None else not eval
         axes = (0, *range(2, Z.ndim))
         n = math.prod(Z.shape[a] for a in axes)  # values per channel
@@ -100,17 +100,20 @@ class _BatchNorm(Layer):
             V = xp.mean(centered * centered, axis=axes, keepdims=True)  # biased, as torch
             self.M, self.V = xp.reshape(M, (-1,)), xp.reshape(V, (-1,))
             m = self.momentum
-            self.running_M = (1 - m) * self.running_M + m * self.M
-            self.running_V = (1 - m) * self.running_V + (m * n / (n - 1)) * self.V
+            # the buffers keep their own dtype whatever the input's
+            self.running_M = astype((1 - m) * running_M + m * self.M, self.running_M.dtype)
+            self.running_V = astype(
+                (1 - m) * running_V + (m * n / (n - 1)) * self.V, self.running_V.dtype
+            )
         else:
-            self.M, self.V = self.running_M, self.running_V
+            self.M, self.V = running_M, running_V
             centered = Z - xp.reshape(self.M, channel)
             V = xp.reshape(self.V, channel)
         self._inv_std = 1 / xp.sqrt(V + self.eps)
         self.NZ = centered * self._inv_std
         self._batch_stats = use_batch
         self._spec = spec_of(Z)
-        return xp.reshape(self.BW, channel) * self.NZ + xp.reshape(self.Bb, channel)
+        return xp.reshape(BW, channel) * self.NZ + xp.reshape(Bb, channel)
 
     def backward(self, dLdBZ: Any) -> Any:
         """``dLdBZ`` (N, C, *spatial) -> ``dLdZ``; sets ``dLdBW`` and ``dLdBb``.
@@ -129,12 +132,12 @@ class _BatchNorm(Layer):
         channel = (1, self.num_features, *(1,) * (NZ.ndim - 2))
         dLdBb = xp.sum(dLdBZ, axis=axes, keepdims=True)
         dLdBW = xp.sum(dLdBZ * NZ, axis=axes, keepdims=True)
-        self.dLdBb, self.dLdBW = xp.reshape(dLdBb, (-1,)), xp.reshape(dLdBW, (-1,))
-        scale = xp.reshape(self.BW, channel) * self._inv_std
+        self._set_grads(BW=dLdBW, Bb=dLdBb)
+        scale = xp.reshape(astype(self.BW, NZ.dtype), channel) * self._inv_std
         if not self._batch_stats:
-            return scale * dLdBZ
+            return self._as_input(scale * dLdBZ)
         n = math.prod(NZ.shape[a] for a in axes)
-        return (scale / n) * (n * dLdBZ - dLdBb - NZ * dLdBW)
+        return self._as_input((scale / n) * (n * dLdBZ - dLdBb - NZ * dLdBW))
 
 
 class BatchNorm1d(_BatchNorm):

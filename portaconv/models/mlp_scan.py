@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import get_backend, to_backend
+from ..backend import get_backend, supplied_dtype, to_backend
 from ..layers import Conv1d, Flatten, ReLU
 from ..layers._base import check_array
 from ._model import Model, _shape
@@ -48,28 +48,22 @@ class _ScanningCNN(Model):
     def init_weights(self, weights: Any) -> None:
         """Load the MLP's weights ``(w1, w2, w3)``, shaped (192, 8), (8, 16), (16, 4).
 
-        They are (in_features, out_features) matrices, NumPy or any backend's arrays; they
-        are copied to the active backend in its dtype. Each conv layer reads the top-left
-        ``(kernel_size * in_channels, out_channels)`` block of its matrix (the whole matrix
-        for the simple scan, the one shared block for the distributed one). Biases are set to
-        zero, as the MLP has none.
+        ``weights`` is any sequence of the three (in_features, out_features) matrices: a list,
+        a tuple, or the object array ``np.load("mlp_weights_part_b.npy", allow_pickle=True)``
+        returns; each matrix a NumPy or any backend's array. They are copied to the active
+        backend; floating matrices keep their dtype (float64 stays float64), others take the
+        backend's. Each conv layer reads the top-left ``(kernel_size * in_channels,
+        out_channels)`` block of its matrix (the whole matrix for the simple scan, the one
+        shared block for the distributed one). Biases are set to zero in the weights'
+        dtype, as the MLP has none.
         """
-        if not isinstance(weights, (list, tuple)):
-            raise TypeError(
-                f"{self.name}: init_weights expects a tuple of the MLP's three weight "
-                f"matrices (w1, w2, w3), got {type(weights).__name__}"
-            )
-        if len(weights) != 3:
-            raise ValueError(
-                f"{self.name}: init_weights expects the MLP's three weight matrices "
-                f"(w1, w2, w3), got {len(weights)}"
-            )
+        weights = self._three_matrices(weights)
         backend = get_backend()
         xp = backend.xp
         converted = []
         for i, (w, expected) in enumerate(zip(weights, MLP_SHAPES)):
             try:
-                w = to_backend(w, backend)
+                w = to_backend(w, backend, dtype=supplied_dtype(w, backend))
             except Exception as exc:
                 raise TypeError(
                     f"{self.name}: w{i + 1} must be an array of shape {expected}, "
@@ -87,9 +81,30 @@ class _ScanningCNN(Model):
             W = xp.reshape(xp.matrix_transpose(block), (C_out, K, C_in))
             # A copy, so that later changes to the caller's matrices do not reach the model.
             conv.W = xp.asarray(xp.permute_dims(W, (0, 2, 1)), copy=True)
-            conv.b = xp.zeros((C_out,), dtype=backend.dtype, device=backend.device)
+            conv.b = xp.zeros((C_out,), dtype=w.dtype, device=backend.device)
             conv.dLdW = xp.zeros_like(conv.W)
             conv.dLdb = xp.zeros_like(conv.b)
+
+    def _three_matrices(self, weights: Any) -> list[Any]:
+        """``weights`` as a list of three items, from any sequence (an object array too)."""
+        numeric_array = hasattr(weights, "dtype") and getattr(weights.dtype, "kind", "") != "O"
+        if (
+            isinstance(weights, (str, bytes, dict))
+            or numeric_array
+            or not hasattr(weights, "__len__")
+            or not hasattr(weights, "__getitem__")
+        ):
+            raise TypeError(
+                f"{self.name}: init_weights expects a sequence of the MLP's three weight "
+                f"matrices (w1, w2, w3) (a list, tuple or object array), got "
+                f"{type(weights).__name__}"
+            )
+        if len(weights) != 3:
+            raise ValueError(
+                f"{self.name}: init_weights expects the MLP's three weight matrices "
+                f"(w1, w2, w3), got {len(weights)}"
+            )
+        return [weights[i] for i in range(3)]
 
     def forward(self, A: Any) -> Any:
         """``A`` (N, 24, W) with W >= 8 -> ``Z`` (N, 4 * out_width), out_width = (W - 8) // 4 + 1.
