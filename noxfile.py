@@ -7,12 +7,24 @@ Each tests session runs the same suite with ``PORTACONV_BACKEND`` (and
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
 import nox
 
-nox.options.sessions = ["lint", "tests-numpy", "tests-array_api_strict", "tests-torch"]
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: nox brings tomli
+    import tomli as tomllib
+
+nox.options.sessions = [
+    "lint",
+    "tests-numpy",
+    "tests-array_api_strict",
+    "tests-torch",
+    "tests-oldest",
+]
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 
@@ -50,6 +62,31 @@ def tests_array_api_strict(session: nox.Session) -> None:
 @nox.session(name="tests-torch")
 def tests_torch(session: nox.Session) -> None:
     _run_tests(session, "torch", "cpu")
+
+
+def oldest_allowed() -> list[str]:
+    """pyproject.toml's dependencies and test extras pinned to their floors: ``numpy>=1.26``
+    becomes ``numpy==1.26``; exact pins stay as they are."""
+    with open("pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    pins = []
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        floor = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(?:>=|==)\s*([^\s,;]+)", requirement)
+        if floor is None:
+            raise ValueError(f"tests-oldest: {requirement!r} has no single floor (name>=version)")
+        pins.append(f"{floor[1]}=={floor[2]}")
+    return pins
+
+
+@nox.session(name="tests-oldest")
+def tests_oldest(session: nox.Session) -> None:
+    """The suite on NumPy with the oldest versions pyproject.toml allows."""
+    pins = oldest_allowed()
+    session.install(*pins)
+    session.install("--no-deps", ".")
+    session.run("python", "-m", "pip", "check")
+    session.log("oldest allowed: " + " ".join(pins))
+    session.run("pytest", *session.posargs, env={"PORTACONV_BACKEND": "numpy"})
 
 
 @nox.session(name="tests-cupy")

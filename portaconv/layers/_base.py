@@ -25,7 +25,9 @@ def spec_of(x: Any) -> tuple[Any, Any, Any]:
 
 def check_int(owner: str, arg: str, value: Any, minimum: int = 1) -> int:
     """An integer hyper-parameter >= ``minimum``; bool and float are refused."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
+    # (NumPy 1.x's np.bool_ still has a deprecated __index__)
+    is_bool = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+    if is_bool or not hasattr(value, "__index__"):
         raise TypeError(
             f"{owner}: {arg} must be an integer, got {value!r} of type {type(value).__name__}"
         )
