@@ -3,13 +3,19 @@ by name (``nox -s tests-cupy``, ``nox -s tests-torch_cuda``) on a machine with a
 
 Each tests session runs the same suite with ``PORTACONV_BACKEND`` (and
 ``PORTACONV_DEVICE``) set, exactly as a user would select the backend.
+
+The CPU backend sessions (numpy, array_api_strict, torch) share one environment,
+``.nox/shared-cpu``: they need the same packages, and torch alone is about 1 GB installed,
+which each session used to install again. ``tests-oldest`` has its own (other versions).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 
 import nox
 
@@ -29,12 +35,35 @@ nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 
 
-def _run_tests(session: nox.Session, backend: str, device: str | None = None) -> None:
-    session.install(".[test]")
+SHARED_VENV = os.path.join(".nox", "shared-cpu")
+
+
+def _run_tests(
+    session: nox.Session, backend: str, device: str | None = None, python: str = "python"
+) -> None:
     env = {"PORTACONV_BACKEND": backend}
     if device:
         env["PORTACONV_DEVICE"] = device
-    session.run("pytest", *session.posargs, env=env)
+    session.run(python, "-m", "pytest", *session.posargs, env=env)
+
+
+def _shared_python(session: nox.Session) -> str:
+    """The shared CPU environment's python, created on first use; portaconv and its test
+    extras are (re)installed into it each time (pip skips what is already there)."""
+    bin_dir = "Scripts" if sys.platform == "win32" else "bin"
+    python = os.path.abspath(os.path.join(SHARED_VENV, bin_dir, "python"))
+    if not os.path.exists(python):
+        session.run(sys.executable, "-m", "venv", SHARED_VENV, external=True)
+    session.run(python, "-m", "pip", "install", "-q", ".[test]", external=True)
+    return python
+
+
+def _cpu_session(backend: str, device: str | None = None):
+    def run(session: nox.Session) -> None:
+        _run_tests(session, backend, device, python=_shared_python(session))
+
+    run.__doc__ = f"The suite on {backend}" + (f" ({device})" if device else "") + "."
+    return run
 
 
 def _require_gpu(session: nox.Session) -> None:
@@ -49,19 +78,11 @@ def _require_gpu(session: nox.Session) -> None:
     session.log(f"GPU: {listed}")
 
 
-@nox.session(name="tests-numpy")
-def tests_numpy(session: nox.Session) -> None:
-    _run_tests(session, "numpy")
-
-
-@nox.session(name="tests-array_api_strict")
-def tests_array_api_strict(session: nox.Session) -> None:
-    _run_tests(session, "array_api_strict")
-
-
-@nox.session(name="tests-torch")
-def tests_torch(session: nox.Session) -> None:
-    _run_tests(session, "torch", "cpu")
+tests_numpy = nox.session(name="tests-numpy", venv_backend="none")(_cpu_session("numpy"))
+tests_array_api_strict = nox.session(name="tests-array_api_strict", venv_backend="none")(
+    _cpu_session("array_api_strict")
+)
+tests_torch = nox.session(name="tests-torch", venv_backend="none")(_cpu_session("torch", "cpu"))
 
 
 def oldest_allowed() -> list[str]:
@@ -92,13 +113,14 @@ def tests_oldest(session: nox.Session) -> None:
 @nox.session(name="tests-cupy")
 def tests_cupy(session: nox.Session) -> None:
     _require_gpu(session)
-    session.install("cupy-cuda12x")
+    session.install(".[test]", "cupy-cuda12x")
     _run_tests(session, "cupy")
 
 
 @nox.session(name="tests-torch_cuda")
 def tests_torch_cuda(session: nox.Session) -> None:
     _require_gpu(session)
+    session.install(".[test]")
     _run_tests(session, "torch", "cuda")
 
 
