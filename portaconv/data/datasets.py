@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from ..layers._base import check_int
+from ..checks import check_int
 
 __all__ = [
     "DATASETS",

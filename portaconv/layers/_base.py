@@ -4,67 +4,19 @@ library's own ValueError or TypeError (which layer, what it expected, what it go
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
 from array_api_compat import array_namespace, device
 
 from ..backend import astype, get_backend, supplied_dtype, to_backend, to_numpy, uniform
-
-
-def shape_str(shape: Sequence[int]) -> str:
-    """A shape as Python writes a tuple: ``(2,)``, ``(3, 4)``."""
-    return str(tuple(int(n) for n in shape))
+from ..checks import check_array, check_int, check_state_keys, shape_str
 
 
 def spec_of(x: Any) -> tuple[Any, Any, Any]:
     """(namespace, device, dtype) of an array: what a matching gradient must have."""
     return array_namespace(x), device(x), x.dtype
-
-
-def check_int(owner: str, arg: str, value: Any, minimum: int = 1) -> int:
-    """An integer hyper-parameter >= ``minimum``; bool and float are refused."""
-    # (NumPy 1.x's np.bool_ still has a deprecated __index__)
-    is_bool = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
-    if is_bool or not hasattr(value, "__index__"):
-        raise TypeError(
-            f"{owner}: {arg} must be an integer, got {value!r} of type {type(value).__name__}"
-        )
-    try:
-        value = int(value.__index__())
-    except TypeError:
-        raise TypeError(
-            f"{owner}: {arg} must be an integer, got {value!r} of type {type(value).__name__}"
-        ) from None
-    if value < minimum:
-        bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{owner}: {arg} must be {bound}, got {value}")
-    return value
-
-
-def check_array(owner: str, x: Any, arg: str, layout: str, ndim: int | Sequence[int]) -> Any:
-    """Check an input array's type, dtype and rank; return its namespace.
-
-    ``layout`` names the axes expected, e.g. ``"(N, C_in, H, W)"``; ``ndim`` is the allowed
-    number of dimensions (an int, or a range such as ``range(2, 64)`` for "at least 2").
-    """
-    if not array_api_compat.is_array_api_obj(x) or isinstance(x, (int, float, complex)):
-        raise TypeError(f"{owner}: {arg} must be an array {layout}, got {type(x).__name__}")
-    xp = array_namespace(x)
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(
-            f"{owner}: {arg} must be a real floating-point array (float32 or float64), "
-            f"got dtype {x.dtype}"
-        )
-    allowed = range(ndim, ndim + 1) if isinstance(ndim, int) else ndim
-    if x.ndim not in allowed:
-        want = str(allowed[0]) if len(allowed) == 1 else f"at least {allowed[0]}"
-        raise ValueError(
-            f"{owner}: {arg} must have {want} dimensions {layout}, "
-            f"got {x.ndim} dimensions with shape {shape_str(x.shape)}"
-        )
-    return xp
 
 
 class Layer:
@@ -282,22 +234,6 @@ class Layer:
                 f"{wanted}, got {shape_str(param.shape)}"
             )
         return param
-
-
-def check_state_keys(owner: str, names: Sequence[str], state: Any) -> None:
-    """``state`` is a mapping whose keys are exactly ``names`` (for ``load_state_dict``)."""
-    if not isinstance(state, Mapping):
-        raise TypeError(
-            f"{owner}: load_state_dict expects a mapping of name -> array, "
-            f"got {type(state).__name__}"
-        )
-    missing = [n for n in names if n not in state]
-    unexpected = [k for k in state if k not in names]
-    if missing or unexpected:
-        raise ValueError(
-            f"{owner}: load_state_dict keys do not match: missing {missing}, "
-            f"unexpected {unexpected}"
-        )
 
 
 def load_state(owner: str, target: Any, names: Sequence[str], state: Any) -> None:

@@ -59,7 +59,8 @@ from ..backend import (
     to_channels_last,
     workspace_bytes,
 )
-from ._base import Layer, fan_in_bound, shape_str, spec_of
+from ..checks import shape_str
+from ._base import Layer, fan_in_bound, spec_of
 
 _LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
 

@@ -28,7 +28,8 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from ..backend import astype, col2im, im2col, pad_spatial, swap_leading_axes
-from ._base import Layer, fan_in_bound, shape_str, spec_of
+from ..checks import shape_str
+from ._base import Layer, fan_in_bound, spec_of
 
 _LAYOUT = {1: "(N, C_in, W_in)", 2: "(N, C_in, H_in, W_in)"}
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._base import Layer, shape_str, spec_of
+from ..checks import shape_str
+from ._base import Layer, spec_of
 
 
 class _GlobalAvgPoolNd(Layer):

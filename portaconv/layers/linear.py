@@ -9,7 +9,8 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from ..backend import astype
-from ._base import Layer, fan_in_bound, shape_str, spec_of
+from ..checks import shape_str
+from ._base import Layer, fan_in_bound, spec_of
 
 
 class Linear(Layer):

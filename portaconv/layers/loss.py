@@ -8,7 +8,8 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from ..backend import astype
-from ._base import Layer, shape_str
+from ..checks import shape_str
+from ._base import Layer
 
 
 class _Loss(Layer):

@@ -22,7 +22,8 @@ from numbers import Real
 from typing import Any
 
 from ..backend import astype, get_backend
-from ._base import Layer, shape_str, spec_of
+from ..checks import shape_str
+from ._base import Layer, spec_of
 
 
 class _BatchNorm(Layer):

@@ -23,7 +23,8 @@ from ..backend import (
     window_scatter,
     windows,
 )
-from ._base import Layer, shape_str, spec_of
+from ..checks import shape_str
+from ._base import Layer, spec_of
 
 _LAYOUT = {1: "(N, C, W_in)", 2: "(N, C, H_in, W_in)"}
 

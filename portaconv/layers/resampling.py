@@ -12,7 +12,8 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from ..backend import slice_set
-from ._base import Layer, shape_str, spec_of
+from ..checks import shape_str
+from ._base import Layer, spec_of
 
 _LAYOUT = {1: "(N, C, W_in)", 2: "(N, C, H_in, W_in)"}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import array_api_compat
 
-from ..layers._base import check_state_keys
+from ..checks import check_state_keys
 
 # ------------------------------------------------------------------ checks shared by the models
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..backend import conv_out_size
+from ..checks import check_array, check_int
 from ..layers import Conv1d, Flatten, Linear
-from ..layers._base import check_array, check_int
 from ._model import Model, _is_layer_like, _layer_errors, _shape
 
 

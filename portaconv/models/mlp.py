@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..checks import check_array, check_int
 from ..layers import Linear, ReLU
-from ..layers._base import check_array, check_int
 from ._model import Model, _is_layer_like, _layer_errors, _shape
 
 # ---------------------------------------------------------------------------------- the model

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import get_backend, supplied_dtype, to_backend
+from ..checks import check_array
 from ..layers import Conv1d, Flatten, ReLU
-from ..layers._base import check_array
 from ._model import Model, _shape
 
 IN_CHANNELS = 24

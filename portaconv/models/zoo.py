@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..backend import conv_out_size
+from ..checks import check_int
 from ..layers import (
     BatchNorm1d,
     BatchNorm2d,
@@ -31,7 +32,6 @@ from ..layers import (
     MaxPool2d,
     ReLU,
 )
-from ..layers._base import check_int
 from .sequential import Sequential
 
 

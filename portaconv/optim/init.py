@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..backend import get_backend, host_rng, to_backend
-from ..layers._base import check_int, shape_str
-from .optimizer import check_real
+from ..checks import check_int, check_real, shape_str
 
 _LINEAR = (
     "linear",

@@ -11,7 +11,6 @@ Python floats, so float32 parameters stay float32.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ import array_api_compat
 from array_api_compat import array_namespace, device
 
 from ..backend import to_numpy
-from ..layers._base import check_int, shape_str
+from ..checks import check_int, check_real, check_state_dict, shape_str
 
 
 class Optimizer:
@@ -394,50 +393,6 @@ class AdamW(Adam):
 
 
 # ------------------------------------------------------------------------------- helpers
-
-
-def check_state_dict(
-    owner: str, state_dict: Any, required: tuple[str, ...], what: str = ""
-) -> None:
-    """A ``load_state_dict`` argument: a mapping of ``owner``'s type holding ``required``."""
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"{owner}: load_state_dict expects a dict, got {type(state_dict).__name__}")
-    kind = state_dict.get("type", owner)
-    if kind != owner:
-        raise ValueError(f"{owner}: load_state_dict got the state of a {kind} {what}".rstrip())
-    missing = [key for key in required if key not in state_dict]
-    if missing:
-        raise ValueError(f"{owner}: load_state_dict is missing the keys {missing}")
-
-
-def check_real(
-    owner: str,
-    arg: str,
-    value: Any,
-    minimum: float = 0.0,
-    strict: bool = False,
-    below: float = math.inf,
-) -> float:
-    """A finite real number >= ``minimum`` (> with ``strict``) and < ``below``, returned as a
-    Python float, so float32 arrays stay float32 (a NumPy float64 scalar would promote them)."""
-    number = None
-    if not isinstance(value, (bool, str, bytes)) and hasattr(value, "__float__"):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = None
-    if number is None:
-        raise TypeError(
-            f"{owner}: {arg} must be a real number, got {value!r} of type {type(value).__name__}"
-        )
-    low_ok = number > minimum if strict else number >= minimum
-    if not (math.isfinite(number) and low_ok and number < below):
-        if below != math.inf:
-            bound = f"in {'(' if strict else '['}{minimum:g}, {below:g})"
-        else:
-            bound = f"{'>' if strict else '>='} {minimum:g}"
-        raise ValueError(f"{owner}: {arg} must be {bound}, got {value!r}")
-    return number
 
 
 def _check_bool(owner: str, arg: str, value: Any) -> bool:

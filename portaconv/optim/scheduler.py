@@ -18,8 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..layers._base import check_int
-from .optimizer import check_real, check_state_dict
+from ..checks import check_int, check_real, check_state_dict
 
 
 class LRScheduler:
