@@ -2,7 +2,7 @@
 
     python benchmarks/conv_paths.py [--runs N]
 
-``Conv2d`` on NumPy takes the row-gather path (``portaconv/backend/_rowconv.py``) for
+``Conv2d`` on NumPy takes the row-gather path (``portaconv/backend/conv/rowgather.py``) for
 stride 1, K > 1 and at least ``MIN_CHANNELS`` input channels, and the im2row path otherwise.
 For each shape below this times one forward + backward of the same layer on both paths,
 the two alternating call by call so that background load falls on both, and prints the
@@ -20,7 +20,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle BLAS threads sleep
 
 import numpy as np  # noqa: E402
 
-import portaconv.backend._rowconv as rowconv  # noqa: E402
+import portaconv.backend.conv.rowgather as rowconv  # noqa: E402
 from portaconv.backend import use_backend  # noqa: E402
 from portaconv.layers import Conv2d  # noqa: E402
 

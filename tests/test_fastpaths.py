@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 import portaconv.backend._ops as ops
-import portaconv.backend._rowconv as rowconv
 import portaconv.backend._threads as threads
+import portaconv.backend.conv.rowgather as rowconv
 import portaconv.layers as L
 from portaconv.backend import (
     Scratch,
@@ -181,9 +181,9 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
     A_bk = on(bk, A)
     before = snapshot(A_bk)
     Z = layer.forward(A_bk)
-    assert len(layer._chunks) == (1 if per_chunk is None else -(-n // per_chunk))
+    assert len(layer._engine._chunks) == (1 if per_chunk is None else -(-n // per_chunk))
     kept = (keep and bk.name == "numpy") or per_chunk is None
-    assert (layer._rows is not None) is kept
+    assert (layer._engine._rows is not None) is kept
 
     def torch_fn(A, W, b):
         return conv(A, W, b, stride=stride, padding=padding)
@@ -213,7 +213,7 @@ def test_numpy_conv_non_contiguous_input_in_chunks(monkeypatch, tiny_workspace, 
     with use_backend("numpy", None, "float32") as bk:
         layer = L.Conv2d(cin, 5, 2, 1, 1, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b)
         Z = layer.forward(A)
-        assert (layer._row_conv is not None) is (cin >= min_channels)
+        assert isinstance(layer._engine, rowconv.RowGatherConv2d) is (cin >= min_channels)
         dLdZ = rng.standard_normal(Z.shape).astype(np.float32)
         dLdA = layer.backward(dLdZ)
 
@@ -272,8 +272,8 @@ def test_row_conv_matches_torch(
         layer = L.Conv2d(cin, cout, k, 1, padding, lambda *_: W, lambda *_: b)
         before = snapshot(A)
         Z = layer.forward(A)
-        assert layer._row_conv is not None
-        chunks = layer._row_conv._chunks
+        assert isinstance(layer._engine, rowconv.RowGatherConv2d)
+        chunks = layer._engine._chunks
         fewest = 1 if per_chunk is None else -(-n // per_chunk)  # within the budget
         # ... rounded up to the same number for every thread, as far as the batch allows
         assert len(chunks) == min(n, -(-fewest // workers) * workers)
@@ -303,7 +303,7 @@ def test_row_conv_without_input_gradient(monkeypatch, thread_count, workers):
         layer = L.Conv2d(8, 5, 3, 1, 1)
         layer.needs_input_grad = False
         Z = layer.forward(A)
-        assert layer._row_conv is not None and len(layer._row_conv._chunks) > 1
+        assert isinstance(layer._engine, rowconv.RowGatherConv2d) and len(layer._engine._chunks) > 1
         dLdZ = rng.standard_normal(Z.shape).astype(np.float32)
         assert layer.backward(dLdZ) is None
         _, grads = torch_reference(
@@ -329,7 +329,7 @@ def test_row_conv_threads_give_the_same_numbers_every_time(monkeypatch, thread_c
             Z = layer.forward(A)
             dA = layer.backward(np.ones_like(Z))
             runs.append((Z, dA, layer.dLdW))
-        assert len(layer._row_conv._chunks) >= 6
+        assert len(layer._engine._chunks) >= 6
     for Z, dA, dW in runs[1:]:
         for a, b in zip((Z, dA, dW), runs[0]):
             np.testing.assert_array_equal(a, b)
@@ -346,7 +346,7 @@ def test_row_conv_only_where_it_pays(cin, k, stride, size, used):
     with use_backend("numpy", None, "float32"):
         layer = L.Conv2d(cin, 2, k, stride)
         layer.forward(A)
-        assert (layer._row_conv is not None) is used
+        assert isinstance(layer._engine, rowconv.RowGatherConv2d) is used
 
 
 # ------------------------------------------------------------------------------ threads

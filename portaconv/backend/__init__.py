@@ -57,8 +57,8 @@ from ._random import (
     set_rng_state,
     uniform,
 )
-from ._rowconv import MIN_CHANNELS, RowConv2d, row_conv_applies
 from ._threads import blas_thread_control, num_threads, run_threaded, set_num_threads
+from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
 
 __all__ = [
     "BACKENDS",
@@ -68,7 +68,8 @@ __all__ = [
     "WORKSPACE_BYTES",
     "Backend",
     "BackendUnavailableError",
-    "RowConv2d",
+    "Im2RowConv",
+    "RowGatherConv2d",
     "Scratch",
     "astype",
     "batch_chunks",
@@ -76,6 +77,7 @@ __all__ = [
     "blas_thread_control",
     "channels_first_matrix",
     "col2im",
+    "conv_engine",
     "conv_out_size",
     "erf",
     "erf_portable",
@@ -94,7 +96,7 @@ __all__ = [
     "num_threads",
     "pad_spatial",
     "row2im",
-    "row_conv_applies",
+    "row_gather_applies",
     "run_threaded",
     "set_backend",
     "set_batch",

@@ -1,7 +1,7 @@
 """How many threads portaconv's NumPy fast paths use, and control of OpenBLAS's thread count.
 
 NumPy runs its copies and additions on one thread and its matrix products on OpenBLAS's
-threads. The row-gather convolution (``_rowconv``) instead splits its batch chunks between
+threads. The row-gather convolution (``conv/rowgather.py``) instead splits its batch chunks between
 :func:`num_threads` Python threads, each calling OpenBLAS single-threaded, so that copies
 and products both use every thread. It keeps as many threads busy as BLAS alone would: by
 default :func:`num_threads` *is* OpenBLAS's thread count (``OPENBLAS_NUM_THREADS``, or a

@@ -1,6 +1,6 @@
 """NumPy fast path for stride-1 2-d convolution: a row gather and K matrix products a pass.
 
-The portable path (``im2row`` in ``_ops``) copies every input value K*K times into one row
+The portable engine (:class:`~.im2row.Im2RowConv`) copies every input value K*K times into one row
 per output position. Here only the K horizontal offsets are gathered; the K vertical ones
 are row ranges of that matrix, so every pass is K products over it and the copy is K times
 smaller. Per batch chunk of n samples, with Hp, Wp the zero-padded input size::
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._ops import Scratch, batch_chunks, split_evenly
-from ._threads import num_threads, run_threaded
+from .._ops import Scratch, batch_chunks, split_evenly
+from .._threads import num_threads, run_threaded
 
 #: Fewest input channels for which the row gather pays (``benchmarks/conv_paths.py``, the
 #: two paths interleaved, 2 threads, three runs): with 1 to 3 channels im2row was 1.1-1.5x
@@ -47,8 +47,8 @@ from ._threads import num_threads, run_threaded
 MIN_CHANNELS = 4
 
 
-def row_conv_applies(A: Any, nd: int, kernel_size: int, stride: int, channels: int) -> bool:
-    """Whether a convolution of ``A`` takes the row-gather fast path."""
+def row_gather_applies(A: Any, nd: int, kernel_size: int, stride: int, channels: int) -> bool:
+    """Whether a convolution of ``A`` takes the row-gather engine."""
     return (
         isinstance(A, np.ndarray)
         and A.shape[0] > 0
@@ -75,7 +75,7 @@ class _Buffers(Scratch):
         return block
 
 
-class RowConv2d:
+class RowGatherConv2d:
     """Forward and backward of a stride-1 ``Conv2d`` on NumPy arrays (any float dtype).
 
     ``forward(A, W, b)`` returns Z (N, C_out, H_out, W_out); ``backward(dZ, need_dA)``

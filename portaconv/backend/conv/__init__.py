@@ -1,0 +1,42 @@
+"""Convolution engines: one object per way of computing a convolution.
+
+Each engine owns its data layout from forward to backward (what it gathers in forward it
+keeps for its own backward; no other module guesses a layout), behind one interface::
+
+    engine.forward(A, W, b) -> Z
+    engine.backward(dZ, need_dA) -> (dA or None, dW, db)
+
+with PyTorch's shapes: A (N, C_in, *in), W (C_out, C_in, K, ..., K), b (C_out,),
+Z (N, C_out, *out). The layer (``portaconv.layers.conv``) validates its input, asks
+:func:`conv_engine` for the engine that fits and keeps the bookkeeping of W, b, dLdW, dLdb.
+
+==================  ================================================================
+``Im2RowConv``      portable: any library, 1-d and 2-d, any stride and padding
+``RowGatherConv2d`` NumPy, 2-d, stride 1, K > 1, at least ``MIN_CHANNELS`` input
+                    channels: K-fold row gather, K products a pass, threaded chunks
+==================  ================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._ops import keep_bytes, workspace_bytes
+from .im2row import Im2RowConv
+from .rowgather import MIN_CHANNELS, RowGatherConv2d, row_gather_applies
+
+
+def conv_engine(A: Any, nd: int, kernel_size: int, stride: int, padding: int) -> Any:
+    """The engine that computes a convolution of ``A`` (N, C_in, *in) best."""
+    if row_gather_applies(A, nd, kernel_size, stride, A.shape[1]):
+        return RowGatherConv2d(padding, workspace_bytes(A), keep_bytes(A))
+    return Im2RowConv(nd, kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A))
+
+
+__all__ = [
+    "MIN_CHANNELS",
+    "Im2RowConv",
+    "RowGatherConv2d",
+    "conv_engine",
+    "row_gather_applies",
+]
