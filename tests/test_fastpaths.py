@@ -40,6 +40,7 @@ from portaconv.backend import (
     window_max,
     window_max_grad,
 )
+from portaconv.backend.conv import Im2RowConv
 
 from .helpers import assert_close, on, rounded, snapshot, torch_reference
 
@@ -181,7 +182,12 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
     A_bk = on(bk, A)
     before = snapshot(A_bk)
     Z = layer.forward(A_bk)
-    assert len(layer._engine._chunks) == (1 if per_chunk is None else -(-n // per_chunk))
+    # on NumPy each of the threads gets its share of the budget, and the chunk count is a
+    # multiple of the thread count (one more chunk each rather than an idle thread), at most
+    # one chunk per sample
+    workers = threads.num_threads() if bk.name == "numpy" else 1
+    chunks = 1 if per_chunk is None else -(-n // max(1, per_chunk // workers))
+    assert len(layer._engine._chunks) == min(n, -(-chunks // workers) * workers)
     kept = (keep and bk.name == "numpy") or per_chunk is None
     assert (layer._engine._rows is not None) is kept
 
@@ -332,6 +338,42 @@ def test_row_conv_threads_give_the_same_numbers_every_time(monkeypatch, thread_c
         assert len(layer._engine._chunks) >= 6
     for Z, dA, dW in runs[1:]:
         for a, b in zip((Z, dA, dW), runs[0]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("nd, stride, padding", [(2, 2, 1), (2, 1, 0), (1, 3, 2)])
+def test_im2row_threads_match_torch_every_time(
+    monkeypatch, thread_count, workers, nd, stride, padding
+):
+    """The im2row engine's chunks shared between 1-3 threads: PyTorch's numbers, and the
+    same bits on every call however the chunks fall to the threads."""
+    thread_count(workers)
+    monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row even for stride 1
+    _set_workspace(monkeypatch, 2**8)  # many chunks
+    rng = np.random.default_rng(workers * 10 + nd)
+    shape = (13, 3, *(9,) * nd)
+    A = rng.standard_normal(shape).astype(np.float32)
+    conv = F.conv2d if nd == 2 else F.conv1d
+    with use_backend("numpy", None, "float32") as bk:
+        layer = (L.Conv2d if nd == 2 else L.Conv1d)(3, 5, 3, stride, padding)
+        runs = []
+        for _ in range(3):
+            Z = layer.forward(A)
+            dLdZ = np.ones_like(Z) + np.arange(Z.size, dtype=np.float32).reshape(Z.shape) / Z.size
+            runs.append((Z, layer.backward(dLdZ), layer.dLdW, layer.dLdb))
+        assert isinstance(layer._engine, Im2RowConv)
+        assert len(layer._engine._chunks) >= 2 * workers
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: conv(A, W, b, stride=stride, padding=padding),
+            {"A": A, "W": snapshot(layer.W), "b": snapshot(layer.b)},
+            dLdZ,
+        )
+        for got, expected, what in zip(runs[0], (Z_ref, grads["A"], grads["W"], grads["b"]),
+                                       ("Z", "dLdA", "dLdW", "dLdb")):
+            assert_close(got, expected, bk, what)
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
             np.testing.assert_array_equal(a, b)
 
 

@@ -11,7 +11,8 @@ channels-first (C_out, n L) matrix, the products are::
 
 The batch is processed in chunks whose im2row matrix fits a workspace budget
 (``workspace_bytes``: a few MiB on NumPy, so each chunk is gathered, multiplied and scattered
-back while it sits in the cache, and peak memory does not grow with the batch). When the
+back while it sits in the cache, and peak memory does not grow with the batch). On NumPy the
+chunks are shared between threads (``_chunks``), OpenBLAS single-threaded meanwhile. When the
 whole matrix is small (``keep_bytes``) forward keeps it for backward; otherwise backward
 gathers each chunk again from the input, which forward keeps by reference (as Chainer does):
 modify it in place before backward and dL/dW is wrong.
@@ -26,7 +27,6 @@ from array_api_compat import array_namespace, device
 
 from .._ops import (
     Scratch,
-    batch_chunks,
     channels_first_matrix,
     im2row,
     matmul,
@@ -35,6 +35,7 @@ from .._ops import (
     set_batch,
     to_channels_last,
 )
+from ._chunks import plan_chunks, run_chunks, threads_for
 
 
 class Im2RowConv:
@@ -62,23 +63,25 @@ class Im2RowConv:
         N, L = A.shape[0], math.prod(out)
         width = C_in * K**nd
         itemsize = xp.finfo(A.dtype).bits // 8
-        chunks = batch_chunks(N, width * L * itemsize, self.workspace)
+        self._threads = threads_for(A)
+        self._chunks = plan_chunks(N, width * L * itemsize, self.workspace, self._threads)
         keep = N * width * L * itemsize <= self.keep
         self._out = out
         W_cols = xp.matrix_transpose(_weight_rows(W))
-        scratch = Scratch(A)
         Z = xp.empty((N, C_out, *out), dtype=A.dtype, device=device(A))
-        kept = []
-        for i, batch in enumerate(chunks):
+
+        def one_chunk(scratch: Scratch, i: int, batch: slice) -> Any:
+            nonlocal Z  # NumPy writes the chunk into Z in place; immutable libraries rebind
             n = batch.stop - batch.start
             # a kept matrix needs a block of its own; otherwise one block serves every chunk
             rows = self._im2row(A[batch, ...], scratch, f"rows{i}" if keep else "rows")
             Z_cols = matmul(W_cols, xp.matrix_transpose(rows), scratch("Z", (C_out, n * L)))
             Z_cols = xp.reshape(Z_cols, (C_out, n, *out))
             Z = set_batch(Z, batch, Z_cols, (1, 0, *range(2, nd + 2)), b)
-            if keep:
-                kept.append(rows)
-        self._A, self._W, self._chunks = A, W, chunks
+            return rows if keep else None
+
+        kept = run_chunks(self._chunks, one_chunk, lambda: Scratch(A), self._threads)
+        self._A, self._W = A, W
         self._rows = kept if keep else None
         return Z
 
@@ -88,35 +91,38 @@ class Im2RowConv:
         in_size, out = self._A.shape[2:], self._out
         L = math.prod(out)
         W_rows = _weight_rows(self._W)
-        scratch = Scratch(dZ_all)
         dA_all = None
         if need_dA:
             dA_all = xp.empty(self._A.shape, dtype=dZ_all.dtype, device=device(dZ_all))
-        dW_rows = db = None
-        for i, batch in enumerate(self._chunks):
+        kept, self._rows = self._rows, None  # used once: a second backward gathers again
+
+        def one_chunk(scratch: Scratch, i: int, batch: slice) -> tuple[Any, Any]:
+            nonlocal dA_all
             n = batch.stop - batch.start
-            rows = None if self._rows is None else self._rows[i]
+            rows = None if kept is None else kept[i]
             if rows is None:
                 rows = self._im2row(self._A[batch, ...], scratch, "rows")
-            else:  # used once: let it go as soon as dL/dW has it (a second backward regathers)
-                self._rows[i] = None
             dZ = channels_first_matrix(dZ_all[batch, ...], scratch("dZ", (C_out, n * L)))
             dZ_t = xp.matrix_transpose(dZ)
             dW = xp.matmul(xp.matrix_transpose(rows), dZ_t)
-            db_chunk = xp.sum(dZ, axis=1)
-            dW_rows, db = (dW, db_chunk) if dW_rows is None else (dW_rows + dW, db + db_chunk)
+            db = xp.sum(dZ, axis=1)
             rows_shape = rows.shape
             del rows
-            if dA_all is None:
-                continue
-            d_rows = matmul_for_row2im(
-                dZ_t, xp.matrix_transpose(W_rows), (K,) * nd, out, scratch("d", rows_shape)
-            )
-            padded = (n, *(size + 2 * p for size in in_size), C_in)
-            dA = row2im(d_rows, padded, (K,) * nd, (s,) * nd, out, scratch("dA", padded))
-            if p:
-                dA = dA[(slice(None), *(slice(p, p + size) for size in in_size), slice(None))]
-            dA_all = set_batch(dA_all, batch, dA, (0, nd + 1, *range(1, nd + 1)))
+            if dA_all is not None:
+                d_rows = matmul_for_row2im(
+                    dZ_t, xp.matrix_transpose(W_rows), (K,) * nd, out, scratch("d", rows_shape)
+                )
+                padded = (n, *(size + 2 * p for size in in_size), C_in)
+                dA = row2im(d_rows, padded, (K,) * nd, (s,) * nd, out, scratch("dA", padded))
+                if p:
+                    dA = dA[(slice(None), *(slice(p, p + m) for m in in_size), slice(None))]
+                dA_all = set_batch(dA_all, batch, dA, (0, nd + 1, *range(1, nd + 1)))
+            return dW, db
+
+        parts = run_chunks(self._chunks, one_chunk, lambda: Scratch(dZ_all), self._threads)
+        dW_rows, db = parts[0]
+        for dW, db_chunk in parts[1:]:  # in chunk order: the same sums however threads ran
+            dW_rows, db = dW_rows + dW, db + db_chunk
         # W_rows' layout (K, ..., K, C_in, C_out) back to W's (C_out, C_in, K, ..., K)
         dW = xp.reshape(dW_rows, (*(K,) * nd, C_in, C_out))
         dW = xp.permute_dims(dW, (nd + 1, nd, *range(nd)))

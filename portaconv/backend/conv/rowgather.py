@@ -29,15 +29,14 @@ portable path's K*K gather is cheap). Measured against ``im2row`` in
 
 from __future__ import annotations
 
-import itertools
-import threading
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._ops import Scratch, batch_chunks, split_evenly
-from .._threads import num_threads, run_threaded
+from .._ops import Scratch
+from .._threads import num_threads
+from ._chunks import plan_chunks, run_chunks
 
 #: Fewest input channels for which the row gather pays (``benchmarks/conv_paths.py``, the
 #: two paths interleaved, 2 threads, three runs): with 1 to 3 channels im2row was 1.1-1.5x
@@ -106,29 +105,8 @@ class RowGatherConv2d:
         return R
 
     def _run(self, one_chunk: Any) -> list[Any]:
-        """``one_chunk(buffers, index, chunk)`` for every chunk; the results in chunk order.
-
-        Each thread (with buffers of its own) takes the next chunk nobody has taken, so a
-        thread slowed by other work on the machine does fewer. Which thread computes a
-        chunk does not change its result, and dL/dW is summed in chunk order: the same
-        numbers however the chunks fall.
-        """
-        chunks = self._chunks
-        results: list[Any] = [None] * len(chunks)
-        taken = itertools.count()
-        lock = threading.Lock()
-
-        def worker() -> None:
-            buf = _Buffers(self._A)
-            while True:
-                with lock:
-                    i = next(taken)
-                if i >= len(chunks):
-                    return
-                results[i] = one_chunk(buf, i, chunks[i])
-
-        run_threaded([worker] * min(self._threads, len(chunks)))
-        return results
+        """``one_chunk(buffers, index, chunk)`` for every chunk, between the threads."""
+        return run_chunks(self._chunks, one_chunk, lambda: _Buffers(self._A), self._threads)
 
     def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         N, C, H, Wd = A.shape
@@ -140,9 +118,7 @@ class RowGatherConv2d:
         self._K, self._shapes = K, (N, C, H, Wd, Co, Hp, Wp, Ho, Wo)
         self._threads = num_threads()
         per_sample = Hp * Wo * KC * A.itemsize
-        count = len(batch_chunks(N, per_sample, self.workspace // self._threads))
-        # the same number of chunks for every thread: one more each rather than an idle one
-        self._chunks = split_evenly(N, min(N, -(-count // self._threads) * self._threads))
+        self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
         keep = N * per_sample <= self.keep
         # W_ky^T (K, C_out, K C): [ky, o, (kx, c)] = W[o, c, ky, kx]
         self._WkT = np.ascontiguousarray(W.transpose(2, 0, 3, 1)).reshape(K, Co, KC)
