@@ -66,6 +66,8 @@ class Linear(Layer):
         dZ = xp.reshape(dLdZ, (rows, self.out_features))
         A = xp.reshape(self._A, (rows, self.in_features))
         self._set_grads(W=xp.matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
+        if not self.needs_input_grad:
+            return None
         return self._as_input(xp.matmul(dLdZ, astype(self.W, dLdZ.dtype)))
 
     def _check_bias(self) -> None:

@@ -143,11 +143,40 @@ class Model:
         self._out_shape = _shape(Z.shape)
         return Z
 
-    def _backward_layers(self, dLdZ: Any) -> Any:
+    def _backward_layers(self, dLdZ: Any, input_grad: bool = True) -> Any:
+        """Backpropagate ``dLdZ`` from the last layer to the first; returns dL/dA.
+
+        ``input_grad=False`` (the input is data: nothing reads its gradient) stops at the
+        first layer with parameters and has it skip its own dL/dA where it can
+        (``needs_input_grad``, as PyTorch skips the gradient of an input that does not
+        require one); returns None then.
+        """
         _gradient_shape(self.name, dLdZ, "dLdZ", getattr(self, "_out_shape", None))
+        first = 0
+        if not input_grad:
+            layers = enumerate(self.layers)
+            trained = [i for i, layer in layers if getattr(layer, "param_names", ())]
+            if not trained:
+                return None
+            first = trained[0]
         grad = dLdZ
-        for i in range(len(self.layers) - 1, -1, -1):
+        for i in range(len(self.layers) - 1, first - 1, -1):
             layer = self.layers[i]
             with _layer_errors(self.name, f"layers[{i}] {layer!r}"):
-                grad = layer.backward(grad)
-        return grad
+                if i == first and not input_grad:
+                    grad = _backward_without_input_grad(layer, grad)
+                else:
+                    grad = layer.backward(grad)
+        return grad if input_grad else None
+
+
+def _backward_without_input_grad(layer: Any, grad: Any) -> Any:
+    """``layer.backward(grad)`` with the layer's ``needs_input_grad`` off for this call."""
+    if not hasattr(layer, "needs_input_grad"):
+        return layer.backward(grad)
+    saved = layer.needs_input_grad
+    layer.needs_input_grad = False
+    try:
+        return layer.backward(grad)
+    finally:
+        layer.needs_input_grad = saved

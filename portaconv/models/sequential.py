@@ -39,9 +39,14 @@ class Sequential(Model):
         """Each layer's output is the next one's input; returns the last output."""
         return self._forward_layers(A)
 
-    def backward(self, dLdZ: Any) -> Any:
-        """``dLdZ`` has the shape of the last forward output; returns the input's gradient."""
-        return self._backward_layers(dLdZ)
+    def backward(self, dLdZ: Any, input_grad: bool = True) -> Any:
+        """``dLdZ`` has the shape of the last forward output; returns the input's gradient.
+
+        ``input_grad=False`` when the input is data (the Trainer's call): every parameter's
+        gradient is computed as usual, but not dL/dA, which no one reads (the first layer
+        with parameters skips that product; the layers before it are not run); returns None.
+        """
+        return self._backward_layers(dLdZ, input_grad)
 
     def __len__(self) -> int:
         return len(self.layers)
