@@ -89,3 +89,24 @@ def test_conv_paths_runs_and_times_both_paths():
     for row in rows:
         times = [float(x) for part in row.split("|")[1:3] for x in part.split("/")]
         assert all(t > 0 for t in times), row
+
+
+def test_train_bench_quick_run_writes_complete_json(tmp_path):
+    """benchmarks/train_bench.py --quick: every zoo network trained on both sides, a ratio
+    per round, finite losses from both (each side really trained)."""
+    backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
+    report_path = tmp_path / "train.json"
+    script = RUN.parent / "train_bench.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--backend", backend, "--json", str(report_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert [r["model"] for r in report["results"]] == ["cnn", "lenet", "mlp"]
+    for r in report["results"]:
+        assert len(r["ratios"]) == report["rounds"] and all(x > 0 for x in r["ratios"])
+        assert r["min_ratio"] <= r["median_ratio"] <= r["max_ratio"]
+        assert all(math.isfinite(v) for v in r["last_loss"].values())
