@@ -358,8 +358,132 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "none.npz")
     path = save_checkpoint(tmp_path / "c.npz", _state(1))
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ValueError, match="not a readable portaconv checkpoint"):
+    with pytest.raises(ValueError, match="c.npz is damaged or not a portaconv checkpoint"):
         load_checkpoint(path)
+
+
+def _trained(out_dir, epochs=1):
+    """A Trainer of the two-layer network fitted ``epochs`` epochs, checkpoints in out_dir."""
+    rng = np.random.default_rng(0)
+    X, y = _blobs(rng, n=64)
+    portaconv.manual_seed(0)
+    model = build_model("two-layer", (2,), 3, hidden=8)
+    trainer = Trainer(model, SGD(model, 0.1), out_dir=out_dir, progress=False, log=lambda _: 0)
+    trainer.fit(DataLoader(X[:48], y[:48], 16), DataLoader(X[48:], y[48:], 16), epochs=epochs)
+    return trainer
+
+
+def _central_directory(path):
+    """Offsets of each member's central-directory record in the zip file ``path``."""
+    import struct
+    import zipfile
+
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        offset, count = archive.start_dir, len(archive.infolist())
+    records = []
+    for _ in range(count):
+        assert data[offset : offset + 4] == b"PK\x01\x02"
+        name, extra, comment = struct.unpack("<HHH", data[offset + 28 : offset + 34])
+        records.append(offset)
+        offset += 46 + name + extra + comment
+    return records
+
+
+# Byte edits of a member's central-directory record that zipfile answers with something other
+# than BadZipFile: (offset in the record, new byte, what zipfile raises).
+ZIP_EDITS = {
+    "version-needed": (6, 0xFF, "NotImplementedError"),
+    "encrypted-flag": (8, 0x01, "RuntimeError"),
+    "patched-data-flag": (8, 0x20, "NotImplementedError"),
+    "strong-encryption-flag": (8, 0x40, "NotImplementedError"),
+    "compression-method": (10, 0x63, "NotImplementedError"),
+}
+
+
+def damaged_copy(path, edit, member=0):
+    offset, value, _ = ZIP_EDITS[edit]
+    data = bytearray(path.read_bytes())
+    data[_central_directory(path)[member] + offset] = value
+    copy = path.with_name(f"{edit}-{member}.npz")
+    copy.write_bytes(bytes(data))
+    return copy
+
+
+@pytest.mark.parametrize("edit", sorted(ZIP_EDITS))
+def test_damaged_zip_headers_are_a_value_error(tmp_path, edit):
+    path = _trained(tmp_path).out_dir / "checkpoint.npz"
+    raised = {"RuntimeError": RuntimeError, "NotImplementedError": NotImplementedError}
+    for member in (0, -1):  # the first array and the metadata (written last)
+        damaged = damaged_copy(path, edit, member)
+        with pytest.raises(raised[ZIP_EDITS[edit][2]]):  # what NumPy alone would raise
+            with np.load(damaged, allow_pickle=False) as data:
+                [data[key] for key in data.files]
+        with pytest.raises(ValueError, match=rf"checkpoint .*{edit}-.*\.npz is damaged"):
+            load_checkpoint(damaged)
+
+
+def test_checkpoint_that_is_no_zip_or_a_directory_is_a_value_error(tmp_path):
+    path = tmp_path / "random.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(ValueError, match=r"not an \.npz \(zip\) file") as info:
+        load_checkpoint(path)
+    assert "pickle" not in str(info.value)  # no advice to unpickle an untrusted file
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"run is a directory, not a checkpoint file .*best\.npz"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_checkpoint_missing_a_member_names_it(tmp_path):
+    import zipfile
+
+    path = _trained(tmp_path).out_dir / "checkpoint.npz"
+    cut = tmp_path / "cut.npz"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(cut, "w") as target:
+        for info in source.infolist():
+            if info.filename != "model/0.W.npy":
+                target.writestr(info, source.read(info))
+    with pytest.raises(ValueError, match=r"lacks the array 'model/0\.W'"):
+        load_checkpoint(cut)
+
+
+@pytest.mark.parametrize(
+    "entry,value,message",
+    [
+        ("epoch", None, "lacks epoch"),
+        ("model", None, "lacks model"),
+        ("history", None, "lacks history"),
+        ("epoch", "2", "epoch is str '2', expected int"),
+        ("epoch", 5, "epoch 5 does not match its history of 2 epochs"),
+        ("rng", {"bit_generator": "nope"}, "random state rng is not usable"),
+        ("format", "other", "not a portaconv training checkpoint"),
+    ],
+)
+def test_restore_checks_the_whole_state_first(tmp_path, entry, value, message):
+    trainer = _trained(tmp_path, epochs=2)
+    state = load_checkpoint(tmp_path / "checkpoint.npz")
+    if value is None:
+        del state[entry]
+    else:
+        state[entry] = value
+    save_checkpoint(tmp_path / "checkpoint.npz", state)
+    fresh = _trained(tmp_path / "other", epochs=1)
+    before = {k: to_numpy(v).copy() for k, v in fresh.model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        fresh.restore(state)
+    assert fresh.epoch == 1  # untouched
+    for key, value in fresh.model.state_dict().items():
+        np.testing.assert_array_equal(to_numpy(value), before[key])
+    with pytest.raises(ValueError, match=rf"checkpoint {tmp_path / 'checkpoint.npz'}: .*{message}"):
+        trainer.resume()
+
+
+def test_resume_onto_a_directory_named_checkpoint_is_a_value_error(tmp_path):
+    (tmp_path / "checkpoint.npz").mkdir()
+    trainer = Trainer(build_model("two-layer", (2,), 3), None, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="checkpoint.npz is a directory"):
+        trainer.resume()
 
 
 # ---------------------------------------------------------------------------- command line

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,22 +52,60 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     return path
 
 
+# What reading a damaged zip can raise besides BadZipFile: an unknown compression method or
+# zip version (NotImplementedError), an "encrypted" flag (RuntimeError), a member named in
+# the central directory but absent (KeyError), bad sizes (OverflowError, struct.error).
+_DAMAGED = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    NotImplementedError,
+    OverflowError,
+    RuntimeError,
+    struct.error,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; arrays come back as NumPy."""
+    """Read a checkpoint written by :func:`save_checkpoint`; arrays come back as NumPy.
+
+    A missing file is a ``FileNotFoundError``; a directory, a file that is not a
+    portaconv checkpoint, or a damaged one is a ``ValueError`` that names the file."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.npz"))
+        hint = f" holding {', '.join(inside)}: pass one of them" if inside else ""
+        raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in _ZIP_MAGIC:
+        # Never let np.load go on to guess a .npy or a pickle: say what the file is not.
+        raise ValueError(
+            f"checkpoint {path} is not a portaconv checkpoint: not an .npz (zip) file "
+            f"(it starts with {magic!r})"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except _DAMAGED as exc:
         raise ValueError(
-            f"checkpoint {path} is not a readable portaconv checkpoint: {exc}"
+            f"checkpoint {path} is damaged or not a portaconv checkpoint: {exc}"
         ) from exc
     if _META not in arrays:
         raise ValueError(f"checkpoint {path} has no {_META} entry; was it written by portaconv?")
-    meta = json.loads(arrays.pop(_META).tobytes().decode())
-    return _join(meta, arrays)
+    try:
+        meta = json.loads(arrays.pop(_META).tobytes().decode())
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise ValueError(f"checkpoint {path}: its {_META} entry is not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint {path}: its {_META} entry is not a JSON object")
+    return _join(meta, arrays, path)
 
 
 def _split(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
@@ -85,13 +125,19 @@ def _split(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
     return value
 
 
-def _join(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+def _join(value: Any, arrays: dict[str, np.ndarray], path: Path) -> Any:
     if isinstance(value, dict):
         if set(value) == {_ARRAY}:
-            return arrays[value[_ARRAY]]
-        return {k: _join(v, arrays) for k, v in value.items()}
+            key = value[_ARRAY]
+            if not isinstance(key, str) or key not in arrays:
+                raise ValueError(
+                    f"checkpoint {path} is damaged: it lacks the array {key!r} its "
+                    f"{_META} entry names"
+                )
+            return arrays[key]
+        return {k: _join(v, arrays, path) for k, v in value.items()}
     if isinstance(value, list):
-        return [_join(v, arrays) for v in value]
+        return [_join(v, arrays, path) for v in value]
     return value
 
 

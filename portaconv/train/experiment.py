@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,11 @@ from ..backend import get_backend, manual_seed, set_backend
 from ..data import AUGMENTATIONS, DataLoader, Dataset, load_dataset, mean_std, train_val_split
 from ..layers import CrossEntropyLoss
 from ..models import build_model
+from ..models.zoo import MODELS
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
 from . import plots
 from .checkpoint import load_checkpoint
-from .trainer import Trainer
+from .trainer import Trainer, check_training_state
 
 _CNN = dict(
     model="cnn",
@@ -373,6 +376,66 @@ def _train_and_test(
     return summary, test["confusion"], data["classes"]
 
 
+def _is_count(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_numbers(values: Any) -> bool:
+    """A non-empty list of finite numbers."""
+
+    def finite(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    return isinstance(values, list) and len(values) > 0 and all(map(finite, values))
+
+
+#: What :func:`check_run_meta` asks of a checkpoint's metadata: (entry, what it must be, test).
+_META_ENTRIES: list[tuple[str, str, Callable[[Any], bool]]] = [
+    ("config", "the run's settings", lambda v: isinstance(v, dict)),
+    ("config.dataset", f"one of {sorted(RECIPES)}", lambda v: v in RECIPES),
+    ("config.seed", "a non-negative integer", lambda v: _is_count(v, 0)),
+    ("config.subset", "null or a positive integer", lambda v: v is None or _is_count(v)),
+    ("model", "the model's description", lambda v: isinstance(v, dict)),
+    ("model.name", f"one of {sorted(MODELS)}", lambda v: v in MODELS),
+    (
+        "model.input_shape",
+        "a list of positive integers",
+        lambda v: isinstance(v, list) and all(map(_is_count, v)),
+    ),
+    ("model.classes", "an integer of at least 2", lambda v: _is_count(v, 2)),
+    ("normalisation", "the input's mean and std", lambda v: isinstance(v, dict)),
+    ("normalisation.mean", "a list of numbers", _is_numbers),
+    ("normalisation.std", "a list of positive numbers", lambda v: _is_numbers(v) and min(v) > 0),
+    (
+        "fold",
+        "null or [index, k]",
+        lambda v: (
+            v is None or isinstance(v, list) and len(v) == 2 and all(map(_is_count, v, (0, 2)))
+        ),
+    ),
+]
+
+
+def check_run_meta(meta: dict[str, Any]) -> None:
+    """``ValueError`` unless a checkpoint's ``meta`` describes a run as :func:`run_experiment`
+    writes it (the settings, the model, the input normalisation), naming the first entry
+    that is missing or malformed."""
+    for entry, what, ok in _META_ENTRIES:
+        value = meta
+        for key in entry.split("."):
+            if not isinstance(value, dict) or key not in value:
+                raise ValueError(f"its metadata lacks {entry} ({what})")
+            value = value[key]
+        if not ok(value):
+            raise ValueError(f"its metadata's {entry} is {value!r:.60}, expected {what}")
+    norm = meta["normalisation"]
+    if len(norm["mean"]) != len(norm["std"]):
+        raise ValueError(
+            f"its metadata's normalisation has {len(norm['mean'])} means but "
+            f"{len(norm['std'])} standard deviations"
+        )
+
+
 def evaluate_checkpoint(
     path: str | Path,
     data_dir: str | None = None,
@@ -384,9 +447,12 @@ def evaluate_checkpoint(
     split of its dataset (standardised with the statistics stored in the checkpoint); a
     cross-validation fold's checkpoint is evaluated on its own held-out fold."""
     state = load_checkpoint(path)
-    meta = state.get("meta") or {}
-    if "model" not in meta or "config" not in meta:
-        raise ValueError(f"portaconv evaluate: {path} has no model description in its metadata")
+    try:
+        check_training_state(state)
+        check_run_meta(state["meta"])
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path}: {exc}") from exc
+    meta = state["meta"]
     if backend or device:
         set_backend(backend, device)
     config = meta["config"]

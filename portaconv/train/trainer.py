@@ -38,6 +38,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
 METRICS = "metrics.jsonl"
+FORMAT = "portaconv-checkpoint-1"  # the format entry of a training checkpoint
 
 
 class Trainer:
@@ -105,12 +106,7 @@ class Trainer:
         if resume:
             if self.out_dir is None:
                 raise ValueError("Trainer: resume=True needs out_dir, where the checkpoint is")
-            path = self.out_dir / CHECKPOINT
-            if path.is_file():
-                self.restore(load_checkpoint(path))
-                self.log(f"resumed from {path} after epoch {self.epoch}")
-            else:
-                self.log(f"no checkpoint at {path}; starting from scratch")
+            self.resume()
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             # A fresh run starts a fresh log; a resumed one rewrites it from the checkpoint's
@@ -130,6 +126,23 @@ class Trainer:
             if self.out_dir is not None:
                 self._save_epoch(record)
         return self.history
+
+    def resume(self) -> bool:
+        """Load ``out_dir/checkpoint.npz`` if there is one; whether there was.
+
+        A damaged checkpoint, or one that is not a training checkpoint, is a ``ValueError``
+        naming the file; so is a directory in its place."""
+        path = self.out_dir / CHECKPOINT
+        if not path.exists():
+            self.log(f"no checkpoint at {path}; starting from scratch")
+            return False
+        state = load_checkpoint(path)  # a directory or a damaged file: ValueError
+        try:
+            self.restore(state)
+        except ValueError as exc:
+            raise ValueError(f"checkpoint {path}: {exc}") from exc
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+        return True
 
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         if hasattr(loader, "set_epoch"):
@@ -215,7 +228,7 @@ class Trainer:
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything a resumed run needs, as :func:`save_checkpoint` stores it."""
         return {
-            "format": "portaconv-checkpoint-1",
+            "format": FORMAT,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -229,11 +242,11 @@ class Trainer:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Load a checkpoint's state (from :func:`load_checkpoint`) into this trainer."""
-        if state.get("format") != "portaconv-checkpoint-1":
-            raise ValueError(
-                f"Trainer: not a portaconv training checkpoint (format {state.get('format')!r})"
-            )
+        """Load a checkpoint's state (from :func:`load_checkpoint`) into this trainer.
+
+        The whole state is checked first: a missing or malformed entry is a ``ValueError``
+        that names it, and leaves the trainer as it was."""
+        check_training_state(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
@@ -271,6 +284,52 @@ class Trainer:
             names = list(classes) or [str(i) for i in range(confusion.shape[0])]
             written += plots.plot_confusion(confusion, names, self.out_dir / "confusion_matrix.png")
         return written
+
+
+#: The entries of a training checkpoint (:meth:`Trainer.checkpoint_state`) and their types.
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "model": (dict,),
+    "optimizer": (dict,),
+    "scheduler": (dict, type(None)),
+    "rng": (dict,),
+    "history": (list,),
+    "train_seconds": (int, float),
+    "train_images": (int,),
+    "meta": (dict,),
+}
+
+
+def check_training_state(state: Any) -> None:
+    """``ValueError`` unless ``state`` has every entry of a training checkpoint, typed as
+    :meth:`Trainer.checkpoint_state` writes it (what a damaged or foreign file lacks)."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"not a portaconv training checkpoint (format {found!r}, expected {FORMAT!r})"
+        )
+    missing = [name for name in _STATE_TYPES if name not in state]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {', '.join(missing)}")
+    for name, types in _STATE_TYPES.items():
+        value = state[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(
+                f"the checkpoint's {name} is {type(value).__name__} {value!r:.60}, "
+                f"expected {expected}"
+            )
+    if state["epoch"] < 0 or len(state["history"]) != state["epoch"]:
+        raise ValueError(
+            f"the checkpoint's epoch {state['epoch']} does not match its history of "
+            f"{len(state['history'])} epochs"
+        )
+    if not all(isinstance(record, dict) for record in state["history"]):
+        raise ValueError("the checkpoint's history holds entries that are not records")
+    try:
+        np.random.default_rng().bit_generator.state = state["rng"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"the checkpoint's random state rng is not usable ({exc!r})") from None
 
 
 def _correct(Z: Any, y: Any) -> Any:
