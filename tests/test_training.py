@@ -554,11 +554,11 @@ def test_cli_cross_validation_tests_every_sample_once(bk, tmp_path, capsys):
     assert (evaluated["fold"], evaluated["test_images"]) == ([1, 3], 50)
     assert evaluated["test_accuracy"] == pytest.approx(folds[1]["test_accuracy"], abs=1e-12)
 
-    assert main(["train", "--dataset", "fashion-mnist", "--folds", "3"]) == 1
+    assert main(["train", "--dataset", "fashion-mnist", "--folds", "3"]) == 2
     assert "cross-validates only the data sets without an official test split" in (
         capsys.readouterr().err
     )
-    assert main(["train", "--dataset", "iris", "--folds", "0"]) == 1
+    assert main(["train", "--dataset", "iris", "--folds", "0"]) == 2
     assert "folds must be a positive integer, got 0" in capsys.readouterr().err
 
 
@@ -604,9 +604,9 @@ def test_cli_errors_are_one_clear_line(bk, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PORTACONV_DATA", raising=False)
-    assert main(["train", "--resume"]) == 1
+    assert main(["train", "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.npz")]) == 1
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--dataset", "nope"])
@@ -624,7 +624,7 @@ def test_cli_errors_are_one_clear_line(bk, tmp_path, capsys, monkeypatch):
                 str(tmp_path / "r"),
             ]
         )
-        == 1
+        == 2
     )
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 

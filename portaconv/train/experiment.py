@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -22,15 +23,16 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..backend import get_backend, manual_seed, set_backend
+from ..backend import BackendUnavailableError, get_backend, manual_seed, set_backend
 from ..data import AUGMENTATIONS, DataLoader, Dataset, load_dataset, mean_std, train_val_split
 from ..layers import CrossEntropyLoss
+from ..layers._base import check_int
 from ..models import build_model
 from ..models.zoo import MODELS
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
 from . import plots
 from .checkpoint import load_checkpoint
-from .trainer import Trainer, check_training_state
+from .trainer import CHECKPOINT, Trainer, check_training_state
 
 _CNN = dict(
     model="cnn",
@@ -74,11 +76,26 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("cosine", "step", "exponential", "none")
 
 
+#: The defaults of the settings that no recipe sets.
+DEFAULTS: dict[str, Any] = dict(
+    dataset="digits",
+    momentum=0.9,
+    label_smoothing=0.0,
+    scheduler="cosine",
+    warmup_epochs=0,
+    val_fraction=0.1,
+    seed=0,
+)
+
+_WHO = "portaconv train"
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything that defines a run; ``None`` fields take the dataset's recipe."""
+    """Everything that defines a run; ``None`` fields take the dataset's recipe
+    (:data:`RECIPES`) or the default (:data:`DEFAULTS`), ``patience`` None: no early stop."""
 
-    dataset: str = "digits"
+    dataset: str | None = None
     model: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -86,13 +103,14 @@ class TrainConfig:
     optimizer: str | None = None
     augment: str | None = None
     folds: int | None = None
-    momentum: float = 0.9
+    momentum: float | None = None
     weight_decay: float | None = None
-    label_smoothing: float = 0.0
-    scheduler: str = "cosine"
-    warmup_epochs: int = 0
-    val_fraction: float = 0.1
-    seed: int = 0
+    label_smoothing: float | None = None
+    scheduler: str | None = None
+    warmup_epochs: int | None = None
+    val_fraction: float | None = None
+    seed: int | None = None
+    patience: int | None = None
     backend: str | None = None
     device: str | None = None
     dtype: str | None = None
@@ -104,47 +122,120 @@ class TrainConfig:
     progress: bool = True
 
     def resolved(self) -> TrainConfig:
-        if self.dataset not in RECIPES:
-            raise ValueError(
-                f"portaconv train: unknown dataset {self.dataset!r}; choose one of "
-                f"{sorted(RECIPES)}"
-            )
-        recipe = RECIPES[self.dataset]
-        filled = {k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in recipe}
+        """A copy with every ``None`` setting filled in and every setting checked: a
+        ``ValueError`` (``TypeError`` for a wrong type) names the option and the value."""
+        dataset = DEFAULTS["dataset"] if self.dataset is None else self.dataset
+        _check_choice("--dataset", dataset, RECIPES)
+        defaults = {**DEFAULTS, **RECIPES[dataset]}
+        filled = {
+            k: (v if getattr(self, k) is None else getattr(self, k)) for k, v in defaults.items()
+        }
         config = dataclasses.replace(self, **filled)
-        if config.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"portaconv train: unknown optimizer {config.optimizer!r}; choose one of "
-                f"{list(OPTIMIZERS)}"
-            )
-        if config.augment not in AUGMENTATIONS:
-            raise ValueError(
-                f"portaconv train: unknown augmentation {config.augment!r}; choose one of "
-                f"{list(AUGMENTATIONS)}"
-            )
-        if config.scheduler not in SCHEDULERS:
-            raise ValueError(
-                f"portaconv train: unknown scheduler {config.scheduler!r}; choose one of "
-                f"{list(SCHEDULERS)}"
-            )
-        if isinstance(config.folds, bool) or not isinstance(config.folds, int) or config.folds < 1:
-            raise ValueError(
-                f"portaconv train: folds must be a positive integer, got {config.folds!r}"
-            )
-        if config.folds > 1 and config.dataset not in CROSS_VALIDATED:
-            raise ValueError(
-                f"portaconv train: --folds {config.folds} cross-validates only the data sets "
-                f"without an official test split ({', '.join(CROSS_VALIDATED)}); "
-                f"{config.dataset} has one: use --folds 1"
-            )
-        if not 0 <= config.val_fraction < 1:
-            raise ValueError(
-                f"portaconv train: val_fraction must lie in [0, 1), got {config.val_fraction}"
-            )
+        config.check()
         if config.out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            config.out = str(Path("runs") / f"{config.dataset}-{config.model}-{stamp}")
+            config.out = _unused(Path("runs") / f"{config.dataset}-{config.model}-{stamp}")
         return config
+
+    def check(self) -> None:
+        """Check every setting that is set (see :meth:`resolved`)."""
+        _check_choice("--model", self.model, MODELS)
+        _check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("--augment", self.augment, AUGMENTATIONS)
+        _check_choice("--scheduler", self.scheduler, SCHEDULERS)
+        for option, minimum in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("folds", 1),
+            ("warmup_epochs", 0),
+            ("seed", 0),
+            ("patience", 1),
+            ("subset", 1),
+        ):
+            if getattr(self, option) is not None:
+                check_int(_WHO, _flag(option), getattr(self, option), minimum)
+        for option, low, high in (
+            ("lr", 0.0, None),
+            ("momentum", 0.0, 1.0),
+            ("weight_decay", 0.0, None),
+            ("label_smoothing", 0.0, 1.0),
+            ("val_fraction", 0.0, 1.0),
+        ):
+            _check_real(option, getattr(self, option), low, high, open_low=option == "lr")
+        if self.folds is not None and self.folds > 1 and self.dataset not in CROSS_VALIDATED:
+            raise ValueError(
+                f"{_WHO}: --folds {self.folds} cross-validates only the data sets without an "
+                f"official test split ({', '.join(CROSS_VALIDATED)}); {self.dataset} has one: "
+                "use --folds 1"
+            )
+        if self.scheduler == "cosine" and None not in (self.warmup_epochs, self.epochs):
+            if self.warmup_epochs >= self.epochs:
+                raise ValueError(
+                    f"{_WHO}: --warmup-epochs {self.warmup_epochs} must be smaller than "
+                    f"--epochs {self.epochs}"
+                )
+        if self.patience is not None and self.val_fraction == 0:
+            raise ValueError(
+                f"{_WHO}: --patience watches the validation accuracy, and --val-fraction 0 "
+                "holds out no validation images"
+            )
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"{_WHO}: --out {self.out} is a file; the run needs a directory")
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _check_choice(option: str, value: Any, choices: Any) -> None:
+    if value is not None and value not in choices:
+        raise ValueError(f"{_WHO}: unknown {option} {value!r}; choose one of {sorted(choices)}")
+
+
+def _check_real(
+    option: str, value: Any, low: float, high: float | None, open_low: bool = False
+) -> None:
+    """``value`` (if set) is a real number in [low, high), or (low, high) with ``open_low``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{_WHO}: {_flag(option)} must be a number, got {type(value).__name__}")
+    too_low = value <= low if open_low else value < low
+    if not math.isfinite(value) or too_low or (high is not None and value >= high):
+        bound = f"({low:g}" if open_low else f"[{low:g}"
+        bound += f", {high:g})" if high is not None else ", infinity)"
+        raise ValueError(f"{_WHO}: {_flag(option)} must lie in {bound}, got {value:g}")
+
+
+def _unused(path: Path) -> str:
+    """``path``, or ``path-2``, ``path-3``, ... if it exists (two runs in the same second)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return str(candidate)
+
+
+def choose_backend(
+    backend: str | None = None, device: str | None = None, dtype: str | None = None
+) -> None:
+    """Make the named backend, device and dtype the active ones (None: keep the current).
+
+    A device the backend's library cannot parse is a ``ValueError`` in portaconv's words
+    (torch raises a ``RuntimeError`` for ``torch.device("bogus")``)."""
+    if backend is None and device is None and dtype is None:
+        return
+    try:
+        set_backend(backend, device, dtype)
+    except BackendUnavailableError:
+        raise  # a RuntimeError too, with its own words
+    except RuntimeError as exc:
+        if device is None:
+            raise
+        name = backend or get_backend().name
+        raise ValueError(
+            f"--device {device!r} is not a device the {name} backend knows (e.g. cpu, cuda, cuda:1)"
+        ) from exc
 
 
 def load_split(
@@ -174,11 +265,19 @@ def prepare_data(
         X_train, y_train = X_train[: config.subset], y_train[: config.subset]
         X_test, y_test = X_test[: config.subset], y_test[: config.subset]
     val = None
+    images = len(y_train)
     if config.val_fraction > 0:
         X_train, y_train, X_val, y_val = train_val_split(
             X_train, y_train, config.val_fraction, config.seed
         )
         val = (X_val, y_val)
+    if len(y_train) < 2 or (val is not None and len(val[1]) == 0):
+        held = "" if val is None else f" and {len(val[1])} to validate on"
+        raise ValueError(
+            f"{_WHO}: {images} training images are too few: they leave {len(y_train)} to "
+            f"train on{held} (--val-fraction {config.val_fraction:g} of each class, and each "
+            "class keeps one training image); use a larger --subset"
+        )
     mean, std = (a.ravel().tolist() for a in mean_std(X_train))
     return {
         "train": (normalise(X_train, mean, std), y_train),
@@ -219,7 +318,9 @@ def make_scheduler(config: TrainConfig, optimizer: Any) -> Any:
     return None
 
 
-def run_experiment(config: TrainConfig, log: Any = None) -> dict[str, Any]:
+def run_experiment(
+    config: TrainConfig, log: Any = None, command: str | None = None
+) -> dict[str, Any]:
     """Train as ``config`` says; returns the summary that is also written to summary.json.
 
     With ``folds`` k > 1, trains k models, model i on every fold but fold i, in ``out/fold-i``,
@@ -227,14 +328,25 @@ def run_experiment(config: TrainConfig, log: Any = None) -> dict[str, Any]:
     sample once (out-of-fold), ``fold_test_accuracy`` lists the folds'.
     """
     config = config.resolved()
-    if config.backend or config.device or config.dtype:
-        set_backend(config.backend, config.device, config.dtype)
+    if not config.resume:
+        _refuse_to_overwrite(Path(config.out))
+    choose_backend(config.backend, config.device, config.dtype)
     if config.folds == 1:
-        summary, confusion, _ = _train_and_test(config, None, log)
+        summary, confusion, _ = _train_and_test(config, None, log, command)
     else:
-        summary, confusion = _cross_validate(config, log)
+        summary, confusion = _cross_validate(config, log, command)
     _write_results(Path(config.out), summary, confusion)
     return summary
+
+
+def _refuse_to_overwrite(out: Path) -> None:
+    """A fresh run never replaces another run's checkpoints."""
+    for checkpoint in [out / CHECKPOINT, *sorted(out.glob(f"fold-*/{CHECKPOINT}"))]:
+        if checkpoint.exists():
+            raise ValueError(
+                f"{_WHO}: --out {out} already holds a run ({checkpoint}); continue it with "
+                "--resume, or choose another --out"
+            )
 
 
 def _write_results(out: Path, summary: dict[str, Any], confusion: np.ndarray) -> None:
@@ -242,13 +354,15 @@ def _write_results(out: Path, summary: dict[str, Any], confusion: np.ndarray) ->
     (out / "confusion_matrix.json").write_text(json.dumps(confusion.tolist()) + "\n")
 
 
-def _cross_validate(config: TrainConfig, log: Any) -> tuple[dict[str, Any], np.ndarray]:
+def _cross_validate(
+    config: TrainConfig, log: Any, command: str | None
+) -> tuple[dict[str, Any], np.ndarray]:
     """k runs, run i in ``out/fold-i`` tested on fold i; one summary over every sample."""
     k = config.folds
     runs, confusion = [], 0
     for i in range(k):
         fold_config = dataclasses.replace(config, out=str(Path(config.out) / f"fold-{i}"))
-        summary, fold_confusion, classes = _train_and_test(fold_config, (i, k), log)
+        summary, fold_confusion, classes = _train_and_test(fold_config, (i, k), log, command)
         _write_results(Path(fold_config.out), summary, fold_confusion)
         runs.append(summary)
         confusion = confusion + fold_confusion
@@ -323,7 +437,7 @@ def train_model(
 
 
 def _train_and_test(
-    config: TrainConfig, fold: tuple[int, int] | None, log: Any
+    config: TrainConfig, fold: tuple[int, int] | None, log: Any, command: str | None = None
 ) -> tuple[dict[str, Any], np.ndarray, list[str]]:
     """One run of a resolved config: fit on the training split (or on every fold but
     ``fold=(i, k)``'s), score on the test split (fold ``i``). Returns the summary, the test
@@ -370,7 +484,7 @@ def _train_and_test(
         "parameters": int(sum(int(np.prod(p.shape)) for p in trainer.model.parameters().values())),
         "portaconv": __version__,
         "python": platform.python_version(),
-        "command": " ".join(["portaconv", *sys.argv[1:]]),
+        "command": command or shlex.join(["portaconv", *sys.argv[1:]]),
         "out": str(out),
     }
     return summary, test["confusion"], data["classes"]
@@ -453,8 +567,7 @@ def evaluate_checkpoint(
     except ValueError as exc:
         raise ValueError(f"checkpoint {path}: {exc}") from exc
     meta = state["meta"]
-    if backend or device:
-        set_backend(backend, device)
+    choose_backend(backend, device)
     config = meta["config"]
     data_dir = data_dir or config.get("data_dir")
     data = load_split(config["dataset"], meta.get("fold"), config.get("seed", 0), data_dir)

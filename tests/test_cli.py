@@ -1,0 +1,127 @@
+"""The ``portaconv`` command's answers to mistakes: one line on stderr and exit status 2 for a
+user's mistake or a damaged file, a traceback for a bug, and the files a run leaves behind.
+
+Oracles: the messages name the option or file and the value; where numbers are concerned
+(learning rates, early stopping) they are computed here from the formula, not by the code
+under test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from portaconv.cli import main
+from portaconv.train import experiment
+
+
+def fails(capsys, argv, *expected, command="train"):
+    """Run ``portaconv ARGV``: status 2 and one line on stderr containing ``expected``."""
+    status = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"portaconv {command}: error: "), err
+    assert lines[0].count("portaconv") == 1, err  # the library's words are not prefixed twice
+    for part in expected:
+        assert part in lines[0], err
+    return lines[0]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """The test runs in an empty directory (a default run directory would land here)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# ------------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--subset", "0"], "--subset must be a positive integer, got 0"),
+        (["--subset", "-5"], "--subset must be a positive integer, got -5"),
+        (["--lr", "0"], "--lr must lie in (0, infinity), got 0"),
+        (["--lr", "nan"], "--lr must lie in (0, infinity), got nan"),
+        (["--momentum", "1.5"], "--momentum must lie in [0, 1), got 1.5"),
+        (["--label-smoothing", "-0.1"], "--label-smoothing must lie in [0, 1), got -0.1"),
+        (["--val-fraction", "1"], "--val-fraction must lie in [0, 1), got 1"),
+        (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+        (["--warmup-epochs", "3", "--epochs", "3"], "--warmup-epochs 3 must be smaller than"),
+        (["--patience", "0"], "--patience must be a positive integer, got 0"),
+        (["--patience", "2", "--val-fraction", "0"], "--patience watches the validation"),
+    ],
+)
+def test_bad_settings_are_one_line_and_leave_no_run_directory(in_tmp, capsys, argv, expected):
+    fails(capsys, ["train", *argv, "--out", "run"], expected)
+    assert not (in_tmp / "run").exists()
+    fails(capsys, ["train", *argv], expected)  # the default run directory
+    assert not (in_tmp / "runs").exists()
+
+
+def test_out_that_is_a_file_is_refused(in_tmp, capsys):
+    (in_tmp / "taken").write_text("mine")
+    fails(capsys, ["train", "--out", "taken"], "--out taken is a file")
+    assert (in_tmp / "taken").read_text() == "mine"
+
+
+@pytest.mark.parametrize("subset", ["3", "12"])
+def test_subset_too_small_to_split_says_so(in_tmp, capsys, subset):
+    line = fails(capsys, ["train", "--subset", subset, "--out", "run"], "too few")
+    assert f"{subset} training images" in line and "use a larger --subset" in line
+
+
+def test_subset_just_large_enough_trains(bk, in_tmp, capsys):
+    # 20 digits: every class of the first 20 has at least two images, so each keeps one in
+    # training and gives one to validation, and training batches are never of one image
+    assert main(["train", "--subset", "20", "--val-fraction", "0.5", "--epochs", "1",
+                 "--out", "run", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+
+
+def test_unknown_device_is_one_line(in_tmp, capsys):
+    fails(
+        capsys,
+        ["train", "--backend", "torch", "--device", "bogus", "--out", "run"],
+        "--device 'bogus' is not a device the torch backend knows",
+    )
+    assert not (in_tmp / "run").exists()
+
+
+def test_a_finished_run_is_not_overwritten(bk, in_tmp, capsys):
+    argv = ["train", "--dataset", "iris", "--folds", "1", "--epochs", "1", "--out", "run"]
+    assert main([*argv, "--no-progress"]) == 0
+    capsys.readouterr()
+    before = (in_tmp / "run" / "checkpoint.npz").read_bytes()
+    fails(capsys, argv, "--out run already holds a run", "--resume")
+    assert (in_tmp / "run" / "checkpoint.npz").read_bytes() == before
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def broken(config, log=None, command=None):
+        raise TypeError("unsupported format string passed to NoneType.__format__")
+
+    monkeypatch.setattr(experiment, "run_experiment", broken)
+    with pytest.raises(TypeError, match="NoneType"):
+        main(["train"])
+
+
+def test_exit_status_and_stderr_of_the_real_command(in_tmp):
+    done = subprocess.run(
+        [sys.executable, "-m", "portaconv", "train", "--batch-size", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "portaconv train: error: --batch-size must be a positive integer, got 0"
+    ]
+    assert not (in_tmp / "runs").exists()
