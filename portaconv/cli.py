@@ -15,11 +15,13 @@ import os
 import platform
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
 from .backend import BACKENDS, DTYPES, BackendUnavailableError, get_backend, make_backend
+from .train._json import dumps
 
 #: Exit statuses of the ``portaconv`` command (README, "Exit status").
 EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -38,12 +40,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     args.argv = argv
+    from .train import TrainingDivergedError
+
     try:
         return args.run(args)
     except (ValueError, OSError, BackendUnavailableError) as exc:
         message = _one_line(exc).removeprefix(f"portaconv {args.command}: ")
         print(f"portaconv {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingDivergedError as exc:
+        print(f"portaconv {args.command}: stopped: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         print(
             f"\nportaconv {args.command}: interrupted; the last checkpoint is intact "
@@ -279,7 +286,10 @@ def _train(args: argparse.Namespace) -> int:
         subset=args.subset,
         progress=not args.no_progress,
     )
-    summary = run_experiment(config, command=shlex.join(["portaconv", *args.argv]))
+    with warnings.catch_warnings():
+        # A diverging run overflows on its way to NaN; the trainer reports that in one line.
+        warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
+        summary = run_experiment(config, command=shlex.join(["portaconv", *args.argv]))
     scored = f"{summary['test_images']} images"
     if summary["folds"] > 1:
         scored += f", out-of-fold over {summary['folds']} folds"
@@ -306,7 +316,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(
         args.checkpoint, args.data_dir, args.backend, args.device, args.subset
     )
-    print(json.dumps(result, indent=2))
+    print(dumps(result, indent=2))
     return EXIT_OK
 
 

@@ -8,13 +8,17 @@ under test.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from portaconv.cli import main
-from portaconv.train import experiment
+from portaconv.train import experiment, load_checkpoint
+
+from .test_training import strict_json
 
 
 def fails(capsys, argv, *expected, command="train"):
@@ -125,3 +129,29 @@ def test_exit_status_and_stderr_of_the_real_command(in_tmp):
         "portaconv train: error: --batch-size must be a positive integer, got 0"
     ]
     assert not (in_tmp / "runs").exists()
+
+
+def test_a_diverging_run_stops_with_status_3(bk, in_tmp, capsys):
+    argv = ["train", "--optimizer", "sgd", "--lr", "1e6", "--subset", "300", "--epochs", "4"]
+    assert main([*argv, "--out", "run", "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "RuntimeWarning" not in err
+    last = err.strip().splitlines()[-1]
+    found = re.fullmatch(
+        r"portaconv train: stopped: training diverged in epoch (\d): .*nan.* at learning rate "
+        r"\S+; (.*)\. Try a smaller learning rate",
+        last,
+    )
+    assert found, last
+    diverged, kept = int(found[1]), found[2]
+    run = in_tmp / "run"
+    if diverged == 1:
+        assert kept == "nothing was saved" and not (run / "checkpoint.npz").exists()
+    else:
+        assert kept == f"run/checkpoint.npz keeps epoch {diverged - 1}, the last finite one"
+        state = load_checkpoint(run / "checkpoint.npz")
+        assert state["epoch"] == diverged - 1
+        assert all(np.isfinite(v).all() for v in state["model"].values())
+    assert not (run / "summary.json").exists()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [strict_json(line)["epoch"] for line in lines] == list(range(1, diverged))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import signal
 import subprocess
@@ -36,7 +37,7 @@ from portaconv.layers import (
 )
 from portaconv.models import CNN, MLP, CNN_SimpleScanningMLP, Sequential, build_model
 from portaconv.optim import SGD, Adam, CosineAnnealingLR
-from portaconv.train import Trainer, load_checkpoint, save_checkpoint
+from portaconv.train import Trainer, TrainingDivergedError, load_checkpoint, save_checkpoint
 from portaconv.train import checkpoint as checkpoint_module
 
 from .helpers import assert_close, on, rounded, torch_reference
@@ -258,6 +259,68 @@ def test_trainer_refuses_bad_arguments(bk):
         Trainer(model, SGD(model, 0.1)).fit([], epochs=-1)
     with pytest.raises(ValueError, match="Trainer: resume=True needs out_dir"):
         Trainer(model, SGD(model, 0.1)).fit([], epochs=1, resume=True)
+
+
+class _Poisoned:
+    """A loader whose batches turn to NaN from epoch ``epoch`` (0-based) on."""
+
+    def __init__(self, loader, epoch):
+        self.loader, self.poison_from, self.epoch = loader, epoch, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for X, y in self.loader:
+            yield (X * float("nan") if self.epoch >= self.poison_from else X), y
+
+
+def strict_json(text):
+    """Parse ``text`` as RFC 8259 JSON: NaN, Infinity and -Infinity are refused."""
+
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(bk, rng, tmp_path):
+    X, y = _blobs(rng, n=64)
+    portaconv.manual_seed(0)
+    model = build_model("two-layer", (2,), 3, hidden=8)
+    trainer = Trainer(model, SGD(model, 0.1), out_dir=tmp_path, progress=False, log=lambda _: 0)
+    loader = _Poisoned(DataLoader(X, y, 16, shuffle=True), epoch=1)
+    with pytest.raises(TrainingDivergedError) as info:
+        trainer.fit(loader, DataLoader(X, y, 16), epochs=4)
+    message = str(info.value)
+    assert message.startswith("training diverged in epoch 2: train loss nan")
+    assert f"{tmp_path / 'checkpoint.npz'} keeps epoch 1, the last finite one" in message
+    state = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert state["epoch"] == 1
+    assert all(np.isfinite(v).all() for v in state["model"].values())
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [strict_json(line)["epoch"] for line in lines] == [1]
+
+
+def test_divergence_in_the_first_epoch_saves_nothing(bk, rng, tmp_path):
+    X, y = _blobs(rng, n=32)
+    model = build_model("two-layer", (2,), 3, hidden=8)
+    trainer = Trainer(model, SGD(model, 0.1), out_dir=tmp_path, progress=False, log=lambda _: 0)
+    with pytest.raises(TrainingDivergedError, match="epoch 1: .*; nothing was saved"):
+        trainer.fit(_Poisoned(DataLoader(X, y, 16), epoch=0), epochs=2)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_json_files_are_strict():
+    from portaconv.train._json import dumps
+
+    value = {"a": float("nan"), "b": [np.float32("inf"), -math.inf, 1.5], "c": (np.int64(2),)}
+    assert dumps(value) == '{"a": null, "b": [null, null, 1.5], "c": [2]}'
+    assert strict_json(dumps(value)) == {"a": None, "b": [None, None, 1.5], "c": [2]}
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -25,6 +25,7 @@ import array_api_compat
 import numpy as np
 
 from ..backend import to_numpy
+from ._json import dumps
 
 _META = "__meta__"
 _ARRAY = "__array__"
@@ -35,7 +36,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     meta = _split(state, "", arrays)
-    payload = json.dumps(meta).encode()
+    payload = dumps(meta).encode()  # strict JSON: a NaN in the history is stored as null
     arrays[_META] = np.frombuffer(payload, dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

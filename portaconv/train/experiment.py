@@ -10,7 +10,6 @@ rebuilds the model from a checkpoint alone and evaluates it again.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import platform
 import shlex
@@ -31,6 +30,7 @@ from ..models import build_model
 from ..models.zoo import MODELS
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
 from . import plots
+from ._json import dumps
 from .checkpoint import load_checkpoint
 from .trainer import CHECKPOINT, Trainer, check_training_state
 
@@ -350,8 +350,8 @@ def _refuse_to_overwrite(out: Path) -> None:
 
 
 def _write_results(out: Path, summary: dict[str, Any], confusion: np.ndarray) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "confusion_matrix.json").write_text(json.dumps(confusion.tolist()) + "\n")
+    (out / "summary.json").write_text(dumps(summary, indent=2) + "\n")
+    (out / "confusion_matrix.json").write_text(dumps(confusion.tolist()) + "\n")
 
 
 def _cross_validate(

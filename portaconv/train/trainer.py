@@ -19,7 +19,6 @@ the checkpoint of epoch ``e`` continues exactly as the uninterrupted run would h
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -33,12 +32,17 @@ from array_api_compat import array_namespace
 from ..backend import get_rng_state, set_rng_state, to_numpy
 from ..layers import CrossEntropyLoss
 from . import plots
+from ._json import dumps
 from .checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
 METRICS = "metrics.jsonl"
 FORMAT = "portaconv-checkpoint-1"  # the format entry of a training checkpoint
+
+
+class TrainingDivergedError(ArithmeticError):
+    """The loss or the weights stopped being finite; the epoch was not saved."""
 
 
 class Trainer:
@@ -111,13 +115,14 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             # A fresh run starts a fresh log; a resumed one rewrites it from the checkpoint's
             # history, dropping any epoch logged after the checkpoint was written.
-            (self.out_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            (self.out_dir / METRICS).write_text("".join(dumps(r) + "\n" for r in self.history))
         while self.epoch < epochs:
             record = self._train_epoch(train_loader, epochs)
             if val_loader is not None:
                 val = self.evaluate(val_loader)
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             record["lr"] = float(self.optimizer.lr)
+            self._stop_if_diverged(record)
             if self.scheduler is not None:
                 self.scheduler.step()
             self.epoch += 1
@@ -175,11 +180,13 @@ class Trainer:
                 )
             if bar is not None:
                 bar.update(1)
-        mean_loss = float(total_loss) / seen if seen else math.nan
-        accuracy = float(total_correct) / seen if seen else math.nan
-        seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
+        if not seen:
+            raise ValueError("Trainer.fit: the training loader yielded no batches")
+        mean_loss = float(total_loss) / seen
+        accuracy = float(total_correct) / seen
+        seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self.train_images += seen
         return {
@@ -187,7 +194,7 @@ class Trainer:
             "train_loss": mean_loss,
             "train_accuracy": accuracy,
             "seconds": seconds,
-            "images_per_second": seen / seconds if seconds > 0 else math.nan,
+            "images_per_second": seen / seconds if seconds > 0 else None,
         }
 
     # -------------------------------------------------------------------------- evaluation
@@ -258,9 +265,32 @@ class Trainer:
         self.train_images = int(state["train_images"])
         self.best_val_accuracy = state.get("best_val_accuracy")
 
+    def _stop_if_diverged(self, record: dict[str, Any]) -> None:
+        """Raise :class:`TrainingDivergedError` if the epoch's losses or the weights are not
+        finite, before anything of the epoch is saved."""
+        bad = [
+            f"{name.replace('_', ' ')} {record[name]}"
+            for name in ("train_loss", "val_loss")
+            if name in record and not math.isfinite(record[name])
+        ]
+        for name, value in self.model.parameters().items():
+            xp = array_namespace(value)
+            if not bool(xp.all(xp.isfinite(value))):
+                bad.append(f"weights {name} not finite")
+                break
+        if not bad:
+            return
+        kept = "nothing was saved"
+        if self.out_dir is not None and self.epoch > 0:
+            kept = f"{self.out_dir / CHECKPOINT} keeps epoch {self.epoch}, the last finite one"
+        raise TrainingDivergedError(
+            f"training diverged in epoch {record['epoch']}: {', '.join(bad)} at learning rate "
+            f"{record['lr']:.3g}; {kept}. Try a smaller learning rate"
+        )
+
     def _save_epoch(self, record: dict[str, Any]) -> None:
         with open(self.out_dir / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps(record) + "\n")
         val = record.get("val_accuracy")
         improved = val is not None and (
             self.best_val_accuracy is None or val > self.best_val_accuracy
@@ -350,10 +380,9 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     )
     if "val_accuracy" in record:
         line += f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
-    return line + (
-        f"  lr {record['lr']:.3g}  {record['seconds']:.1f}s "
-        f"({record['images_per_second']:.0f} img/s)"
-    )
+    speed = record.get("images_per_second")
+    speed = "n/a" if speed is None else f"{speed:.0f}"
+    return line + f"  lr {record['lr']:.3g}  {record['seconds']:.1f}s ({speed} img/s)"
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
