@@ -155,3 +155,19 @@ def test_a_diverging_run_stops_with_status_3(bk, in_tmp, capsys):
     assert not (run / "summary.json").exists()
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [strict_json(line)["epoch"] for line in lines] == list(range(1, diverged))
+
+
+def test_patience_stops_a_run_early(bk, in_tmp, capsys):
+    argv = ["train", "--dataset", "iris", "--folds", "1", "--epochs", "60", "--patience", "3"]
+    assert main([*argv, "--out", "run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    summary = strict_json((in_tmp / "run" / "summary.json").read_text())
+    records = [strict_json(line) for line in (in_tmp / "run" / "metrics.jsonl").open()]
+    accuracies = [r["val_accuracy"] for r in records]
+    # oracle: the first best epoch, and the run ends 3 epochs after it
+    best_epoch = accuracies.index(max(accuracies)) + 1
+    assert summary["stopped_early"] and summary["patience"] == 3
+    assert summary["epochs"] == len(records) == best_epoch + 3 < 60
+    assert summary["best_epoch"] == best_epoch and summary["best_val_accuracy"] == max(accuracies)
+    assert f"stopped early; best validation accuracy at epoch {best_epoch}" in out
+    assert load_checkpoint(in_tmp / "run" / "best.npz")["epoch"] == best_epoch

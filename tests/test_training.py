@@ -259,6 +259,65 @@ def test_trainer_refuses_bad_arguments(bk):
         Trainer(model, SGD(model, 0.1)).fit([], epochs=-1)
     with pytest.raises(ValueError, match="Trainer: resume=True needs out_dir"):
         Trainer(model, SGD(model, 0.1)).fit([], epochs=1, resume=True)
+    with pytest.raises(ValueError, match="Trainer: patience must be a positive integer, got 0"):
+        Trainer(model, SGD(model, 0.1), patience=0)
+    with pytest.raises(ValueError, match="Trainer: patience watches the validation accuracy"):
+        Trainer(model, SGD(model, 0.1), patience=2).fit([], epochs=1)
+
+
+def _stop_epoch(val_accuracies, patience):
+    """Oracle of early stopping: the number of epochs a run with ``patience`` trains, given
+    the validation accuracies of the run without it."""
+    best, best_epoch = -1.0, 0
+    for epoch, accuracy in enumerate(val_accuracies, start=1):
+        if epoch - 1 - best_epoch >= patience and best_epoch > 0:
+            return epoch - 1
+        if accuracy > best:
+            best, best_epoch = accuracy, epoch
+    return len(val_accuracies)
+
+
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_patience_stops_after_that_many_epochs_without_progress(bk, rng, tmp_path, patience):
+    X, y = _blobs(rng, n=120)
+    X[:, 0] += rng.normal(0, 1.5, len(X)).astype(np.float32)  # overlap: accuracy plateaus
+
+    def fit(patience, out, resume=False):
+        portaconv.manual_seed(0)
+        model = build_model("two-layer", (2,), 3, hidden=8)
+        trainer = Trainer(
+            model, SGD(model, 0.05), out_dir=out, progress=False, log=lambda _: 0,
+            patience=patience,
+        )  # fmt: skip
+        train, val = DataLoader(X[:90], y[:90], 16, shuffle=True), DataLoader(X[90:], y[90:], 64)
+        trainer.fit(train, val, epochs=25, resume=resume)
+        return trainer
+
+    def numbers(history):  # the records without their timings
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
+                for r in history]  # fmt: skip
+
+    whole = fit(None, tmp_path / "whole")
+    accuracies = [r["val_accuracy"] for r in whole.history]
+    expected = _stop_epoch(accuracies, patience)
+    assert expected < 25, accuracies  # the case stops early, or the test could not fail
+    early = fit(patience, tmp_path / "early")
+    assert early.stopped_early and not whole.stopped_early
+    assert early.epoch == len(early.history) == expected
+    assert numbers(early.history) == numbers(whole.history[:expected])  # the run, cut short
+    best = max(accuracies[:expected])
+    assert early.best_epoch == accuracies.index(best) + 1 and early.best_val_accuracy == best
+    assert early.epoch - early.best_epoch == patience
+    assert load_checkpoint(tmp_path / "early" / "best.npz")["epoch"] == early.best_epoch
+
+    # A resumed run that had stopped does not train on; with more patience it does, as far
+    # as the run without early stopping says it would.
+    again = fit(patience, tmp_path / "early", resume=True)
+    assert again.stopped_early and again.epoch == expected
+    longer = _stop_epoch(accuracies, patience + 3)
+    more = fit(patience + 3, tmp_path / "early", resume=True)
+    assert more.epoch == longer > expected
+    assert numbers(more.history) == numbers(whole.history[:longer])
 
 
 class _Poisoned:

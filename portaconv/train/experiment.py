@@ -378,6 +378,11 @@ def _cross_validate(
         "fold_test_accuracy": [run["test_accuracy"] for run in runs],
         "fold_test_images": [run["test_images"] for run in runs],
         "val_accuracy": None,
+        "best_val_accuracy": None,
+        "best_epoch": None,
+        "epochs": max(run["epochs"] for run in runs),
+        "fold_epochs": [run["epochs"] for run in runs],
+        "stopped_early": any(run["stopped_early"] for run in runs),
         "train_seconds": seconds,
         "images_per_second": sum(run["train_images"] * run["epochs"] for run in runs) / seconds
         if seconds
@@ -412,6 +417,7 @@ def train_model(
         progress=config.progress,
         meta=meta,
         log=log,
+        patience=config.patience,
     )
     # A last batch of one sample cannot be batch-normalised in training mode: drop it then.
     lonely = len(data["train"][1]) % config.batch_size == 1
@@ -476,6 +482,10 @@ def _train_and_test(
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "val_accuracy": trainer.history[-1].get("val_accuracy") if trainer.history else None,
+        "best_val_accuracy": trainer.best_val_accuracy,
+        "best_epoch": trainer.best_epoch,
+        "patience": config.patience,
+        "stopped_early": trainer.stopped_early,
         "train_seconds": trainer.train_seconds,
         "images_per_second": trainer.train_images / trainer.train_seconds
         if trainer.train_seconds

@@ -31,6 +31,7 @@ from array_api_compat import array_namespace
 
 from ..backend import get_rng_state, set_rng_state, to_numpy
 from ..layers import CrossEntropyLoss
+from ..layers._base import check_int
 from . import plots
 from ._json import dumps
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -66,7 +67,10 @@ class Trainer:
         progress: bool = True,
         meta: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = None,
+        patience: int | None = None,
     ) -> None:
+        if patience is not None:
+            check_int("Trainer", "patience", patience)
         for method in ("forward", "backward", "train", "eval", "state_dict", "load_state_dict"):
             if not callable(getattr(model, method, None)):
                 raise TypeError(
@@ -91,7 +95,12 @@ class Trainer:
         self.epoch = 0
         self.train_seconds = 0.0
         self.train_images = 0
+        self.patience = patience
         self.best_val_accuracy: float | None = None
+        #: The epoch (1-based) of the best validation accuracy: the one best.npz holds.
+        self.best_epoch: int | None = None
+        #: Whether the last fit stopped before its epochs for want of progress (``patience``).
+        self.stopped_early = False
 
     # ---------------------------------------------------------------------------- training
 
@@ -102,9 +111,15 @@ class Trainer:
 
         ``resume=True`` first loads ``out_dir/checkpoint.npz`` (if there is one) and
         continues after its epoch.
+
+        Early stopping: with ``patience`` N (the constructor's), training stops once N epochs
+        in a row have not raised the best validation accuracy (``stopped_early`` is then
+        True); a resumed run counts the epochs of its checkpoint's history too.
         """
         if self.optimizer is None:
             raise ValueError("Trainer: fit needs an optimizer; this trainer can only evaluate")
+        if self.patience is not None and val_loader is None:
+            raise ValueError("Trainer: patience watches the validation accuracy: give val_loader")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"Trainer: epochs must be a non-negative integer, got {epochs!r}")
         if resume:
@@ -116,7 +131,16 @@ class Trainer:
             # A fresh run starts a fresh log; a resumed one rewrites it from the checkpoint's
             # history, dropping any epoch logged after the checkpoint was written.
             (self.out_dir / METRICS).write_text("".join(dumps(r) + "\n" for r in self.history))
+        self.stopped_early = False
         while self.epoch < epochs:
+            if self._out_of_patience():
+                self.stopped_early = True
+                self.log(
+                    f"stopping early after epoch {self.epoch}: no better validation accuracy "
+                    f"for {self.epoch - self.best_epoch} epochs (best "
+                    f"{self.best_val_accuracy:.4f} at epoch {self.best_epoch})"
+                )
+                break
             record = self._train_epoch(train_loader, epochs)
             if val_loader is not None:
                 val = self.evaluate(val_loader)
@@ -128,9 +152,22 @@ class Trainer:
             self.epoch += 1
             self.history.append(record)
             self.log(_epoch_line(record, epochs))
+            val = record.get("val_accuracy")
+            improved = val is not None and (
+                self.best_val_accuracy is None or val > self.best_val_accuracy
+            )
+            if improved:
+                self.best_val_accuracy, self.best_epoch = val, self.epoch
             if self.out_dir is not None:
-                self._save_epoch(record)
+                self._save_epoch(record, improved)
         return self.history
+
+    def _out_of_patience(self) -> bool:
+        return (
+            self.patience is not None
+            and self.best_epoch is not None
+            and self.epoch - self.best_epoch >= self.patience
+        )
 
     def resume(self) -> bool:
         """Load ``out_dir/checkpoint.npz`` if there is one; whether there was.
@@ -245,6 +282,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "train_images": self.train_images,
             "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
             "meta": self.meta,
         }
 
@@ -263,7 +301,7 @@ class Trainer:
         self.history = list(state["history"])
         self.train_seconds = float(state["train_seconds"])
         self.train_images = int(state["train_images"])
-        self.best_val_accuracy = state.get("best_val_accuracy")
+        self.best_val_accuracy, self.best_epoch = _best_of(state)
 
     def _stop_if_diverged(self, record: dict[str, Any]) -> None:
         """Raise :class:`TrainingDivergedError` if the epoch's losses or the weights are not
@@ -288,15 +326,14 @@ class Trainer:
             f"{record['lr']:.3g}; {kept}. Try a smaller learning rate"
         )
 
-    def _save_epoch(self, record: dict[str, Any]) -> None:
+    def _save_epoch(self, record: dict[str, Any], improved: bool) -> None:
+        """Log the epoch, then write the checkpoint, then (a best epoch) best.npz.
+
+        The checkpoint comes first and records ``best_epoch``: a run killed between the two
+        writes leaves a checkpoint whose best epoch is its own epoch, and :meth:`resume`
+        copies it to best.npz."""
         with open(self.out_dir / METRICS, "a") as f:
             f.write(dumps(record) + "\n")
-        val = record.get("val_accuracy")
-        improved = val is not None and (
-            self.best_val_accuracy is None or val > self.best_val_accuracy
-        )
-        if improved:
-            self.best_val_accuracy = val
         state = self.checkpoint_state()
         save_checkpoint(self.out_dir / CHECKPOINT, state)
         if improved:
@@ -354,12 +391,35 @@ def check_training_state(state: Any) -> None:
             f"the checkpoint's epoch {state['epoch']} does not match its history of "
             f"{len(state['history'])} epochs"
         )
+    best = state.get("best_epoch")
+    if best is not None and not (_is_int(best) and 1 <= best <= state["epoch"]):
+        raise ValueError(
+            f"the checkpoint's best_epoch is {best!r:.60}, expected null or an epoch from 1 to "
+            f"{state['epoch']}"
+        )
     if not all(isinstance(record, dict) for record in state["history"]):
         raise ValueError("the checkpoint's history holds entries that are not records")
     try:
         np.random.default_rng().bit_generator.state = state["rng"]
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"the checkpoint's random state rng is not usable ({exc!r})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _best_of(state: dict[str, Any]) -> tuple[float | None, int | None]:
+    """(best validation accuracy, its epoch) of a checkpoint; checkpoints written before
+    ``best_epoch`` was recorded get it from their history (the first best epoch)."""
+    best, epoch = None, None
+    for record in state["history"]:
+        val = record.get("val_accuracy")
+        if isinstance(val, int | float) and (best is None or val > best):
+            best, epoch = val, record.get("epoch")
+    if state.get("best_epoch") is not None:
+        epoch = state["best_epoch"]
+    return state.get("best_val_accuracy", best), epoch
 
 
 def _correct(Z: Any, y: Any) -> Any:
