@@ -257,8 +257,6 @@ def _backend_args(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .train.experiment import TrainConfig, run_experiment
 
-    if args.resume and not args.out:
-        raise ValueError("--resume needs --out DIR, the run directory to continue")
     config = TrainConfig(
         dataset=args.dataset,
         model=args.model,

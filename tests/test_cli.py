@@ -8,6 +8,8 @@ under test.
 
 from __future__ import annotations
 
+import gzip
+import math
 import re
 import subprocess
 import sys
@@ -171,3 +173,100 @@ def test_patience_stops_a_run_early(bk, in_tmp, capsys):
     assert summary["best_epoch"] == best_epoch and summary["best_val_accuracy"] == max(accuracies)
     assert f"stopped early; best validation accuracy at epoch {best_epoch}" in out
     assert load_checkpoint(in_tmp / "run" / "best.npz")["epoch"] == best_epoch
+
+
+# ----------------------------------------------------------------------------------- resume
+
+RUN = ["train", "--subset", "300", "--batch-size", "16", "--augment", "flip", "--out", "run"]
+
+
+@pytest.fixture
+def finished_run(bk, in_tmp, capsys):
+    """A finished 2-epoch digits/cnn run in ./run, with settings unlike the recipe's."""
+    assert main([*RUN, "--epochs", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    return in_tmp / "run"
+
+
+def cosine(base, epoch, epochs):
+    """Oracle: the cosine schedule's learning rate at ``epoch`` (0-based) of ``epochs``."""
+    return base * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def test_resume_continues_with_the_runs_settings_and_replans_more_epochs(finished_run, capsys):
+    assert main(["train", "--resume", "--out", "run", "--epochs", "4", "--no-progress"]) == 0
+    assert "learning-rate schedule re-planned for 4 epochs" in capsys.readouterr().err
+    summary = strict_json((finished_run / "summary.json").read_text())
+    assert (summary["batch_size"], summary["epochs"], summary["lr"]) == (16, 4, 2e-3)
+    settings = load_checkpoint(finished_run / "checkpoint.npz")["meta"]["config"]
+    assert (settings["augment"], settings["subset"], settings["epochs"]) == ("flip", 300, 4)
+    lrs = [strict_json(line)["lr"] for line in (finished_run / "metrics.jsonl").open()]
+    # epochs 1-2 on the 2-epoch plan, 3-4 on the 4-epoch one: never 0 (a wrapped schedule)
+    expected = [cosine(2e-3, 0, 2), cosine(2e-3, 1, 2), cosine(2e-3, 2, 4), cosine(2e-3, 3, 4)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert min(lrs) > 0
+
+
+def test_resume_with_a_new_peak_learning_rate_honours_it(finished_run, capsys):
+    argv = ["train", "--resume", "--out", "run", "--epochs", "3", "--lr", "5e-4"]
+    assert main([*argv, "--no-progress"]) == 0
+    lrs = [strict_json(line)["lr"] for line in (finished_run / "metrics.jsonl").open()]
+    assert lrs[2] == pytest.approx(cosine(5e-4, 2, 3), rel=1e-12)
+    assert strict_json((finished_run / "summary.json").read_text())["lr"] == 5e-4
+
+
+def test_resume_refuses_other_settings_and_says_what_differs(finished_run, capsys):
+    before = (finished_run / "checkpoint.npz").read_bytes()
+    for option, value, runs in [
+        ("--dataset", "iris", "digits"),
+        ("--model", "mlp", "cnn"),
+        ("--augment", "shift", "flip"),
+        ("--subset", "200", "300"),
+        ("--seed", "1", "0"),
+        ("--batch-size", "32", "16"),
+        ("--val-fraction", "0.2", "0.1"),
+        ("--optimizer", "sgd", "adam"),
+        ("--folds", "3", "1"),
+    ]:
+        fails(
+            capsys,
+            ["train", "--resume", "--out", "run", option, value],
+            "--resume: run is a digits/cnn run, which cannot continue with ",
+            f"{option} {value} (the run's: {runs})",
+        )
+    fails(capsys, ["train", "--resume", "--out", "run", "--epochs", "1"],
+          "run has trained 2 epochs already; give --epochs 2 or more")  # fmt: skip
+    assert (finished_run / "checkpoint.npz").read_bytes() == before
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _idx_files(directory, seed):
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 60), ("t10k", 20)):
+        _write_idx(directory / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(directory / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+def test_resume_refuses_other_images_or_another_dataset(bk, in_tmp, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(in_tmp / "cache"))
+    _idx_files(in_tmp / "data", seed=0)
+    argv = ["train", "--dataset", "fashion-mnist", "--model", "mlp", "--data-dir", "data"]
+    assert main([*argv, "--epochs", "1", "--out", "run", "--no-progress", "--no-download"]) == 0
+    capsys.readouterr()
+    fails(
+        capsys,
+        ["train", "--resume", "--out", "run", "--dataset", "mnist"],
+        "run is a fashion-mnist/mlp run",
+        "--dataset mnist (the run's: fashion-mnist)",
+    )
+    _idx_files(in_tmp / "data", seed=1)  # the files changed under the run
+    fails(capsys, ["train", "--resume", "--out", "run", "--epochs", "2"],
+          "training images whose per-channel mean and standard deviation differ")  # fmt: skip

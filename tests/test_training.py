@@ -475,6 +475,83 @@ def test_sigkill_during_checkpoint_loop_leaves_a_whole_checkpoint(tmp_path):
     )
 
 
+_KILLED_BEFORE_BEST = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import portaconv
+    from portaconv.data import DataLoader
+    from portaconv.models import build_model
+    from portaconv.optim import SGD
+    from portaconv.train import Trainer, checkpoint
+
+    savez, best_writes = checkpoint.np.savez, []
+
+    def killed_writing_the_second_best(f, **arrays):
+        if ".best.npz." in f.name:
+            best_writes.append(f.name)
+            if len(best_writes) == 2:  # the first improvement after epoch 1
+                f.write(b"PK\\x03\\x04" + bytes(100))
+                f.flush()
+                os._exit(9)  # killed: checkpoint.npz is written, best.npz is not
+        savez(f, **arrays)
+
+    checkpoint.np.savez = killed_writing_the_second_best
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 2)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64)
+    portaconv.manual_seed(0)
+    model = build_model("two-layer", (2,), 2, hidden=4)
+    trainer = Trainer(model, SGD(model, 0.02), out_dir=sys.argv[1], progress=False)
+    trainer.fit(DataLoader(X[:80], y[:80], 16), DataLoader(X[80:], y[80:], 64), epochs=30)
+    """
+)
+
+
+def test_kill_between_checkpoint_and_best_is_repaired_on_resume(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_BEFORE_BEST, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PORTACONV_BACKEND": "numpy"},
+    )
+    assert done.returncode == 9, done.stderr  # 0: no second improvement, nothing tested
+    state = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert state["best_epoch"] == state["epoch"] > load_checkpoint(tmp_path / "best.npz")["epoch"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".best.npz.")
+
+    lines = []
+    with portaconv.use_backend("numpy"):
+        model = build_model("two-layer", (2,), 2, hidden=4)
+        trainer = Trainer(model, SGD(model, 0.02), out_dir=tmp_path, progress=False,
+                          log=lines.append)  # fmt: skip
+        trainer.fit([], [], epochs=state["epoch"], resume=True)  # nothing left to train
+    best = load_checkpoint(tmp_path / "best.npz")
+    assert best["epoch"] == state["epoch"]
+    for key, value in state["model"].items():
+        np.testing.assert_array_equal(best["model"][key], value)
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert any(line.startswith("removed ") and ".best.npz." in line for line in lines)
+
+
+def test_temporaries_of_running_writers_are_kept(tmp_path):
+    from portaconv.train.checkpoint import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    stale = tmp_path / f".checkpoint.npz.{int(dead.stdout)}.tmp"
+    mine = tmp_path / f".best.npz.{os.getpid()}.tmp"
+    running = tmp_path / f".checkpoint.npz.{os.getppid()}.tmp"  # a process that runs
+    other = tmp_path / ".notes.tmp"  # not a checkpoint's temporary
+    for path in (stale, mine, running, other):
+        path.write_bytes(b"partial")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([stale, mine])
+    assert running.exists() and other.exists()
+
+
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "none.npz")

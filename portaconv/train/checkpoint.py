@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import zipfile
 import zlib
@@ -107,6 +108,42 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ValueError(f"checkpoint {path}: its {_META} entry is not a JSON object")
     return _join(meta, arrays, path)
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.NAME.PID.tmp``) that :func:`save_checkpoint` calls in
+    ``directory`` left when their process was killed mid-write; returns what was removed.
+
+    A file whose process still runs (another run writing into the same directory) is kept;
+    one of this process is not being written now (saves do not overlap a trainer's start).
+    Where a process cannot be looked up without side effects (Windows), only this
+    process's files are removed."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        found = _TEMPORARY.fullmatch(path.name)
+        if found is None or not path.is_file():
+            continue
+        pid = int(found["pid"])
+        if pid != os.getpid() and _may_be_running(pid):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _may_be_running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
 
 
 def _split(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:

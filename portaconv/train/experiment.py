@@ -327,6 +327,8 @@ def run_experiment(
     and scores each on its own held-out fold: the summary's ``test_accuracy`` counts every
     sample once (out-of-fold), ``fold_test_accuracy`` lists the folds'.
     """
+    if config.resume:
+        config = with_run_settings(config)
     config = config.resolved()
     if not config.resume:
         _refuse_to_overwrite(Path(config.out))
@@ -337,6 +339,120 @@ def run_experiment(
         summary, confusion = _cross_validate(config, log, command)
     _write_results(Path(config.out), summary, confusion)
     return summary
+
+
+#: What defines a run and its input pipeline: a resumed run keeps them.
+_FIXED = (
+    "dataset",
+    "model",
+    "folds",
+    "optimizer",
+    "scheduler",
+    "batch_size",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "warmup_epochs",
+    "augment",
+    "val_fraction",
+    "seed",
+    "subset",
+)
+#: What a resumed run may change (epochs and lr re-plan the schedule); when not given, it
+#: and the backend settings are the run's.
+_CHANGEABLE = ("epochs", "lr", "patience", "backend", "device", "dtype", "data_dir")
+
+
+def _checkpoint_of_run(out: Path) -> Path | None:
+    for path in (out / CHECKPOINT, out / "fold-0" / CHECKPOINT):
+        if path.exists():
+            return path
+    return None
+
+
+def _run_state(path: Path) -> dict[str, Any]:
+    """A run's checkpoint, checked to be a training checkpoint with the run's metadata."""
+    state = load_checkpoint(path)
+    try:
+        check_training_state(state)
+        check_run_meta(state["meta"])
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path}: {exc}") from exc
+    return state
+
+
+def with_run_settings(config: TrainConfig) -> TrainConfig:
+    """For ``--resume``: ``config`` with each setting it leaves unset taken from the run in
+    ``config.out`` (not from the recipe); a setting that defines the run (:data:`_FIXED`)
+    and differs from the run's is a ``ValueError`` that lists every difference."""
+    if config.out is None:
+        raise ValueError(f"{_WHO}: --resume needs --out DIR, the run directory to continue")
+    path = _checkpoint_of_run(Path(config.out))
+    if path is None:
+        return config  # nothing to continue: a fresh run, the trainer says so
+    saved = _run_state(path)["meta"]["config"]
+    _refuse_changes(config, saved, Path(config.out), [])
+    unset = {
+        name: saved[name]
+        for name in (*_FIXED, *_CHANGEABLE)
+        if getattr(config, name) is None and name in saved
+    }
+    return dataclasses.replace(config, **unset)
+
+
+def _refuse_changes(config: TrainConfig, saved: dict[str, Any], out: Path, more: list[str]) -> None:
+    differences = [
+        f"{_flag(name)} {getattr(config, name)} (the run's: {saved[name]})"
+        for name in _FIXED
+        if getattr(config, name) is not None
+        and name in saved
+        and getattr(config, name) != saved[name]
+    ]
+    differences += more
+    if differences:
+        raise ValueError(
+            f"{_WHO}: --resume: {out} is a {saved['dataset']}/{saved['model']} run, which "
+            f"cannot continue with {'; '.join(differences)}. Leave these options out to "
+            "continue it, or give another --out for a new run"
+        )
+
+
+def _check_resumable(
+    config: TrainConfig, data: dict[str, Any], fold: tuple[int, int] | None
+) -> None:
+    """Before a resumed run (one directory, one fold) starts: its checkpoint was trained as
+    ``config`` says, on the same images (the normalisation statistics agree), for no more
+    than ``config.epochs`` epochs."""
+    out = Path(config.out)
+    if not (out / CHECKPOINT).exists():
+        return
+    state = _run_state(out / CHECKPOINT)
+    meta = state["meta"]
+    more = []
+    if meta["fold"] != (None if fold is None else list(fold)):
+        more.append(f"fold {fold} (the run's: {meta['fold']})")
+    norm = meta["normalisation"]
+    same_images = (
+        len(norm["mean"]) == len(data["mean"])
+        and np.allclose(norm["mean"], data["mean"], rtol=1e-6, atol=0)
+        and np.allclose(norm["std"], data["std"], rtol=1e-6, atol=0)
+    )
+    if not same_images:
+        more.append(
+            "training images whose per-channel mean and standard deviation differ from the "
+            f"run's ({_rounded(data['mean'])}, {_rounded(data['std'])} against "
+            f"{_rounded(norm['mean'])}, {_rounded(norm['std'])}: other data files?)"
+        )
+    _refuse_changes(config, meta["config"], out, more)
+    if state["epoch"] > config.epochs:
+        raise ValueError(
+            f"{_WHO}: --resume --epochs {config.epochs}: {out} has trained "
+            f"{state['epoch']} epochs already; give --epochs {state['epoch']} or more"
+        )
+
+
+def _rounded(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
 def _refuse_to_overwrite(out: Path) -> None:
@@ -438,8 +554,30 @@ def train_model(
         f"{backend.name} on {backend.device} in {backend.dtype_name}"
         + ("" if out is None else f" -> {out}")
     )
-    trainer.fit(loader, val_loader, epochs=config.epochs, resume=config.resume)
+    state = trainer.resume() if config.resume else None
+    if state is not None:
+        _replan_schedule(trainer, config, state["meta"]["config"])
+    trainer.fit(loader, val_loader, epochs=config.epochs)
     return trainer
+
+
+def _replan_schedule(trainer: Trainer, config: TrainConfig, saved: dict[str, Any]) -> None:
+    """After a resume: with another number of epochs or another peak learning rate than the
+    run had, the schedule is planned anew for them and continues at the checkpoint's epoch
+    (a cosine schedule planned for 10 epochs would otherwise wrap around at 0 past them)."""
+    if (config.epochs, config.lr) == (saved["epochs"], saved["lr"]):
+        return  # the same plan: the run continues exactly as if never stopped
+    trainer.optimizer.lr = config.lr
+    scheduler = make_scheduler(config, trainer.optimizer)
+    if scheduler is not None:
+        plan = scheduler.state_dict()
+        scheduler.load_state_dict({**plan, "last_epoch": trainer.epoch})  # sets optimizer.lr
+    trainer.scheduler = scheduler
+    trainer.log(
+        f"learning-rate schedule re-planned for {config.epochs} epochs from lr {config.lr:g} "
+        f"(the run had {saved['epochs']} from {saved['lr']:g}); epoch {trainer.epoch + 1} "
+        f"trains at lr {trainer.optimizer.lr:.3g}"
+    )
 
 
 def _train_and_test(
@@ -459,6 +597,8 @@ def _train_and_test(
         "fold": None if fold is None else list(fold),
     }
     out = Path(config.out)
+    if config.resume:
+        _check_resumable(config, data, fold)
     trainer = train_model(config, data, out, meta, log)
     test = trainer.evaluate(
         DataLoader(*data["test"], batch_size=max(256, config.batch_size)), num_classes

@@ -34,7 +34,7 @@ from ..layers import CrossEntropyLoss
 from ..layers._base import check_int
 from . import plots
 from ._json import dumps
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 
 CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
@@ -128,6 +128,8 @@ class Trainer:
             self.resume()
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for path in remove_stale_temporaries(self.out_dir):
+                self.log(f"removed {path}, left by a run killed while writing it")
             # A fresh run starts a fresh log; a resumed one rewrites it from the checkpoint's
             # history, dropping any epoch logged after the checkpoint was written.
             (self.out_dir / METRICS).write_text("".join(dumps(r) + "\n" for r in self.history))
@@ -169,22 +171,45 @@ class Trainer:
             and self.epoch - self.best_epoch >= self.patience
         )
 
-    def resume(self) -> bool:
-        """Load ``out_dir/checkpoint.npz`` if there is one; whether there was.
+    def resume(self) -> dict[str, Any] | None:
+        """Load ``out_dir/checkpoint.npz`` if there is one; returns its state (None: there
+        was none).
 
         A damaged checkpoint, or one that is not a training checkpoint, is a ``ValueError``
-        naming the file; so is a directory in its place."""
+        naming the file; so is a directory in its place. If the checkpoint's own epoch is
+        the best one but ``best.npz`` holds another (a run killed between the two writes),
+        ``best.npz`` is rewritten from the checkpoint."""
         path = self.out_dir / CHECKPOINT
         if not path.exists():
             self.log(f"no checkpoint at {path}; starting from scratch")
-            return False
+            return None
         state = load_checkpoint(path)  # a directory or a damaged file: ValueError
         try:
             self.restore(state)
         except ValueError as exc:
             raise ValueError(f"checkpoint {path}: {exc}") from exc
         self.log(f"resumed from {path} after epoch {self.epoch}")
-        return True
+        self._repair_best(state)
+        return state
+
+    def _repair_best(self, state: dict[str, Any]) -> None:
+        if self.best_epoch is None:
+            return
+        path = self.out_dir / BEST
+        try:
+            held = load_checkpoint(path)["epoch"]
+        except (OSError, ValueError, KeyError):
+            held = None  # missing or damaged
+        if held == self.best_epoch:
+            return
+        if self.best_epoch == self.epoch:
+            save_checkpoint(path, state)
+            self.log(f"{path} now holds epoch {self.epoch}, the best (it held {held})")
+        else:
+            self.log(
+                f"warning: {path} holds epoch {held}, not the best epoch {self.best_epoch}, "
+                "and cannot be rebuilt; it will be replaced by the next better epoch"
+            )
 
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         if hasattr(loader, "set_epoch"):
