@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(DATASETS),
         help=f"the data set (default: {DEFAULTS['dataset']}; with --resume: the run's)",
     )
-    train.add_argument("--model", choices=sorted(MODELS), help=_recipe("model"))
+    train.add_argument("--model", choices=sorted(MODELS), help=f"the network ({_recipe('model')})")
     train.add_argument(
         "--epochs",
         type=int,
@@ -122,7 +122,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"peak learning rate ({_recipe('lr')}); with --resume, a new peak for the "
         "rest of the run",
     )
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help=_recipe("optimizer"))
+    train.add_argument(
+        "--optimizer", choices=OPTIMIZERS, help=f"the optimizer ({_recipe('optimizer')})"
+    )
     train.add_argument(
         "--augment",
         choices=sorted(AUGMENTATIONS),
@@ -133,7 +135,9 @@ def _parser() -> argparse.ArgumentParser:
         "--momentum", type=float, help=f"SGD momentum (default: {DEFAULTS['momentum']})"
     )
     train.add_argument(
-        "--weight-decay", type=float, help=_recipe("weight_decay") + " (adamw: 0.01 when 0)"
+        "--weight-decay",
+        type=float,
+        help=f"L2 weight decay ({_recipe('weight_decay')}; adamw takes 0.01 for 0)",
     )
     train.add_argument(
         "--label-smoothing",
@@ -174,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
         f"({_recipe('folds')})",
     )
     _backend_args(train)
-    train.add_argument("--dtype", choices=DTYPES, help="default: PORTACONV_DTYPE or float32")
+    train.add_argument(
+        "--dtype", choices=DTYPES, help="float type (default: PORTACONV_DTYPE or float32)"
+    )
     train.add_argument(
         "--seed",
         type=int,
@@ -184,8 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="where the dataset files are looked for first, and where a download goes "
-        "(default: PORTACONV_DATA, then ~/.cache/portaconv)",
+        help="where the dataset files are looked for first, and where a download goes, "
+        "into DIR/<dataset> (default: look in PORTACONV_DATA, ~/.cache/portaconv and the "
+        "system's data directories; download into ~/.cache/portaconv/<dataset>)",
     )
     train.add_argument(
         "--no-download",
@@ -199,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue the run in --out from its checkpoint.npz, with the run's settings; "
-        "only --epochs, --lr, --patience and the backend may change",
+        "only --epochs, --lr, --patience and the backend may change (default: a new run)",
     )
     train.add_argument(
         "--subset",
@@ -241,13 +248,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_evaluate)
 
     info = sub.add_parser("info", help="backends installed, devices seen, versions")
-    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--json", action="store_true", help="print JSON (default: text)")
     info.set_defaults(run=_info)
     return parser
 
 
 def _backend_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=BACKENDS, help="default: PORTACONV_BACKEND or numpy")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the array library to compute with (default: PORTACONV_BACKEND or numpy)",
+    )
     parser.add_argument(
         "--device",
         help="e.g. cuda, cuda:1, cpu (default: PORTACONV_DEVICE or the backend's default)",

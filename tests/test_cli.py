@@ -13,6 +13,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,82 @@ def test_resume_refuses_other_images_or_another_dataset(bk, in_tmp, capsys, monk
     _idx_files(in_tmp / "data", seed=1)  # the files changed under the run
     fails(capsys, ["train", "--resume", "--out", "run", "--epochs", "2"],
           "training images whose per-channel mean and standard deviation differ")  # fmt: skip
+
+
+# ------------------------------------------------------------- help, config.json, plots, evaluate
+
+
+def test_every_option_has_help_that_shows_its_default():
+    from portaconv.cli import _parser
+
+    subcommands = _parser()._subparsers._group_actions[0].choices
+    for name in ("train", "evaluate"):
+        for action in subcommands[name]._actions:
+            if action.dest == "help":
+                continue
+            option = action.option_strings[0]
+            assert action.help, f"{name} {option} has no help"
+            assert "default" in action.help or action.required, f"{name} {option}: {action.help}"
+    assert "(required)" in subcommands["evaluate"]._option_string_actions["--checkpoint"].help
+    for option in ("--epochs", "--batch-size", "--lr", "--optimizer"):
+        assert "digits" in subcommands["train"]._option_string_actions[option].help  # recipes
+    assert "default: 0" in subcommands["train"]._option_string_actions["--seed"].help
+    assert "default: cosine" in subcommands["train"]._option_string_actions["--scheduler"].help
+
+
+def test_config_json_holds_the_resolved_settings_from_the_start(bk, in_tmp, capsys):
+    argv = ["train", "--optimizer", "sgd", "--lr", "1e6", "--subset", "300", "--epochs", "4"]
+    assert main([*argv, "--out", "run", "--no-progress"]) == 3  # diverges: config.json stays
+    config = strict_json((in_tmp / "run" / "config.json").read_text())
+    expected = {
+        "dataset": "digits",
+        "model": "cnn",  # the recipe's
+        "epochs": 4,
+        "batch_size": 32,  # the recipe's
+        "lr": 1e6,
+        "optimizer": "sgd",
+        "momentum": 0.9,  # the default
+        "scheduler": "cosine",
+        "seed": 0,
+        "subset": 300,
+        "backend": bk.name,
+        "device": str(bk.device),
+        "dtype": bk.dtype_name,
+        "command": "portaconv " + " ".join([*argv, "--out", "run", "--no-progress"]),
+    }
+    assert {key: config[key] for key in expected} == expected
+    assert config["portaconv"] and config["started"]
+
+
+def test_plots_are_titled_and_include_the_learning_rate(bk, in_tmp, capsys, monkeypatch):
+    import matplotlib.figure
+
+    saved = {}
+    original = matplotlib.figure.Figure.savefig
+
+    def recording(fig, path, *args, **kwargs):
+        ax = fig.axes[0]
+        saved[Path(path).name] = (ax.get_title(), [list(line.get_ydata()) for line in ax.lines])
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    argv = ["train", "--dataset", "iris", "--folds", "1", "--epochs", "3", "--out", "run"]
+    assert main([*argv, "--no-progress"]) == 0
+    title = f"iris, two-layer, {bk.name} on {bk.device} ({bk.dtype_name})"
+    assert sorted(saved) == ["accuracy.png", "confusion_matrix.png", "loss.png", "lr.png"]
+    for name, (heading, _) in saved.items():
+        assert heading.startswith(title), (name, heading)
+    lrs = [strict_json(line)["lr"] for line in (in_tmp / "run" / "metrics.jsonl").open()]
+    assert saved["lr.png"][1] == [lrs]
+    assert lrs == pytest.approx([cosine(0.05, epoch, 3) for epoch in range(3)], rel=1e-12)
+    assert (in_tmp / "run" / "lr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_tests_a_subset_run_on_its_subset(finished_run, capsys):
+    summary = strict_json((finished_run / "summary.json").read_text())
+    assert main(["evaluate", "--checkpoint", "run/checkpoint.npz"]) == 0
+    result = strict_json(capsys.readouterr().out)
+    assert (result["subset"], result["test_images"]) == (300, 300) == (300, summary["test_images"])
+    assert result["test_accuracy"] == summary["test_accuracy"]
+    fails(capsys, ["evaluate", "--checkpoint", "run/checkpoint.npz", "--subset", "0"],
+          "--subset must be a positive integer, got 0", command="evaluate")  # fmt: skip

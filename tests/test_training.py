@@ -739,6 +739,8 @@ def test_cli_cross_validation_tests_every_sample_once(bk, tmp_path, capsys):
     assert summary["fold_test_accuracy"] == [f["test_accuracy"] for f in folds]
     correct = sum(f["test_accuracy"] * f["test_images"] for f in folds)
     assert summary["test_accuracy"] == pytest.approx(correct / 150, abs=1e-12)
+    assert json.loads((out / "config.json").read_text())["folds"] == 3
+    assert json.loads((out / "fold-2" / "config.json").read_text())["fold"] == [2, 3]
     confusion = np.array(json.loads((out / "confusion_matrix.json").read_text()))
     np.testing.assert_array_equal(confusion.sum(1), [50, 50, 50])  # every flower, once
     assert _png(out / "confusion_matrix.png")

@@ -333,6 +333,8 @@ def run_experiment(
     if not config.resume:
         _refuse_to_overwrite(Path(config.out))
     choose_backend(config.backend, config.device, config.dtype)
+    if config.folds > 1:
+        write_config(config, Path(config.out), None, command)
     if config.folds == 1:
         summary, confusion, _ = _train_and_test(config, None, log, command)
     else:
@@ -465,6 +467,37 @@ def _refuse_to_overwrite(out: Path) -> None:
             )
 
 
+def write_config(
+    config: TrainConfig, out: Path, fold: tuple[int, int] | None, command: str | None
+) -> Path:
+    """``out/config.json``, written when a run starts (again when it is resumed): every
+    setting after the recipe was applied, the backend, device and dtype in use, the fold,
+    the command line and the versions."""
+    backend = get_backend()
+    record = {
+        **dataclasses.asdict(config),
+        "backend": backend.name,
+        "device": str(backend.device),
+        "dtype": backend.dtype_name,
+        "fold": None if fold is None else list(fold),
+        "command": command or shlex.join(["portaconv", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "portaconv": __version__,
+        "python": platform.python_version(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    path.write_text(dumps(record, indent=2) + "\n")
+    return path
+
+
+def _title(config: TrainConfig) -> str:
+    """The plots' title: the run's dataset, model and backend."""
+    backend = get_backend()
+    where = f"{backend.name} on {backend.device} ({backend.dtype_name})"
+    return f"{config.dataset}, {config.model}, {where}"
+
+
 def _write_results(out: Path, summary: dict[str, Any], confusion: np.ndarray) -> None:
     (out / "summary.json").write_text(dumps(summary, indent=2) + "\n")
     (out / "confusion_matrix.json").write_text(dumps(confusion.tolist()) + "\n")
@@ -506,7 +539,8 @@ def _cross_validate(
         "seconds_per_epoch": seconds / sum(run["epochs"] for run in runs),
         "out": config.out,
     }
-    plots.plot_confusion(confusion, classes, Path(config.out) / "confusion_matrix.png")
+    title = _title(config) + f", {k}-fold cross-validation"
+    plots.plot_confusion(confusion, classes, Path(config.out) / "confusion_matrix.png", title)
     return summary, confusion
 
 
@@ -599,11 +633,13 @@ def _train_and_test(
     out = Path(config.out)
     if config.resume:
         _check_resumable(config, data, fold)
+    write_config(config, out, fold, command)
     trainer = train_model(config, data, out, meta, log)
     test = trainer.evaluate(
         DataLoader(*data["test"], batch_size=max(256, config.batch_size)), num_classes
     )
-    trainer.write_plots(test["confusion"], data["classes"])
+    title = _title(config) + ("" if fold is None else f", fold {fold[0] + 1} of {fold[1]}")
+    trainer.write_plots(test["confusion"], data["classes"], title)
     summary = {
         "dataset": config.dataset,
         "model": config.model,
@@ -709,17 +745,17 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Rebuild the model a checkpoint was trained as, load its weights, evaluate on the test
     split of its dataset (standardised with the statistics stored in the checkpoint); a
-    cross-validation fold's checkpoint is evaluated on its own held-out fold."""
-    state = load_checkpoint(path)
-    try:
-        check_training_state(state)
-        check_run_meta(state["meta"])
-    except ValueError as exc:
-        raise ValueError(f"checkpoint {path}: {exc}") from exc
+    cross-validation fold's checkpoint is evaluated on its own held-out fold, and one of a
+    run on a ``subset`` on that subset's test images (unless ``subset`` says otherwise)."""
+    if subset is not None:
+        check_int("portaconv evaluate", "--subset", subset)
+    state = _run_state(Path(path))
     meta = state["meta"]
     choose_backend(backend, device)
     config = meta["config"]
     data_dir = data_dir or config.get("data_dir")
+    if subset is None:
+        subset = config["subset"]  # test on what the run tested on
     data = load_split(config["dataset"], meta.get("fold"), config.get("seed", 0), data_dir)
     X, y = data.X_test, data.y_test
     if subset:
@@ -738,6 +774,7 @@ def evaluate_checkpoint(
         "model": spec["name"],
         "fold": meta.get("fold"),
         "epoch": state["epoch"],
+        "subset": subset,
         "backend": get_backend().name,
         "test_images": result["count"],
         "test_accuracy": result["accuracy"],

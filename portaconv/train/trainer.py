@@ -364,17 +364,21 @@ class Trainer:
         if improved:
             save_checkpoint(self.out_dir / BEST, state)
 
-    def write_plots(self, confusion: np.ndarray | None = None, classes: Sequence[str] = ()) -> list:
-        """``loss.png``, ``accuracy.png`` and, given a matrix, ``confusion_matrix.png``."""
+    def write_plots(
+        self, confusion: np.ndarray | None = None, classes: Sequence[str] = (), title: str = ""
+    ) -> list:
+        """``loss.png``, ``accuracy.png``, ``lr.png`` and, given a matrix,
+        ``confusion_matrix.png``, each titled ``title`` (e.g. the dataset, model, backend)."""
         if self.out_dir is None:
             return []
         if not plots.plots_available():
             self.log('matplotlib is not installed: no plots (pip install "portaconv[plot]")')
             return []
-        written = plots.plot_history(self.history, self.out_dir)
+        written = plots.plot_history(self.history, self.out_dir, title)
         if confusion is not None:
             names = list(classes) or [str(i) for i in range(confusion.shape[0])]
-            written += plots.plot_confusion(confusion, names, self.out_dir / "confusion_matrix.png")
+            path = self.out_dir / "confusion_matrix.png"
+            written += plots.plot_confusion(confusion, names, path, title)
         return written
 
 
