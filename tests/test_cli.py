@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from portaconv.cli import main
-from portaconv.train import experiment, load_checkpoint
+from portaconv.train import experiment, load_checkpoint, save_checkpoint
 
-from .test_training import strict_json
+from .test_training import ZIP_EDITS, damaged_copy, strict_json
 
 
 def fails(capsys, argv, *expected, command="train"):
@@ -32,7 +32,8 @@ def fails(capsys, argv, *expected, command="train"):
     assert status == 2, err
     assert len(lines) == 1, err
     assert lines[0].startswith(f"portaconv {command}: error: "), err
-    assert lines[0].count("portaconv") == 1, err  # the library's words are not prefixed twice
+    prefix = f"portaconv {command}: error: "
+    assert not lines[0].removeprefix(prefix).startswith("portaconv"), err  # not prefixed twice
     for part in expected:
         assert part in lines[0], err
     return lines[0]
@@ -350,3 +351,88 @@ def test_evaluate_tests_a_subset_run_on_its_subset(finished_run, capsys):
     assert result["test_accuracy"] == summary["test_accuracy"]
     fails(capsys, ["evaluate", "--checkpoint", "run/checkpoint.npz", "--subset", "0"],
           "--subset must be a positive integer, got 0", command="evaluate")  # fmt: skip
+
+
+# ------------------------------------------------------------------------ damaged checkpoints
+
+
+@pytest.fixture
+def iris_run(in_tmp, capsys):
+    argv = ["train", "--dataset", "iris", "--folds", "1", "--epochs", "1", "--out", "run"]
+    assert main([*argv, "--no-progress"]) == 0
+    capsys.readouterr()
+    return in_tmp / "run"
+
+
+def test_evaluate_refuses_what_is_not_a_checkpoint(iris_run, capsys):
+    (iris_run.parent / "random.npz").write_bytes(np.random.default_rng(0).bytes(3000))
+    line = fails(capsys, ["evaluate", "--checkpoint", "random.npz"],
+                 "random.npz is not a portaconv checkpoint: not an .npz (zip) file",
+                 command="evaluate")  # fmt: skip
+    assert "pickle" not in line
+    fails(capsys, ["evaluate", "--checkpoint", "run"],
+          "checkpoint run is a directory, not a checkpoint file holding best.npz, "
+          "checkpoint.npz", command="evaluate")  # fmt: skip
+    fails(capsys, ["evaluate", "--checkpoint", "none.npz"], "checkpoint none.npz does not exist",
+          command="evaluate")  # fmt: skip
+
+
+@pytest.mark.parametrize("edit", sorted(ZIP_EDITS))
+def test_evaluate_of_a_checkpoint_with_damaged_zip_headers(iris_run, capsys, edit):
+    for member in (0, -1):
+        damaged = damaged_copy(iris_run / "checkpoint.npz", edit, member)
+        fails(capsys, ["evaluate", "--checkpoint", str(damaged)], "is damaged",
+              command="evaluate")  # fmt: skip
+
+
+def _edited(iris_run, edit):
+    state = load_checkpoint(iris_run / "checkpoint.npz")
+    edit(state)
+    return save_checkpoint(iris_run / "edited.npz", state)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda s: s.pop("epoch"), "the checkpoint lacks epoch"),
+        (lambda s: s.pop("model"), "the checkpoint lacks model"),
+        (lambda s: s.pop("meta"), "the checkpoint lacks meta"),
+        (lambda s: s["meta"].pop("normalisation"), "its metadata lacks normalisation"),
+        (lambda s: s["meta"]["normalisation"].pop("std"), "lacks normalisation.std"),
+        (lambda s: s["meta"]["config"].pop("dataset"), "its metadata lacks config.dataset"),
+        (lambda s: s["meta"]["model"].pop("name"), "its metadata lacks model.name"),
+        (lambda s: s["meta"]["model"].update(classes="3"), "model.classes is '3', expected an"),
+        (lambda s: s["model"].pop("0.W"), "weights are not those of the two-layer its"),
+    ],
+)
+def test_evaluate_of_a_checkpoint_missing_an_entry(iris_run, capsys, edit, message):
+    path = _edited(iris_run, edit)
+    fails(capsys, ["evaluate", "--checkpoint", str(path)], message, command="evaluate")
+
+
+def test_evaluate_of_a_checkpoint_missing_an_array(iris_run, capsys):
+    import zipfile
+
+    cut = iris_run / "cut.npz"
+    with zipfile.ZipFile(iris_run / "checkpoint.npz") as source, zipfile.ZipFile(cut, "w") as out:
+        for info in source.infolist():
+            if info.filename != "model/0.W.npy":
+                out.writestr(info, source.read(info))
+    fails(capsys, ["evaluate", "--checkpoint", str(cut)], "lacks the array 'model/0.W'",
+          command="evaluate")  # fmt: skip
+
+
+def test_resume_of_a_damaged_run_is_one_line(iris_run, capsys):
+    resume = ["train", "--resume", "--out", "run", "--epochs", "2"]
+    state = load_checkpoint(iris_run / "checkpoint.npz")
+    del state["meta"]["normalisation"]
+    save_checkpoint(iris_run / "checkpoint.npz", state)
+    fails(capsys, resume, "run/checkpoint.npz: its metadata lacks normalisation")
+    del state["epoch"]
+    save_checkpoint(iris_run / "checkpoint.npz", state)
+    fails(capsys, resume, "run/checkpoint.npz: the checkpoint lacks epoch")
+    damaged_copy(iris_run / "checkpoint.npz", "encrypted-flag").replace(iris_run / "checkpoint.npz")
+    fails(capsys, resume, "run/checkpoint.npz is damaged")
+    (iris_run / "checkpoint.npz").unlink()
+    (iris_run / "checkpoint.npz").mkdir()  # a directory where the checkpoint should be
+    fails(capsys, resume, "checkpoint run/checkpoint.npz is a directory")

@@ -764,7 +764,13 @@ def evaluate_checkpoint(
     X = normalise(X, norm["mean"], norm["std"])
     spec = meta["model"]
     model = build_model(spec["name"], spec["input_shape"], spec["classes"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (ValueError, TypeError) as exc:  # arrays that do not fit the model it names
+        raise ValueError(
+            f"checkpoint {path}: its weights are not those of the {spec['name']} its metadata "
+            f"names ({exc})"
+        ) from exc
     result = Trainer(model, progress=False).evaluate(
         DataLoader(X, y, batch_size=256), spec["classes"]
     )

@@ -186,7 +186,7 @@ class Trainer:
         state = load_checkpoint(path)  # a directory or a damaged file: ValueError
         try:
             self.restore(state)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # TypeError: arrays of a type the model refuses
             raise ValueError(f"checkpoint {path}: {exc}") from exc
         self.log(f"resumed from {path} after epoch {self.epoch}")
         self._repair_best(state)
