@@ -3,7 +3,8 @@ user's mistake or a damaged file, a traceback for a bug, and the files a run lea
 
 Oracles: the messages name the option or file and the value; where numbers are concerned
 (learning rates, early stopping) they are computed here from the formula, not by the code
-under test.
+under test. Tests of the command's behaviour run on the default backend (PORTACONV_BACKEND,
+as each nox session sets it); divergence, whose detection reads arrays, runs on every one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from portaconv.backend import get_backend
 from portaconv.cli import main
 from portaconv.train import experiment, load_checkpoint, save_checkpoint
 
@@ -86,7 +88,7 @@ def test_subset_too_small_to_split_says_so(in_tmp, capsys, subset):
     assert f"{subset} training images" in line and "use a larger --subset" in line
 
 
-def test_subset_just_large_enough_trains(bk, in_tmp, capsys):
+def test_subset_just_large_enough_trains(in_tmp, capsys):
     # 20 digits: every class of the first 20 has at least two images, so each keeps one in
     # training and gives one to validation, and training batches are never of one image
     assert main(["train", "--subset", "20", "--val-fraction", "0.5", "--epochs", "1",
@@ -103,7 +105,7 @@ def test_unknown_device_is_one_line(in_tmp, capsys):
     assert not (in_tmp / "run").exists()
 
 
-def test_a_finished_run_is_not_overwritten(bk, in_tmp, capsys):
+def test_a_finished_run_is_not_overwritten(in_tmp, capsys):
     argv = ["train", "--dataset", "iris", "--folds", "1", "--epochs", "1", "--out", "run"]
     assert main([*argv, "--no-progress"]) == 0
     capsys.readouterr()
@@ -161,7 +163,7 @@ def test_a_diverging_run_stops_with_status_3(bk, in_tmp, capsys):
     assert [strict_json(line)["epoch"] for line in lines] == list(range(1, diverged))
 
 
-def test_patience_stops_a_run_early(bk, in_tmp, capsys):
+def test_patience_stops_a_run_early(in_tmp, capsys):
     argv = ["train", "--dataset", "iris", "--folds", "1", "--epochs", "60", "--patience", "3"]
     assert main([*argv, "--out", "run", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -183,7 +185,7 @@ RUN = ["train", "--subset", "300", "--batch-size", "16", "--augment", "flip", "-
 
 
 @pytest.fixture
-def finished_run(bk, in_tmp, capsys):
+def finished_run(in_tmp, capsys):
     """A finished 2-epoch digits/cnn run in ./run, with settings unlike the recipe's."""
     assert main([*RUN, "--epochs", "2", "--no-progress"]) == 0
     capsys.readouterr()
@@ -257,7 +259,7 @@ def _idx_files(directory, seed):
         _write_idx(directory / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
 
 
-def test_resume_refuses_other_images_or_another_dataset(bk, in_tmp, capsys, monkeypatch):
+def test_resume_refuses_other_images_or_another_dataset(in_tmp, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(in_tmp / "cache"))
     _idx_files(in_tmp / "data", seed=0)
     argv = ["train", "--dataset", "fashion-mnist", "--model", "mlp", "--data-dir", "data"]
@@ -295,7 +297,8 @@ def test_every_option_has_help_that_shows_its_default():
     assert "default: cosine" in subcommands["train"]._option_string_actions["--scheduler"].help
 
 
-def test_config_json_holds_the_resolved_settings_from_the_start(bk, in_tmp, capsys):
+def test_config_json_holds_the_resolved_settings_from_the_start(in_tmp, capsys):
+    bk = get_backend()  # the command's default, PORTACONV_BACKEND's
     argv = ["train", "--optimizer", "sgd", "--lr", "1e6", "--subset", "300", "--epochs", "4"]
     assert main([*argv, "--out", "run", "--no-progress"]) == 3  # diverges: config.json stays
     config = strict_json((in_tmp / "run" / "config.json").read_text())
@@ -319,7 +322,7 @@ def test_config_json_holds_the_resolved_settings_from_the_start(bk, in_tmp, caps
     assert config["portaconv"] and config["started"]
 
 
-def test_plots_are_titled_and_include_the_learning_rate(bk, in_tmp, capsys, monkeypatch):
+def test_plots_are_titled_and_include_the_learning_rate(in_tmp, capsys, monkeypatch):
     import matplotlib.figure
 
     saved = {}
@@ -331,6 +334,7 @@ def test_plots_are_titled_and_include_the_learning_rate(bk, in_tmp, capsys, monk
         return original(fig, path, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    bk = get_backend()
     argv = ["train", "--dataset", "iris", "--folds", "1", "--epochs", "3", "--out", "run"]
     assert main([*argv, "--no-progress"]) == 0
     title = f"iris, two-layer, {bk.name} on {bk.device} ({bk.dtype_name})"
