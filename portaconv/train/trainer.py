@@ -139,8 +139,9 @@ class Trainer:
                 self.stopped_early = True
                 self.log(
                     f"stopping early after epoch {self.epoch}: no better validation accuracy "
-                    f"for {self.epoch - self.best_epoch} epochs (best "
-                    f"{self.best_val_accuracy:.4f} at epoch {self.best_epoch})"
+                    f"in the {self.epoch - self.best_epoch} epochs since epoch "
+                    f"{self.best_epoch} ({self.best_val_accuracy:.4f}; --patience "
+                    f"{self.patience})"
                 )
                 break
             record = self._train_epoch(train_loader, epochs)
@@ -208,7 +209,8 @@ class Trainer:
         else:
             self.log(
                 f"warning: {path} holds epoch {held}, not the best epoch {self.best_epoch}, "
-                "and cannot be rebuilt; it will be replaced by the next better epoch"
+                f"and cannot be rebuilt; it is replaced when an epoch beats epoch "
+                f"{self.best_epoch}"
             )
 
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
