@@ -235,7 +235,7 @@ def test_resume_refuses_other_settings_and_says_what_differs(finished_run, capsy
         fails(
             capsys,
             ["train", "--resume", "--out", "run", option, value],
-            "--resume: run is a digits/cnn run, which cannot continue with ",
+            "--resume: the run in run is digits/cnn; it cannot continue with ",
             f"{option} {value} (the run's: {runs})",
         )
     fails(capsys, ["train", "--resume", "--out", "run", "--epochs", "1"],
@@ -268,7 +268,7 @@ def test_resume_refuses_other_images_or_another_dataset(in_tmp, capsys, monkeypa
     fails(
         capsys,
         ["train", "--resume", "--out", "run", "--dataset", "mnist"],
-        "run is a fashion-mnist/mlp run",
+        "the run in run is fashion-mnist/mlp",
         "--dataset mnist (the run's: fashion-mnist)",
     )
     _idx_files(in_tmp / "data", seed=1)  # the files changed under the run

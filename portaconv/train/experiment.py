@@ -413,7 +413,7 @@ def _refuse_changes(config: TrainConfig, saved: dict[str, Any], out: Path, more:
     differences += more
     if differences:
         raise ValueError(
-            f"{_WHO}: --resume: {out} is a {saved['dataset']}/{saved['model']} run, which "
+            f"{_WHO}: --resume: the run in {out} is {saved['dataset']}/{saved['model']}; it "
             f"cannot continue with {'; '.join(differences)}. Leave these options out to "
             "continue it, or give another --out for a new run"
         )
