@@ -13,41 +13,78 @@ import importlib
 import json
 import os
 import platform
+import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
 from .backend import BACKENDS, DTYPES, BackendUnavailableError, get_backend, make_backend
+from .train._json import dumps
+
+#: Exit statuses of the ``portaconv`` command (README, "Exit status").
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns its exit status.
+
+    A mistake in the command line, a missing or damaged file, or an unusable backend is one
+    line on stderr and status 2; a diverged training run is status 3, an interrupted one
+    130. Any other exception is a bug in portaconv and keeps its traceback (status 1)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    args.argv = argv
+    from .train import TrainingDivergedError
+
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, BackendUnavailableError) as exc:
-        print(f"portaconv {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    except (ValueError, OSError, BackendUnavailableError) as exc:
+        message = _one_line(exc).removeprefix(f"portaconv {args.command}: ")
+        print(f"portaconv {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDivergedError as exc:
+        print(f"portaconv {args.command}: stopped: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         print(
             f"\nportaconv {args.command}: interrupted; the last checkpoint is intact "
             "(continue with --resume and the same --out)",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message; an OSError without one of portaconv's own says which file."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
+
+
+def _recipe(setting: str) -> str:
+    """``"the dataset's recipe: digits 10, iris 60, ..."`` for one setting of RECIPES."""
+    from .train.experiment import RECIPES
+
+    values = ", ".join(f"{name} {recipe[setting]}" for name, recipe in RECIPES.items())
+    return f"default: the dataset's recipe: {values}"
 
 
 def _parser() -> argparse.ArgumentParser:
     from .data import AUGMENTATIONS, DATASETS
     from .models.zoo import MODELS
-    from .train.experiment import OPTIMIZERS, SCHEDULERS
+    from .train.experiment import DEFAULTS, OPTIMIZERS, SCHEDULERS
 
     parser = argparse.ArgumentParser(
-        prog="portaconv", description="Train and evaluate portaconv networks."
+        prog="portaconv",
+        description="Train and evaluate portaconv networks. Exit status: 0 done, 2 a "
+        "mistake in the command line or a missing or damaged file (one line on stderr), "
+        "3 training diverged, 130 interrupted; 1 (with a traceback) is a bug.",
     )
     parser.add_argument("--version", action="version", version=f"portaconv {__version__}")
     sub = parser.add_subparsers(dest="command")
@@ -56,71 +93,181 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="train a network (default: a CNN on the embedded digits data)",
         description="Train a network; each unset hyper-parameter takes the dataset's recipe "
-        "(portaconv.train.experiment.RECIPES).",
+        "(portaconv.train.experiment.RECIPES). Writes OUT/config.json first, then after "
+        "every epoch OUT/checkpoint.npz and OUT/metrics.jsonl, and at the end the plots and "
+        "OUT/summary.json.",
     )
-    train.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
-    train.add_argument("--model", choices=sorted(MODELS), help="default: the dataset's recipe")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--optimizer", choices=OPTIMIZERS)
+    train.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        help=f"the data set (default: {DEFAULTS['dataset']}; with --resume: the run's)",
+    )
+    train.add_argument("--model", choices=sorted(MODELS), help=f"the network ({_recipe('model')})")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"epochs to train ({_recipe('epochs')}); with --resume, a new total "
+        "re-plans the learning-rate schedule",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"images per training step ({_recipe('batch_size')})",
+    )
+    train.add_argument(
+        "--lr",
+        type=float,
+        help=f"peak learning rate ({_recipe('lr')}); with --resume, a new peak for the "
+        "rest of the run",
+    )
+    train.add_argument(
+        "--optimizer", choices=OPTIMIZERS, help=f"the optimizer ({_recipe('optimizer')})"
+    )
     train.add_argument(
         "--augment",
         choices=sorted(AUGMENTATIONS),
         help="training-batch augmentation: random left-right flips and/or shifts of up to 2 "
-        "pixels (default: the dataset's recipe)",
+        f"pixels ({_recipe('augment')})",
     )
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--weight-decay", type=float, help="default: the dataset's recipe")
     train.add_argument(
-        "--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing"
+        "--momentum", type=float, help=f"SGD momentum (default: {DEFAULTS['momentum']})"
     )
-    train.add_argument("--scheduler", choices=SCHEDULERS, default="cosine")
-    train.add_argument("--warmup-epochs", type=int, default=0)
-    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        help=f"L2 weight decay ({_recipe('weight_decay')}; adamw takes 0.01 for 0)",
+    )
+    train.add_argument(
+        "--label-smoothing",
+        type=float,
+        help=f"cross-entropy label smoothing (default: {DEFAULTS['label_smoothing']})",
+    )
+    train.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        help=f"learning-rate schedule over the epochs (default: {DEFAULTS['scheduler']})",
+    )
+    train.add_argument(
+        "--warmup-epochs",
+        type=int,
+        metavar="N",
+        help="epochs of linear warm-up before the cosine schedule "
+        f"(default: {DEFAULTS['warmup_epochs']})",
+    )
+    train.add_argument(
+        "--val-fraction",
+        type=float,
+        help="fraction of each class held out of training for validation "
+        f"(default: {DEFAULTS['val_fraction']})",
+    )
+    train.add_argument(
+        "--patience",
+        type=int,
+        metavar="N",
+        help="stop early after N epochs without a better validation accuracy (default: "
+        "train every epoch)",
+    )
     train.add_argument(
         "--folds",
         type=int,
+        metavar="K",
         help="k-fold cross-validation (digits, iris): k runs in OUT/fold-i, each tested on "
-        "its own fold, accuracy over every sample; folds drawn with --seed (default: the "
-        "dataset's recipe, 5 for iris, else 1)",
+        "its own fold, accuracy over every sample; folds drawn with --seed "
+        f"({_recipe('folds')})",
     )
     _backend_args(train)
-    train.add_argument("--dtype", choices=DTYPES, help="default: PORTACONV_DTYPE or float32")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--data-dir", help="where the dataset files are (or go)")
-    train.add_argument("--no-download", action="store_true", help="never download datasets")
-    train.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     train.add_argument(
-        "--resume", action="store_true", help="continue from OUT/checkpoint.npz (needs --out)"
+        "--dtype", choices=DTYPES, help="float type (default: PORTACONV_DTYPE or float32)"
     )
-    train.add_argument("--subset", type=int, help="use only the first N training and N test images")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--seed",
+        type=int,
+        help="seeds the weights, the validation split, the data order and dropout "
+        f"(default: {DEFAULTS['seed']})",
+    )
+    train.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the dataset files are looked for first, and where a download goes, "
+        "into DIR/<dataset> (default: look in PORTACONV_DATA, ~/.cache/portaconv and the "
+        "system's data directories; download into ~/.cache/portaconv/<dataset>)",
+    )
+    train.add_argument(
+        "--no-download",
+        action="store_true",
+        help="never download datasets (default: download what is missing)",
+    )
+    train.add_argument(
+        "--out", metavar="DIR", help="run directory (default: runs/<dataset>-<model>-<time>)"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint.npz, with the run's settings; "
+        "only --epochs, --lr, --patience and the backend may change (default: a new run)",
+    )
+    train.add_argument(
+        "--subset",
+        type=int,
+        metavar="N",
+        help="use only the first N training and N test images (default: all)",
+    )
+    train.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: a bar when stderr is a terminal)",
+    )
     train.set_defaults(run=_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on its test set")
-    evaluate.add_argument("--checkpoint", required=True)
-    evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--subset", type=int, help="only the first N test images")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on its test set",
+        description="Rebuild the model a checkpoint holds and score it on the test split "
+        "it was trained for (the same --subset and fold), as JSON on stdout.",
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="FILE",
+        help="a checkpoint.npz or best.npz of a run (required)",
+    )
+    evaluate.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the dataset files are (default: the run's --data-dir)",
+    )
+    evaluate.add_argument(
+        "--subset",
+        type=int,
+        metavar="N",
+        help="only the first N test images (default: the run's --subset, else all)",
+    )
     _backend_args(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     info = sub.add_parser("info", help="backends installed, devices seen, versions")
-    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--json", action="store_true", help="print JSON (default: text)")
     info.set_defaults(run=_info)
     return parser
 
 
 def _backend_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=BACKENDS, help="default: PORTACONV_BACKEND or numpy")
-    parser.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: PORTACONV_DEVICE)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the array library to compute with (default: PORTACONV_BACKEND or numpy)",
+    )
+    parser.add_argument(
+        "--device",
+        help="e.g. cuda, cuda:1, cpu (default: PORTACONV_DEVICE or the backend's default)",
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
     from .train.experiment import TrainConfig, run_experiment
 
-    if args.resume and not args.out:
-        raise ValueError("--resume needs --out DIR, the run directory to continue")
     config = TrainConfig(
         dataset=args.dataset,
         model=args.model,
@@ -137,6 +284,7 @@ def _train(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        patience=args.patience,
         backend=args.backend,
         device=args.device,
         dtype=args.dtype,
@@ -147,18 +295,28 @@ def _train(args: argparse.Namespace) -> int:
         subset=args.subset,
         progress=not args.no_progress,
     )
-    summary = run_experiment(config)
+    with warnings.catch_warnings():
+        # A diverging run overflows on its way to NaN; the trainer reports that in one line.
+        warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
+        summary = run_experiment(config, command=shlex.join(["portaconv", *args.argv]))
     scored = f"{summary['test_images']} images"
     if summary["folds"] > 1:
         scored += f", out-of-fold over {summary['folds']} folds"
+    stopped = ""
+    if summary.get("stopped_early"):
+        stopped = f" (stopped early; best validation accuracy at epoch {summary['best_epoch']})"
     print(
         f"test accuracy {summary['test_accuracy']:.4f} ({scored}) | "
-        f"{summary['model']} on {summary['dataset']}, {summary['epochs']} epochs, "
-        f"{summary['train_seconds']:.1f} s training, {summary['images_per_second']:.0f} img/s, "
-        f"{summary['backend']} {summary['device']}"
+        f"{summary['model']} on {summary['dataset']}, {summary['epochs']} epochs{stopped}, "
+        f"{summary['train_seconds']:.1f} s training, {_number(summary['images_per_second'])} "
+        f"img/s, {summary['backend']} {summary['device']}"
     )
     print(f"results in {summary['out']}")
-    return 0
+    return EXIT_OK
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -167,8 +325,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(
         args.checkpoint, args.data_dir, args.backend, args.device, args.subset
     )
-    print(json.dumps(result, indent=2))
-    return 0
+    print(dumps(result, indent=2))
+    return EXIT_OK
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -341,13 +341,50 @@ def test_system_directory_is_searched_last(tmp_path, rng, monkeypatch):
         load_mnist(download=False)
 
 
-def test_incomplete_directory_is_skipped_and_reported(tmp_path, rng, monkeypatch):
+def test_incomplete_search_directory_is_skipped_and_reported(tmp_path, rng, monkeypatch):
     partial = write_idx_set(tmp_path / "partial", make_idx_set(rng, label_offset=1))
     (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("PORTACONV_DATA", str(partial))
     with pytest.raises(DatasetNotFoundError, match=r"has only 3 of 4 files.*t10k-labels"):
-        load_mnist(data_dir=partial, download=False)
+        load_mnist(download=False)
     write_idx_set(cache_dir("mnist"), make_idx_set(rng, label_offset=9))
-    assert labels_of(load_mnist(data_dir=partial, download=False)) == 9
+    assert labels_of(load_mnist(download=False)) == 9
+
+
+@pytest.mark.parametrize("where", ["itself", "named-subdirectory"])
+def test_data_dir_missing_a_file_is_an_error_naming_it(tmp_path, rng, monkeypatch, where):
+    """A complete copy elsewhere (the system's, the cache) is not used instead of the data
+    directory the caller named: that directory lacks a file, and the error says which."""
+    data_dir = tmp_path / "mine"
+    partial = data_dir if where == "itself" else data_dir / "fashion-mnist"
+    write_idx_set(partial, make_idx_set(rng, label_offset=1))
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    system = write_idx_set(tmp_path / "usr-share", make_idx_set(rng, label_offset=7))
+    monkeypatch.setitem(SYSTEM_DIRS, "fashion-mnist", (str(system),))
+    write_idx_set(cache_dir("fashion-mnist"), make_idx_set(rng, label_offset=8))
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_fashion_mnist(data_dir=data_dir, download=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"the data directory {partial} (--data-dir, data_dir=)" in message
+    assert "missing there: t10k-labels-idx1-ubyte[.gz]" in message
+    assert "train-images" not in message
+    # Without the data directory, the cache's copy is found as before.
+    assert labels_of(load_fashion_mnist(download=False)) == 8
+
+
+def test_data_dir_without_the_files_falls_back_and_downloads_into_it(tmp_path, rng, monkeypatch):
+    arrays, served, source = mirror_idx_files(rng, ds_module._MNIST)
+    monkeypatch.setattr(ds_module, "_MNIST", source)
+    monkeypatch.setattr(ds_module, "_fetch_url", FakeMirror(served))
+    data_dir = tmp_path / "mine"
+    ds = load_mnist(data_dir=data_dir)
+    assert sorted(p.name for p in (data_dir / "mnist").iterdir()) == sorted(source.md5)
+    assert not cache_dir("mnist").exists()
+    np.testing.assert_array_equal(ds.y_test, arrays["test_labels"])
+    # A copy elsewhere is still used when the data directory has none of the files.
+    write_idx_set(cache_dir("fashion-mnist"), make_idx_set(rng, label_offset=8))
+    assert labels_of(load_fashion_mnist(data_dir=data_dir, download=False)) == 8
 
 
 @pytest.mark.parametrize("loader", [load_mnist, load_fashion_mnist, load_cifar10])
@@ -363,7 +400,12 @@ def test_missing_files_without_download_explain_how_to_get_them(tmp_path, monkey
     for searched in (tmp_path / "arg-dir", tmp_path / "env-dir" / name, cache_dir(name)):
         assert str(searched) in message
     assert "--data-dir DIR" in message and "PORTACONV_DATA=DIR" in message
-    assert "download=False" in message
+    assert "downloads are off: --no-download, download=False in Python" in message
+    # The ways to get the data: the first is not an alternative ("or ...") to nothing.
+    ways = [line for line in message.splitlines() if line.startswith("  - ")]
+    assert not ways[0].startswith("  - or ") and all(w.startswith("  - or ") for w in ways[1:])
+    assert ways[-1].endswith(f"they go to {tmp_path / 'arg-dir' / name}")  # where --data-dir says
+    assert "download=True in Python" in ways[-1] and "without --no-download" in ways[-1]
     if loader is load_fashion_mnist:
         assert "apt-get install dataset-fashion-mnist" in message
         assert "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/" in message

@@ -465,6 +465,67 @@ def test_overlapping_threaded_calls_restore_the_blas_thread_count():
     assert get_count() == start
 
 
+@needs_blas_control
+def test_a_blas_count_set_during_a_threaded_call_is_kept():
+    """The program (threadpoolctl, say) sets OpenBLAS's count while a threaded call runs:
+    the call's end leaves that count, not the one from before the call."""
+    get_count, set_count = threads._blas()
+    start = get_count()
+    wanted = 3 if start != 3 else 2
+    try:
+        threads.run_threaded([lambda: set_count(wanted), lambda: None])
+        assert get_count() == wanted
+        threads.run_threaded([lambda: None, lambda: None])  # an ordinary call restores it
+        assert get_count() == wanted
+    finally:
+        set_count(start)
+
+
+def test_a_growing_pool_leaves_the_smaller_one_usable():
+    """A call that asks for more threads replaces the shared pool; a call of another thread
+    that still holds the smaller pool can submit to it (it was not shut down)."""
+    smaller = threads._executor(1)
+    larger = threads._executor(smaller._max_workers + 2)
+    assert larger is not smaller and threads._executor(1) is larger  # the pool only grows
+    assert smaller.submit(lambda: 7).result(timeout=10) == 7
+
+
+@needs_blas_control
+def test_threads_with_other_batch_sizes_convolve_concurrently(thread_count):
+    """Four user threads, each its own Conv2d and batch size (2-5, so each asks the shared
+    pool for another number of threads), four portaconv threads: no error, and every output
+    is float64 PyTorch's."""
+    import threading
+
+    thread_count(4)
+    rng = np.random.default_rng(5)
+    W = rng.uniform(-0.5, 0.5, (3, 4, 3, 3))
+    b = rng.uniform(-0.5, 0.5, 3)
+    inputs = {n: rng.standard_normal((n, 4, 7, 7)) for n in (2, 3, 4, 5)}
+    with use_backend("numpy", None, "float64"):
+        layers = {n: L.Conv2d(4, 3, 3, 1, 1, lambda *_: W, lambda *_: b) for n in inputs}
+    start = threading.Barrier(len(inputs), timeout=30)
+    outputs, errors = {}, []
+
+    def convolve(n):
+        try:
+            start.wait()
+            outputs[n] = [layers[n].forward(inputs[n]) for _ in range(30)]
+        except Exception as exc:  # reported below, with the batch size
+            errors.append(f"batch {n}: {exc!r}")
+
+    workers = [threading.Thread(target=convolve, args=(n,)) for n in inputs]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert errors == []
+    for n, A in inputs.items():
+        expected = F.conv2d(torch.tensor(A), torch.tensor(W), torch.tensor(b), padding=1).numpy()
+        for Z in outputs[n]:
+            np.testing.assert_allclose(Z, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_num_threads_settings(monkeypatch, thread_count):
     thread_count(3)
     assert threads.num_threads() == 3

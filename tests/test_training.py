@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import signal
 import subprocess
@@ -36,7 +37,7 @@ from portaconv.layers import (
 )
 from portaconv.models import CNN, MLP, CNN_SimpleScanningMLP, Sequential, build_model
 from portaconv.optim import SGD, Adam, CosineAnnealingLR
-from portaconv.train import Trainer, load_checkpoint, save_checkpoint
+from portaconv.train import Trainer, TrainingDivergedError, load_checkpoint, save_checkpoint
 from portaconv.train import checkpoint as checkpoint_module
 
 from .helpers import assert_close, on, rounded, torch_reference
@@ -258,6 +259,127 @@ def test_trainer_refuses_bad_arguments(bk):
         Trainer(model, SGD(model, 0.1)).fit([], epochs=-1)
     with pytest.raises(ValueError, match="Trainer: resume=True needs out_dir"):
         Trainer(model, SGD(model, 0.1)).fit([], epochs=1, resume=True)
+    with pytest.raises(ValueError, match="Trainer: patience must be a positive integer, got 0"):
+        Trainer(model, SGD(model, 0.1), patience=0)
+    with pytest.raises(ValueError, match="Trainer: patience watches the validation accuracy"):
+        Trainer(model, SGD(model, 0.1), patience=2).fit([], epochs=1)
+
+
+def _stop_epoch(val_accuracies, patience):
+    """Oracle of early stopping: the number of epochs a run with ``patience`` trains, given
+    the validation accuracies of the run without it."""
+    best, best_epoch = -1.0, 0
+    for epoch, accuracy in enumerate(val_accuracies, start=1):
+        if epoch - 1 - best_epoch >= patience and best_epoch > 0:
+            return epoch - 1
+        if accuracy > best:
+            best, best_epoch = accuracy, epoch
+    return len(val_accuracies)
+
+
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_patience_stops_after_that_many_epochs_without_progress(bk, rng, tmp_path, patience):
+    X, y = _blobs(rng, n=120)
+    X[:, 0] += rng.normal(0, 1.5, len(X)).astype(np.float32)  # overlap: accuracy plateaus
+
+    def fit(patience, out, resume=False):
+        portaconv.manual_seed(0)
+        model = build_model("two-layer", (2,), 3, hidden=8)
+        trainer = Trainer(
+            model, SGD(model, 0.05), out_dir=out, progress=False, log=lambda _: 0,
+            patience=patience,
+        )  # fmt: skip
+        train, val = DataLoader(X[:90], y[:90], 16, shuffle=True), DataLoader(X[90:], y[90:], 64)
+        trainer.fit(train, val, epochs=25, resume=resume)
+        return trainer
+
+    def numbers(history):  # the records without their timings
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
+                for r in history]  # fmt: skip
+
+    whole = fit(None, tmp_path / "whole")
+    accuracies = [r["val_accuracy"] for r in whole.history]
+    expected = _stop_epoch(accuracies, patience)
+    assert expected < 25, accuracies  # the case stops early, or the test could not fail
+    early = fit(patience, tmp_path / "early")
+    assert early.stopped_early and not whole.stopped_early
+    assert early.epoch == len(early.history) == expected
+    assert numbers(early.history) == numbers(whole.history[:expected])  # the run, cut short
+    best = max(accuracies[:expected])
+    assert early.best_epoch == accuracies.index(best) + 1 and early.best_val_accuracy == best
+    assert early.epoch - early.best_epoch == patience
+    assert load_checkpoint(tmp_path / "early" / "best.npz")["epoch"] == early.best_epoch
+
+    # A resumed run that had stopped does not train on; with more patience it does, as far
+    # as the run without early stopping says it would.
+    again = fit(patience, tmp_path / "early", resume=True)
+    assert again.stopped_early and again.epoch == expected
+    longer = _stop_epoch(accuracies, patience + 3)
+    more = fit(patience + 3, tmp_path / "early", resume=True)
+    assert more.epoch == longer > expected
+    assert numbers(more.history) == numbers(whole.history[:longer])
+
+
+class _Poisoned:
+    """A loader whose batches turn to NaN from epoch ``epoch`` (0-based) on."""
+
+    def __init__(self, loader, epoch):
+        self.loader, self.poison_from, self.epoch = loader, epoch, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for X, y in self.loader:
+            yield (X * float("nan") if self.epoch >= self.poison_from else X), y
+
+
+def strict_json(text):
+    """Parse ``text`` as RFC 8259 JSON: NaN, Infinity and -Infinity are refused."""
+
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(bk, rng, tmp_path):
+    X, y = _blobs(rng, n=64)
+    portaconv.manual_seed(0)
+    model = build_model("two-layer", (2,), 3, hidden=8)
+    trainer = Trainer(model, SGD(model, 0.1), out_dir=tmp_path, progress=False, log=lambda _: 0)
+    loader = _Poisoned(DataLoader(X, y, 16, shuffle=True), epoch=1)
+    with pytest.raises(TrainingDivergedError) as info:
+        trainer.fit(loader, DataLoader(X, y, 16), epochs=4)
+    message = str(info.value)
+    assert message.startswith("training diverged in epoch 2: train loss nan")
+    assert f"{tmp_path / 'checkpoint.npz'} keeps epoch 1, the last finite one" in message
+    state = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert state["epoch"] == 1
+    assert all(np.isfinite(v).all() for v in state["model"].values())
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [strict_json(line)["epoch"] for line in lines] == [1]
+
+
+def test_divergence_in_the_first_epoch_saves_nothing(bk, rng, tmp_path):
+    X, y = _blobs(rng, n=32)
+    model = build_model("two-layer", (2,), 3, hidden=8)
+    trainer = Trainer(model, SGD(model, 0.1), out_dir=tmp_path, progress=False, log=lambda _: 0)
+    with pytest.raises(TrainingDivergedError, match="epoch 1: .*; nothing was saved"):
+        trainer.fit(_Poisoned(DataLoader(X, y, 16), epoch=0), epochs=2)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_json_files_are_strict():
+    from portaconv.train._json import dumps
+
+    value = {"a": float("nan"), "b": [np.float32("inf"), -math.inf, 1.5], "c": (np.int64(2),)}
+    assert dumps(value) == '{"a": null, "b": [null, null, 1.5], "c": [2]}'
+    assert strict_json(dumps(value)) == {"a": None, "b": [None, None, 1.5], "c": [2]}
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -353,13 +475,214 @@ def test_sigkill_during_checkpoint_loop_leaves_a_whole_checkpoint(tmp_path):
     )
 
 
+_KILLED_BEFORE_BEST = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import portaconv
+    from portaconv.data import DataLoader
+    from portaconv.models import build_model
+    from portaconv.optim import SGD
+    from portaconv.train import Trainer, checkpoint
+
+    savez, best_writes = checkpoint.np.savez, []
+
+    def killed_writing_the_second_best(f, **arrays):
+        if ".best.npz." in f.name:
+            best_writes.append(f.name)
+            if len(best_writes) == 2:  # the first improvement after epoch 1
+                f.write(b"PK\\x03\\x04" + bytes(100))
+                f.flush()
+                os._exit(9)  # killed: checkpoint.npz is written, best.npz is not
+        savez(f, **arrays)
+
+    checkpoint.np.savez = killed_writing_the_second_best
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 2)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64)
+    portaconv.manual_seed(0)
+    model = build_model("two-layer", (2,), 2, hidden=4)
+    trainer = Trainer(model, SGD(model, 0.02), out_dir=sys.argv[1], progress=False)
+    trainer.fit(DataLoader(X[:80], y[:80], 16), DataLoader(X[80:], y[80:], 64), epochs=30)
+    """
+)
+
+
+def test_kill_between_checkpoint_and_best_is_repaired_on_resume(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_BEFORE_BEST, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PORTACONV_BACKEND": "numpy"},
+    )
+    assert done.returncode == 9, done.stderr  # 0: no second improvement, nothing tested
+    state = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert state["best_epoch"] == state["epoch"] > load_checkpoint(tmp_path / "best.npz")["epoch"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".best.npz.")
+
+    lines = []
+    with portaconv.use_backend("numpy"):
+        model = build_model("two-layer", (2,), 2, hidden=4)
+        trainer = Trainer(model, SGD(model, 0.02), out_dir=tmp_path, progress=False,
+                          log=lines.append)  # fmt: skip
+        trainer.fit([], [], epochs=state["epoch"], resume=True)  # nothing left to train
+    best = load_checkpoint(tmp_path / "best.npz")
+    assert best["epoch"] == state["epoch"]
+    for key, value in state["model"].items():
+        np.testing.assert_array_equal(best["model"][key], value)
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert any(line.startswith("removed ") and ".best.npz." in line for line in lines)
+
+
+def test_temporaries_of_running_writers_are_kept(tmp_path):
+    from portaconv.train.checkpoint import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    stale = tmp_path / f".checkpoint.npz.{int(dead.stdout)}.tmp"
+    mine = tmp_path / f".best.npz.{os.getpid()}.tmp"
+    running = tmp_path / f".checkpoint.npz.{os.getppid()}.tmp"  # a process that runs
+    other = tmp_path / ".notes.tmp"  # not a checkpoint's temporary
+    for path in (stale, mine, running, other):
+        path.write_bytes(b"partial")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([stale, mine])
+    assert running.exists() and other.exists()
+
+
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "none.npz")
     path = save_checkpoint(tmp_path / "c.npz", _state(1))
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ValueError, match="not a readable portaconv checkpoint"):
+    with pytest.raises(ValueError, match="c.npz is damaged or not a portaconv checkpoint"):
         load_checkpoint(path)
+
+
+def _trained(out_dir, epochs=1):
+    """A Trainer of the two-layer network fitted ``epochs`` epochs, checkpoints in out_dir."""
+    rng = np.random.default_rng(0)
+    X, y = _blobs(rng, n=64)
+    portaconv.manual_seed(0)
+    model = build_model("two-layer", (2,), 3, hidden=8)
+    trainer = Trainer(model, SGD(model, 0.1), out_dir=out_dir, progress=False, log=lambda _: 0)
+    trainer.fit(DataLoader(X[:48], y[:48], 16), DataLoader(X[48:], y[48:], 16), epochs=epochs)
+    return trainer
+
+
+def _central_directory(path):
+    """Offsets of each member's central-directory record in the zip file ``path``."""
+    import struct
+    import zipfile
+
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        offset, count = archive.start_dir, len(archive.infolist())
+    records = []
+    for _ in range(count):
+        assert data[offset : offset + 4] == b"PK\x01\x02"
+        name, extra, comment = struct.unpack("<HHH", data[offset + 28 : offset + 34])
+        records.append(offset)
+        offset += 46 + name + extra + comment
+    return records
+
+
+# Byte edits of a member's central-directory record that zipfile answers with something other
+# than BadZipFile: (offset in the record, new byte, what zipfile raises).
+ZIP_EDITS = {
+    "version-needed": (6, 0xFF, "NotImplementedError"),
+    "encrypted-flag": (8, 0x01, "RuntimeError"),
+    "patched-data-flag": (8, 0x20, "NotImplementedError"),
+    "strong-encryption-flag": (8, 0x40, "NotImplementedError"),
+    "compression-method": (10, 0x63, "NotImplementedError"),
+}
+
+
+def damaged_copy(path, edit, member=0):
+    offset, value, _ = ZIP_EDITS[edit]
+    data = bytearray(path.read_bytes())
+    data[_central_directory(path)[member] + offset] = value
+    copy = path.with_name(f"{edit}-{member}.npz")
+    copy.write_bytes(bytes(data))
+    return copy
+
+
+@pytest.mark.parametrize("edit", sorted(ZIP_EDITS))
+def test_damaged_zip_headers_are_a_value_error(tmp_path, edit):
+    path = _trained(tmp_path).out_dir / "checkpoint.npz"
+    raised = {"RuntimeError": RuntimeError, "NotImplementedError": NotImplementedError}
+    for member in (0, -1):  # the first array and the metadata (written last)
+        damaged = damaged_copy(path, edit, member)
+        with pytest.raises(raised[ZIP_EDITS[edit][2]]):  # what NumPy alone would raise
+            with np.load(damaged, allow_pickle=False) as data:
+                [data[key] for key in data.files]
+        with pytest.raises(ValueError, match=rf"checkpoint .*{edit}-.*\.npz is damaged"):
+            load_checkpoint(damaged)
+
+
+def test_checkpoint_that_is_no_zip_or_a_directory_is_a_value_error(tmp_path):
+    path = tmp_path / "random.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(ValueError, match=r"not an \.npz \(zip\) file") as info:
+        load_checkpoint(path)
+    assert "pickle" not in str(info.value)  # no advice to unpickle an untrusted file
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"run is a directory, not a checkpoint file .*best\.npz"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_checkpoint_missing_a_member_names_it(tmp_path):
+    import zipfile
+
+    path = _trained(tmp_path).out_dir / "checkpoint.npz"
+    cut = tmp_path / "cut.npz"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(cut, "w") as target:
+        for info in source.infolist():
+            if info.filename != "model/0.W.npy":
+                target.writestr(info, source.read(info))
+    with pytest.raises(ValueError, match=r"lacks the array 'model/0\.W'"):
+        load_checkpoint(cut)
+
+
+@pytest.mark.parametrize(
+    "entry,value,message",
+    [
+        ("epoch", None, "lacks epoch"),
+        ("model", None, "lacks model"),
+        ("history", None, "lacks history"),
+        ("epoch", "2", "epoch is str '2', expected int"),
+        ("epoch", 5, "epoch 5 does not match its history of 2 epochs"),
+        ("rng", {"bit_generator": "nope"}, "random state rng is not usable"),
+        ("format", "other", "not a portaconv training checkpoint"),
+    ],
+)
+def test_restore_checks_the_whole_state_first(tmp_path, entry, value, message):
+    trainer = _trained(tmp_path, epochs=2)
+    state = load_checkpoint(tmp_path / "checkpoint.npz")
+    if value is None:
+        del state[entry]
+    else:
+        state[entry] = value
+    save_checkpoint(tmp_path / "checkpoint.npz", state)
+    fresh = _trained(tmp_path / "other", epochs=1)
+    before = {k: to_numpy(v).copy() for k, v in fresh.model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        fresh.restore(state)
+    assert fresh.epoch == 1  # untouched
+    for key, value in fresh.model.state_dict().items():
+        np.testing.assert_array_equal(to_numpy(value), before[key])
+    with pytest.raises(ValueError, match=rf"checkpoint {tmp_path / 'checkpoint.npz'}: .*{message}"):
+        trainer.resume()
+
+
+def test_resume_onto_a_directory_named_checkpoint_is_a_value_error(tmp_path):
+    (tmp_path / "checkpoint.npz").mkdir()
+    trainer = Trainer(build_model("two-layer", (2,), 3), None, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="checkpoint.npz is a directory"):
+        trainer.resume()
 
 
 # ---------------------------------------------------------------------------- command line
@@ -416,6 +739,8 @@ def test_cli_cross_validation_tests_every_sample_once(bk, tmp_path, capsys):
     assert summary["fold_test_accuracy"] == [f["test_accuracy"] for f in folds]
     correct = sum(f["test_accuracy"] * f["test_images"] for f in folds)
     assert summary["test_accuracy"] == pytest.approx(correct / 150, abs=1e-12)
+    assert json.loads((out / "config.json").read_text())["folds"] == 3
+    assert json.loads((out / "fold-2" / "config.json").read_text())["fold"] == [2, 3]
     confusion = np.array(json.loads((out / "confusion_matrix.json").read_text()))
     np.testing.assert_array_equal(confusion.sum(1), [50, 50, 50])  # every flower, once
     assert _png(out / "confusion_matrix.png")
@@ -430,11 +755,11 @@ def test_cli_cross_validation_tests_every_sample_once(bk, tmp_path, capsys):
     assert (evaluated["fold"], evaluated["test_images"]) == ([1, 3], 50)
     assert evaluated["test_accuracy"] == pytest.approx(folds[1]["test_accuracy"], abs=1e-12)
 
-    assert main(["train", "--dataset", "fashion-mnist", "--folds", "3"]) == 1
+    assert main(["train", "--dataset", "fashion-mnist", "--folds", "3"]) == 2
     assert "cross-validates only the data sets without an official test split" in (
         capsys.readouterr().err
     )
-    assert main(["train", "--dataset", "iris", "--folds", "0"]) == 1
+    assert main(["train", "--dataset", "iris", "--folds", "0"]) == 2
     assert "folds must be a positive integer, got 0" in capsys.readouterr().err
 
 
@@ -480,9 +805,9 @@ def test_cli_errors_are_one_clear_line(bk, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PORTACONV_DATA", raising=False)
-    assert main(["train", "--resume"]) == 1
+    assert main(["train", "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.npz")]) == 1
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--dataset", "nope"])
@@ -500,7 +825,7 @@ def test_cli_errors_are_one_clear_line(bk, tmp_path, capsys, monkeypatch):
                 str(tmp_path / "r"),
             ]
         )
-        == 1
+        == 2
     )
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 

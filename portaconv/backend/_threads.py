@@ -13,7 +13,9 @@ bundled OpenBLAS offers no per-thread one that works: ``openblas_set_num_threads
 was measured to act process-wide), so while a threaded call runs the count is 1 for the
 whole process, and a BLAS call made meanwhile by another thread of the program runs
 single-threaded (same results, slower). The count is restored when the last of any
-overlapping threaded calls ends. The library is found through ctypes as the
+overlapping threaded calls ends, unless something else (a threadpoolctl limit the program
+set meanwhile) has changed it from portaconv's 1: that setting is then left as it is. The
+library is found through ctypes as the
 ``libscipy_openblas`` that NumPy's wheels bundle; where it is not (another BLAS, a source
 build), the chunks run one after another in the calling thread and nothing is changed.
 """
@@ -48,7 +50,7 @@ _lock = threading.Lock()
 _depth = 0  # threaded calls running now
 _saved = 0  # OpenBLAS's thread count before the first of them
 _pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] = (0, 0)  # (process id, workers) the pool was made for
+_pool_key: tuple[int, int] = (0, 0)  # (process id, threads) of the pool
 
 
 def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None]] | None:
@@ -130,19 +132,23 @@ def _single_threaded_blas() -> Iterator[None]:
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0:
+            # A count other than our 1 was set meanwhile by the program (threadpoolctl):
+            # theirs is the newer wish, keep it.
+            if _depth == 0 and get_fn() == 1:
                 set_fn(ctypes.c_int(_saved))
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    """A process-wide pool of ``workers`` threads (a new one after a fork or a new count)."""
+    """A process-wide pool of at least ``workers`` threads (a new one after a fork).
+
+    The pool only grows, and a replaced pool is never shut down here: another thread may be
+    submitting to it at this moment. Once no call holds it any more, it is garbage
+    collected and its idle threads exit (``concurrent.futures`` wakes them for that)."""
     global _pool, _pool_key
-    key = (os.getpid(), workers)
+    pid = os.getpid()
     with _lock:
-        if _pool is None or _pool_key != key:
-            if _pool is not None and _pool_key[0] == key[0]:
-                _pool.shutdown(wait=False)
-            _pool, _pool_key = ThreadPoolExecutor(workers, "portaconv"), key
+        if _pool is None or _pool_key[0] != pid or _pool_key[1] < workers:
+            _pool, _pool_key = ThreadPoolExecutor(workers, "portaconv"), (pid, workers)
         return _pool
 
 
@@ -153,7 +159,8 @@ def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
     if len(tasks) <= 1 or not blas_thread_control():
         return [task() for task in tasks]
     with _single_threaded_blas():
-        futures = [_executor(len(tasks) - 1).submit(task) for task in tasks[1:]]
+        pool = _executor(len(tasks) - 1)
+        futures = [pool.submit(task) for task in tasks[1:]]
         try:
             first = tasks[0]()
         finally:  # never return while a worker still writes into the caller's arrays

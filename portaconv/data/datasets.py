@@ -16,10 +16,12 @@ Every loader returns a :class:`Dataset` with ``X`` float32 and ``y`` int64. Imag
      package installs Fashion-MNIST in ``/usr/share/datasets/fashion-mnist``),
 
   each as the directory itself and as ``<dir>/<dataset name>``. The first directory that
-  holds every file wins. Where none does and ``download=True``, the files are fetched from
-  the official mirror into the user cache, checked against their published MD5 sums, and
-  only then put in place. Offline, a :class:`DatasetNotFoundError` says where it looked and
-  how to get the files by hand.
+  holds every file wins; a ``data_dir`` that holds only some of them is an error that names
+  the missing ones (never a silent fall-back to another copy). Where no directory has the
+  files and ``download=True``, they are fetched from the official mirror into
+  ``<data_dir>/<dataset name>`` (without ``data_dir``: the user cache), checked against
+  their published MD5 sums, and only then put in place. Offline, a
+  :class:`DatasetNotFoundError` says where it looked and how to get the files by hand.
 
 Files found locally are validated by their contents (IDX header and byte count, pickle keys
 and sizes, label range), not by checksum, so re-compressed or uncompressed copies work. A
@@ -593,25 +595,58 @@ _CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "b
 
 
 def _not_found(
-    source: _Source, searched: list[Path], notes: list[str], reason: str
+    source: _Source, searched: list[Path], notes: list[str], reason: str, target: Path
 ) -> DatasetNotFoundError:
+    """The data set is nowhere: where portaconv looked, and each way to get it (``target``:
+    where a download goes)."""
     urls = [source.base_url + f for f in source.md5]
     lines = [f"{source.title} not found ({reason}). Looked in:"]
     lines += [f"  {d}" for d in searched]
     lines += [f"  note: {n}" for n in notes]
-    lines.append("To get it:")
+    ways = []
     if source.apt_package:
-        lines.append(f"  - on Debian/Ubuntu: apt-get install {source.apt_package}")
-    lines.append("  - or download these files into a directory DIR:")
-    lines += [f"      {u}" for u in urls]
+        ways.append([f"on Debian/Ubuntu: apt-get install {source.apt_package}"])
+    by_hand = ["download these files into a directory DIR:", *(f"  {u}" for u in urls)]
     if source is _CIFAR10:
-        lines.append("    and unpack them there: tar xzf cifar-10-python.tar.gz -C DIR")
-    lines.append(
-        "    then pass --data-dir DIR (data_dir=DIR in Python) or set PORTACONV_DATA=DIR;"
-        f" files in {cache_dir(source.name)} are found as well"
+        by_hand.append("and unpack them there: tar xzf cifar-10-python.tar.gz -C DIR")
+    by_hand.append(
+        "then pass --data-dir DIR (data_dir=DIR in Python) or set PORTACONV_DATA=DIR; "
+        f"files in {cache_dir(source.name)} are found as well"
     )
-    lines.append("  - or run once with network access and download=True (the default)")
+    ways.append(by_hand)
+    ways.append(
+        [
+            "let portaconv download them: run once with network access, without "
+            f"--no-download (download=True in Python); they go to {target}"
+        ]
+    )
+    lines.append("To get it:")
+    for i, (first, *rest) in enumerate(ways):
+        lines.append(f"  - {'or ' if i else ''}{first}")
+        lines += [f"    {line}" for line in rest]
     return DatasetNotFoundError("\n".join(lines))
+
+
+_DOWNLOADS_OFF = "downloads are off: --no-download, download=False in Python"
+
+
+def _given_dir_incomplete(
+    source: _Source, directory: Path, missing: list[str]
+) -> DatasetNotFoundError:
+    """The directory the caller named holds only part of the data set: say which files."""
+    return DatasetNotFoundError(
+        f"{source.title}: the data directory {directory} (--data-dir, data_dir=) holds only "
+        f"part of the data set; missing there: {', '.join(missing)}. Add the missing files, "
+        "or point --data-dir at a directory that has all of them"
+    )
+
+
+def _download_target(source: _Source, data_dir: Any) -> Path:
+    """Where a download goes: ``<data_dir>/<name>`` when a data directory is given, else
+    the user cache."""
+    if data_dir is None:
+        return cache_dir(source.name)
+    return Path(data_dir).expanduser() / source.name
 
 
 def _find_idx_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
@@ -630,24 +665,31 @@ def _find_idx_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
 def _load_idx_dataset(source: _Source, data_dir: Any, download: bool) -> Dataset:
     searched = _search_dirs(source.name, data_dir)
     notes: list[str] = []
-    files = None
+    given = [] if data_dir is None else searched[:2]  # data_dir and data_dir/<name>
+    files, partial = None, None
     for directory in searched:
+        if partial is not None and directory not in given:
+            raise _given_dir_incomplete(source, *partial)
         found, missing = _find_idx_files(directory)
         if not missing:
             files = found
             break
-        if found:
+        if found and directory in given:
+            partial = partial or (directory, [f"{stem}[.gz]" for stem in missing])
+        elif found:
             notes.append(f"{directory} has only {len(found)} of 4 files; missing {missing}")
+    if files is None and partial is not None:
+        raise _given_dir_incomplete(source, *partial)
+    target = _download_target(source, data_dir)
     if files is None:
         if not download:
-            raise _not_found(source, searched, notes, "download=False")
-        target = cache_dir(source.name)
+            raise _not_found(source, searched, notes, _DOWNLOADS_OFF, target)
         try:
             for file_name, md5 in source.md5.items():
                 if not (target / file_name).is_file():
                     _download(source.base_url + file_name, target / file_name, md5)
-        except OSError as exc:  # offline, HTTP error, timeout, unwritable cache
-            raise _not_found(source, searched, notes, f"download failed: {exc}") from exc
+        except OSError as exc:  # offline, HTTP error, timeout, unwritable directory
+            raise _not_found(source, searched, notes, f"download failed: {exc}", target) from exc
         files, missing = _find_idx_files(target)
         assert not missing, missing
     X_train, y_train = _read_idx_pair(
@@ -748,21 +790,29 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, download: bool = Tru
     """
     searched = _search_dirs(_CIFAR10.name, data_dir)
     notes: list[str] = []
-    batches = None
+    given = [] if data_dir is None else searched[:2]  # data_dir and data_dir/cifar10
+    batches, partial = None, None
     for directory in searched:
+        if partial is not None and directory not in given:
+            raise _given_dir_incomplete(_CIFAR10, *partial)
         batches, missing = _find_cifar_dir(directory)
         if batches is not None:
             break
-        if len(missing) < len(_CIFAR_FILES):
+        if len(missing) < len(_CIFAR_FILES) and directory in given:
+            partial = partial or (directory, missing)
+        elif len(missing) < len(_CIFAR_FILES):
             notes.append(f"{directory} is incomplete; missing {missing}")
+    if batches is None and partial is not None:
+        raise _given_dir_incomplete(_CIFAR10, *partial)
+    target = _download_target(_CIFAR10, data_dir)
     if batches is None:
         if not download:
-            raise _not_found(_CIFAR10, searched, notes, "download=False")
+            raise _not_found(_CIFAR10, searched, notes, _DOWNLOADS_OFF, target)
         try:
-            _download_cifar10(cache_dir(_CIFAR10.name))
+            _download_cifar10(target)
         except OSError as exc:
-            raise _not_found(_CIFAR10, searched, notes, f"download failed: {exc}") from exc
-        batches = cache_dir(_CIFAR10.name) / _CIFAR_DIR
+            raise _not_found(_CIFAR10, searched, notes, f"download failed: {exc}", target) from exc
+        batches = target / _CIFAR_DIR
 
     train = [read_cifar_batch(batches / f"data_batch_{i}") for i in range(1, 6)]
     images_test, y_test = read_cifar_batch(batches / "test_batch")

@@ -10,6 +10,6 @@
 """
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .trainer import Trainer
+from .trainer import Trainer, TrainingDivergedError
 
-__all__ = ["Trainer", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Trainer", "TrainingDivergedError", "load_checkpoint", "save_checkpoint"]

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import array_api_compat
 import numpy as np
 
 from ..backend import to_numpy
+from ._json import dumps
 
 _META = "__meta__"
 _ARRAY = "__array__"
@@ -33,7 +37,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     meta = _split(state, "", arrays)
-    payload = json.dumps(meta).encode()
+    payload = dumps(meta).encode()  # strict JSON: a NaN in the history is stored as null
     arrays[_META] = np.frombuffer(payload, dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -50,22 +54,96 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     return path
 
 
+# What reading a damaged zip can raise besides BadZipFile: an unknown compression method or
+# zip version (NotImplementedError), an "encrypted" flag (RuntimeError), a member named in
+# the central directory but absent (KeyError), bad sizes (OverflowError, struct.error).
+_DAMAGED = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    NotImplementedError,
+    OverflowError,
+    RuntimeError,
+    struct.error,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; arrays come back as NumPy."""
+    """Read a checkpoint written by :func:`save_checkpoint`; arrays come back as NumPy.
+
+    A missing file is a ``FileNotFoundError``; a directory, a file that is not a
+    portaconv checkpoint, or a damaged one is a ``ValueError`` that names the file."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.npz"))
+        hint = f" holding {', '.join(inside)}: pass one of them" if inside else ""
+        raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in _ZIP_MAGIC:
+        # Never let np.load go on to guess a .npy or a pickle: say what the file is not.
+        raise ValueError(
+            f"checkpoint {path} is not a portaconv checkpoint: not an .npz (zip) file "
+            f"(it starts with {magic!r})"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except _DAMAGED as exc:
         raise ValueError(
-            f"checkpoint {path} is not a readable portaconv checkpoint: {exc}"
+            f"checkpoint {path} is damaged or not a portaconv checkpoint: {exc}"
         ) from exc
     if _META not in arrays:
         raise ValueError(f"checkpoint {path} has no {_META} entry; was it written by portaconv?")
-    meta = json.loads(arrays.pop(_META).tobytes().decode())
-    return _join(meta, arrays)
+    try:
+        meta = json.loads(arrays.pop(_META).tobytes().decode())
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise ValueError(f"checkpoint {path}: its {_META} entry is not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint {path}: its {_META} entry is not a JSON object")
+    return _join(meta, arrays, path)
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.NAME.PID.tmp``) that :func:`save_checkpoint` calls in
+    ``directory`` left when their process was killed mid-write; returns what was removed.
+
+    A file whose process still runs (another run writing into the same directory) is kept;
+    one of this process is not being written now (saves do not overlap a trainer's start).
+    Where a process cannot be looked up without side effects (Windows), only this
+    process's files are removed."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        found = _TEMPORARY.fullmatch(path.name)
+        if found is None or not path.is_file():
+            continue
+        pid = int(found["pid"])
+        if pid != os.getpid() and _may_be_running(pid):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _may_be_running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
 
 
 def _split(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
@@ -85,13 +163,19 @@ def _split(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
     return value
 
 
-def _join(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+def _join(value: Any, arrays: dict[str, np.ndarray], path: Path) -> Any:
     if isinstance(value, dict):
         if set(value) == {_ARRAY}:
-            return arrays[value[_ARRAY]]
-        return {k: _join(v, arrays) for k, v in value.items()}
+            key = value[_ARRAY]
+            if not isinstance(key, str) or key not in arrays:
+                raise ValueError(
+                    f"checkpoint {path} is damaged: it lacks the array {key!r} its "
+                    f"{_META} entry names"
+                )
+            return arrays[key]
+        return {k: _join(v, arrays, path) for k, v in value.items()}
     if isinstance(value, list):
-        return [_join(v, arrays) for v in value]
+        return [_join(v, arrays, path) for v in value]
     return value
 
 

@@ -10,24 +10,29 @@ rebuilds the model from a checkpoint alone and evaluates it again.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import platform
+import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from ..backend import get_backend, manual_seed, set_backend
+from ..backend import BackendUnavailableError, get_backend, manual_seed, set_backend
 from ..data import AUGMENTATIONS, DataLoader, Dataset, load_dataset, mean_std, train_val_split
 from ..layers import CrossEntropyLoss
+from ..layers._base import check_int
 from ..models import build_model
+from ..models.zoo import MODELS
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
 from . import plots
+from ._json import dumps
 from .checkpoint import load_checkpoint
-from .trainer import Trainer
+from .trainer import CHECKPOINT, Trainer, check_training_state
 
 _CNN = dict(
     model="cnn",
@@ -71,11 +76,26 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("cosine", "step", "exponential", "none")
 
 
+#: The defaults of the settings that no recipe sets.
+DEFAULTS: dict[str, Any] = dict(
+    dataset="digits",
+    momentum=0.9,
+    label_smoothing=0.0,
+    scheduler="cosine",
+    warmup_epochs=0,
+    val_fraction=0.1,
+    seed=0,
+)
+
+_WHO = "portaconv train"
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything that defines a run; ``None`` fields take the dataset's recipe."""
+    """Everything that defines a run; ``None`` fields take the dataset's recipe
+    (:data:`RECIPES`) or the default (:data:`DEFAULTS`), ``patience`` None: no early stop."""
 
-    dataset: str = "digits"
+    dataset: str | None = None
     model: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -83,13 +103,14 @@ class TrainConfig:
     optimizer: str | None = None
     augment: str | None = None
     folds: int | None = None
-    momentum: float = 0.9
+    momentum: float | None = None
     weight_decay: float | None = None
-    label_smoothing: float = 0.0
-    scheduler: str = "cosine"
-    warmup_epochs: int = 0
-    val_fraction: float = 0.1
-    seed: int = 0
+    label_smoothing: float | None = None
+    scheduler: str | None = None
+    warmup_epochs: int | None = None
+    val_fraction: float | None = None
+    seed: int | None = None
+    patience: int | None = None
     backend: str | None = None
     device: str | None = None
     dtype: str | None = None
@@ -101,47 +122,120 @@ class TrainConfig:
     progress: bool = True
 
     def resolved(self) -> TrainConfig:
-        if self.dataset not in RECIPES:
-            raise ValueError(
-                f"portaconv train: unknown dataset {self.dataset!r}; choose one of "
-                f"{sorted(RECIPES)}"
-            )
-        recipe = RECIPES[self.dataset]
-        filled = {k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in recipe}
+        """A copy with every ``None`` setting filled in and every setting checked: a
+        ``ValueError`` (``TypeError`` for a wrong type) names the option and the value."""
+        dataset = DEFAULTS["dataset"] if self.dataset is None else self.dataset
+        _check_choice("--dataset", dataset, RECIPES)
+        defaults = {**DEFAULTS, **RECIPES[dataset]}
+        filled = {
+            k: (v if getattr(self, k) is None else getattr(self, k)) for k, v in defaults.items()
+        }
         config = dataclasses.replace(self, **filled)
-        if config.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"portaconv train: unknown optimizer {config.optimizer!r}; choose one of "
-                f"{list(OPTIMIZERS)}"
-            )
-        if config.augment not in AUGMENTATIONS:
-            raise ValueError(
-                f"portaconv train: unknown augmentation {config.augment!r}; choose one of "
-                f"{list(AUGMENTATIONS)}"
-            )
-        if config.scheduler not in SCHEDULERS:
-            raise ValueError(
-                f"portaconv train: unknown scheduler {config.scheduler!r}; choose one of "
-                f"{list(SCHEDULERS)}"
-            )
-        if isinstance(config.folds, bool) or not isinstance(config.folds, int) or config.folds < 1:
-            raise ValueError(
-                f"portaconv train: folds must be a positive integer, got {config.folds!r}"
-            )
-        if config.folds > 1 and config.dataset not in CROSS_VALIDATED:
-            raise ValueError(
-                f"portaconv train: --folds {config.folds} cross-validates only the data sets "
-                f"without an official test split ({', '.join(CROSS_VALIDATED)}); "
-                f"{config.dataset} has one: use --folds 1"
-            )
-        if not 0 <= config.val_fraction < 1:
-            raise ValueError(
-                f"portaconv train: val_fraction must lie in [0, 1), got {config.val_fraction}"
-            )
+        config.check()
         if config.out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            config.out = str(Path("runs") / f"{config.dataset}-{config.model}-{stamp}")
+            config.out = _unused(Path("runs") / f"{config.dataset}-{config.model}-{stamp}")
         return config
+
+    def check(self) -> None:
+        """Check every setting that is set (see :meth:`resolved`)."""
+        _check_choice("--model", self.model, MODELS)
+        _check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("--augment", self.augment, AUGMENTATIONS)
+        _check_choice("--scheduler", self.scheduler, SCHEDULERS)
+        for option, minimum in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("folds", 1),
+            ("warmup_epochs", 0),
+            ("seed", 0),
+            ("patience", 1),
+            ("subset", 1),
+        ):
+            if getattr(self, option) is not None:
+                check_int(_WHO, _flag(option), getattr(self, option), minimum)
+        for option, low, high in (
+            ("lr", 0.0, None),
+            ("momentum", 0.0, 1.0),
+            ("weight_decay", 0.0, None),
+            ("label_smoothing", 0.0, 1.0),
+            ("val_fraction", 0.0, 1.0),
+        ):
+            _check_real(option, getattr(self, option), low, high, open_low=option == "lr")
+        if self.folds is not None and self.folds > 1 and self.dataset not in CROSS_VALIDATED:
+            raise ValueError(
+                f"{_WHO}: --folds {self.folds} cross-validates only the data sets without an "
+                f"official test split ({', '.join(CROSS_VALIDATED)}); {self.dataset} has one: "
+                "use --folds 1"
+            )
+        if self.scheduler == "cosine" and None not in (self.warmup_epochs, self.epochs):
+            if self.warmup_epochs >= self.epochs:
+                raise ValueError(
+                    f"{_WHO}: --warmup-epochs {self.warmup_epochs} must be smaller than "
+                    f"--epochs {self.epochs}"
+                )
+        if self.patience is not None and self.val_fraction == 0:
+            raise ValueError(
+                f"{_WHO}: --patience watches the validation accuracy, and --val-fraction 0 "
+                "holds out no validation images"
+            )
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"{_WHO}: --out {self.out} is a file; the run needs a directory")
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _check_choice(option: str, value: Any, choices: Any) -> None:
+    if value is not None and value not in choices:
+        raise ValueError(f"{_WHO}: unknown {option} {value!r}; choose one of {sorted(choices)}")
+
+
+def _check_real(
+    option: str, value: Any, low: float, high: float | None, open_low: bool = False
+) -> None:
+    """``value`` (if set) is a real number in [low, high), or (low, high) with ``open_low``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{_WHO}: {_flag(option)} must be a number, got {type(value).__name__}")
+    too_low = value <= low if open_low else value < low
+    if not math.isfinite(value) or too_low or (high is not None and value >= high):
+        bound = f"({low:g}" if open_low else f"[{low:g}"
+        bound += f", {high:g})" if high is not None else ", infinity)"
+        raise ValueError(f"{_WHO}: {_flag(option)} must lie in {bound}, got {value:g}")
+
+
+def _unused(path: Path) -> str:
+    """``path``, or ``path-2``, ``path-3``, ... if it exists (two runs in the same second)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return str(candidate)
+
+
+def choose_backend(
+    backend: str | None = None, device: str | None = None, dtype: str | None = None
+) -> None:
+    """Make the named backend, device and dtype the active ones (None: keep the current).
+
+    A device the backend's library cannot parse is a ``ValueError`` in portaconv's words
+    (torch raises a ``RuntimeError`` for ``torch.device("bogus")``)."""
+    if backend is None and device is None and dtype is None:
+        return
+    try:
+        set_backend(backend, device, dtype)
+    except BackendUnavailableError:
+        raise  # a RuntimeError too, with its own words
+    except RuntimeError as exc:
+        if device is None:
+            raise
+        name = backend or get_backend().name
+        raise ValueError(
+            f"--device {device!r} is not a device the {name} backend knows (e.g. cpu, cuda, cuda:1)"
+        ) from exc
 
 
 def load_split(
@@ -171,11 +265,19 @@ def prepare_data(
         X_train, y_train = X_train[: config.subset], y_train[: config.subset]
         X_test, y_test = X_test[: config.subset], y_test[: config.subset]
     val = None
+    images = len(y_train)
     if config.val_fraction > 0:
         X_train, y_train, X_val, y_val = train_val_split(
             X_train, y_train, config.val_fraction, config.seed
         )
         val = (X_val, y_val)
+    if len(y_train) < 2 or (val is not None and len(val[1]) == 0):
+        held = "" if val is None else f" and {len(val[1])} to validate on"
+        raise ValueError(
+            f"{_WHO}: {images} training images are too few: they leave {len(y_train)} to "
+            f"train on{held} (--val-fraction {config.val_fraction:g} of each class, and each "
+            "class keeps one training image); use a larger --subset"
+        )
     mean, std = (a.ravel().tolist() for a in mean_std(X_train))
     return {
         "train": (normalise(X_train, mean, std), y_train),
@@ -216,36 +318,200 @@ def make_scheduler(config: TrainConfig, optimizer: Any) -> Any:
     return None
 
 
-def run_experiment(config: TrainConfig, log: Any = None) -> dict[str, Any]:
+def run_experiment(
+    config: TrainConfig, log: Any = None, command: str | None = None
+) -> dict[str, Any]:
     """Train as ``config`` says; returns the summary that is also written to summary.json.
 
     With ``folds`` k > 1, trains k models, model i on every fold but fold i, in ``out/fold-i``,
     and scores each on its own held-out fold: the summary's ``test_accuracy`` counts every
     sample once (out-of-fold), ``fold_test_accuracy`` lists the folds'.
     """
+    if config.resume:
+        config = with_run_settings(config)
     config = config.resolved()
-    if config.backend or config.device or config.dtype:
-        set_backend(config.backend, config.device, config.dtype)
+    if not config.resume:
+        _refuse_to_overwrite(Path(config.out))
+    choose_backend(config.backend, config.device, config.dtype)
+    if config.folds > 1:
+        write_config(config, Path(config.out), None, command)
     if config.folds == 1:
-        summary, confusion, _ = _train_and_test(config, None, log)
+        summary, confusion, _ = _train_and_test(config, None, log, command)
     else:
-        summary, confusion = _cross_validate(config, log)
+        summary, confusion = _cross_validate(config, log, command)
     _write_results(Path(config.out), summary, confusion)
     return summary
 
 
+#: What defines a run and its input pipeline: a resumed run keeps them.
+_FIXED = (
+    "dataset",
+    "model",
+    "folds",
+    "optimizer",
+    "scheduler",
+    "batch_size",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "warmup_epochs",
+    "augment",
+    "val_fraction",
+    "seed",
+    "subset",
+)
+#: What a resumed run may change (epochs and lr re-plan the schedule); when not given, it
+#: and the backend settings are the run's.
+_CHANGEABLE = ("epochs", "lr", "patience", "backend", "device", "dtype", "data_dir")
+
+
+def _checkpoint_of_run(out: Path) -> Path | None:
+    for path in (out / CHECKPOINT, out / "fold-0" / CHECKPOINT):
+        if path.exists():
+            return path
+    return None
+
+
+def _run_state(path: Path) -> dict[str, Any]:
+    """A run's checkpoint, checked to be a training checkpoint with the run's metadata."""
+    state = load_checkpoint(path)
+    try:
+        check_training_state(state)
+        check_run_meta(state["meta"])
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path}: {exc}") from exc
+    return state
+
+
+def with_run_settings(config: TrainConfig) -> TrainConfig:
+    """For ``--resume``: ``config`` with each setting it leaves unset taken from the run in
+    ``config.out`` (not from the recipe); a setting that defines the run (:data:`_FIXED`)
+    and differs from the run's is a ``ValueError`` that lists every difference."""
+    if config.out is None:
+        raise ValueError(f"{_WHO}: --resume needs --out DIR, the run directory to continue")
+    path = _checkpoint_of_run(Path(config.out))
+    if path is None:
+        return config  # nothing to continue: a fresh run, the trainer says so
+    saved = _run_state(path)["meta"]["config"]
+    _refuse_changes(config, saved, Path(config.out), [])
+    unset = {
+        name: saved[name]
+        for name in (*_FIXED, *_CHANGEABLE)
+        if getattr(config, name) is None and name in saved
+    }
+    return dataclasses.replace(config, **unset)
+
+
+def _refuse_changes(config: TrainConfig, saved: dict[str, Any], out: Path, more: list[str]) -> None:
+    differences = [
+        f"{_flag(name)} {getattr(config, name)} (the run's: {saved[name]})"
+        for name in _FIXED
+        if getattr(config, name) is not None
+        and name in saved
+        and getattr(config, name) != saved[name]
+    ]
+    differences += more
+    if differences:
+        raise ValueError(
+            f"{_WHO}: --resume: the run in {out} is {saved['dataset']}/{saved['model']}; it "
+            f"cannot continue with {'; '.join(differences)}. Leave these options out to "
+            "continue it, or give another --out for a new run"
+        )
+
+
+def _check_resumable(
+    config: TrainConfig, data: dict[str, Any], fold: tuple[int, int] | None
+) -> None:
+    """Before a resumed run (one directory, one fold) starts: its checkpoint was trained as
+    ``config`` says, on the same images (the normalisation statistics agree), for no more
+    than ``config.epochs`` epochs."""
+    out = Path(config.out)
+    if not (out / CHECKPOINT).exists():
+        return
+    state = _run_state(out / CHECKPOINT)
+    meta = state["meta"]
+    more = []
+    if meta["fold"] != (None if fold is None else list(fold)):
+        more.append(f"fold {fold} (the run's: {meta['fold']})")
+    norm = meta["normalisation"]
+    same_images = (
+        len(norm["mean"]) == len(data["mean"])
+        and np.allclose(norm["mean"], data["mean"], rtol=1e-6, atol=0)
+        and np.allclose(norm["std"], data["std"], rtol=1e-6, atol=0)
+    )
+    if not same_images:
+        more.append(
+            "training images whose per-channel mean and standard deviation differ from the "
+            f"run's ({_rounded(data['mean'])}, {_rounded(data['std'])} against "
+            f"{_rounded(norm['mean'])}, {_rounded(norm['std'])}: other data files?)"
+        )
+    _refuse_changes(config, meta["config"], out, more)
+    if state["epoch"] > config.epochs:
+        raise ValueError(
+            f"{_WHO}: --resume --epochs {config.epochs}: {out} has trained "
+            f"{state['epoch']} epochs already; give --epochs {state['epoch']} or more"
+        )
+
+
+def _rounded(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _refuse_to_overwrite(out: Path) -> None:
+    """A fresh run never replaces another run's checkpoints."""
+    for checkpoint in [out / CHECKPOINT, *sorted(out.glob(f"fold-*/{CHECKPOINT}"))]:
+        if checkpoint.exists():
+            raise ValueError(
+                f"{_WHO}: --out {out} already holds a run ({checkpoint}); continue it with "
+                "--resume, or choose another --out"
+            )
+
+
+def write_config(
+    config: TrainConfig, out: Path, fold: tuple[int, int] | None, command: str | None
+) -> Path:
+    """``out/config.json``, written when a run starts (again when it is resumed): every
+    setting after the recipe was applied, the backend, device and dtype in use, the fold,
+    the command line and the versions."""
+    backend = get_backend()
+    record = {
+        **dataclasses.asdict(config),
+        "backend": backend.name,
+        "device": str(backend.device),
+        "dtype": backend.dtype_name,
+        "fold": None if fold is None else list(fold),
+        "command": command or shlex.join(["portaconv", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "portaconv": __version__,
+        "python": platform.python_version(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    path.write_text(dumps(record, indent=2) + "\n")
+    return path
+
+
+def _title(config: TrainConfig) -> str:
+    """The plots' title: the run's dataset, model and backend."""
+    backend = get_backend()
+    where = f"{backend.name} on {backend.device} ({backend.dtype_name})"
+    return f"{config.dataset}, {config.model}, {where}"
+
+
 def _write_results(out: Path, summary: dict[str, Any], confusion: np.ndarray) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "confusion_matrix.json").write_text(json.dumps(confusion.tolist()) + "\n")
+    (out / "summary.json").write_text(dumps(summary, indent=2) + "\n")
+    (out / "confusion_matrix.json").write_text(dumps(confusion.tolist()) + "\n")
 
 
-def _cross_validate(config: TrainConfig, log: Any) -> tuple[dict[str, Any], np.ndarray]:
+def _cross_validate(
+    config: TrainConfig, log: Any, command: str | None
+) -> tuple[dict[str, Any], np.ndarray]:
     """k runs, run i in ``out/fold-i`` tested on fold i; one summary over every sample."""
     k = config.folds
     runs, confusion = [], 0
     for i in range(k):
         fold_config = dataclasses.replace(config, out=str(Path(config.out) / f"fold-{i}"))
-        summary, fold_confusion, classes = _train_and_test(fold_config, (i, k), log)
+        summary, fold_confusion, classes = _train_and_test(fold_config, (i, k), log, command)
         _write_results(Path(fold_config.out), summary, fold_confusion)
         runs.append(summary)
         confusion = confusion + fold_confusion
@@ -261,6 +527,11 @@ def _cross_validate(config: TrainConfig, log: Any) -> tuple[dict[str, Any], np.n
         "fold_test_accuracy": [run["test_accuracy"] for run in runs],
         "fold_test_images": [run["test_images"] for run in runs],
         "val_accuracy": None,
+        "best_val_accuracy": None,
+        "best_epoch": None,
+        "epochs": max(run["epochs"] for run in runs),
+        "fold_epochs": [run["epochs"] for run in runs],
+        "stopped_early": any(run["stopped_early"] for run in runs),
         "train_seconds": seconds,
         "images_per_second": sum(run["train_images"] * run["epochs"] for run in runs) / seconds
         if seconds
@@ -268,7 +539,8 @@ def _cross_validate(config: TrainConfig, log: Any) -> tuple[dict[str, Any], np.n
         "seconds_per_epoch": seconds / sum(run["epochs"] for run in runs),
         "out": config.out,
     }
-    plots.plot_confusion(confusion, classes, Path(config.out) / "confusion_matrix.png")
+    title = _title(config) + f", {k}-fold cross-validation"
+    plots.plot_confusion(confusion, classes, Path(config.out) / "confusion_matrix.png", title)
     return summary, confusion
 
 
@@ -295,6 +567,7 @@ def train_model(
         progress=config.progress,
         meta=meta,
         log=log,
+        patience=config.patience,
     )
     # A last batch of one sample cannot be batch-normalised in training mode: drop it then.
     lonely = len(data["train"][1]) % config.batch_size == 1
@@ -315,12 +588,34 @@ def train_model(
         f"{backend.name} on {backend.device} in {backend.dtype_name}"
         + ("" if out is None else f" -> {out}")
     )
-    trainer.fit(loader, val_loader, epochs=config.epochs, resume=config.resume)
+    state = trainer.resume() if config.resume else None
+    if state is not None:
+        _replan_schedule(trainer, config, state["meta"]["config"])
+    trainer.fit(loader, val_loader, epochs=config.epochs)
     return trainer
 
 
+def _replan_schedule(trainer: Trainer, config: TrainConfig, saved: dict[str, Any]) -> None:
+    """After a resume: with another number of epochs or another peak learning rate than the
+    run had, the schedule is planned anew for them and continues at the checkpoint's epoch
+    (a cosine schedule planned for 10 epochs would otherwise wrap around at 0 past them)."""
+    if (config.epochs, config.lr) == (saved["epochs"], saved["lr"]):
+        return  # the same plan: the run continues exactly as if never stopped
+    trainer.optimizer.lr = config.lr
+    scheduler = make_scheduler(config, trainer.optimizer)
+    if scheduler is not None:
+        plan = scheduler.state_dict()
+        scheduler.load_state_dict({**plan, "last_epoch": trainer.epoch})  # sets optimizer.lr
+    trainer.scheduler = scheduler
+    trainer.log(
+        f"learning-rate schedule re-planned for {config.epochs} epochs from lr {config.lr:g} "
+        f"(the run had {saved['epochs']} from {saved['lr']:g}); epoch {trainer.epoch + 1} "
+        f"trains at lr {trainer.optimizer.lr:.3g}"
+    )
+
+
 def _train_and_test(
-    config: TrainConfig, fold: tuple[int, int] | None, log: Any
+    config: TrainConfig, fold: tuple[int, int] | None, log: Any, command: str | None = None
 ) -> tuple[dict[str, Any], np.ndarray, list[str]]:
     """One run of a resolved config: fit on the training split (or on every fold but
     ``fold=(i, k)``'s), score on the test split (fold ``i``). Returns the summary, the test
@@ -336,11 +631,15 @@ def _train_and_test(
         "fold": None if fold is None else list(fold),
     }
     out = Path(config.out)
+    if config.resume:
+        _check_resumable(config, data, fold)
+    write_config(config, out, fold, command)
     trainer = train_model(config, data, out, meta, log)
     test = trainer.evaluate(
         DataLoader(*data["test"], batch_size=max(256, config.batch_size)), num_classes
     )
-    trainer.write_plots(test["confusion"], data["classes"])
+    title = _title(config) + ("" if fold is None else f", fold {fold[0] + 1} of {fold[1]}")
+    trainer.write_plots(test["confusion"], data["classes"], title)
     summary = {
         "dataset": config.dataset,
         "model": config.model,
@@ -359,6 +658,10 @@ def _train_and_test(
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "val_accuracy": trainer.history[-1].get("val_accuracy") if trainer.history else None,
+        "best_val_accuracy": trainer.best_val_accuracy,
+        "best_epoch": trainer.best_epoch,
+        "patience": config.patience,
+        "stopped_early": trainer.stopped_early,
         "train_seconds": trainer.train_seconds,
         "images_per_second": trainer.train_images / trainer.train_seconds
         if trainer.train_seconds
@@ -367,10 +670,70 @@ def _train_and_test(
         "parameters": int(sum(int(np.prod(p.shape)) for p in trainer.model.parameters().values())),
         "portaconv": __version__,
         "python": platform.python_version(),
-        "command": " ".join(["portaconv", *sys.argv[1:]]),
+        "command": command or shlex.join(["portaconv", *sys.argv[1:]]),
         "out": str(out),
     }
     return summary, test["confusion"], data["classes"]
+
+
+def _is_count(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_numbers(values: Any) -> bool:
+    """A non-empty list of finite numbers."""
+
+    def finite(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    return isinstance(values, list) and len(values) > 0 and all(map(finite, values))
+
+
+#: What :func:`check_run_meta` asks of a checkpoint's metadata: (entry, what it must be, test).
+_META_ENTRIES: list[tuple[str, str, Callable[[Any], bool]]] = [
+    ("config", "the run's settings", lambda v: isinstance(v, dict)),
+    ("config.dataset", f"one of {sorted(RECIPES)}", lambda v: v in RECIPES),
+    ("config.seed", "a non-negative integer", lambda v: _is_count(v, 0)),
+    ("config.subset", "null or a positive integer", lambda v: v is None or _is_count(v)),
+    ("model", "the model's description", lambda v: isinstance(v, dict)),
+    ("model.name", f"one of {sorted(MODELS)}", lambda v: v in MODELS),
+    (
+        "model.input_shape",
+        "a list of positive integers",
+        lambda v: isinstance(v, list) and all(map(_is_count, v)),
+    ),
+    ("model.classes", "an integer of at least 2", lambda v: _is_count(v, 2)),
+    ("normalisation", "the input's mean and std", lambda v: isinstance(v, dict)),
+    ("normalisation.mean", "a list of numbers", _is_numbers),
+    ("normalisation.std", "a list of positive numbers", lambda v: _is_numbers(v) and min(v) > 0),
+    (
+        "fold",
+        "null or [index, k]",
+        lambda v: (
+            v is None or isinstance(v, list) and len(v) == 2 and all(map(_is_count, v, (0, 2)))
+        ),
+    ),
+]
+
+
+def check_run_meta(meta: dict[str, Any]) -> None:
+    """``ValueError`` unless a checkpoint's ``meta`` describes a run as :func:`run_experiment`
+    writes it (the settings, the model, the input normalisation), naming the first entry
+    that is missing or malformed."""
+    for entry, what, ok in _META_ENTRIES:
+        value = meta
+        for key in entry.split("."):
+            if not isinstance(value, dict) or key not in value:
+                raise ValueError(f"its metadata lacks {entry} ({what})")
+            value = value[key]
+        if not ok(value):
+            raise ValueError(f"its metadata's {entry} is {value!r:.60}, expected {what}")
+    norm = meta["normalisation"]
+    if len(norm["mean"]) != len(norm["std"]):
+        raise ValueError(
+            f"its metadata's normalisation has {len(norm['mean'])} means but "
+            f"{len(norm['std'])} standard deviations"
+        )
 
 
 def evaluate_checkpoint(
@@ -382,15 +745,17 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Rebuild the model a checkpoint was trained as, load its weights, evaluate on the test
     split of its dataset (standardised with the statistics stored in the checkpoint); a
-    cross-validation fold's checkpoint is evaluated on its own held-out fold."""
-    state = load_checkpoint(path)
-    meta = state.get("meta") or {}
-    if "model" not in meta or "config" not in meta:
-        raise ValueError(f"portaconv evaluate: {path} has no model description in its metadata")
-    if backend or device:
-        set_backend(backend, device)
+    cross-validation fold's checkpoint is evaluated on its own held-out fold, and one of a
+    run on a ``subset`` on that subset's test images (unless ``subset`` says otherwise)."""
+    if subset is not None:
+        check_int("portaconv evaluate", "--subset", subset)
+    state = _run_state(Path(path))
+    meta = state["meta"]
+    choose_backend(backend, device)
     config = meta["config"]
     data_dir = data_dir or config.get("data_dir")
+    if subset is None:
+        subset = config["subset"]  # test on what the run tested on
     data = load_split(config["dataset"], meta.get("fold"), config.get("seed", 0), data_dir)
     X, y = data.X_test, data.y_test
     if subset:
@@ -399,7 +764,13 @@ def evaluate_checkpoint(
     X = normalise(X, norm["mean"], norm["std"])
     spec = meta["model"]
     model = build_model(spec["name"], spec["input_shape"], spec["classes"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (ValueError, TypeError) as exc:  # arrays that do not fit the model it names
+        raise ValueError(
+            f"checkpoint {path}: its weights are not those of the {spec['name']} its metadata "
+            f"names ({exc})"
+        ) from exc
     result = Trainer(model, progress=False).evaluate(
         DataLoader(X, y, batch_size=256), spec["classes"]
     )
@@ -409,6 +780,7 @@ def evaluate_checkpoint(
         "model": spec["name"],
         "fold": meta.get("fold"),
         "epoch": state["epoch"],
+        "subset": subset,
         "backend": get_backend().name,
         "test_images": result["count"],
         "test_accuracy": result["accuracy"],

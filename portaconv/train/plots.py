@@ -28,8 +28,12 @@ def plots_available() -> bool:
     return _pyplot() is not None
 
 
-def plot_history(history: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """``loss.png`` and ``accuracy.png``: train and validation per epoch."""
+def plot_history(
+    history: Sequence[dict[str, Any]], out_dir: str | Path, title: str = ""
+) -> list[Path]:
+    """``loss.png`` and ``accuracy.png`` (train and validation per epoch) and ``lr.png``
+    (the learning rate each epoch trained at), each titled ``title`` (the run: dataset,
+    model, backend)."""
     plt = _pyplot()
     if plt is None or not history:
         return []
@@ -47,16 +51,34 @@ def plot_history(history: Sequence[dict[str, Any]], out_dir: str | Path) -> list
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{metric}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, ax, title, out_dir / f"{metric}.png"))
+    rates = [record.get("lr") for record in history]
+    if all(isinstance(rate, int | float) for rate in rates):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax.plot(epochs, rates, "-o", markersize=3)
+        if min(rates) > 0 and max(rates) / min(rates) > 100:  # step or exponential decay
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("learning rate")
+        ax.grid(True, alpha=0.3)
+        written.append(_save(plt, fig, ax, title, out_dir / "lr.png"))
     return written
 
 
-def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path) -> list[Path]:
-    """The confusion matrix (rows: true class, columns: predicted), counts in each cell."""
+def _save(plt: Any, fig: Any, ax: Any, title: str, path: Path) -> Path:
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(
+    matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = ""
+) -> list[Path]:
+    """The confusion matrix (rows: true class, columns: predicted), counts in each cell; the
+    title names the accuracy after ``title``."""
     plt = _pyplot()
     if plt is None:
         return []
@@ -76,8 +98,5 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path)
             count = str(int(matrix[i, j]))
             ax.text(j, i, count, ha="center", va="center", color=colour, fontsize=8)
     accuracy = np.trace(matrix) / max(1, matrix.sum())
-    ax.set_title(f"confusion matrix (accuracy {accuracy:.4f})")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return [Path(path)]
+    heading = f"confusion matrix (accuracy {accuracy:.4f})"
+    return [_save(plt, fig, ax, f"{title}\n{heading}" if title else heading, Path(path))]

@@ -19,7 +19,6 @@ the checkpoint of epoch ``e`` continues exactly as the uninterrupted run would h
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -32,12 +31,19 @@ from array_api_compat import array_namespace
 
 from ..backend import get_rng_state, set_rng_state, to_numpy
 from ..layers import CrossEntropyLoss
+from ..layers._base import check_int
 from . import plots
-from .checkpoint import load_checkpoint, save_checkpoint
+from ._json import dumps
+from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 
 CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
 METRICS = "metrics.jsonl"
+FORMAT = "portaconv-checkpoint-1"  # the format entry of a training checkpoint
+
+
+class TrainingDivergedError(ArithmeticError):
+    """The loss or the weights stopped being finite; the epoch was not saved."""
 
 
 class Trainer:
@@ -61,7 +67,10 @@ class Trainer:
         progress: bool = True,
         meta: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = None,
+        patience: int | None = None,
     ) -> None:
+        if patience is not None:
+            check_int("Trainer", "patience", patience)
         for method in ("forward", "backward", "train", "eval", "state_dict", "load_state_dict"):
             if not callable(getattr(model, method, None)):
                 raise TypeError(
@@ -86,7 +95,12 @@ class Trainer:
         self.epoch = 0
         self.train_seconds = 0.0
         self.train_images = 0
+        self.patience = patience
         self.best_val_accuracy: float | None = None
+        #: The epoch (1-based) of the best validation accuracy: the one best.npz holds.
+        self.best_epoch: int | None = None
+        #: Whether the last fit stopped before its epochs for want of progress (``patience``).
+        self.stopped_early = False
 
     # ---------------------------------------------------------------------------- training
 
@@ -97,39 +111,107 @@ class Trainer:
 
         ``resume=True`` first loads ``out_dir/checkpoint.npz`` (if there is one) and
         continues after its epoch.
+
+        Early stopping: with ``patience`` N (the constructor's), training stops once N epochs
+        in a row have not raised the best validation accuracy (``stopped_early`` is then
+        True); a resumed run counts the epochs of its checkpoint's history too.
         """
         if self.optimizer is None:
             raise ValueError("Trainer: fit needs an optimizer; this trainer can only evaluate")
+        if self.patience is not None and val_loader is None:
+            raise ValueError("Trainer: patience watches the validation accuracy: give val_loader")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"Trainer: epochs must be a non-negative integer, got {epochs!r}")
         if resume:
             if self.out_dir is None:
                 raise ValueError("Trainer: resume=True needs out_dir, where the checkpoint is")
-            path = self.out_dir / CHECKPOINT
-            if path.is_file():
-                self.restore(load_checkpoint(path))
-                self.log(f"resumed from {path} after epoch {self.epoch}")
-            else:
-                self.log(f"no checkpoint at {path}; starting from scratch")
+            self.resume()
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for path in remove_stale_temporaries(self.out_dir):
+                self.log(f"removed {path}, left by a run killed while writing it")
             # A fresh run starts a fresh log; a resumed one rewrites it from the checkpoint's
             # history, dropping any epoch logged after the checkpoint was written.
-            (self.out_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            (self.out_dir / METRICS).write_text("".join(dumps(r) + "\n" for r in self.history))
+        self.stopped_early = False
         while self.epoch < epochs:
+            if self._out_of_patience():
+                self.stopped_early = True
+                self.log(
+                    f"stopping early after epoch {self.epoch}: no better validation accuracy "
+                    f"in the {self.epoch - self.best_epoch} epochs since epoch "
+                    f"{self.best_epoch} ({self.best_val_accuracy:.4f}; --patience "
+                    f"{self.patience})"
+                )
+                break
             record = self._train_epoch(train_loader, epochs)
             if val_loader is not None:
                 val = self.evaluate(val_loader)
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             record["lr"] = float(self.optimizer.lr)
+            self._stop_if_diverged(record)
             if self.scheduler is not None:
                 self.scheduler.step()
             self.epoch += 1
             self.history.append(record)
             self.log(_epoch_line(record, epochs))
+            val = record.get("val_accuracy")
+            improved = val is not None and (
+                self.best_val_accuracy is None or val > self.best_val_accuracy
+            )
+            if improved:
+                self.best_val_accuracy, self.best_epoch = val, self.epoch
             if self.out_dir is not None:
-                self._save_epoch(record)
+                self._save_epoch(record, improved)
         return self.history
+
+    def _out_of_patience(self) -> bool:
+        return (
+            self.patience is not None
+            and self.best_epoch is not None
+            and self.epoch - self.best_epoch >= self.patience
+        )
+
+    def resume(self) -> dict[str, Any] | None:
+        """Load ``out_dir/checkpoint.npz`` if there is one; returns its state (None: there
+        was none).
+
+        A damaged checkpoint, or one that is not a training checkpoint, is a ``ValueError``
+        naming the file; so is a directory in its place. If the checkpoint's own epoch is
+        the best one but ``best.npz`` holds another (a run killed between the two writes),
+        ``best.npz`` is rewritten from the checkpoint."""
+        path = self.out_dir / CHECKPOINT
+        if not path.exists():
+            self.log(f"no checkpoint at {path}; starting from scratch")
+            return None
+        state = load_checkpoint(path)  # a directory or a damaged file: ValueError
+        try:
+            self.restore(state)
+        except (ValueError, TypeError) as exc:  # TypeError: arrays of a type the model refuses
+            raise ValueError(f"checkpoint {path}: {exc}") from exc
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+        self._repair_best(state)
+        return state
+
+    def _repair_best(self, state: dict[str, Any]) -> None:
+        if self.best_epoch is None:
+            return
+        path = self.out_dir / BEST
+        try:
+            held = load_checkpoint(path)["epoch"]
+        except (OSError, ValueError, KeyError):
+            held = None  # missing or damaged
+        if held == self.best_epoch:
+            return
+        if self.best_epoch == self.epoch:
+            save_checkpoint(path, state)
+            self.log(f"{path} now holds epoch {self.epoch}, the best (it held {held})")
+        else:
+            self.log(
+                f"warning: {path} holds epoch {held}, not the best epoch {self.best_epoch}, "
+                f"and cannot be rebuilt; it is replaced when an epoch beats epoch "
+                f"{self.best_epoch}"
+            )
 
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         if hasattr(loader, "set_epoch"):
@@ -162,11 +244,13 @@ class Trainer:
                 )
             if bar is not None:
                 bar.update(1)
-        mean_loss = float(total_loss) / seen if seen else math.nan
-        accuracy = float(total_correct) / seen if seen else math.nan
-        seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
+        if not seen:
+            raise ValueError("Trainer.fit: the training loader yielded no batches")
+        mean_loss = float(total_loss) / seen
+        accuracy = float(total_correct) / seen
+        seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self.train_images += seen
         return {
@@ -174,7 +258,7 @@ class Trainer:
             "train_loss": mean_loss,
             "train_accuracy": accuracy,
             "seconds": seconds,
-            "images_per_second": seen / seconds if seconds > 0 else math.nan,
+            "images_per_second": seen / seconds if seconds > 0 else None,
         }
 
     # -------------------------------------------------------------------------- evaluation
@@ -215,7 +299,7 @@ class Trainer:
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything a resumed run needs, as :func:`save_checkpoint` stores it."""
         return {
-            "format": "portaconv-checkpoint-1",
+            "format": FORMAT,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -225,15 +309,16 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "train_images": self.train_images,
             "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
             "meta": self.meta,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Load a checkpoint's state (from :func:`load_checkpoint`) into this trainer."""
-        if state.get("format") != "portaconv-checkpoint-1":
-            raise ValueError(
-                f"Trainer: not a portaconv training checkpoint (format {state.get('format')!r})"
-            )
+        """Load a checkpoint's state (from :func:`load_checkpoint`) into this trainer.
+
+        The whole state is checked first: a missing or malformed entry is a ``ValueError``
+        that names it, and leaves the trainer as it was."""
+        check_training_state(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
@@ -243,34 +328,129 @@ class Trainer:
         self.history = list(state["history"])
         self.train_seconds = float(state["train_seconds"])
         self.train_images = int(state["train_images"])
-        self.best_val_accuracy = state.get("best_val_accuracy")
+        self.best_val_accuracy, self.best_epoch = _best_of(state)
 
-    def _save_epoch(self, record: dict[str, Any]) -> None:
-        with open(self.out_dir / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        val = record.get("val_accuracy")
-        improved = val is not None and (
-            self.best_val_accuracy is None or val > self.best_val_accuracy
+    def _stop_if_diverged(self, record: dict[str, Any]) -> None:
+        """Raise :class:`TrainingDivergedError` if the epoch's losses or the weights are not
+        finite, before anything of the epoch is saved."""
+        bad = [
+            f"{name.replace('_', ' ')} {record[name]}"
+            for name in ("train_loss", "val_loss")
+            if name in record and not math.isfinite(record[name])
+        ]
+        for name, value in self.model.parameters().items():
+            xp = array_namespace(value)
+            if not bool(xp.all(xp.isfinite(value))):
+                bad.append(f"weights {name} not finite")
+                break
+        if not bad:
+            return
+        kept = "nothing was saved"
+        if self.out_dir is not None and self.epoch > 0:
+            kept = f"{self.out_dir / CHECKPOINT} keeps epoch {self.epoch}, the last finite one"
+        raise TrainingDivergedError(
+            f"training diverged in epoch {record['epoch']}: {', '.join(bad)} at learning rate "
+            f"{record['lr']:.3g}; {kept}. Try a smaller learning rate"
         )
-        if improved:
-            self.best_val_accuracy = val
+
+    def _save_epoch(self, record: dict[str, Any], improved: bool) -> None:
+        """Log the epoch, then write the checkpoint, then (a best epoch) best.npz.
+
+        The checkpoint comes first and records ``best_epoch``: a run killed between the two
+        writes leaves a checkpoint whose best epoch is its own epoch, and :meth:`resume`
+        copies it to best.npz."""
+        with open(self.out_dir / METRICS, "a") as f:
+            f.write(dumps(record) + "\n")
         state = self.checkpoint_state()
         save_checkpoint(self.out_dir / CHECKPOINT, state)
         if improved:
             save_checkpoint(self.out_dir / BEST, state)
 
-    def write_plots(self, confusion: np.ndarray | None = None, classes: Sequence[str] = ()) -> list:
-        """``loss.png``, ``accuracy.png`` and, given a matrix, ``confusion_matrix.png``."""
+    def write_plots(
+        self, confusion: np.ndarray | None = None, classes: Sequence[str] = (), title: str = ""
+    ) -> list:
+        """``loss.png``, ``accuracy.png``, ``lr.png`` and, given a matrix,
+        ``confusion_matrix.png``, each titled ``title`` (e.g. the dataset, model, backend)."""
         if self.out_dir is None:
             return []
         if not plots.plots_available():
             self.log('matplotlib is not installed: no plots (pip install "portaconv[plot]")')
             return []
-        written = plots.plot_history(self.history, self.out_dir)
+        written = plots.plot_history(self.history, self.out_dir, title)
         if confusion is not None:
             names = list(classes) or [str(i) for i in range(confusion.shape[0])]
-            written += plots.plot_confusion(confusion, names, self.out_dir / "confusion_matrix.png")
+            path = self.out_dir / "confusion_matrix.png"
+            written += plots.plot_confusion(confusion, names, path, title)
         return written
+
+
+#: The entries of a training checkpoint (:meth:`Trainer.checkpoint_state`) and their types.
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "model": (dict,),
+    "optimizer": (dict,),
+    "scheduler": (dict, type(None)),
+    "rng": (dict,),
+    "history": (list,),
+    "train_seconds": (int, float),
+    "train_images": (int,),
+    "meta": (dict,),
+}
+
+
+def check_training_state(state: Any) -> None:
+    """``ValueError`` unless ``state`` has every entry of a training checkpoint, typed as
+    :meth:`Trainer.checkpoint_state` writes it (what a damaged or foreign file lacks)."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"not a portaconv training checkpoint (format {found!r}, expected {FORMAT!r})"
+        )
+    missing = [name for name in _STATE_TYPES if name not in state]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {', '.join(missing)}")
+    for name, types in _STATE_TYPES.items():
+        value = state[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(
+                f"the checkpoint's {name} is {type(value).__name__} {value!r:.60}, "
+                f"expected {expected}"
+            )
+    if state["epoch"] < 0 or len(state["history"]) != state["epoch"]:
+        raise ValueError(
+            f"the checkpoint's epoch {state['epoch']} does not match its history of "
+            f"{len(state['history'])} epochs"
+        )
+    best = state.get("best_epoch")
+    if best is not None and not (_is_int(best) and 1 <= best <= state["epoch"]):
+        raise ValueError(
+            f"the checkpoint's best_epoch is {best!r:.60}, expected null or an epoch from 1 to "
+            f"{state['epoch']}"
+        )
+    if not all(isinstance(record, dict) for record in state["history"]):
+        raise ValueError("the checkpoint's history holds entries that are not records")
+    try:
+        np.random.default_rng().bit_generator.state = state["rng"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"the checkpoint's random state rng is not usable ({exc!r})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _best_of(state: dict[str, Any]) -> tuple[float | None, int | None]:
+    """(best validation accuracy, its epoch) of a checkpoint; checkpoints written before
+    ``best_epoch`` was recorded get it from their history (the first best epoch)."""
+    best, epoch = None, None
+    for record in state["history"]:
+        val = record.get("val_accuracy")
+        if isinstance(val, int | float) and (best is None or val > best):
+            best, epoch = val, record.get("epoch")
+    if state.get("best_epoch") is not None:
+        epoch = state["best_epoch"]
+    return state.get("best_val_accuracy", best), epoch
 
 
 def _correct(Z: Any, y: Any) -> Any:
@@ -291,10 +471,9 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     )
     if "val_accuracy" in record:
         line += f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
-    return line + (
-        f"  lr {record['lr']:.3g}  {record['seconds']:.1f}s "
-        f"({record['images_per_second']:.0f} img/s)"
-    )
+    speed = record.get("images_per_second")
+    speed = "n/a" if speed is None else f"{speed:.0f}"
+    return line + f"  lr {record['lr']:.3g}  {record['seconds']:.1f}s ({speed} img/s)"
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
