@@ -13,7 +13,6 @@ happens today and what should happen instead.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,77 +23,24 @@ import pytest
 
 import portaconv
 from portaconv import layers as L
-from portaconv.backend import Backend, BackendUnavailableError, make_backend, to_backend
+from portaconv.backend import to_backend
 
-LIBRARY = {
-    "numpy": "NumPy",
-    "torch": "PyTorch",
-    "cupy": "CuPy",
-    "array_api_strict": "array-api-strict",
-}
-
+from .helpers import (
+    LIBRARY,
+    a_library,
+    backend_or_skip,
+    const,
+    data,
+    floats,
+    ints,
+    labels,
+    other_library,
+    pylist,
+    rx,
+    sh,
+)
 
 # ------------------------------------------------------------------------------- helpers
-
-
-def rx(layer: str, pattern: str) -> str:
-    """The message starts with the layer's name, then matches ``pattern``."""
-    return rf"^{layer}: {pattern}"
-
-
-def a_library(name: str) -> str:
-    """``a NumPy`` / ``an array-api-strict``: a library as the messages name one array of it."""
-    label = LIBRARY[name]
-    return ("an " if label[0].lower() in "aeiou" else "a ") + label
-
-
-def sh(shape: tuple[int, ...]) -> str:
-    """A regex for a shape as the messages print it: ``(2, 3)``, ``(2)`` or ``(2,)``."""
-    return r"\(" + r", ".join(str(n) for n in shape) + r",?\)"
-
-
-def data(shape: tuple[int, ...]) -> np.ndarray:
-    """Float64 values with no ties (the values never matter for these checks)."""
-    return np.linspace(-1.0, 1.0, math.prod(shape)).reshape(shape) + 0.01
-
-
-def floats(shape: tuple[int, ...], dtype: str | None = None) -> Callable[[Backend], Any]:
-    """A float array of ``shape`` on the backend (its dtype, or ``dtype``)."""
-    return lambda b: to_backend(data(shape), b, None if dtype is None else getattr(b.xp, dtype))
-
-
-def ints(shape: tuple[int, ...]) -> Callable[[Backend], Any]:
-    return lambda b: to_backend(np.ones(shape, dtype=np.int64), b, b.xp.int64)
-
-
-def labels(values: list[int] | np.ndarray) -> Callable[[Backend], Any]:
-    return lambda b: to_backend(np.asarray(values, dtype=np.int64), b, b.xp.int64)
-
-
-def pylist(shape: tuple[int, ...]) -> Callable[[Backend], Any]:
-    return lambda b: data(shape).tolist()
-
-
-def const(value: Any) -> Callable[[Backend], Any]:
-    return lambda b: value
-
-
-def backend_or_skip(name: str, device: Any = None, dtype: str = "float64") -> Backend:
-    try:
-        return make_backend(name, device, dtype)
-    except BackendUnavailableError as exc:
-        pytest.skip(f"backend {name} (device {device}) unavailable here: {exc}")
-
-
-def other_library(backend: Backend) -> Backend:
-    """Another installed CPU library than ``backend``'s, in float64."""
-    candidates = ["array_api_strict", "torch"] if backend.name == "numpy" else ["numpy"]
-    for name in candidates:
-        try:
-            return make_backend(name, "cpu" if name == "torch" else None, "float64")
-        except BackendUnavailableError:
-            continue
-    pytest.skip(f"no library besides {backend.name} is installed")
 
 
 DTYPE_PAIRS = [("float64", "float32"), ("float32", "float64")]

@@ -24,11 +24,17 @@ from portaconv.layers.global_pool import GlobalAvgPool1d, GlobalAvgPool2d
 from portaconv.layers.normalization import BatchNorm1d, BatchNorm2d
 
 from .helpers import (
+    LIBRARY,
+    a_library,
     assert_close,
     assert_on_backend,
     finite_difference_check,
+    floats,
     on,
+    other_library,
     rounded,
+    rx,
+    sh,
     snapshot,
     torch_reference,
 )
@@ -443,37 +449,6 @@ def test_global_avg_pool_finite_differences(bk64, rng, cls, shape, fn):
 
 # ------------------------------------------------------------------------------- errors
 
-LIBRARY = {"numpy": "NumPy", "torch": "PyTorch", "array_api_strict": "array-api-strict"}
-
-
-def rx(layer: str, pattern: str) -> str:
-    return rf"^{layer}: {pattern}"
-
-
-def sh(shape) -> str:
-    return r"\(" + r", ".join(str(n) for n in shape) + r",?\)"
-
-
-def a_library(name: str) -> str:
-    label = LIBRARY[name]
-    return ("an " if label[0].lower() in "aeiou" else "a ") + label
-
-
-def floats(backend, shape, dtype=None):
-    values = np.linspace(-1.0, 1.0, math.prod(shape)).reshape(shape) + 0.01
-    return to_backend(values, backend, None if dtype is None else getattr(backend.xp, dtype))
-
-
-def other_library(backend):
-    """Another installed CPU library than ``backend``'s, in float64."""
-    for name in ["array_api_strict", "torch"] if backend.name == "numpy" else ["numpy"]:
-        try:
-            return make_backend(name, "cpu" if name == "torch" else None, "float64")
-        except BackendUnavailableError:
-            continue
-    pytest.skip(f"no library besides {backend.name} is installed")
-
-
 # (name, factory, valid shape, forward's argument, backward's argument, layout regex, ranks)
 _BN1D = r"\(N, C\) or \(N, C, L\)"
 LAYERS = [
@@ -513,7 +488,7 @@ def _forward_cases():
                 cases.append(
                     (
                         f"{len(bad)}-d",
-                        lambda b, s=bad: floats(b, s),
+                        lambda b, s=bad: floats(s)(b),
                         ValueError,
                         rf"{arg} must have {ranks} dimensions {layout}, "
                         rf"got {len(bad)} dimensions with shape {sh(bad)}$",
@@ -524,13 +499,13 @@ def _forward_cases():
             cases += [
                 (
                     "wrong-channels",
-                    lambda b, s=bad: floats(b, s),
+                    lambda b, s=bad: floats(s)(b),
                     ValueError,
                     rf"Z must have num_features=3 \(axis 1\), got shape {sh(bad)}$",
                 ),
                 (
                     "one-value-per-channel",
-                    lambda b, s=(1, 3) + (1,) * (len(shape) - 2): floats(b, s),
+                    lambda b, s=(1, 3) + (1,) * (len(shape) - 2): floats(s)(b),
                     ValueError,
                     r"training needs more than one value per channel, "
                     rf"got input of shape {sh((1, 3) + (1,) * (len(shape) - 2))}$",
@@ -541,7 +516,7 @@ def _forward_cases():
             cases.append(
                 (
                     "empty-spatial-axis",
-                    lambda b, s=bad: floats(b, s),
+                    lambda b, s=bad: floats(s)(b),
                     ValueError,
                     rf"every spatial size of A must be >= 1, got shape {sh(bad)}$",
                 )
@@ -564,8 +539,8 @@ def test_backward_rejects(bk64, row):
     name, make, shape, _, grad, _, _ = row
     layer = make()
     with pytest.raises(ValueError, match=rx(name, r"backward called before forward$")):
-        layer.backward(floats(bk64, shape))
-    out = tuple(layer.forward(floats(bk64, shape)).shape)
+        layer.backward(floats(shape)(bk64))
+    out = tuple(layer.forward(floats(shape)(bk64)).shape)
     for bad in [(*out[:-1], out[-1] + 1), (*out, 1), out[:-1]]:
         with pytest.raises(
             ValueError,
@@ -575,7 +550,7 @@ def test_backward_rejects(bk64, row):
                 rf"got {sh(bad)}$",
             ),
         ):
-            layer.backward(floats(bk64, bad))
+            layer.backward(floats(bad)(bk64))
     with pytest.raises(
         TypeError,
         match=rx(
@@ -592,7 +567,7 @@ def test_backward_rejects(bk64, row):
     with pytest.raises(
         TypeError, match=rx(name, rf"{grad} has dtype \S*float32 but forward ran in \S*float64$")
     ):
-        layer.backward(floats(bk64, out, "float32"))
+        layer.backward(floats(out, "float32")(bk64))
     other = other_library(bk64)
     with pytest.raises(
         TypeError,
@@ -602,7 +577,7 @@ def test_backward_rejects(bk64, row):
             rf"{LIBRARY[bk64.name]} arrays$",
         ),
     ):
-        layer.backward(floats(other, out))
+        layer.backward(floats(out)(other))
 
 
 @pytest.mark.parametrize("cls, shape", [(BatchNorm1d, (4, 3)), (BatchNorm2d, (2, 3, 4, 4))])
@@ -620,7 +595,7 @@ def test_batchnorm_rejects_input_from_elsewhere(bk64, cls, shape):
             rf"{LIBRARY[bk64.name]} arrays; move it with portaconv\.to_backend",
         ),
     ):
-        layer.forward(floats(other, shape))
+        layer.forward(floats(shape)(other))
 
     try:
         device1 = make_backend("array_api_strict", "device1", "float64")
@@ -636,8 +611,8 @@ def test_batchnorm_rejects_input_from_elsewhere(bk64, cls, shape):
             r"\S*device1\S*$",
         ),
     ):
-        on_device1.forward(floats(make_backend("array_api_strict", None, "float64"), shape))
-    on_device1.forward(floats(device1, shape))  # the positive control
+        on_device1.forward(floats(shape)(make_backend("array_api_strict", None, "float64")))
+    on_device1.forward(floats(shape)(device1))  # the positive control
 
 
 @pytest.mark.parametrize("row", LAYERS, ids=LAYER_IDS)
@@ -645,8 +620,8 @@ def test_valid_input_is_accepted(bk64, row):
     """The positive control for the tables above."""
     _, make, shape, _, _, _, _ = row
     layer = make()
-    Z = layer.forward(floats(bk64, shape))
-    assert tuple(layer.backward(floats(bk64, tuple(Z.shape))).shape) == shape
+    Z = layer.forward(floats(shape)(bk64))
+    assert tuple(layer.backward(floats(tuple(Z.shape))(bk64)).shape) == shape
 
 
 def _hyper_cases():
@@ -782,4 +757,4 @@ def test_mode_flag_must_be_bool(bk64, make, flag):
             r"got int$",
         ),
     ):
-        layer.forward(floats(bk64, (2, 3, 4, 4)), **{flag: 1})
+        layer.forward(floats((2, 3, 4, 4))(bk64), **{flag: 1})
