@@ -140,7 +140,7 @@ LIBRARY = {  # a backend's library, as the messages name it
 def rx(owner: str, pattern: str, *, literal: bool = False) -> str:
     """A regex for a message that starts with ``owner: `` (a layer, an optimizer, a
     function) and goes on with ``pattern``: a regex, or plain text with ``literal=True``."""
-    return rf"^{owner}: " + (re.escape(pattern) if literal else pattern)
+    return "^" + re.escape(f"{owner}: {pattern}") if literal else rf"^{owner}: {pattern}"
 
 
 def a_library(name: str) -> str:
