@@ -9,9 +9,9 @@ adding its rows to ``SPECS`` (and, at most, a torch twin below).
 
 Every row gets the per-row checks: forward and backward against its twin, finite
 differences, a strided input, bad inputs and bad gradients. The first row of each class is
-its reference configuration: the checks made once per class (bad hyper-parameters, init
-functions, default initialisation, parameters and inputs on different libraries or devices)
-build that one, so it spells out every integer hyper-parameter.
+its reference configuration: the checks made once per class (bad integer hyper-parameters,
+init functions, default initialisation, inputs from another library or device) build that
+one, so it spells out every integer hyper-parameter (checked when this module loads).
 """
 
 from __future__ import annotations
@@ -555,9 +555,6 @@ SPECS: list[LayerSpec] = [
     ]),
 ]  # fmt: skip
 
-_ids = [spec.id for spec in SPECS]
-assert len(set(_ids)) == len(_ids), f"duplicate ids: {sorted(i for i in _ids if _ids.count(i) > 1)}"
-
 
 def one_per_layer(specs: Sequence[LayerSpec]) -> list[LayerSpec]:
     """The first row of each layer class in ``specs``: its reference configuration."""
@@ -570,3 +567,18 @@ def one_per_layer(specs: Sequence[LayerSpec]) -> list[LayerSpec]:
 REFERENCE = one_per_layer(SPECS)  # one row per layer class
 WITH_PARAMS = [spec for spec in REFERENCE if spec.params]  # conv, linear, batch norm
 WITH_INIT_FNS = [spec for spec in REFERENCE if spec.init_fns]  # conv, linear
+
+
+def _check_table() -> None:
+    """What the tests rely on: unique ids, a reference row that names every integer
+    hyper-parameter its class's rows use, one row per class with the other bad ones."""
+    ids = [spec.id for spec in SPECS]
+    assert len(set(ids)) == len(ids), f"duplicate ids: {sorted(i for i in ids if ids.count(i) > 1)}"
+    for ref in REFERENCE:
+        rows = [spec for spec in SPECS if spec.cls is ref.cls]
+        missing = set().union(*(spec.hyper for spec in rows)) - set(ref.hyper)
+        assert not missing, f"{ref.id} (the first {ref.name} row) must also set {missing}"
+        assert sum(bool(spec.bad_hyper) for spec in rows) <= 1, f"{ref.name}: bad_hyper twice"
+
+
+_check_table()
