@@ -1,16 +1,20 @@
 """Test helpers: the oracle (PyTorch autograd in float64), one assertion with dtype-aware
-tolerances, and a float64 finite-difference gradient check for any layer."""
+tolerances, a float64 finite-difference gradient check for any layer, and what the error
+tests share: regexes for the library's messages and inputs made on any backend."""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from array_api_compat import array_namespace, device
 
-from portaconv.backend import Backend, to_backend, to_numpy
+from portaconv.backend import Backend, BackendUnavailableError, make_backend, to_backend, to_numpy
 
 TOLERANCES = {  # (rtol, atol relative to the largest expected magnitude)
     "float64": (1e-10, 1e-10),
@@ -121,3 +125,83 @@ def finite_difference_check(
         numeric = (plus - minus) / (2 * eps)
         analytic = float(xp.sum(grads[p] * V))
         np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=1e-8, err_msg=f"dLd{p}")
+
+
+# ------------------------------------------------------------------ messages and inputs
+
+LIBRARY = {  # a backend's library, as the messages name it
+    "numpy": "NumPy",
+    "torch": "PyTorch",
+    "cupy": "CuPy",
+    "array_api_strict": "array-api-strict",
+}
+
+
+def rx(owner: str, pattern: str, *, literal: bool = False) -> str:
+    """A regex for a message that starts with ``owner: `` (a layer, an optimizer, a
+    function) and goes on with ``pattern``: a regex, or plain text with ``literal=True``."""
+    return "^" + re.escape(f"{owner}: {pattern}") if literal else rf"^{owner}: {pattern}"
+
+
+def a_library(name: str) -> str:
+    """``a NumPy`` / ``an array-api-strict``: a library as the messages name one array of it."""
+    label = LIBRARY[name]
+    return ("an " if label[0].lower() in "aeiou" else "a ") + label
+
+
+def sh(shape: tuple[int, ...]) -> str:
+    """A regex for a shape as the messages print it: ``(2, 3)``, ``(2)`` or ``(2,)``."""
+    return r"\(" + r", ".join(str(n) for n in shape) + r",?\)"
+
+
+def data(shape: tuple[int, ...]) -> np.ndarray:
+    """Float64 values with no ties (the values never matter for the error checks)."""
+    return np.linspace(-1.0, 1.0, math.prod(shape)).reshape(shape) + 0.01
+
+
+# An input for a check is made per backend: ``floats(shape)(backend)``, so tables can hold
+# it before a backend is chosen.
+
+
+def floats(shape: tuple[int, ...], dtype: str | None = None) -> Callable[[Backend], Any]:
+    """A float array of ``shape`` on the backend (its dtype, or ``dtype``)."""
+    return lambda b: to_backend(data(shape), b, None if dtype is None else getattr(b.xp, dtype))
+
+
+def ints(shape: tuple[int, ...]) -> Callable[[Backend], Any]:
+    """An int64 array of ones."""
+    return lambda b: to_backend(np.ones(shape, dtype=np.int64), b, b.xp.int64)
+
+
+def labels(values: list[int] | np.ndarray) -> Callable[[Backend], Any]:
+    """Integer class labels."""
+    return lambda b: to_backend(np.asarray(values, dtype=np.int64), b, b.xp.int64)
+
+
+def pylist(shape: tuple[int, ...]) -> Callable[[Backend], Any]:
+    """A nested Python list of floats: no array at all."""
+    return lambda b: data(shape).tolist()
+
+
+def const(value: Any) -> Callable[[Backend], Any]:
+    """``value`` itself, whatever the backend."""
+    return lambda b: value
+
+
+def backend_or_skip(name: str, device: Any = None, dtype: str = "float64") -> Backend:
+    """The backend, or a skip that says why it cannot run here."""
+    try:
+        return make_backend(name, device, dtype)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"backend {name} (device {device}) unavailable here: {exc}")
+
+
+def other_library(backend: Backend) -> Backend:
+    """Another installed CPU library than ``backend``'s, in float64."""
+    candidates = ["array_api_strict", "torch"] if backend.name == "numpy" else ["numpy"]
+    for name in candidates:
+        try:
+            return make_backend(name, "cpu" if name == "torch" else None, "float64")
+        except BackendUnavailableError:
+            continue
+    pytest.skip(f"no library besides {backend.name} is installed")

@@ -32,6 +32,7 @@ from portaconv.backend import (
 )
 
 from .helpers import assert_on_backend, on, rounded
+from .layer_specs import WITH_INIT_FNS, WITH_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,20 +212,12 @@ def test_torch_cuda_without_gpu_is_unavailable(keep_active):
 
 # ----------------------------------------------------------- where parameters are made
 
-PARAM_LAYERS = [
-    pytest.param(lambda: L.Conv1d_stride1(2, 3, 3), id="Conv1d_stride1"),
-    pytest.param(lambda: L.Conv1d(2, 3, 3, stride=2, padding=1), id="Conv1d"),
-    pytest.param(lambda: L.Conv2d_stride1(2, 3, 3), id="Conv2d_stride1"),
-    pytest.param(lambda: L.Conv2d(2, 3, 3, stride=2, padding=1), id="Conv2d"),
-    pytest.param(lambda: L.ConvTranspose1d(2, 3, 3, 2), id="ConvTranspose1d"),
-    pytest.param(lambda: L.ConvTranspose2d(2, 3, 3, 2), id="ConvTranspose2d"),
-    pytest.param(lambda: L.Linear(4, 3), id="Linear"),
-]
+# Once per layer class with parameters, on its reference row of tests/layer_specs.py.
 
 
-@pytest.mark.parametrize("make", PARAM_LAYERS)
-def test_parameters_live_on_the_active_backend(bk, make):
-    layer = make()
+@pytest.mark.parametrize("spec", WITH_PARAMS, ids=lambda s: s.name)
+def test_parameters_live_on_the_active_backend(bk, spec):
+    layer = spec.make()
     for p in layer.param_names:
         assert_on_backend(getattr(layer, p), bk, p)
         assert_on_backend(getattr(layer, "dLd" + p), bk, "dLd" + p)
@@ -233,18 +226,13 @@ def test_parameters_live_on_the_active_backend(bk, make):
         assert_on_backend(grad, bk, "dLd" + p)
 
 
-@pytest.mark.parametrize("make, w_shape", [
-    (lambda **kw: L.Conv2d(2, 3, 3, **kw), (3, 2, 3, 3)),
-    (lambda **kw: L.Conv1d(2, 3, 3, **kw), (3, 2, 3)),
-    (lambda **kw: L.ConvTranspose2d(2, 3, 3, 2, **kw), (3, 2, 3, 3)),
-    (lambda **kw: L.Linear(2, 3, **kw), (3, 2)),
-], ids=["Conv2d", "Conv1d", "ConvTranspose2d", "Linear"])
-def test_numpy_init_is_converted(bk, rng, make, w_shape):
+@pytest.mark.parametrize("spec", WITH_INIT_FNS, ids=lambda s: s.name)
+def test_numpy_init_is_converted(bk, rng, spec):
     """NumPy init arrays move to the backend; a floating one keeps its precision (the dtype
     rule), whatever the backend's default."""
-    W = rng.standard_normal(w_shape)  # NumPy float64, whatever the backend
-    b = rng.standard_normal(w_shape[0]).astype(np.float32)
-    layer = make(weight_init_fn=lambda *s: W, bias_init_fn=lambda *s: b)
+    W = rng.standard_normal(spec.params["W"])  # NumPy float64, whatever the backend
+    b = rng.standard_normal(spec.params["b"]).astype(np.float32)
+    layer = spec.make(weight_init_fn=lambda *s: W, bias_init_fn=lambda *s: b)
     assert_on_backend(layer.W, bk, "W", dtype="float64")
     assert_on_backend(layer.b, bk, "b", dtype="float32")
     np.testing.assert_array_equal(to_numpy(layer.W), W)
@@ -262,17 +250,8 @@ def test_init_from_another_backend_is_converted(bk):
     assert_on_backend(layer.W, bk, "W", dtype="float64")
 
 
-@pytest.mark.parametrize("make, w_shape, b_shape", [
-    (lambda **kw: L.Conv2d(2, 5, 3, stride=2, padding=1, **kw), (5, 2, 3, 3), (5,)),
-    (lambda **kw: L.Conv2d_stride1(2, 5, 4, **kw), (5, 2, 4, 4), (5,)),
-    (lambda **kw: L.Conv1d(2, 5, 3, stride=2, **kw), (5, 2, 3), (5,)),
-    (lambda **kw: L.Conv1d_stride1(2, 5, 4, **kw), (5, 2, 4), (5,)),
-    (lambda **kw: L.ConvTranspose1d(2, 5, 3, 2, **kw), (5, 2, 3), (5,)),
-    (lambda **kw: L.ConvTranspose2d(2, 5, 3, 2, **kw), (5, 2, 3, 3), (5,)),
-    (lambda **kw: L.Linear(2, 5, **kw), (5, 2), (5,)),
-], ids=["Conv2d", "Conv2d_stride1", "Conv1d", "Conv1d_stride1", "ConvTranspose1d",
-        "ConvTranspose2d", "Linear"])
-def test_init_fns_called_once_with_the_parameter_shape(bk, make, w_shape, b_shape):
+@pytest.mark.parametrize("spec", WITH_INIT_FNS, ids=lambda s: s.name)
+def test_init_fns_called_once_with_the_parameter_shape(bk, spec):
     calls = []
 
     def weight_init_fn(*shape):
@@ -283,9 +262,9 @@ def test_init_fns_called_once_with_the_parameter_shape(bk, make, w_shape, b_shap
         calls.append(("b", shape))
         return np.zeros(shape)
 
-    layer = make(weight_init_fn=weight_init_fn, bias_init_fn=bias_init_fn)
-    assert sorted(calls) == [("W", w_shape), ("b", b_shape)]
-    layer.forward(on(bk, np.ones((1, 2, 7, 7)[: len(w_shape)] if len(w_shape) > 2 else (1, 2))))
+    layer = spec.make(weight_init_fn=weight_init_fn, bias_init_fn=bias_init_fn)
+    assert sorted(calls) == [("W", spec.params["W"]), ("b", spec.params["b"])]
+    layer.forward(on(bk, np.ones(spec.in_shape)))
     assert len(calls) == 2, "forward must not call the init functions again"
 
 
@@ -325,14 +304,14 @@ def keep_rng(monkeypatch):
     monkeypatch.setattr(_random, "_rng", _random._rng)
 
 
-@pytest.mark.parametrize("make", PARAM_LAYERS)
-def test_manual_seed_reproduces_default_init(bk, keep_rng, make):
+@pytest.mark.parametrize("spec", WITH_INIT_FNS, ids=lambda s: s.name)
+def test_manual_seed_reproduces_default_init(bk, keep_rng, spec):
     portaconv.manual_seed(1234)
-    first = {k: to_numpy(v).copy() for k, v in make().parameters().items()}
+    first = {k: to_numpy(v).copy() for k, v in spec.make().parameters().items()}
     portaconv.manual_seed(1234)
-    again = {k: to_numpy(v) for k, v in make().parameters().items()}
+    again = {k: to_numpy(v) for k, v in spec.make().parameters().items()}
     portaconv.manual_seed(4321)
-    other = {k: to_numpy(v) for k, v in make().parameters().items()}
+    other = {k: to_numpy(v) for k, v in spec.make().parameters().items()}
     for k in first:
         np.testing.assert_array_equal(first[k], again[k], err_msg=k)
         assert not np.array_equal(first[k], other[k]), f"{k}: another seed gave the same values"
@@ -348,25 +327,21 @@ def test_manual_seed_gives_the_same_network_on_every_backend(keep_rng, backend_c
         np.testing.assert_array_equal(to_numpy(L.Conv2d(3, 4, 3).W), reference)
 
 
-@pytest.mark.parametrize("make, fan_in", [
-    (lambda: L.Conv2d(3, 8, 3), 3 * 3 * 3),
-    (lambda: L.Conv2d_stride1(16, 8, 5), 16 * 5 * 5),
-    (lambda: L.Conv1d(4, 8, 5, stride=2), 4 * 5),
-    (lambda: L.Conv1d_stride1(1, 8, 2), 1 * 2),
-    (lambda: L.ConvTranspose1d(6, 8, 3, 2), 6 * 3),
-    (lambda: L.ConvTranspose2d(6, 8, 3, 2), 6 * 3 * 3),
-    (lambda: L.Linear(50, 40), 50),
-], ids=["Conv2d", "Conv2d_stride1", "Conv1d", "Conv1d_stride1", "ConvTranspose1d",
-        "ConvTranspose2d", "Linear"])
-def test_default_init_bounds_match_pytorch(bk64, keep_rng, make, fan_in):
-    """PyTorch's default: W and b uniform in (-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    portaconv.manual_seed(0)
+@pytest.mark.parametrize("spec", WITH_INIT_FNS, ids=lambda s: s.name)
+def test_default_init_bounds_match_pytorch(bk64, keep_rng, spec):
+    """PyTorch's default: W and b uniform in (-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in the
+    product of W's axes after the first (in_channels * kernel, in_features)."""
+    fan_in = math.prod(spec.params["W"][1:])
     bound = 1.0 / math.sqrt(fan_in)
-    layer = make()
-    for p in ("W", "b"):
-        values = to_numpy(getattr(layer, p))
-        assert np.all(np.abs(values) <= bound), f"{p} exceeds 1/sqrt({fan_in})"
-    W = to_numpy(layer.W)
+    portaconv.manual_seed(0)
+    weights = []
+    while sum(W.size for W in weights) < 256:  # enough draws to see the interval filled
+        layer = spec.make()
+        for p in ("W", "b"):
+            values = to_numpy(getattr(layer, p))
+            assert np.all(np.abs(values) <= bound), f"{p} exceeds 1/sqrt({fan_in})"
+        weights.append(to_numpy(layer.W).ravel())
+    W = np.concatenate(weights)
     # and it fills the interval: a too-narrow (or all-zero) init would fail here
     assert W.max() > 0.5 * bound and W.min() < -0.5 * bound
     assert abs(W.mean()) < 0.25 * bound

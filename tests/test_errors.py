@@ -2,10 +2,11 @@
 an array library.
 
 Every message must start with the layer's class name and say what was expected and what was
-received; each regex below pins both. The tables list, per layer, the input that is valid
-(so the bad ones differ from it in one respect only) and the ways of getting it wrong:
-hyper-parameters, forward inputs, upstream gradients, init functions, losses' targets, and
-arrays from another library, device or dtype.
+received; each regex below pins both. The layers come from the table in
+tests/layer_specs.py: each row gives a valid input (so the bad ones differ from it in one
+respect only), its integer hyper-parameters and its layer-specific bad inputs and
+hyper-parameters. Checked here: hyper-parameters, forward inputs, upstream gradients, init
+functions, losses' targets, and arrays from another library, device or dtype.
 
 Gaps found in the library are kept as ``xfail(strict=True)`` tests whose reason says what
 happens today and what should happen instead.
@@ -13,89 +14,30 @@ happens today and what should happen instead.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pytest
 
 import portaconv
 from portaconv import layers as L
-from portaconv.backend import Backend, BackendUnavailableError, make_backend, to_backend
+from portaconv.backend import to_backend
 
-LIBRARY = {
-    "numpy": "NumPy",
-    "torch": "PyTorch",
-    "cupy": "CuPy",
-    "array_api_strict": "array-api-strict",
-}
-
-
-# ------------------------------------------------------------------------------- helpers
-
-
-def rx(layer: str, pattern: str) -> str:
-    """The message starts with the layer's name, then matches ``pattern``."""
-    return rf"^{layer}: {pattern}"
-
-
-def a_library(name: str) -> str:
-    """``a NumPy`` / ``an array-api-strict``: a library as the messages name one array of it."""
-    label = LIBRARY[name]
-    return ("an " if label[0].lower() in "aeiou" else "a ") + label
-
-
-def sh(shape: tuple[int, ...]) -> str:
-    """A regex for a shape as the messages print it: ``(2, 3)``, ``(2)`` or ``(2,)``."""
-    return r"\(" + r", ".join(str(n) for n in shape) + r",?\)"
-
-
-def data(shape: tuple[int, ...]) -> np.ndarray:
-    """Float64 values with no ties (the values never matter for these checks)."""
-    return np.linspace(-1.0, 1.0, math.prod(shape)).reshape(shape) + 0.01
-
-
-def floats(shape: tuple[int, ...], dtype: str | None = None) -> Callable[[Backend], Any]:
-    """A float array of ``shape`` on the backend (its dtype, or ``dtype``)."""
-    return lambda b: to_backend(data(shape), b, None if dtype is None else getattr(b.xp, dtype))
-
-
-def ints(shape: tuple[int, ...]) -> Callable[[Backend], Any]:
-    return lambda b: to_backend(np.ones(shape, dtype=np.int64), b, b.xp.int64)
-
-
-def labels(values: list[int] | np.ndarray) -> Callable[[Backend], Any]:
-    return lambda b: to_backend(np.asarray(values, dtype=np.int64), b, b.xp.int64)
-
-
-def pylist(shape: tuple[int, ...]) -> Callable[[Backend], Any]:
-    return lambda b: data(shape).tolist()
-
-
-def const(value: Any) -> Callable[[Backend], Any]:
-    return lambda b: value
-
-
-def backend_or_skip(name: str, device: Any = None, dtype: str = "float64") -> Backend:
-    try:
-        return make_backend(name, device, dtype)
-    except BackendUnavailableError as exc:
-        pytest.skip(f"backend {name} (device {device}) unavailable here: {exc}")
-
-
-def other_library(backend: Backend) -> Backend:
-    """Another installed CPU library than ``backend``'s, in float64."""
-    candidates = ["array_api_strict", "torch"] if backend.name == "numpy" else ["numpy"]
-    for name in candidates:
-        try:
-            return make_backend(name, "cpu" if name == "torch" else None, "float64")
-        except BackendUnavailableError:
-            continue
-    pytest.skip(f"no library besides {backend.name} is installed")
-
+from .helpers import (
+    LIBRARY,
+    a_library,
+    backend_or_skip,
+    const,
+    data,
+    floats,
+    ints,
+    labels,
+    other_library,
+    pylist,
+    rx,
+    sh,
+)
+from .layer_specs import REFERENCE, SPECS, WITH_INIT_FNS, WITH_PARAMS, LayerSpec
 
 DTYPE_PAIRS = [("float64", "float32"), ("float32", "float64")]
 
@@ -104,174 +46,18 @@ def xfail(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-# -------------------------------------------------------------------- the layer table
+def _row_id(spec: LayerSpec) -> str:
+    return spec.id
 
 
-@dataclass(frozen=True)
-class Case:
-    """One layer: how to build it, a valid input, and its layer-specific bad inputs."""
-
-    name: str
-    make: Callable[[], Any]
-    shape: tuple[int, ...]  # a valid input shape
-    ndim: int | None = None  # the one rank forward accepts, if there is one
-    arg: str = "A"  # forward's argument, as messages name it
-    grad: str = "dLdZ"  # backward's argument
-    params: bool = False
-    # (id, input shape, exception, pattern after "Name: ", marks)
-    extra: list[tuple[str, tuple[int, ...], type, str, tuple]] = field(default_factory=list)
-
-
-def _kernel_too_large(shape, what, K, shown, more):
-    return ("kernel-larger-than-input", shape, ValueError,
-            rf"{what}={K} is larger than the {shown}{more}", ())
-
-
-def _channels(shape, expected):
-    return ("wrong-channels", shape, ValueError,
-            rf"A must have C_in={expected} \(axis 1\), got shape {sh(shape)}", ())
-
-
-CONV = [
-    Case("Conv1d_stride1", lambda: L.Conv1d_stride1(2, 3, 3), (2, 2, 7), 3, params=True, extra=[
-        _channels((2, 3, 7), 2),
-        _kernel_too_large((2, 2, 2), "kernel_size", 3,
-                          rf"padded input {sh((2,))}", rf" \(input {sh((2,))}, padding=0\)"),
-    ]),
-    Case("Conv1d", lambda: L.Conv1d(2, 3, 4, stride=2, padding=1), (2, 2, 7), 3, params=True,
-         extra=[
-             _channels((2, 1, 7), 2),
-             _kernel_too_large((2, 2, 1), "kernel_size", 4,
-                               rf"padded input {sh((3,))}", rf" \(input {sh((1,))}, padding=1\)"),
-         ]),
-    Case("Conv2d_stride1", lambda: L.Conv2d_stride1(2, 3, 3), (2, 2, 5, 6), 4, params=True,
-         extra=[
-             _channels((2, 3, 5, 6), 2),
-             _kernel_too_large((2, 2, 5, 2), "kernel_size", 3,
-                               rf"padded input {sh((5, 2))}",
-                               rf" \(input {sh((5, 2))}, padding=0\)"),
-         ]),
-    Case("Conv2d", lambda: L.Conv2d(2, 3, 4, stride=2, padding=1), (2, 2, 5, 6), 4, params=True,
-         extra=[
-             _channels((2, 3, 5, 6), 2),
-             _kernel_too_large((2, 2, 5, 1), "kernel_size", 4,
-                               rf"padded input {sh((7, 3))}",
-                               rf" \(input {sh((5, 1))}, padding=1\)"),
-         ]),
-    Case("ConvTranspose1d", lambda: L.ConvTranspose1d(2, 3, 4, 2), (2, 2, 4), 3, params=True,
-         extra=[
-             _channels((2, 3, 4), 2),
-             _kernel_too_large((2, 2, 2), "kernel_size", 4,
-                               rf"upsampled input {sh((3,))}",
-                               rf" \(input {sh((2,))}, upsampling_factor=2\)"),
-         ]),
-    Case("ConvTranspose2d", lambda: L.ConvTranspose2d(2, 3, 4, 2), (2, 2, 4, 3), 4, params=True,
-         extra=[
-             _channels((2, 1, 4, 3), 2),
-             _kernel_too_large((2, 2, 4, 1), "kernel_size", 4,
-                               rf"upsampled input {sh((7, 1))}",
-                               rf" \(input {sh((4, 1))}, upsampling_factor=2\)"),
-         ]),
-]
-
-POOL = [
-    Case(name, make, shape, len(shape), extra=[
-        _kernel_too_large(small, "kernel", K, f"input {sh(small[2:])}", "$"),
-    ])
-    for name, make, shape, K, small in [
-        ("MaxPool1d", lambda: L.MaxPool1d(3, stride=2), (2, 2, 7), 3, (2, 2, 2)),
-        ("MeanPool1d", lambda: L.MeanPool1d(3), (2, 2, 7), 3, (2, 2, 2)),
-        ("MaxPool2d", lambda: L.MaxPool2d(2), (2, 2, 5, 6), 2, (2, 2, 5, 1)),
-        ("MeanPool2d", lambda: L.MeanPool2d(2, stride=1), (2, 2, 5, 6), 2, (2, 2, 1, 6)),
-        ("MaxPool2d_stride1", lambda: L.MaxPool2d_stride1(3), (2, 2, 5, 6), 3, (2, 2, 2, 6)),
-        ("MeanPool2d_stride1", lambda: L.MeanPool2d_stride1(3), (2, 2, 5, 6), 3, (2, 2, 5, 2)),
-    ]
-]
-
-RESAMPLE = [
-    Case("Upsample1d", lambda: L.Upsample1d(2), (2, 2, 5), 3, extra=[
-        ("empty-spatial-axis", (2, 2, 0), ValueError,
-         rf"every spatial size of A must be >= 1, got shape {sh((2, 2, 0))}$", ()),
-    ]),
-    Case("Upsample2d", lambda: L.Upsample2d(3), (2, 2, 4, 5), 4, extra=[
-        ("empty-spatial-axis", (2, 2, 0, 5), ValueError,
-         rf"every spatial size of A must be >= 1, got shape {sh((2, 2, 0, 5))}$", ()),
-    ]),
-    Case("Downsample1d", lambda: L.Downsample1d(2), (2, 2, 7), 3),
-    Case("Downsample2d", lambda: L.Downsample2d(3), (2, 2, 7, 5), 4),
-]
-
-OTHER = [
-    Case("Flatten", L.Flatten, (2, 3, 4), extra=[
-        ("0-d", (), ValueError,
-         r"A must have at least 1 dimensions \(N, \.\.\.\), got 0 dimensions with shape \(\)$",
-         ()),
-    ]),
-    Case("Linear", lambda: L.Linear(4, 3), (2, 4), params=True, extra=[
-        ("wrong-features", (2, 5), ValueError,
-         rf"A must have in_features=4 \(axis 1\), got shape {sh((2, 5))}", ()),
-        ("wrong-features-3d", (2, 3, 5), ValueError,
-         rf"A must have in_features=4 \(axis 2\), got shape {sh((2, 3, 5))}", ()),
-        ("1-d", (4,), ValueError,
-         r"A must have at least 2 dimensions \(N, in_features\), "
-         rf"got 1 dimensions with shape {sh((4,))}$",
-         ()),
-    ]),
-]
-
-ACTIVATIONS = [
-    Case(name, make, (2, 5), arg="Z", grad="dLdA")
-    for name, make in [
-        ("Identity", L.Identity),
-        ("Sigmoid", L.Sigmoid),
-        ("Tanh", L.Tanh),
-        ("ReLU", L.ReLU),
-        ("LeakyReLU", lambda: L.LeakyReLU(0.1)),
-        ("GELU", L.GELU),
-        ("GELU", lambda: L.GELU("tanh")),
-    ]
-] + [
-    Case("Softmax", L.Softmax, (2, 5), arg="Z", grad="dLdA", extra=[
-        ("0-d", (), ValueError, r"dim=-1 is out of range for Z with 0 dimensions", ()),
-    ]),
-    Case("Softmax", lambda: L.Softmax(dim=2), (2, 5, 3), arg="Z", grad="dLdA", extra=[
-        ("dim-out-of-range", (2, 5), ValueError, r"dim=2 is out of range for Z with 2 dimensions",
-         ()),
-    ]),
-]
-
-LAYERS = CONV + POOL + RESAMPLE + OTHER + ACTIVATIONS
-PARAM_LAYERS = [c for c in LAYERS if c.params]
-
-
-def _layer_id(case: Case) -> str:
-    return f"{case.name}{case.shape}".replace(" ", "")
+def _class_id(spec: LayerSpec) -> str:
+    return spec.name
 
 
 # --------------------------------------------------------------------- hyper-parameters
 
-# (class, valid keyword arguments); every integer argument is tried with each bad value.
-INT_HYPER = [
-    (L.Conv1d_stride1, dict(in_channels=2, out_channels=3, kernel_size=3)),
-    (L.Conv2d_stride1, dict(in_channels=2, out_channels=3, kernel_size=3)),
-    (L.Conv1d, dict(in_channels=2, out_channels=3, kernel_size=3, stride=2, padding=1)),
-    (L.Conv2d, dict(in_channels=2, out_channels=3, kernel_size=3, stride=2, padding=1)),
-    (L.ConvTranspose1d, dict(in_channels=2, out_channels=3, kernel_size=3, upsampling_factor=2)),
-    (L.ConvTranspose2d, dict(in_channels=2, out_channels=3, kernel_size=3, upsampling_factor=2)),
-    (L.MaxPool1d, dict(kernel=2, stride=2)),
-    (L.MeanPool1d, dict(kernel=2, stride=2)),
-    (L.MaxPool2d, dict(kernel=2, stride=2)),
-    (L.MeanPool2d, dict(kernel=2, stride=2)),
-    (L.MaxPool2d_stride1, dict(kernel=2)),
-    (L.MeanPool2d_stride1, dict(kernel=2)),
-    (L.Upsample1d, dict(upsampling_factor=2)),
-    (L.Upsample2d, dict(upsampling_factor=2)),
-    (L.Downsample1d, dict(downsampling_factor=2)),
-    (L.Downsample2d, dict(downsampling_factor=2)),
-    (L.Linear, dict(in_features=4, out_features=3)),
-]
-
-# (id, bad value, exception, pattern after "Name: {arg} must be ")
+# (id, bad value, exception, pattern after "Name: {arg} must be "), for every integer
+# hyper-parameter of each layer's reference row (padding: BAD_PADDING).
 BAD_POSITIVE = [
     ("zero", 0, ValueError, r"a positive integer, got 0$"),
     ("negative", -2, ValueError, r"a positive integer, got -2$"),
@@ -292,44 +78,32 @@ BAD_PADDING = [
 
 
 def _hyper_cases():
-    for cls, kwargs in INT_HYPER:
-        for arg in kwargs:
+    for spec in REFERENCE:
+        for arg in spec.hyper:
             bad_values = BAD_PADDING if arg == "padding" else BAD_POSITIVE
             for kind, value, exc, tail in bad_values:
-                if value is None and arg == "stride" and "Pool" in cls.__name__:
+                if value is None and arg == "stride" and "Pool" in spec.name:
                     continue  # pools take stride=None as "stride = kernel"
-                yield pytest.param(
-                    cls, {**kwargs, arg: value}, exc, rx(cls.__name__, rf"{arg} must be {tail}"),
-                    id=f"{cls.__name__}-{arg}-{kind}",
-                )
-    yield pytest.param(L.LeakyReLU, dict(negative_slope="0.1"), TypeError,
-                       rx("LeakyReLU", r"negative_slope must be a number, got str$"),
-                       id="LeakyReLU-negative_slope-str")
-    yield pytest.param(L.LeakyReLU, dict(negative_slope=True), TypeError,
-                       rx("LeakyReLU", r"negative_slope must be a number, got bool$"),
-                       id="LeakyReLU-negative_slope-bool")
-    yield pytest.param(L.GELU, dict(approximate="exact"), ValueError,
-                       rx("GELU", r"approximate must be 'none' or 'tanh', got 'exact'$"),
-                       id="GELU-approximate-unknown")
-    yield pytest.param(L.Softmax, dict(dim=1.0), TypeError,
-                       rx("Softmax", r"dim must be an integer, got float$"), id="Softmax-dim-float")
-    yield pytest.param(L.Softmax, dict(dim=True), TypeError,
-                       rx("Softmax", r"dim must be an integer, got bool$"), id="Softmax-dim-bool")
+                yield pytest.param(spec, {arg: value}, exc, rx(spec.name, rf"{arg} must be {tail}"),
+                                   id=f"{spec.name}-{arg}-{kind}")
+    for spec in SPECS:  # the other hyper-parameters: each layer lists its own on one row
+        for bad in spec.bad_hyper:
+            yield pytest.param(spec, bad.kwargs, bad.exc, rx(spec.name, bad.pattern),
+                               id=f"{spec.name}-{bad.id}")
 
 
-@pytest.mark.parametrize("cls, kwargs, exc, pattern", list(_hyper_cases()))
-def test_bad_hyper_parameter(cls, kwargs, exc, pattern):
+@pytest.mark.parametrize("spec, kwargs, exc, pattern", list(_hyper_cases()))
+def test_bad_hyper_parameter(spec, kwargs, exc, pattern):
     # Checked before any array is made, so once is enough (no backend fixture).
     with pytest.raises(exc, match=pattern):
-        cls(**kwargs)
+        spec.cls(**{**spec.hyper, **spec.options, **kwargs})
 
 
-@pytest.mark.parametrize("cls, kwargs", [(cls, kw) for cls, kw in INT_HYPER],
-                         ids=[cls.__name__ for cls, _ in INT_HYPER])
-def test_integer_like_hyper_parameters_are_accepted(bk64, cls, kwargs):
+@pytest.mark.parametrize("spec", [s for s in REFERENCE if s.hyper], ids=_class_id)
+def test_integer_like_hyper_parameters_are_accepted(bk64, spec):
     """The positive control for the table above: NumPy integers pass (they are integers)."""
-    layer = cls(**{k: np.int64(v) for k, v in kwargs.items()})
-    for k, v in kwargs.items():
+    layer = spec.cls(**{k: np.int64(v) for k, v in spec.hyper.items()}, **spec.options)
+    for k, v in spec.hyper.items():
         if hasattr(layer, k):
             assert getattr(layer, k) == v and type(getattr(layer, k)) is int
 
@@ -350,181 +124,174 @@ def test_zero_d_float_array_as_hyper_parameter(cls, kwargs, arg):
 
 
 def _forward_cases():
-    for case in LAYERS:
-        name, arg, shape = case.name, case.arg, case.shape
+    for spec in SPECS:
+        arg, shape, layout = spec.arg, spec.in_shape, re.escape(spec.layout)
         rows = [
-            ("list", pylist(shape), TypeError, rf"{arg} must be an array \(N, .*\), got list$", ()),
-            ("float", const(1.5), TypeError, rf"{arg} must be an array \(N, .*\), got float$", ()),
+            ("list", pylist(shape), TypeError, rf"{arg} must be an array {layout}, got list$", ()),
+            ("float", const(1.5), TypeError, rf"{arg} must be an array {layout}, got float$", ()),
             ("int-dtype", ints(shape), TypeError,
              rf"{arg} must be a real floating-point array \(float32 or float64\), "
              r"got dtype \S*int64$", ()),
         ]
-        if case.ndim is not None:
-            for bad in (shape[:-1], (*shape, 2)):
+        if spec.ranks:  # one rank too few, one too many
+            lo, hi = min(spec.ranks), max(spec.ranks)
+            ranks = " or ".join(str(r) for r in spec.ranks)
+            for bad in (shape[: lo - 1], (*shape, *(2,) * (hi + 1 - len(shape)))):
                 rows.append((
                     f"{len(bad)}-d", floats(bad), ValueError,
-                    rf"{arg} must have {case.ndim} dimensions \(N, C[^)]*\), "
+                    rf"{arg} must have {ranks} dimensions {layout}, "
                     rf"got {len(bad)} dimensions with shape {sh(bad)}$", (),
                 ))
-        for kind, bad, exc, pattern, marks in case.extra:
-            rows.append((kind, floats(bad), exc, pattern, marks))
+        for bad in spec.bad_inputs:
+            rows.append((bad.id, floats(bad.shape), bad.exc, bad.pattern, bad.marks))
         for kind, make_input, exc, pattern, marks in rows:
-            yield pytest.param(case, make_input, exc, rx(name, pattern),
-                               id=f"{_layer_id(case)}-{kind}", marks=marks)
+            yield pytest.param(spec, make_input, exc, rx(spec.name, pattern),
+                               id=f"{spec.id}-{kind}", marks=marks)
 
 
-@pytest.mark.parametrize("case, make_input, exc, pattern", list(_forward_cases()))
-def test_forward_rejects(bk64, case, make_input, exc, pattern):
-    layer = case.make()
+@pytest.mark.parametrize("spec, make_input, exc, pattern", list(_forward_cases()))
+def test_forward_rejects(bk64, spec, make_input, exc, pattern):
+    layer = spec.make()
     A = make_input(bk64)
     with pytest.raises(exc, match=pattern):
         layer.forward(A)
 
 
-@pytest.mark.parametrize("case", LAYERS, ids=_layer_id)
-def test_valid_input_is_accepted(bk64, case):
+@pytest.mark.parametrize("spec", SPECS, ids=_row_id)
+def test_valid_input_is_accepted(bk64, spec):
     """The positive control: the table's valid shape passes forward and backward."""
-    layer = case.make()
-    Z = layer.forward(floats(case.shape)(bk64))
+    layer = spec.make()
+    Z = layer.forward(floats(spec.in_shape)(bk64))
     dLdA = layer.backward(floats(tuple(Z.shape))(bk64))
-    assert tuple(dLdA.shape) == case.shape
+    assert tuple(dLdA.shape) == spec.in_shape
 
 
 # --------------------------------------------------------------------------- backward
 
 
-@pytest.mark.parametrize("case", LAYERS, ids=_layer_id)
-def test_backward_before_forward(bk64, case):
-    layer = case.make()
-    with pytest.raises(ValueError, match=rx(case.name, r"backward called before forward$")):
-        layer.backward(floats((2, 3))(bk64))
+@pytest.mark.parametrize("spec", SPECS, ids=_row_id)
+def test_backward_before_forward(bk64, spec):
+    layer = spec.make()
+    with pytest.raises(ValueError, match=rx(spec.name, r"backward called before forward$")):
+        layer.backward(floats(spec.in_shape)(bk64))
 
 
 def _wrong_shapes(out):
     yield "wrong-last-axis", (*out[:-1], out[-1] + 1)
-    yield "wrong-rank", (*out, 1)
+    yield "one-axis-more", (*out, 1)
+    yield "one-axis-fewer", out[:-1]
     flipped = tuple(reversed(out))
     yield "reversed", flipped if flipped != out else (*out[:-1], out[-1] + 2)
 
 
-@pytest.mark.parametrize("case", LAYERS, ids=_layer_id)
-def test_backward_rejects_gradient(bk64, case):
+@pytest.mark.parametrize("spec", SPECS, ids=_row_id)
+def test_backward_rejects_gradient(bk64, spec):
     """dLdZ of the wrong shape, not an array, of an integer dtype or from another library."""
-    layer = case.make()
-    out = tuple(layer.forward(floats(case.shape)(bk64)).shape)
-    g = case.grad
+    layer = spec.make()
+    out = tuple(layer.forward(floats(spec.in_shape)(bk64)).shape)
+    g = spec.grad
 
     for _, bad in _wrong_shapes(out):
         with pytest.raises(ValueError, match=rx(
-                case.name, rf"{g} must have the shape of the forward output {sh(out)}, "
+                spec.name, rf"{g} must have the shape of the forward output {sh(out)}, "
                            rf"got {sh(bad)}$")):
             layer.backward(floats(bad)(bk64))
-    with pytest.raises(TypeError, match=rx(case.name, rf"{g} must be an array of shape {sh(out)}, "
+    with pytest.raises(TypeError, match=rx(spec.name, rf"{g} must be an array of shape {sh(out)}, "
                                                       r"got list$")):
         layer.backward(data(out).tolist())
     with pytest.raises(TypeError, match=rx(
-            case.name, rf"{g} has dtype \S*int64 but forward ran in \S*float64$")):
+            spec.name, rf"{g} has dtype \S*int64 but forward ran in \S*float64$")):
         layer.backward(ints(out)(bk64))
 
     other = other_library(bk64)
     with pytest.raises(TypeError, match=rx(
-            case.name, rf"{g} is {a_library(other.name)} array but forward ran on "
+            spec.name, rf"{g} is {a_library(other.name)} array but forward ran on "
                        rf"{LIBRARY[bk64.name]} arrays$")):
         layer.backward(floats(out)(other))
 
 
-@pytest.mark.parametrize("case", LAYERS, ids=_layer_id)
+@pytest.mark.parametrize("spec", SPECS, ids=_row_id)
 @pytest.mark.parametrize("layer_dtype, grad_dtype", DTYPE_PAIRS)
-def test_backward_rejects_gradient_of_another_dtype(backend_choice, case, layer_dtype,
+def test_backward_rejects_gradient_of_another_dtype(backend_choice, spec, layer_dtype,
                                                     grad_dtype):
     name, dev = backend_choice
     with portaconv.use_backend(name, dev, layer_dtype) as backend:
-        layer = case.make()
-        out = tuple(layer.forward(floats(case.shape)(backend)).shape)
+        layer = spec.make()
+        out = tuple(layer.forward(floats(spec.in_shape)(backend)).shape)
         with pytest.raises(TypeError, match=rx(
-                case.name,
-                rf"{case.grad} has dtype \S*{grad_dtype} but forward ran in \S*{layer_dtype}$")):
+                spec.name,
+                rf"{spec.grad} has dtype \S*{grad_dtype} but forward ran in \S*{layer_dtype}$")):
             layer.backward(floats(out, grad_dtype)(backend))
 
 
-@pytest.mark.parametrize("case", LAYERS, ids=_layer_id)
-def test_backward_rejects_gradient_on_another_device(case):
+@pytest.mark.parametrize("spec", SPECS, ids=_row_id)
+def test_backward_rejects_gradient_on_another_device(spec):
     strict = backend_or_skip("array_api_strict", "device1")
     cpu = backend_or_skip("array_api_strict", None)
     with portaconv.use_backend("array_api_strict", "device1", "float64"):
-        layer = case.make()
-        out = tuple(layer.forward(floats(case.shape)(strict)).shape)
+        layer = spec.make()
+        out = tuple(layer.forward(floats(spec.in_shape)(strict)).shape)
         with pytest.raises(ValueError, match=rx(
-                case.name,
-                rf"{case.grad} is on device \S*CPU_DEVICE\S* but forward ran on \S*device1\S*$")):
+                spec.name,
+                rf"{spec.grad} is on device \S*CPU_DEVICE\S* but forward ran on \S*device1\S*$")):
             layer.backward(floats(out)(cpu))
 
 
 # ----------------------------------------------------------------------- init functions
 
-INIT_LAYERS = [
-    (L.Conv1d_stride1, (2, 3, 3), (3, 2, 3)),
-    (L.Conv1d, (2, 3, 3), (3, 2, 3)),
-    (L.Conv2d_stride1, (2, 3, 3), (3, 2, 3, 3)),
-    (L.Conv2d, (2, 3, 3), (3, 2, 3, 3)),
-    (L.ConvTranspose1d, (2, 3, 3, 2), (3, 2, 3)),
-    (L.ConvTranspose2d, (2, 3, 3, 2), (3, 2, 3, 3)),
-    (L.Linear, (4, 3), (3, 4)),
-]
-
 
 def _init_cases():
-    for cls, args, w in INIT_LAYERS:
-        name = cls.__name__
+    for spec in WITH_INIT_FNS:
+        name, w, b = spec.name, spec.params["W"], spec.params["b"]
+        out = b[0]
         wrong = [("extra-axis", (*w, 1)), ("missing-axis", w[1:]),
                  ("swapped", (w[1], w[0], *w[2:]))]
         for kind, bad in wrong:
             yield pytest.param(
-                cls, args, "weight_init_fn", (lambda bad: lambda *s: np.ones(bad))(bad),
-                ValueError,
+                spec, "weight_init_fn", (lambda bad: lambda *s: np.ones(bad))(bad), ValueError,
                 rx(name, rf"weight_init_fn{sh(w)} must return an array of shape {sh(w)}, "
                          rf"got {sh(bad)}$"),
                 id=f"{name}-weight-{kind}")
         yield pytest.param(
-            cls, args, "weight_init_fn", lambda *s: 0.5, ValueError,
+            spec, "weight_init_fn", lambda *s: 0.5, ValueError,
             rx(name, rf"weight_init_fn{sh(w)} must return an array of shape {sh(w)}, got \(\)$"),
             id=f"{name}-weight-scalar")
         # Linear also takes the handout's column bias (out, 1); convolutions take (out,) only
-        bias = rf"{sh((3,))} or {sh((3, 1))}" if cls is L.Linear else sh((3,))
+        bias = rf"{sh(b)} or {sh((out, 1))}" if spec.cls is L.Linear else sh(b)
         yield pytest.param(
-            cls, args, "bias_init_fn", lambda *s: np.ones(4), ValueError,
-            rx(name, rf"bias_init_fn{sh((3,))} must return an array of shape {bias}, "
-                     rf"got {sh((4,))}$"),
+            spec, "bias_init_fn", (lambda n: lambda *s: np.ones(n))(out + 1), ValueError,
+            rx(name, rf"bias_init_fn{sh(b)} must return an array of shape {bias}, "
+                     rf"got {sh((out + 1,))}$"),
             id=f"{name}-bias-wrong-length")
-        bad_bias = (1, 3) if cls is L.Linear else (3, 1)
+        bad_bias = (1, out) if spec.cls is L.Linear else (out, 1)
         yield pytest.param(
-            cls, args, "bias_init_fn", (lambda bad: lambda *s: np.ones(bad))(bad_bias),
-            ValueError,
-            rx(name, rf"bias_init_fn{sh((3,))} must return an array of shape {bias}, "
+            spec, "bias_init_fn", (lambda bad: lambda *s: np.ones(bad))(bad_bias), ValueError,
+            rx(name, rf"bias_init_fn{sh(b)} must return an array of shape {bias}, "
                      rf"got {sh(bad_bias)}$"),
             id=f"{name}-bias-2d")
         yield pytest.param(
-            cls, args, "weight_init_fn", lambda *s: "abc", TypeError,
+            spec, "weight_init_fn", lambda *s: "abc", TypeError,
             rx(name, rf"weight_init_fn{sh(w)} must return an array, got str$"),
             id=f"{name}-weight-str")
         yield pytest.param(
-            cls, args, "bias_init_fn", lambda *s: object(), TypeError,
-            rx(name, rf"bias_init_fn{sh((3,))} must return an array, got object$"),
+            spec, "bias_init_fn", lambda *s: object(), TypeError,
+            rx(name, rf"bias_init_fn{sh(b)} must return an array, got object$"),
             id=f"{name}-bias-object")
 
 
-@pytest.mark.parametrize("cls, args, fn_name, init_fn, exc, pattern", list(_init_cases()))
-def test_bad_init_fn(bk64, cls, args, fn_name, init_fn, exc, pattern):
+@pytest.mark.parametrize("spec, fn_name, init_fn, exc, pattern", list(_init_cases()))
+def test_bad_init_fn(bk64, spec, fn_name, init_fn, exc, pattern):
     with pytest.raises(exc, match=pattern):
-        cls(*args, **{fn_name: init_fn})
+        spec.make(**{fn_name: init_fn})
 
 
-@pytest.mark.parametrize("cls, args, w", INIT_LAYERS, ids=[c.__name__ for c, _, _ in INIT_LAYERS])
-def test_init_fn_returning_none(bk64, cls, args, w):
+@pytest.mark.parametrize("spec", WITH_INIT_FNS, ids=_class_id)
+def test_init_fn_returning_none(bk64, spec):
     """An init fn that forgets to return must not become a 0-d NaN array on any backend."""
     with pytest.raises(TypeError, match=rx(
-            cls.__name__, rf"weight_init_fn{sh(w)} must return an array, got NoneType$")):
-        cls(*args, weight_init_fn=lambda *s: None)
+            spec.name, rf"weight_init_fn{sh(spec.params['W'])} must return an array, "
+                       r"got NoneType$")):
+        spec.make(weight_init_fn=lambda *s: None)
 
 
 # --------------------------------------------------- another library, device or dtype
@@ -548,17 +315,18 @@ LIBRARY_PAIRS = [  # (layer built under, input from)
 PAIR_IDS = [f"{a}-from-{b}" for a, b in LIBRARY_PAIRS]
 
 
-@pytest.mark.parametrize("case", PARAM_LAYERS, ids=_layer_id)
+@pytest.mark.parametrize("spec", WITH_PARAMS, ids=_class_id)
 @pytest.mark.parametrize("layer_at, input_at", LIBRARY_PAIRS, ids=PAIR_IDS)
-def test_forward_rejects_input_from_another_library(case, layer_at, input_at):
+def test_forward_rejects_input_from_another_library(spec, layer_at, input_at):
     source = backend_or_skip(*PLACES[input_at])
     target = backend_or_skip(*PLACES[layer_at])
     with portaconv.use_backend(target.name, target.device, "float64"):
-        layer = case.make()
+        layer = spec.make()
     with pytest.raises(TypeError, match=rx(
-            case.name, rf"A is {a_library(source.name)} array but the layer's parameters are "
-                       rf"{LIBRARY[target.name]} arrays; move it with portaconv\.to_backend")):
-        layer.forward(floats(case.shape)(source))
+            spec.name, rf"{spec.arg} is {a_library(source.name)} array but the layer's "
+                       rf"parameters are {LIBRARY[target.name]} arrays; "
+                       r"move it with portaconv\.to_backend")):
+        layer.forward(floats(spec.in_shape)(source))
 
 
 DEVICE_PAIRS = [  # (library, layer's device, input's device, regex for each)
@@ -571,16 +339,18 @@ DEVICE_PAIRS = [  # (library, layer's device, input's device, regex for each)
 ]
 
 
-@pytest.mark.parametrize("case", PARAM_LAYERS, ids=_layer_id)
+@pytest.mark.parametrize("spec", WITH_PARAMS, ids=_class_id)
 @pytest.mark.parametrize("lib, layer_dev, input_dev, got, want", DEVICE_PAIRS)
-def test_forward_rejects_input_on_another_device(case, lib, layer_dev, input_dev, got, want):
+def test_forward_rejects_input_on_another_device(spec, lib, layer_dev, input_dev, got, want):
     source = backend_or_skip(lib, input_dev)
     target = backend_or_skip(lib, layer_dev)
     with portaconv.use_backend(lib, target.device, "float64"):
-        layer = case.make()
+        layer = spec.make()
     with pytest.raises(ValueError, match=rx(
-            case.name, rf"A is on device {got} but the layer's parameters are on {want}$")):
-        layer.forward(floats(case.shape)(source))
+            spec.name,
+            rf"{spec.arg} is on device {got} but the layer's parameters are on {want}$")):
+        layer.forward(floats(spec.in_shape)(source))
+    layer.forward(floats(spec.in_shape)(target))  # the positive control: the layer's device
 
 
 # ------------------------------------------------------------------------------- losses

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,73 +35,60 @@ from portaconv.models import CNN, CNN_DistributedScanningMLP, CNN_SimpleScanning
 from portaconv.optim import SGD
 
 from .helpers import assert_close, assert_on_backend, torch_reference
+from .layer_specs import SPECS, conv_transpose_twin, conv_twin, linear_twin
 
 HANDOUT_TOL = 1e-10  # the issue's bar: handout float64 code matches torch float64 to 1e-10
 
 
-def _transpose_fn(nd: int, K: int, k: int) -> Callable[..., torch.Tensor]:
-    """The handout's transposed convolution in PyTorch's terms (see conv_transpose.py)."""
-    conv_t = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
-    spatial = tuple(range(2, nd + 2))
-    return lambda A, W, b: conv_t(A, W.flip(spatial).transpose(0, 1), b, stride=k, padding=K - 1)
-
-
-def _CONV1D(A, W, b):  # noqa: N802 (a constant-like name for the table)
-    return F.conv1d(A, W, b)
-
-
-def _CONV2D(A, W, b):  # noqa: N802
-    return F.conv2d(A, W, b)
-
-
 @dataclass(frozen=True)
 class Spec:
-    """A layer with parameters: how to build it, an input shape and its PyTorch twin."""
+    """A layer with parameters built the handout's way (positional arguments, init fns
+    returning NumPy float64), an input shape and its PyTorch twin from tests/layer_specs.py."""
 
     id: str
     make: Callable[..., Any]  # (weight_init_fn, bias_init_fn) -> layer
     in_shape: tuple[int, ...]
     torch_fn: Callable[..., torch.Tensor]  # (A, W, b) -> Z
-    params: tuple[str, ...] = ("W", "b")
-    extra: dict = field(default_factory=dict)
 
 
+# The handout's calls, on the issue's geometries; every layer with parameters, on every row
+# of the table, is also checked with mixed dtypes below.
 PARAM_SPECS = [
-    Spec("Conv1d_stride1", lambda w, b: L.Conv1d_stride1(5, 4, 3, w, b), (2, 5, 20), _CONV1D),
+    Spec("Conv1d_stride1", lambda w, b: L.Conv1d_stride1(5, 4, 3, w, b), (2, 5, 20), conv_twin(1)),
     Spec(
         "Conv1d",
         lambda w, b: L.Conv1d(5, 4, 3, stride=2, padding=1, weight_init_fn=w, bias_init_fn=b),
         (2, 5, 19),
-        lambda A, W, b: F.conv1d(A, W, b, stride=2, padding=1),
+        conv_twin(1, stride=2, padding=1),
     ),
     Spec(
-        "Conv2d_stride1", lambda w, b: L.Conv2d_stride1(3, 4, 3, w, b), (2, 3, 9, 8), _CONV2D
+        "Conv2d_stride1", lambda w, b: L.Conv2d_stride1(3, 4, 3, w, b), (2, 3, 9, 8), conv_twin(2)
     ),
     Spec(  # 5 input channels: the NumPy row-gather path
         "Conv2d_stride1-rowgather",
         lambda w, b: L.Conv2d_stride1(5, 4, 3, w, b),
         (2, 5, 9, 8),
-        _CONV2D,
+        conv_twin(2),
     ),
     Spec(
         "Conv2d",
         lambda w, b: L.Conv2d(3, 4, 3, stride=2, padding=1, weight_init_fn=w, bias_init_fn=b),
         (2, 3, 9, 8),
-        lambda A, W, b: F.conv2d(A, W, b, stride=2, padding=1),
+        conv_twin(2, stride=2, padding=1),
     ),
     Spec(
         "ConvTranspose1d",
         lambda w, b: L.ConvTranspose1d(5, 4, 3, 2, w, b),
         (2, 5, 7),
-        _transpose_fn(1, 3, 2),
+        conv_transpose_twin(1, 3, 2),
     ),
     Spec(
         "ConvTranspose2d",
         lambda w, b: L.ConvTranspose2d(3, 4, 3, 2, w, b),
         (2, 3, 5, 4),
-        _transpose_fn(2, 3, 2),
+        conv_transpose_twin(2, 3, 2),
     ),
-    Spec("Linear", lambda w, b: L.Linear(7, 5, w, b), (4, 7), lambda A, W, b: F.linear(A, W, b)),
+    Spec("Linear", lambda w, b: L.Linear(7, 5, w, b), (4, 7), linear_twin),
 ]
 
 
@@ -213,7 +200,7 @@ def test_assigned_parameters_keep_their_dtype(defaults):
     A = np.random.randn(2, 2, 9)
     Z = layer.forward(A)
     dLdZ = np.random.randn(*Z.shape)
-    expected, grads = torch_reference(_CONV1D, {"A": A, "W": layer.W, "b": layer.b}, dLdZ)
+    expected, grads = torch_reference(conv_twin(1), {"A": A, "W": layer.W, "b": layer.b}, dLdZ)
     _check64(Z, expected, "Z")
     _check64(layer.backward(dLdZ), grads["A"], "dLdA")
     _check64(layer.dLdW, grads["W"], "dLdW")
@@ -330,39 +317,21 @@ def test_section9_cnn_with_column_bias(defaults):
 
 MIXED = [("float32", "float64"), ("float64", "float32")]  # (the layer's, the input's)
 
-NORM_SPECS = [
-    Spec(
-        "BatchNorm1d",
-        lambda: L.BatchNorm1d(4),
-        (6, 4, 5),
-        lambda A, BW, Bb: F.batch_norm(A, None, None, BW, Bb, training=True),
-        params=("BW", "Bb"),
-    ),
-    Spec(
-        "BatchNorm2d",
-        lambda: L.BatchNorm2d(3),
-        (4, 3, 5, 4),
-        lambda A, BW, Bb: F.batch_norm(A, None, None, BW, Bb, training=True),
-        params=("BW", "Bb"),
-    ),
-]
-
-
 def _on(bk, x: np.ndarray, dtype: str) -> Any:
     return to_backend(x, bk, getattr(bk.xp, dtype))
 
 
 @pytest.mark.parametrize("layer_dtype, input_dtype", MIXED)
-@pytest.mark.parametrize("spec", [*PARAM_SPECS, *NORM_SPECS], ids=lambda s: s.id)
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.params], ids=lambda s: s.id)
 def test_mixed_dtypes_promote(backend_choice, spec, layer_dtype, input_dtype, rng):
     """A float32 layer with a float64 input, and the reverse: forward computes in float64
     (the promotion), dLdA comes back in the input's dtype and each dLdP in P's; an
     optimizer step keeps every parameter's dtype."""
     name, dev = backend_choice
     with portaconv.use_backend(name, dev, layer_dtype) as bk:
-        layer = spec.make() if spec.id.startswith("BatchNorm") else spec.make(None, None)
+        layer = spec.make()
         values = {p: to_numpy(getattr(layer, p)).astype(np.float64) for p in spec.params}
-        if not spec.id.startswith("BatchNorm"):  # drawn values are small: use larger ones
+        if spec.init_fns:  # drawn values are small: use larger ones
             values = {p: rng.standard_normal(v.shape) for p, v in values.items()}
             for p, v in values.items():
                 setattr(layer, p, _on(bk, v, layer_dtype))

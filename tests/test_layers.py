@@ -1,16 +1,12 @@
 """Every layer, forward and backward, against PyTorch autograd in float64.
 
-Each case builds a portaconv layer and the same computation from ``torch.nn.functional``
-with the same weights; both see the same inputs (rounded to the test dtype first). The
-portaconv output and every gradient must match the oracle, come back as arrays of the
-backend's namespace, device and dtype, and leave the inputs untouched.
+Each case (a row of tests/layer_specs.py) builds a portaconv layer and the same computation
+from ``torch.nn.functional`` with the same weights; both see the same inputs (rounded to the
+test dtype first). The portaconv output and every gradient must match the oracle, come back
+as arrays of the backend's namespace, device and dtype, and leave the inputs untouched.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,212 +19,13 @@ import portaconv.layers as L
 from portaconv.backend import to_numpy
 
 from .helpers import assert_close, finite_difference_check, on, rounded, snapshot, torch_reference
+from .layer_specs import SPECS, LayerSpec, conv, pool
+
+# Every row with a PyTorch twin (Dropout's random mask is checked in test_norm_dropout.py).
+CASES = [spec for spec in SPECS if spec.torch_fn is not None]
 
 
-@dataclass
-class Case:
-    """One layer configuration and its PyTorch twin.
-
-    ``torch_fn(A, **params)`` recomputes the layer's output from the input and the layer's
-    parameters (named as the layer's attributes: W, b).
-    """
-
-    id: str
-    make: Callable[..., Any]  # (weight_init_fn, bias_init_fn) -> layer, or () -> layer
-    in_shape: tuple[int, ...]
-    torch_fn: Callable[..., torch.Tensor]
-    params: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    kink: float | None = None  # redraw inputs closer than this to a kink (ReLU at 0, ...)
-
-
-def _conv(nd, cin, cout, size, k, stride=1, padding=0, n=2, stride1=False):
-    cls = {
-        (1, False): L.Conv1d,
-        (2, False): L.Conv2d,
-        (1, True): L.Conv1d_stride1,
-        (2, True): L.Conv2d_stride1,
-    }[nd, stride1]
-    conv = F.conv1d if nd == 1 else F.conv2d
-    spatial = (size,) * nd if isinstance(size, int) else size
-
-    def make(wf, bf):
-        if stride1:
-            return cls(cin, cout, k, weight_init_fn=wf, bias_init_fn=bf)
-        return cls(cin, cout, k, stride=stride, padding=padding, weight_init_fn=wf, bias_init_fn=bf)
-
-    return Case(
-        f"{cls.__name__}-c{cin}to{cout}-in{spatial}-k{k}-s{stride}-p{padding}-n{n}",
-        make,
-        (n, cin, *spatial),
-        lambda A, W, b: conv(A, W, b, stride=stride, padding=padding),
-        {"W": (cout, cin, *(k,) * nd), "b": (cout,)},
-    )
-
-
-def _conv_transpose(nd, cin, cout, size, k, factor, n=2):
-    cls = L.ConvTranspose1d if nd == 1 else L.ConvTranspose2d
-    conv_t = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
-    spatial = tuple(range(2, nd + 2))
-
-    def torch_fn(A, W, b):
-        # the documented conversion: flip in space, swap channel axes, stride k, padding K-1
-        return conv_t(A, W.flip(spatial).transpose(0, 1), b, stride=factor, padding=k - 1)
-
-    return Case(
-        f"{cls.__name__}-c{cin}to{cout}-in{size}-k{k}-up{factor}",
-        lambda wf, bf: cls(cin, cout, k, factor, weight_init_fn=wf, bias_init_fn=bf),
-        (n, cin, *(size,) * nd),
-        torch_fn,
-        {"W": (cout, cin, *(k,) * nd), "b": (cout,)},
-    )
-
-
-def _pool(cls, nd, size, kernel, stride, n=2, c=3):
-    is_max = "Max" in cls.__name__
-    fn = {
-        (1, True): F.max_pool1d,
-        (2, True): F.max_pool2d,
-        (1, False): F.avg_pool1d,
-        (2, False): F.avg_pool2d,
-    }[nd, is_max]
-    spatial = (size,) * nd if isinstance(size, int) else size
-    if cls in (L.MaxPool2d_stride1, L.MeanPool2d_stride1):
-        make = lambda: cls(kernel)  # noqa: E731
-    else:
-        make = lambda: cls(kernel, stride)  # noqa: E731
-    return Case(
-        f"{cls.__name__}-in{spatial}-k{kernel}-s{stride}",
-        make,
-        (n, c, *spatial),
-        lambda A: fn(A, kernel, stride),
-        kink=1e-3 if is_max else None,  # ties between window elements are tested on their own
-    )
-
-
-def _upsample(nd, factor, size):
-    cls = L.Upsample1d if nd == 1 else L.Upsample2d
-    conv_t = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
-
-    def torch_fn(A):  # zero insertion == transposed convolution with a unit kernel, stride k
-        N, C = A.shape[:2]
-        one = torch.ones((1, 1) + (1,) * nd, dtype=A.dtype)
-        Z = conv_t(A.reshape(N * C, 1, *A.shape[2:]), one, stride=factor)
-        return Z.reshape(N, C, *Z.shape[2:])
-
-    return Case(
-        f"{cls.__name__}-k{factor}-in{size}", lambda: cls(factor), (2, 3, *(size,) * nd), torch_fn
-    )
-
-
-def _downsample(nd, factor, size):
-    cls = L.Downsample1d if nd == 1 else L.Downsample2d
-    pool = F.avg_pool1d if nd == 1 else F.avg_pool2d  # a 1-wide window every k: the k-th samples
-    return Case(
-        f"{cls.__name__}-k{factor}-in{size}",
-        lambda: cls(factor),
-        (2, 3, *(size,) * nd),
-        lambda A: pool(A, 1, factor),
-    )
-
-
-def _activation(cls, fn, kink=None, shape=(4, 7), **kwargs):
-    return Case(
-        f"{cls.__name__}{kwargs or ''}-{shape}",
-        lambda: cls(**kwargs),
-        shape,
-        lambda A: fn(A),
-        kink=kink,
-    )
-
-
-CASES = [
-    # Conv1d: odd widths, kernel 1, kernel = width, stride > kernel, padding, batch 1
-    _conv(1, 3, 4, 11, 3),
-    _conv(1, 2, 5, 10, 1),
-    _conv(1, 3, 2, 7, 7),
-    _conv(1, 4, 3, 13, 2, stride=3),
-    _conv(1, 3, 4, 9, 4, stride=2, padding=2),
-    _conv(1, 1, 1, 5, 3, padding=1, n=1),
-    _conv(1, 3, 4, 11, 3, stride1=True),
-    _conv(1, 24, 8, 128, 8, stride=4),
-    # Conv2d
-    _conv(2, 3, 4, 9, 3),
-    _conv(2, 2, 3, (7, 6), 1),
-    _conv(2, 2, 2, 5, 5),
-    _conv(2, 3, 2, 11, 2, stride=3),
-    _conv(2, 3, 4, 8, 3, stride=2, padding=1),
-    _conv(2, 1, 6, (13, 10), 5, stride=2, padding=2, n=1),
-    _conv(2, 2, 3, 7, 3, stride1=True),
-    _conv(2, 2, 2, 4, 3, padding=3),
-    # transposed convolution
-    _conv_transpose(1, 3, 2, 6, 3, 2),
-    _conv_transpose(1, 2, 3, 5, 1, 3),
-    _conv_transpose(1, 2, 2, 4, 4, 1),
-    _conv_transpose(2, 3, 2, 4, 3, 2),
-    _conv_transpose(2, 2, 3, 3, 2, 3),
-    _conv_transpose(2, 1, 2, 5, 5, 2),
-    # pooling
-    _pool(L.MaxPool1d, 1, 11, 3, 2),
-    _pool(L.MaxPool1d, 1, 9, 2, 3),
-    _pool(L.MeanPool1d, 1, 11, 3, 2),
-    _pool(L.MeanPool1d, 1, 7, 7, 1),
-    _pool(L.MaxPool2d, 2, 9, 2, 2),
-    _pool(L.MaxPool2d, 2, (7, 8), 3, 2),
-    _pool(L.MaxPool2d, 2, 10, 2, 3),
-    _pool(L.MeanPool2d, 2, 9, 3, 2),
-    _pool(L.MeanPool2d, 2, (5, 6), 1, 2),
-    _pool(L.MaxPool2d_stride1, 2, 6, 3, 1),
-    _pool(L.MeanPool2d_stride1, 2, 6, 3, 1),
-    # resampling: odd and even widths
-    _upsample(1, 2, 7),
-    _upsample(1, 3, 4),
-    _upsample(2, 2, 5),
-    _upsample(2, 3, 4),
-    _downsample(1, 2, 7),
-    _downsample(1, 2, 8),
-    _downsample(1, 3, 10),
-    _downsample(2, 2, 5),
-    _downsample(2, 3, 6),
-    # flatten, linear
-    Case("Flatten-3d", lambda: L.Flatten(), (3, 4, 5), lambda A: A.reshape(3, -1)),
-    Case("Flatten-4d", lambda: L.Flatten(), (2, 3, 4, 5), lambda A: A.reshape(2, -1)),
-    Case(
-        "Linear-7to5",
-        lambda wf, bf: L.Linear(7, 5, wf, bf),
-        (4, 7),
-        lambda A, W, b: F.linear(A, W, b),
-        {"W": (5, 7), "b": (5,)},
-    ),
-    Case(
-        "Linear-batch1",
-        lambda wf, bf: L.Linear(3, 2, wf, bf),
-        (1, 3),
-        lambda A, W, b: F.linear(A, W, b),
-        {"W": (2, 3), "b": (2,)},
-    ),
-    Case(
-        "Linear-3d",
-        lambda wf, bf: L.Linear(4, 3, wf, bf),
-        (2, 5, 4),
-        lambda A, W, b: F.linear(A, W, b),
-        {"W": (3, 4), "b": (3,)},
-    ),
-    # activations
-    _activation(L.Identity, lambda A: A),
-    _activation(L.Sigmoid, torch.sigmoid),
-    _activation(L.Tanh, torch.tanh),
-    _activation(L.ReLU, F.relu, kink=1e-3),
-    _activation(L.LeakyReLU, lambda A: F.leaky_relu(A, 0.01), kink=1e-3),
-    _activation(L.LeakyReLU, lambda A: F.leaky_relu(A, 0.2), kink=1e-3, negative_slope=0.2),
-    _activation(L.GELU, F.gelu),
-    _activation(L.GELU, lambda A: F.gelu(A, approximate="tanh"), approximate="tanh"),
-    _activation(L.Softmax, lambda A: F.softmax(A, dim=-1)),
-    _activation(L.Softmax, lambda A: F.softmax(A, dim=1), shape=(2, 4, 3), dim=1),
-    _activation(L.ReLU, F.relu, kink=1e-3, shape=(2, 3, 4, 5)),
-]
-
-
-def _draw_input(case: Case, rng, dtype: str) -> np.ndarray:
+def _draw_input(case: LayerSpec, rng, dtype: str) -> np.ndarray:
     A = rng.standard_normal(case.in_shape)
     if case.kink is not None:  # keep clear of kinks and of ties, where the gradient is not unique
         A = np.where(np.abs(A) < case.kink, A + 4 * case.kink, A)
@@ -237,21 +34,27 @@ def _draw_input(case: Case, rng, dtype: str) -> np.ndarray:
     return rounded(A, dtype)
 
 
-def _build(case: Case, bk, rng):
+def _build(case: LayerSpec, bk, rng):
     """The layer on backend ``bk`` and its parameters as float64 NumPy (rounded to bk's dtype).
 
     The init functions return the values in bk's dtype: a parameter takes the dtype of the
-    array its init function returns."""
+    array its init function returns. A layer without init functions (BatchNorm) gets its
+    parameters assigned, on bk in bk's dtype."""
     values = {k: rounded(rng.standard_normal(s), bk.dtype_name) for k, s in case.params.items()}
-    if not case.params:
-        return case.make(), values
+    if not case.init_fns:
+        layer = case.make()
+        for name, value in values.items():
+            setattr(layer, name, on(bk, value))
+        return layer, values
     supplied = {k: v.astype(bk.dtype_name) for k, v in values.items()}
-    layer = case.make(lambda *shape: supplied["W"], lambda *shape: supplied["b"])
+    layer = case.make(
+        weight_init_fn=lambda *shape: supplied["W"], bias_init_fn=lambda *shape: supplied["b"]
+    )
     return layer, values
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_backward_match_torch(case: Case, bk, rng):
+def test_forward_backward_match_torch(case: LayerSpec, bk, rng):
     layer, params = _build(case, bk, rng)
     A = _draw_input(case, rng, bk.dtype_name)
     expected_Z, _ = torch_reference(case.torch_fn, {"A": A, **params}, None)
@@ -272,16 +75,14 @@ def test_forward_backward_match_torch(case: Case, bk, rng):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_finite_differences(case: Case, bk64, rng):
+def test_finite_differences(case: LayerSpec, bk64, rng):
     layer, _ = _build(case, bk64, rng)
     A = on(bk64, _draw_input(case, rng, "float64"))
     finite_difference_check(layer, A, params=tuple(case.params))
 
 
-@pytest.mark.parametrize(
-    "case", [c for c in CASES if len(c.in_shape) >= 3 and c.in_shape[-1] > 1], ids=lambda c: c.id
-)
-def test_non_contiguous_input(case: Case, bk, rng):
+@pytest.mark.parametrize("case", [c for c in CASES if len(c.in_shape) >= 3], ids=lambda c: c.id)
+def test_non_contiguous_input(case: LayerSpec, bk, rng):
     """A strided view (every other sample of a wider array) gives the same results."""
     layer, params = _build(case, bk, rng)
     A = _draw_input(case, rng, bk.dtype_name)
@@ -513,7 +314,7 @@ def test_sigmoid_and_softmax_stay_finite_for_large_inputs(bk):
 def test_conv_any_geometry_matches_torch(bk64, nd, n, cin, cout, k, stride, padding, extra, seed):
     """Any geometry with a kernel that fits the padded input: shapes and values as PyTorch."""
     size = max(1, k - 2 * padding + extra)
-    case = _conv(nd, cin, cout, size, k, stride, padding, n=n)
+    case = conv(nd, cin, cout, size, k, stride, padding, n=n)
     rng = np.random.default_rng(seed)
     layer, params = _build(case, bk64, rng)
     A = rng.standard_normal(case.in_shape)
@@ -540,7 +341,7 @@ def test_pool_any_geometry_matches_torch(bk64, nd, is_max, kernel, stride, extra
         (1, False): L.MeanPool1d,
         (2, False): L.MeanPool2d,
     }[nd, is_max]
-    case = _pool(cls, nd, kernel + extra, kernel, stride, n=2, c=2)
+    case = pool(cls, nd, kernel + extra, kernel, stride, n=2, c=2)
     rng = np.random.default_rng(seed)
     A = _draw_input(case, rng, "float64")
     Z_ref, _ = torch_reference(case.torch_fn, {"A": A}, None)

@@ -1,9 +1,14 @@
-"""BatchNorm, Dropout and global average pooling against PyTorch, on every backend.
+"""BatchNorm and Dropout against PyTorch, on every backend: their modes, running statistics
+and random masks.
 
 The oracle is PyTorch in float64 (``torch.nn.functional.batch_norm``, ``torch.nn.BatchNorm*d``
 and autograd), fed the same inputs and parameters rounded to the test dtype. Dropout's mask
 is random, so it is checked two ways: with the mask the layer drew (forward and backward
 against PyTorch applying that mask / (1 - p)), and by its statistics on a large input.
+
+Global average pooling, and what every layer shares (conformance in training mode, bad
+inputs, gradients and hyper-parameters, other libraries and devices), are rows of the layer
+table (tests/layer_specs.py), tested in test_layers.py and test_errors.py.
 """
 
 from __future__ import annotations
@@ -18,17 +23,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import portaconv
-from portaconv.backend import BackendUnavailableError, host_rng, make_backend, to_backend, to_numpy
+from portaconv.backend import host_rng, to_numpy
 from portaconv.layers.dropout import Dropout, Dropout1d, Dropout2d
-from portaconv.layers.global_pool import GlobalAvgPool1d, GlobalAvgPool2d
 from portaconv.layers.normalization import BatchNorm1d, BatchNorm2d
 
 from .helpers import (
     assert_close,
     assert_on_backend,
     finite_difference_check,
+    floats,
     on,
     rounded,
+    rx,
     snapshot,
     torch_reference,
 )
@@ -406,353 +412,11 @@ def test_dropout_train_eval_switch(bk, rng):
     assert repr(Dropout2d(0.25)) == "Dropout2d(p=0.25)"
 
 
-# ------------------------------------------------------------------- global average pool
-
-GAP_CASES = [
-    pytest.param(GlobalAvgPool1d, (2, 3, 7), lambda A: F.adaptive_avg_pool1d(A, 1).flatten(1)),
-    pytest.param(GlobalAvgPool1d, (3, 2, 1), lambda A: F.adaptive_avg_pool1d(A, 1).flatten(1)),
-    pytest.param(GlobalAvgPool2d, (2, 3, 4, 5), lambda A: F.adaptive_avg_pool2d(A, 1).flatten(1)),
-    pytest.param(GlobalAvgPool2d, (1, 1, 1, 1), lambda A: F.adaptive_avg_pool2d(A, 1).flatten(1)),
-    pytest.param(GlobalAvgPool2d, (2, 4, 7, 1), lambda A: F.adaptive_avg_pool2d(A, 1).flatten(1)),
-]
-
-
-@pytest.mark.parametrize("cls, shape, fn", GAP_CASES)
-def test_global_avg_pool_matches_torch(bk, rng, cls, shape, fn):
-    layer = cls()
-    A = _draw(rng, shape, bk.dtype_name)
-    dLdZ = rounded(rng.standard_normal(shape[:2]), bk.dtype_name)
-    expected_Z, expected = torch_reference(fn, {"A": A}, dLdZ)
-    A_b, dLdZ_b = on(bk, A), on(bk, dLdZ)
-    A_before, dLdZ_before = snapshot(A_b), snapshot(dLdZ_b)
-    assert_close(layer.forward(A_b), expected_Z, bk, "Z")
-    assert_close(layer.backward(dLdZ_b), expected["A"], bk, "dLdA")
-    np.testing.assert_array_equal(snapshot(A_b), A_before)
-    np.testing.assert_array_equal(snapshot(dLdZ_b), dLdZ_before)
-
-    wide = np.zeros((*shape[:-1], 2 * shape[-1]))
-    wide[..., ::2] = A
-    assert_close(layer.forward(on(bk, wide)[..., ::2]), expected_Z, bk, "Z (strided view)")
-    assert_close(layer.backward(dLdZ_b), expected["A"], bk, "dLdA (strided view)")
-
-
-@pytest.mark.parametrize("cls, shape, fn", GAP_CASES)
-def test_global_avg_pool_finite_differences(bk64, rng, cls, shape, fn):
-    finite_difference_check(cls(), on(bk64, _draw(rng, shape, "float64")))
-
-
 # ------------------------------------------------------------------------------- errors
 
-LIBRARY = {"numpy": "NumPy", "torch": "PyTorch", "array_api_strict": "array-api-strict"}
-
-
-def rx(layer: str, pattern: str) -> str:
-    return rf"^{layer}: {pattern}"
-
-
-def sh(shape) -> str:
-    return r"\(" + r", ".join(str(n) for n in shape) + r",?\)"
-
-
-def a_library(name: str) -> str:
-    label = LIBRARY[name]
-    return ("an " if label[0].lower() in "aeiou" else "a ") + label
-
-
-def floats(backend, shape, dtype=None):
-    values = np.linspace(-1.0, 1.0, math.prod(shape)).reshape(shape) + 0.01
-    return to_backend(values, backend, None if dtype is None else getattr(backend.xp, dtype))
-
-
-def other_library(backend):
-    """Another installed CPU library than ``backend``'s, in float64."""
-    for name in ["array_api_strict", "torch"] if backend.name == "numpy" else ["numpy"]:
-        try:
-            return make_backend(name, "cpu" if name == "torch" else None, "float64")
-        except BackendUnavailableError:
-            continue
-    pytest.skip(f"no library besides {backend.name} is installed")
-
-
-# (name, factory, valid shape, forward's argument, backward's argument, layout regex, ranks)
-_BN1D = r"\(N, C\) or \(N, C, L\)"
-LAYERS = [
-    ("BatchNorm1d", lambda: BatchNorm1d(3), (4, 3), "Z", "dLdBZ", _BN1D, "2 or 3"),
-    ("BatchNorm1d", lambda: BatchNorm1d(3), (4, 3, 5), "Z", "dLdBZ", _BN1D, "2 or 3"),
-    ("BatchNorm2d", lambda: BatchNorm2d(3), (2, 3, 4, 4), "Z", "dLdBZ", r"\(N, C, H, W\)", "4"),
-    ("Dropout", lambda: Dropout(0.5), (2, 5), "x", "dLdZ", r"\(N, \.\.\.\)", None),
-    ("Dropout1d", lambda: Dropout1d(0.5), (2, 3, 5), "x", "dLdZ", r"\(N, C, L\)", "3"),
-    ("Dropout2d", lambda: Dropout2d(0.5), (2, 3, 4, 4), "x", "dLdZ", r"\(N, C, H, W\)", "4"),
-    ("GlobalAvgPool1d", GlobalAvgPool1d, (2, 3, 5), "A", "dLdZ", r"\(N, C, L\)", "3"),
-    ("GlobalAvgPool2d", GlobalAvgPool2d, (2, 3, 4, 4), "A", "dLdZ", r"\(N, C, H, W\)", "4"),
-]
-LAYER_IDS = [f"{row[0]}{row[2]}".replace(" ", "") for row in LAYERS]
-
-
-def _forward_cases():
-    for row, row_id in zip(LAYERS, LAYER_IDS):
-        name, make, shape, arg, _, layout, ranks = row
-        cases = [
-            (
-                "list",
-                lambda b, s=shape: np.ones(s).tolist(),
-                TypeError,
-                rf"{arg} must be an array {layout}, got list$",
-            ),
-            ("float", lambda b: 1.5, TypeError, rf"{arg} must be an array {layout}, got float$"),
-            (
-                "int-dtype",
-                lambda b, s=shape: to_backend(np.ones(s), b, b.xp.int64),
-                TypeError,
-                rf"{arg} must be a real floating-point array \(float32 or float64\), "
-                r"got dtype \S*int64$",
-            ),
-        ]
-        if ranks is not None:
-            for bad in [(2,) * (int(ranks[0]) - 1), (2,) * (int(ranks[-1]) + 1)]:
-                cases.append(
-                    (
-                        f"{len(bad)}-d",
-                        lambda b, s=bad: floats(b, s),
-                        ValueError,
-                        rf"{arg} must have {ranks} dimensions {layout}, "
-                        rf"got {len(bad)} dimensions with shape {sh(bad)}$",
-                    )
-                )
-        if name.startswith("BatchNorm"):
-            bad = (shape[0], 4, *shape[2:])
-            cases += [
-                (
-                    "wrong-channels",
-                    lambda b, s=bad: floats(b, s),
-                    ValueError,
-                    rf"Z must have num_features=3 \(axis 1\), got shape {sh(bad)}$",
-                ),
-                (
-                    "one-value-per-channel",
-                    lambda b, s=(1, 3) + (1,) * (len(shape) - 2): floats(b, s),
-                    ValueError,
-                    r"training needs more than one value per channel, "
-                    rf"got input of shape {sh((1, 3) + (1,) * (len(shape) - 2))}$",
-                ),
-            ]
-        if name.startswith("GlobalAvgPool"):
-            bad = (*shape[:-1], 0)
-            cases.append(
-                (
-                    "empty-spatial-axis",
-                    lambda b, s=bad: floats(b, s),
-                    ValueError,
-                    rf"every spatial size of A must be >= 1, got shape {sh(bad)}$",
-                )
-            )
-        for kind, make_input, exc, pattern in cases:
-            yield pytest.param(make, make_input, exc, rx(name, pattern), id=f"{row_id}-{kind}")
-
-
-@pytest.mark.parametrize("make, make_input, exc, pattern", list(_forward_cases()))
-def test_forward_rejects(bk64, make, make_input, exc, pattern):
-    layer = make()
-    with pytest.raises(exc, match=pattern):
-        layer.forward(make_input(bk64))
-
-
-@pytest.mark.parametrize("row", LAYERS, ids=LAYER_IDS)
-def test_backward_rejects(bk64, row):
-    """Before forward; a gradient of the wrong shape, not an array, of an integer dtype, of
-    another float dtype, from another library."""
-    name, make, shape, _, grad, _, _ = row
-    layer = make()
-    with pytest.raises(ValueError, match=rx(name, r"backward called before forward$")):
-        layer.backward(floats(bk64, shape))
-    out = tuple(layer.forward(floats(bk64, shape)).shape)
-    for bad in [(*out[:-1], out[-1] + 1), (*out, 1), out[:-1]]:
-        with pytest.raises(
-            ValueError,
-            match=rx(
-                name,
-                rf"{grad} must have the shape of the forward output {sh(out)}, "
-                rf"got {sh(bad)}$",
-            ),
-        ):
-            layer.backward(floats(bk64, bad))
-    with pytest.raises(
-        TypeError,
-        match=rx(
-            name,
-            rf"{grad} must be an array of shape {sh(out)}, "
-            r"got list$",
-        ),
-    ):
-        layer.backward(np.ones(out).tolist())
-    with pytest.raises(
-        TypeError, match=rx(name, rf"{grad} has dtype \S*int64 but forward ran in \S*float64$")
-    ):
-        layer.backward(to_backend(np.ones(out), bk64, bk64.xp.int64))
-    with pytest.raises(
-        TypeError, match=rx(name, rf"{grad} has dtype \S*float32 but forward ran in \S*float64$")
-    ):
-        layer.backward(floats(bk64, out, "float32"))
-    other = other_library(bk64)
-    with pytest.raises(
-        TypeError,
-        match=rx(
-            name,
-            rf"{grad} is {a_library(other.name)} array but forward ran on "
-            rf"{LIBRARY[bk64.name]} arrays$",
-        ),
-    ):
-        layer.backward(floats(other, out))
-
-
-@pytest.mark.parametrize("cls, shape", [(BatchNorm1d, (4, 3)), (BatchNorm2d, (2, 3, 4, 4))])
-def test_batchnorm_rejects_input_from_elsewhere(bk64, cls, shape):
-    """Another library or another device than the layer's parameters (another float dtype is
-    promoted: tests/test_dtype_rule.py)."""
-    name = cls.__name__
-    layer = cls(3)
-    other = other_library(bk64)
-    with pytest.raises(
-        TypeError,
-        match=rx(
-            name,
-            rf"Z is {a_library(other.name)} array but the layer's parameters are "
-            rf"{LIBRARY[bk64.name]} arrays; move it with portaconv\.to_backend",
-        ),
-    ):
-        layer.forward(floats(other, shape))
-
-    try:
-        device1 = make_backend("array_api_strict", "device1", "float64")
-    except BackendUnavailableError as exc:
-        pytest.skip(f"array_api_strict device1 unavailable: {exc}")
-    with portaconv.use_backend("array_api_strict", "device1", "float64"):
-        on_device1 = cls(3)
-    with pytest.raises(
-        ValueError,
-        match=rx(
-            name,
-            r"Z is on device \S*CPU_DEVICE\S* but the layer's parameters are on "
-            r"\S*device1\S*$",
-        ),
-    ):
-        on_device1.forward(floats(make_backend("array_api_strict", None, "float64"), shape))
-    on_device1.forward(floats(device1, shape))  # the positive control
-
-
-@pytest.mark.parametrize("row", LAYERS, ids=LAYER_IDS)
-def test_valid_input_is_accepted(bk64, row):
-    """The positive control for the tables above."""
-    _, make, shape, _, _, _, _ = row
-    layer = make()
-    Z = layer.forward(floats(bk64, shape))
-    assert tuple(layer.backward(floats(bk64, tuple(Z.shape))).shape) == shape
-
-
-def _hyper_cases():
-    for cls in (BatchNorm1d, BatchNorm2d):
-        n = cls.__name__
-        yield from [
-            pytest.param(
-                cls,
-                (0,),
-                {},
-                ValueError,
-                rx(
-                    n,
-                    r"num_features must be a positive "
-                    r"integer, got 0$",
-                ),
-                id=f"{n}-C-0",
-            ),
-            pytest.param(
-                cls,
-                (2.0,),
-                {},
-                TypeError,
-                rx(
-                    n,
-                    r"num_features must be an integer, "
-                    r"got 2\.0 of type float$",
-                ),
-                id=f"{n}-C-float",
-            ),
-            pytest.param(
-                cls,
-                (True,),
-                {},
-                TypeError,
-                rx(n, r"num_features must be an integer"),
-                id=f"{n}-C-bool",
-            ),
-            pytest.param(
-                cls,
-                (3,),
-                {"eps": 0},
-                ValueError,
-                rx(n, r"eps must be a positive number, got 0$"),
-                id=f"{n}-eps-0",
-            ),
-            pytest.param(
-                cls,
-                (3,),
-                {"eps": -1e-5},
-                ValueError,
-                rx(n, r"eps must be a positive number, got -1e-05$"),
-                id=f"{n}-eps-negative",
-            ),
-            pytest.param(
-                cls,
-                (3,),
-                {"eps": "1e-5"},
-                TypeError,
-                rx(n, r"eps must be a real number, got str$"),
-                id=f"{n}-eps-str",
-            ),
-            pytest.param(
-                cls,
-                (3,),
-                {"momentum": 1.5},
-                ValueError,
-                rx(n, r"momentum must be in \[0, 1\], got 1\.5$"),
-                id=f"{n}-m-1.5",
-            ),
-            pytest.param(
-                cls,
-                (3,),
-                {"momentum": float("nan")},
-                ValueError,
-                rx(n, r"momentum must be in \[0, 1\], got nan$"),
-                id=f"{n}-m-nan",
-            ),
-            pytest.param(
-                cls,
-                (3,),
-                {"momentum": None},
-                TypeError,
-                rx(n, r"momentum must be a real number, got NoneType$"),
-                id=f"{n}-m-None",
-            ),
-        ]
-    for cls in (Dropout, Dropout1d, Dropout2d):
-        n = cls.__name__
-        for value, exc, tail in [
-            (-0.1, ValueError, r"p must be a probability in \[0, 1\], got -0\.1$"),
-            (1.5, ValueError, r"p must be a probability in \[0, 1\], got 1\.5$"),
-            (float("nan"), ValueError, r"p must be a probability in \[0, 1\], got nan$"),
-            (2, ValueError, r"p must be a probability in \[0, 1\], got 2$"),
-            ("0.5", TypeError, r"p must be a real number, got str$"),
-            (None, TypeError, r"p must be a real number, got NoneType$"),
-            (True, TypeError, r"p must be a real number, got bool$"),
-            (np.array(0.5), TypeError, r"p must be a real number, got ndarray$"),
-        ]:
-            yield pytest.param(cls, (value,), {}, exc, rx(n, tail), id=f"{n}-p-{value!r}")
-
-
-@pytest.mark.parametrize("cls, args, kwargs, exc, pattern", list(_hyper_cases()))
-def test_bad_hyper_parameter(cls, args, kwargs, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        cls(*args, **kwargs)
+# The layer tests, the errors of bad inputs, gradients and hyper-parameters, and inputs from
+# another library or device run on the rows of tests/layer_specs.py (BatchNorm, Dropout and
+# global average pooling have theirs); what is particular to these layers stays here.
 
 
 def test_number_like_hyper_parameters_are_accepted(bk64):
@@ -782,4 +446,4 @@ def test_mode_flag_must_be_bool(bk64, make, flag):
             r"got int$",
         ),
     ):
-        layer.forward(floats(bk64, (2, 3, 4, 4)), **{flag: 1})
+        layer.forward(floats((2, 3, 4, 4))(bk64), **{flag: 1})

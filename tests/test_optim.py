@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from functools import partial
 from typing import Any
 
@@ -25,7 +24,16 @@ from portaconv.backend import to_numpy
 from portaconv.layers import Conv2d, Linear, ReLU
 from portaconv.optim import init
 
-from .helpers import assert_close, assert_on_backend, on, rounded, snapshot
+from .helpers import (
+    assert_close,
+    assert_on_backend,
+    floats,
+    on,
+    other_library,
+    rounded,
+    rx,
+    snapshot,
+)
 
 STEPS = 5
 
@@ -606,62 +614,98 @@ def test_aliases_and_zero_size():
 # ------------------------------------------------------------------------------ errors
 
 
-def rx(owner: str, text: str) -> str:
-    return "^" + re.escape(f"{owner}: {text}")
-
-
 def linear():
     return Linear(2, 2)
 
 
 OPTIMIZER_ERRORS = [
-    (lambda: optim.SGD(linear(), lr=-0.1), ValueError, rx("SGD", "lr must be >= 0, got -0.1")),
+    (
+        lambda: optim.SGD(linear(), lr=-0.1),
+        ValueError,
+        rx("SGD", "lr must be >= 0, got -0.1", literal=True),
+    ),
     (
         lambda: optim.SGD(linear(), lr=0.1, momentum=-0.5),
         ValueError,
-        rx("SGD", "momentum must be >= 0, got -0.5"),
+        rx("SGD", "momentum must be >= 0, got -0.5", literal=True),
     ),
-    (lambda: optim.SGD(linear(), lr=0.1, dampening=-1), ValueError, rx("SGD", "dampening must")),
-    (lambda: optim.SGD(linear(), 0.1, weight_decay=-1), ValueError, rx("SGD", "weight_decay")),
-    (lambda: optim.SGD(linear(), lr=float("nan")), ValueError, rx("SGD", "lr must be >= 0")),
-    (lambda: optim.SGD(linear(), lr="0.1"), TypeError, rx("SGD", "lr must be a real number")),
+    (
+        lambda: optim.SGD(linear(), lr=0.1, dampening=-1),
+        ValueError,
+        rx("SGD", "dampening must", literal=True),
+    ),
+    (
+        lambda: optim.SGD(linear(), 0.1, weight_decay=-1),
+        ValueError,
+        rx("SGD", "weight_decay", literal=True),
+    ),
+    (
+        lambda: optim.SGD(linear(), lr=float("nan")),
+        ValueError,
+        rx("SGD", "lr must be >= 0", literal=True),
+    ),
+    (
+        lambda: optim.SGD(linear(), lr="0.1"),
+        TypeError,
+        rx("SGD", "lr must be a real number", literal=True),
+    ),
     (lambda: optim.SGD(linear()), TypeError, "lr"),
     (
         lambda: optim.SGD(linear(), lr=0.1, nesterov=True),
         ValueError,
-        rx("SGD", "nesterov momentum requires momentum > 0 and dampening == 0"),
+        rx("SGD", "nesterov momentum requires momentum > 0 and dampening == 0", literal=True),
     ),
     (
         lambda: optim.SGD(linear(), lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
         ValueError,
-        rx("SGD", "nesterov momentum requires"),
+        rx("SGD", "nesterov momentum requires", literal=True),
     ),
-    (lambda: optim.SGD(linear(), 0.1, nesterov=1), TypeError, rx("SGD", "nesterov must be True")),
+    (
+        lambda: optim.SGD(linear(), 0.1, nesterov=1),
+        TypeError,
+        rx("SGD", "nesterov must be True", literal=True),
+    ),
     (
         lambda: optim.Adam(linear(), betas=(1.0, 0.999)),
         ValueError,
-        rx("Adam", "betas[0] must be in [0, 1), got 1.0"),
+        rx("Adam", "betas[0] must be in [0, 1), got 1.0", literal=True),
     ),
     (
         lambda: optim.Adam(linear(), betas=(0.9, -0.1)),
         ValueError,
-        rx("Adam", "betas[1] must be in [0, 1)"),
+        rx("Adam", "betas[1] must be in [0, 1)", literal=True),
     ),
-    (lambda: optim.Adam(linear(), betas=0.9), TypeError, rx("Adam", "betas must be a pair")),
-    (lambda: optim.Adam(linear(), eps=-1e-8), ValueError, rx("Adam", "eps must be >= 0")),
-    (lambda: optim.Adam(linear(), lr=-1), ValueError, rx("Adam", "lr must be >= 0")),
+    (
+        lambda: optim.Adam(linear(), betas=0.9),
+        TypeError,
+        rx("Adam", "betas must be a pair", literal=True),
+    ),
+    (
+        lambda: optim.Adam(linear(), eps=-1e-8),
+        ValueError,
+        rx("Adam", "eps must be >= 0", literal=True),
+    ),
+    (lambda: optim.Adam(linear(), lr=-1), ValueError, rx("Adam", "lr must be >= 0", literal=True)),
     (
         lambda: optim.AdamW(linear(), weight_decay=-0.01),
         ValueError,
-        rx("AdamW", "weight_decay must be >= 0"),
+        rx("AdamW", "weight_decay must be >= 0", literal=True),
     ),
-    (lambda: optim.AdamW(linear(), amsgrad="yes"), TypeError, rx("AdamW", "amsgrad must be")),
+    (
+        lambda: optim.AdamW(linear(), amsgrad="yes"),
+        TypeError,
+        rx("AdamW", "amsgrad must be", literal=True),
+    ),
     (
         lambda: optim.SGD(object(), lr=0.1),
         TypeError,
-        rx("SGD", "model must have parameters() and gradients() methods"),
+        rx("SGD", "model must have parameters() and gradients() methods", literal=True),
     ),
-    (lambda: optim.Adam(ReLU()), ValueError, rx("Adam", "the model has no parameters")),
+    (
+        lambda: optim.Adam(ReLU()),
+        ValueError,
+        rx("Adam", "the model has no parameters", literal=True),
+    ),
 ]
 
 
@@ -673,20 +717,13 @@ def test_optimizer_argument_errors(make, exc, pattern, bk):
 
 def test_lr_attribute_is_checked(bk):
     opt = optim.SGD(linear(), lr=0.1)
-    with pytest.raises(ValueError, match=rx("SGD", "lr must be >= 0, got -1")):
+    with pytest.raises(ValueError, match=rx("SGD", "lr must be >= 0, got -1", literal=True)):
         opt.lr = -1
     assert opt.lr == 0.1
     opt.lr = 1
     assert opt.lr == 1.0 and type(opt.lr) is float
     opt.lr = np.float64(0.5)  # a NumPy scalar would promote float32 parameters to float64
     assert type(opt.lr) is float
-
-
-def other_library(backend, shape):
-    """A gradient of the right shape from a different array library."""
-    if backend.name == "numpy":
-        return torch.zeros(shape, dtype=torch.float64)
-    return np.zeros(shape, dtype=backend.dtype_name)
 
 
 @pytest.mark.parametrize("problem", ["missing", "shape", "dtype", "library"])
@@ -701,7 +738,7 @@ def test_step_refuses_bad_gradients_and_changes_nothing(problem, bk, rng):
         "missing": None,
         "shape": bk.xp.zeros((4,), dtype=bk.dtype, device=bk.device),
         "dtype": bk.xp.zeros((3,), dtype=other, device=bk.device),
-        "library": other_library(bk, (3,)),
+        "library": floats((3,), bk.dtype_name)(other_library(bk)),  # right shape and dtype
     }[problem]
     model.grads[name] = bad
     expected = {
@@ -713,7 +750,7 @@ def test_step_refuses_bad_gradients_and_changes_nothing(problem, bk, rng):
         "dtype": (TypeError, "the gradient of 'layers.1.b' has dtype"),
         "library": (TypeError, "the gradient of 'layers.1.b' is a "),
     }[problem]
-    with pytest.raises(expected[0], match=rx("Adam", expected[1])):
+    with pytest.raises(expected[0], match=rx("Adam", expected[1], literal=True)):
         opt.step()
     for n, p in model.params.items():
         np.testing.assert_array_equal(snapshot(p), before[n], err_msg=f"{n} changed")
@@ -728,7 +765,7 @@ def test_zero_grad_needs_the_method(bk):
         def gradients(self):
             return {"w": on(bk, np.ones(2))}
 
-    with pytest.raises(TypeError, match=rx("SGD", "zero_grad needs the model")):
+    with pytest.raises(TypeError, match=rx("SGD", "zero_grad needs the model", literal=True)):
         optim.SGD(NoZeroGrad(), lr=0.1).zero_grad()
 
 
@@ -742,23 +779,24 @@ def saved_sgd_state(bk, rng):
 
 LOAD_ERRORS = [
     (lambda s: optim.Adam(Linear(2, 3)).load_state_dict(s), ValueError,
-     rx("Adam", "load_state_dict got the state of a SGD optimizer")),
-    (lambda s: optim.SGD(Linear(2, 3), 0.1).load_state_dict({**s, "state": {"V": {}}}),
-     ValueError, rx("SGD", "state_dict['state']['V'] names no parameter of the model")),
+     rx("Adam", "load_state_dict got the state of a SGD optimizer", literal=True)),
+    (lambda s: optim.SGD(Linear(2, 3), 0.1).load_state_dict({**s, "state": {"V": {}}}), ValueError,
+     rx("SGD", "state_dict['state']['V'] names no parameter of the model", literal=True)),
     (lambda s: optim.SGD(Linear(3, 3), 0.1).load_state_dict(s), ValueError,
-     rx("SGD", "state_dict['state']['W']['momentum_buffer'] must have the parameter's shape")),
+     rx("SGD", "state_dict['state']['W']['momentum_buffer'] must have the parameter's shape",
+        literal=True)),
     (lambda s: optim.SGD(Linear(2, 3), 0.1).load_state_dict({"lr": 0.1}), ValueError,
-     rx("SGD", "load_state_dict is missing the keys")),
+     rx("SGD", "load_state_dict is missing the keys", literal=True)),
     (lambda s: optim.SGD(Linear(2, 3), 0.1).load_state_dict({**s, "momentum": -1}), ValueError,
-     rx("SGD", "momentum must be >= 0")),
+     rx("SGD", "momentum must be >= 0", literal=True)),
     (lambda s: optim.SGD(Linear(2, 3), 0.1).load_state_dict([1]), TypeError,
-     rx("SGD", "load_state_dict expects a dict")),
+     rx("SGD", "load_state_dict expects a dict", literal=True)),
     (lambda s: optim.SGD(Linear(2, 3), 0.1).load_state_dict(
         {**s, "state": {"W": {"momentum_buffer": [[1.0, 2.0]] * 3}}}), TypeError,
-     rx("SGD", "state_dict['state']['W']['momentum_buffer'] must be an array")),
+     rx("SGD", "state_dict['state']['W']['momentum_buffer'] must be an array", literal=True)),
     (lambda s: optim.SGD(Linear(2, 3), 0.1).load_state_dict(
         {**s, "state": {"W": {"velocity": s["state"]["W"]["momentum_buffer"]}}}), ValueError,
-     rx("SGD", "state_dict['state']['W'] has an unknown buffer 'velocity'")),
+     rx("SGD", "state_dict['state']['W'] has an unknown buffer 'velocity'", literal=True)),
 ]  # fmt: skip
 
 
@@ -775,35 +813,36 @@ def sgd():
 
 SCHEDULER_ERRORS = [
     (lambda: optim.StepLR(sgd(), step_size=0), ValueError,
-     rx("StepLR", "step_size must be a positive integer, got 0")),
+     rx("StepLR", "step_size must be a positive integer, got 0", literal=True)),
     (lambda: optim.StepLR(sgd(), step_size=1.5), TypeError,
-     rx("StepLR", "step_size must be an integer")),
-    (lambda: optim.StepLR(sgd(), 2, gamma=0), ValueError, rx("StepLR", "gamma must be > 0")),
+     rx("StepLR", "step_size must be an integer", literal=True)),
+    (lambda: optim.StepLR(sgd(), 2, gamma=0), ValueError,
+     rx("StepLR", "gamma must be > 0", literal=True)),
     (lambda: optim.ExponentialLR(sgd(), gamma=-0.5), ValueError,
-     rx("ExponentialLR", "gamma must be > 0, got -0.5")),
+     rx("ExponentialLR", "gamma must be > 0, got -0.5", literal=True)),
     (lambda: optim.ExponentialLR(sgd(), gamma="0.5"), TypeError,
-     rx("ExponentialLR", "gamma must be a real number")),
+     rx("ExponentialLR", "gamma must be a real number", literal=True)),
     (lambda: optim.CosineAnnealingLR(sgd(), T_max=0), ValueError,
-     rx("CosineAnnealingLR", "T_max must be a positive integer")),
+     rx("CosineAnnealingLR", "T_max must be a positive integer", literal=True)),
     (lambda: optim.CosineAnnealingLR(sgd(), T_max=5, eta_min=-0.1), ValueError,
-     rx("CosineAnnealingLR", "eta_min must be >= 0")),
+     rx("CosineAnnealingLR", "eta_min must be >= 0", literal=True)),
     (lambda: optim.CosineAnnealingLR(sgd(), T_max=5, warmup_epochs=5), ValueError,
-     rx("CosineAnnealingLR", "warmup_epochs must be smaller than T_max")),
+     rx("CosineAnnealingLR", "warmup_epochs must be smaller than T_max", literal=True)),
     (lambda: optim.CosineAnnealingLR(sgd(), T_max=5, warmup_epochs=-1), ValueError,
-     rx("CosineAnnealingLR", "warmup_epochs must be an integer >= 0")),
+     rx("CosineAnnealingLR", "warmup_epochs must be an integer >= 0", literal=True)),
     (lambda: optim.CosineAnnealingLR(sgd(), 5, warmup_epochs=2, warmup_start_factor=0),
-     ValueError, rx("CosineAnnealingLR", "warmup_start_factor must be > 0")),
+     ValueError, rx("CosineAnnealingLR", "warmup_start_factor must be > 0", literal=True)),
     (lambda: optim.CosineAnnealingLR(sgd(), 5, warmup_epochs=2, warmup_start_factor=1.5),
-     ValueError, rx("CosineAnnealingLR", "warmup_start_factor must be in (0, 1]")),
+     ValueError, rx("CosineAnnealingLR", "warmup_start_factor must be in (0, 1]", literal=True)),
     (lambda: optim.StepLR(object(), step_size=2), TypeError,
-     rx("StepLR", "optimizer must have a numeric lr attribute")),
+     rx("StepLR", "optimizer must have a numeric lr attribute", literal=True)),
     (lambda: optim.StepLR(sgd(), 2).load_state_dict(optim.ExponentialLR(sgd(), 0.5).state_dict()),
-     ValueError, rx("StepLR", "load_state_dict got the state of a ExponentialLR")),
+     ValueError, rx("StepLR", "load_state_dict got the state of a ExponentialLR", literal=True)),
     (lambda: optim.StepLR(sgd(), 2).load_state_dict({"base_lr": 0.1}), ValueError,
-     rx("StepLR", "load_state_dict is missing the keys")),
+     rx("StepLR", "load_state_dict is missing the keys", literal=True)),
     (lambda: optim.StepLR(sgd(), 2).load_state_dict(
         {**optim.StepLR(sgd(), 2).state_dict(), "last_epoch": -1}), ValueError,
-     rx("StepLR", "last_epoch must be an integer >= 0")),
+     rx("StepLR", "last_epoch must be an integer >= 0", literal=True)),
 ]  # fmt: skip
 
 
@@ -815,28 +854,37 @@ def test_scheduler_argument_errors(make, exc, pattern, bk):
 
 INIT_ERRORS = [
     (lambda: init.xavier_uniform(5), ValueError,
-     rx("xavier_uniform", "fan_in and fan_out need a shape with at least 2 dimensions")),
-    (lambda: init.xavier_normal(), ValueError, rx("xavier_normal", "fan_in and fan_out need")),
-    (lambda: init.kaiming_uniform(5), ValueError, rx("kaiming_uniform", "fan_in and fan_out")),
-    (lambda: init.he_normal(5), ValueError, rx("kaiming_normal", "fan_in and fan_out")),
+     rx("xavier_uniform", "fan_in and fan_out need a shape with at least 2 dimensions",
+        literal=True)),
+    (lambda: init.xavier_normal(), ValueError,
+     rx("xavier_normal", "fan_in and fan_out need", literal=True)),
+    (lambda: init.kaiming_uniform(5), ValueError,
+     rx("kaiming_uniform", "fan_in and fan_out", literal=True)),
+    (lambda: init.he_normal(5), ValueError,
+     rx("kaiming_normal", "fan_in and fan_out", literal=True)),
     (lambda: init.kaiming_normal(3, 4, mode="fan_avg"), ValueError,
-     rx("kaiming_normal", "mode must be 'fan_in' or 'fan_out', got 'fan_avg'")),
+     rx("kaiming_normal", "mode must be 'fan_in' or 'fan_out', got 'fan_avg'", literal=True)),
     (lambda: init.kaiming_uniform(3, 4, nonlinearity="swish"), ValueError,
-     rx("kaiming_uniform", "unsupported nonlinearity 'swish'")),
-    (lambda: init.kaiming_uniform(3, 4, a="0.1"), TypeError, rx("kaiming_uniform", "a (the")),
+     rx("kaiming_uniform", "unsupported nonlinearity 'swish'", literal=True)),
+    (lambda: init.kaiming_uniform(3, 4, a="0.1"), TypeError,
+     rx("kaiming_uniform", "a (the", literal=True)),
     (lambda: init.xavier_uniform(3, 4, gain=-1.0), ValueError,
-     rx("xavier_uniform", "gain must be >= 0")),
-    (lambda: init.zeros(3, -1), ValueError, rx("zeros", "shape[1] must be an integer >= 0")),
-    (lambda: init.normal(2.5), TypeError, rx("normal", "shape[0] must be an integer")),
-    (lambda: init.normal(3, std=-1.0), ValueError, rx("normal", "std must be >= 0")),
+     rx("xavier_uniform", "gain must be >= 0", literal=True)),
+    (lambda: init.zeros(3, -1), ValueError,
+     rx("zeros", "shape[1] must be an integer >= 0", literal=True)),
+    (lambda: init.normal(2.5), TypeError,
+     rx("normal", "shape[0] must be an integer", literal=True)),
+    (lambda: init.normal(3, std=-1.0), ValueError, rx("normal", "std must be >= 0", literal=True)),
     (lambda: init.normal(3, mean=float("inf")), ValueError,
-     rx("normal", "mean must be a finite real number")),
-    (lambda: init.uniform(3, a=1.0, b=0.0), ValueError, rx("uniform", "a must be <= b")),
-    (lambda: init.constant(3, value="x"), TypeError, rx("constant", "value must be a real")),
+     rx("normal", "mean must be a finite real number", literal=True)),
+    (lambda: init.uniform(3, a=1.0, b=0.0), ValueError,
+     rx("uniform", "a must be <= b", literal=True)),
+    (lambda: init.constant(3, value="x"), TypeError,
+     rx("constant", "value must be a real", literal=True)),
     (lambda: init.calculate_gain("swish"), ValueError,
-     rx("calculate_gain", "unsupported nonlinearity 'swish'")),
+     rx("calculate_gain", "unsupported nonlinearity 'swish'", literal=True)),
     (lambda: init.calculate_gain("leaky_relu", "0.1"), ValueError,
-     rx("calculate_gain", "the leaky_relu negative slope must be a number")),
+     rx("calculate_gain", "the leaky_relu negative slope must be a number", literal=True)),
 ]  # fmt: skip
 
 
