@@ -80,3 +80,25 @@ def test_backward_without_input_grad_of_a_parameterless_chain(bk, rng):
     model = Sequential(L.ReLU(), L.Flatten())
     model.forward(on(bk, rng.standard_normal((2, 3, 4))))
     assert model.backward(on(bk, np.ones((2, 12))), input_grad=False) is None
+
+
+def test_trainer_skips_the_first_layers_input_gradient(bk, rng):
+    """Trainer.fit: every step's first convolution runs backward without dL/dA; the weights
+    still train (the loss falls, every parameter moves)."""
+    from portaconv.data import DataLoader
+    from portaconv.optim import SGD
+    from portaconv.train import Trainer
+
+    model, in_shape = _conv_net()
+    spy = _Spy(model[0])
+    X = rng.standard_normal((32, *in_shape))
+    y = (X[:, 0, 0, 0] > 0).astype(np.int64)
+    before = {k: snapshot(v) for k, v in model.parameters().items()}
+    trainer = Trainer(model, SGD(model, lr=0.05), progress=False, log=lambda line: None)
+    history = trainer.fit(DataLoader(X, y, batch_size=8, shuffle=True), epochs=3)
+    assert len(spy.calls) == 3 * 4
+    assert set(spy.calls) == {(False, True)}
+    assert model[0].needs_input_grad is True
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for name, value in model.parameters().items():
+        assert not np.array_equal(snapshot(value), before[name]), f"{name} did not change"

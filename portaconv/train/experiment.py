@@ -23,9 +23,9 @@ import numpy as np
 
 from .. import __version__
 from ..backend import BackendUnavailableError, get_backend, manual_seed, set_backend
+from ..checks import check_int
 from ..data import AUGMENTATIONS, DataLoader, Dataset, load_dataset, mean_std, train_val_split
 from ..layers import CrossEntropyLoss
-from ..layers._base import check_int
 from ..models import build_model
 from ..models.zoo import MODELS
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR

@@ -19,6 +19,7 @@ the checkpoint of epoch ``e`` continues exactly as the uninterrupted run would h
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import time
@@ -30,8 +31,8 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..backend import get_rng_state, set_rng_state, to_numpy
+from ..checks import check_int
 from ..layers import CrossEntropyLoss
-from ..layers._base import check_int
 from . import plots
 from ._json import dumps
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -84,6 +85,7 @@ class Trainer:
                     f"{type(optimizer).__name__} has no {method}()"
                 )
         self.model = model
+        self._skips_input_grad = "input_grad" in inspect.signature(model.backward).parameters
         self.optimizer = optimizer
         self.criterion = CrossEntropyLoss() if criterion is None else criterion
         self.scheduler = scheduler
@@ -213,6 +215,14 @@ class Trainer:
                 f"{self.best_epoch}"
             )
 
+    def _backward(self, dLdZ: Any) -> None:
+        """Backpropagate through the model. Its input is data, so models that can skip the
+        input's gradient (``backward(dLdZ, input_grad=False)``, as Sequential) do."""
+        if self._skips_input_grad:
+            self.model.backward(dLdZ, input_grad=False)
+        else:
+            self.model.backward(dLdZ)
+
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
@@ -225,7 +235,7 @@ class Trainer:
             Z = self.model.forward(X)
             loss = self.criterion.forward(Z, y)
             self.optimizer.zero_grad()
-            self.model.backward(self.criterion.backward())
+            self._backward(self.criterion.backward())
             self.optimizer.step()
             n = int(X.shape[0])
             batch_loss = loss * n
