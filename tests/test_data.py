@@ -45,7 +45,7 @@ from portaconv.data import (
     stratified_folds,
     train_val_split,
 )
-from portaconv.data import datasets as ds_module
+from portaconv.data import sources as ds_module
 
 from .helpers import assert_on_backend
 

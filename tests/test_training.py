@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import portaconv
 from portaconv.backend import to_numpy
 from portaconv.cli import main
-from portaconv.data import DataLoader, datasets
+from portaconv.data import DataLoader, sources
 from portaconv.layers import (
     BatchNorm2d,
     Conv2d,
@@ -802,7 +802,7 @@ def test_cli_trains_from_idx_files_in_data_dir(bk, tmp_path, rng):
 
 
 def test_cli_errors_are_one_clear_line(bk, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PORTACONV_DATA", raising=False)
     assert main(["train", "--resume"]) == 2

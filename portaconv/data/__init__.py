@@ -16,7 +16,9 @@ Example::
 
 ``load_dataset("fashion-mnist")``, ``"mnist"`` and ``"cifar10"`` read the standard files from
 ``data_dir``, ``$PORTACONV_DATA``, ``~/.cache/portaconv`` or a system directory, downloading
-them (MD5-checked) when absent; see :mod:`portaconv.data.datasets`.
+them (MD5-checked) when absent. :mod:`portaconv.data.datasets` holds the registry, splits and
+scaling; :mod:`~portaconv.data.sources` the search path and downloads;
+:mod:`~portaconv.data.readers` the IDX and CIFAR file formats.
 """
 
 from .augment import AUGMENTATIONS, flip_and_shift, random_flip, random_shift
@@ -33,6 +35,7 @@ from .datasets import (
     load_iris,
     load_mnist,
     mean_std,
+    normalize,
     read_cifar_batch,
     read_idx,
     standardize,
@@ -57,6 +60,7 @@ __all__ = [
     "load_iris",
     "load_mnist",
     "mean_std",
+    "normalize",
     "random_flip",
     "random_shift",
     "read_cifar_batch",

@@ -24,7 +24,15 @@ import numpy as np
 from .. import __version__
 from ..backend import BackendUnavailableError, get_backend, manual_seed, set_backend
 from ..checks import check_int
-from ..data import AUGMENTATIONS, DataLoader, Dataset, load_dataset, mean_std, train_val_split
+from ..data import (
+    AUGMENTATIONS,
+    DataLoader,
+    Dataset,
+    load_dataset,
+    mean_std,
+    normalize,
+    train_val_split,
+)
 from ..layers import CrossEntropyLoss
 from ..models import build_model
 from ..models.zoo import MODELS
@@ -280,22 +288,14 @@ def prepare_data(
         )
     mean, std = (a.ravel().tolist() for a in mean_std(X_train))
     return {
-        "train": (normalise(X_train, mean, std), y_train),
-        "val": None if val is None else (normalise(val[0], mean, std), val[1]),
-        "test": (normalise(X_test, mean, std), y_test),
+        "train": (normalize(X_train, mean, std), y_train),
+        "val": None if val is None else (normalize(val[0], mean, std), val[1]),
+        "test": (normalize(X_test, mean, std), y_test),
         "mean": mean,
         "std": std,
         "classes": list(data.classes),
         "input_shape": tuple(int(n) for n in X_train.shape[1:]),
     }
-
-
-def normalise(X: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """``(X - mean) / std`` per channel (axis 1), in float32: the statistics a checkpoint keeps."""
-    shape = (1, len(mean)) + (1,) * (X.ndim - 2)
-    m = np.asarray(mean, dtype=np.float32).reshape(shape)
-    s = np.asarray(std, dtype=np.float32).reshape(shape)
-    return ((X - m) / s).astype(np.float32)
 
 
 def make_optimizer(config: TrainConfig, model: Any) -> Any:
@@ -761,7 +761,7 @@ def evaluate_checkpoint(
     if subset:
         X, y = X[:subset], y[:subset]
     norm = meta["normalisation"]
-    X = normalise(X, norm["mean"], norm["std"])
+    X = normalize(X, norm["mean"], norm["std"])
     spec = meta["model"]
     model = build_model(spec["name"], spec["input_shape"], spec["classes"])
     try:
