@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from portaconv.data import DataLoader, Dataset, load_iris, stratified_folds
-from portaconv.train.experiment import TrainConfig, prepare_data, train_model
+from portaconv.train.config import TrainConfig
+from portaconv.train.experiment import prepare_data, train_model
 
 #: Candidate recipes, fixed before any result was seen: the SGD recipe that
 #: ``portaconv train --dataset iris`` used first, and Adam; each with weight decay 0, 1e-3, 1e-2.

@@ -9,6 +9,7 @@ portaconv info                           # backends, devices, versions, the acti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -69,7 +70,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _recipe(setting: str) -> str:
     """``"the dataset's recipe: digits 10, iris 60, ..."`` for one setting of RECIPES."""
-    from .train.experiment import RECIPES
+    from .train.config import RECIPES
 
     values = ", ".join(f"{name} {recipe[setting]}" for name, recipe in RECIPES.items())
     return f"default: the dataset's recipe: {values}"
@@ -78,7 +79,7 @@ def _recipe(setting: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     from .data import AUGMENTATIONS, DATASETS
     from .models.zoo import MODELS
-    from .train.experiment import DEFAULTS, OPTIMIZERS, SCHEDULERS
+    from .train.config import DEFAULTS, OPTIMIZERS, SCHEDULERS
 
     parser = argparse.ArgumentParser(
         prog="portaconv",
@@ -92,10 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train a network (default: a CNN on the embedded digits data)",
-        description="Train a network; each unset hyper-parameter takes the dataset's recipe "
-        "(portaconv.train.experiment.RECIPES). Writes OUT/config.json first, then after "
-        "every epoch OUT/checkpoint.npz and OUT/metrics.jsonl, and at the end the plots and "
-        "OUT/summary.json.",
+        description="Train a network; each unset hyper-parameter takes the recipe of the "
+        "dataset and model (portaconv.train.config.RECIPES and MODEL_RECIPES). Writes "
+        "OUT/config.json first, then after every epoch OUT/checkpoint.npz and "
+        "OUT/metrics.jsonl, and at the end the plots and OUT/summary.json.",
     )
     train.add_argument(
         "--dataset",
@@ -196,7 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--no-download",
-        action="store_true",
+        dest="download",
+        action="store_false",
         help="never download datasets (default: download what is missing)",
     )
     train.add_argument(
@@ -216,7 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--no-progress",
-        action="store_true",
+        dest="progress",
+        action="store_false",
         help="no progress bar (default: a bar when stderr is a terminal)",
     )
     train.set_defaults(run=_train)
@@ -266,35 +269,11 @@ def _backend_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train.experiment import TrainConfig, run_experiment
+    from .train.config import TrainConfig
+    from .train.experiment import run_experiment
 
-    config = TrainConfig(
-        dataset=args.dataset,
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        augment=args.augment,
-        folds=args.folds,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        scheduler=args.scheduler,
-        warmup_epochs=args.warmup_epochs,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        patience=args.patience,
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        data_dir=args.data_dir,
-        download=not args.no_download,
-        out=args.out,
-        resume=args.resume,
-        subset=args.subset,
-        progress=not args.no_progress,
-    )
+    # every option of `train` is named as the TrainConfig field it sets
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     with warnings.catch_warnings():
         # A diverging run overflows on its way to NaN; the trainer reports that in one line.
         warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)

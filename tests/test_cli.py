@@ -440,3 +440,34 @@ def test_resume_of_a_damaged_run_is_one_line(iris_run, capsys):
     (iris_run / "checkpoint.npz").unlink()
     (iris_run / "checkpoint.npz").mkdir()  # a directory where the checkpoint should be
     fails(capsys, resume, "checkpoint run/checkpoint.npz is a directory")
+
+
+def test_every_train_option_is_a_config_field():
+    """`portaconv train` builds its TrainConfig from the options by name: each field has an
+    option (with its dest named as the field) and each option a field."""
+    import dataclasses
+
+    from portaconv.cli import _parser
+    from portaconv.train.config import TrainConfig
+
+    args = _parser().parse_args(["train"])
+    options = set(vars(args)) - {"command", "run", "argv"}
+    assert options == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_recipes_per_dataset_and_model():
+    """A model other than the dataset's own takes its (dataset, model) recipe over the
+    dataset's; an explicit setting beats both; an unlisted pair keeps the dataset's."""
+    from portaconv.train.config import RECIPES, TrainConfig
+
+    cnn = TrainConfig(dataset="fashion-mnist", out="x").resolved()
+    assert (cnn.model, cnn.augment, cnn.lr, cnn.epochs) == ("cnn", "flip-shift", 2e-3, 25)
+    mlp = TrainConfig(dataset="fashion-mnist", model="mlp", out="x").resolved()
+    assert (mlp.augment, mlp.lr, mlp.epochs, mlp.optimizer) == ("none", 1e-3, 20, "adam")
+    lenet = TrainConfig(dataset="fashion-mnist", model="lenet", out="x").resolved()
+    assert (lenet.augment, lenet.lr, lenet.epochs) == ("none", 2e-3, 15)
+    chosen = TrainConfig(dataset="fashion-mnist", model="mlp", augment="flip", out="x")
+    assert chosen.resolved().augment == "flip"
+    digits_mlp = TrainConfig(dataset="digits", model="mlp", out="x").resolved()
+    expected = {**RECIPES["digits"], "model": "mlp"}
+    assert {k: getattr(digits_mlp, k) for k in expected} == expected

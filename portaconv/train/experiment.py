@@ -40,188 +40,13 @@ from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
 from . import plots
 from ._json import dumps
 from .checkpoint import load_checkpoint
+from .config import (
+    RECIPES,
+    WHO,
+    TrainConfig,
+    flag,
+)
 from .trainer import CHECKPOINT, Trainer, check_training_state
-
-_CNN = dict(
-    model="cnn",
-    batch_size=128,
-    lr=2e-3,
-    optimizer="adam",
-    weight_decay=0.0,
-    augment="none",
-    folds=1,
-)
-
-#: Per dataset: the model and hyper-parameters that reach the results in BENCHMARKS.md.
-RECIPES: dict[str, dict[str, Any]] = {
-    "digits": {**_CNN, "epochs": 10, "batch_size": 32},
-    # 150 flowers: a single 30-flower test split measures accuracy in steps of 3.3 points, so
-    # Iris is scored by 5-fold cross-validation (every flower tested once, by a model that
-    # never saw it); --folds 1 gives the single 80/20 split. The weight decay is the entry
-    # that the inner cross-validation of benchmarks/iris_cv.py chose most often.
-    "iris": dict(
-        model="two-layer",
-        epochs=60,
-        batch_size=16,
-        lr=0.05,
-        optimizer="sgd",
-        weight_decay=1e-2,
-        augment="none",
-        folds=5,
-    ),
-    # flips and shifts, 25 epochs: validation accuracy 93.6 %, against 92.8 % for 15 epochs
-    # without augmentation (which overfit after epoch 8) and 92.9 % for 15 with it
-    "fashion-mnist": {**_CNN, "epochs": 25, "augment": "flip-shift"},
-    "mnist": {**_CNN, "epochs": 8},
-    "cifar10": {**_CNN, "epochs": 20, "augment": "flip-shift"},
-}
-
-#: Data sets whose test split is portaconv's own draw, so k-fold cross-validation may replace
-#: it; the others come with an official test set.
-CROSS_VALIDATED = ("digits", "iris")
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("cosine", "step", "exponential", "none")
-
-
-#: The defaults of the settings that no recipe sets.
-DEFAULTS: dict[str, Any] = dict(
-    dataset="digits",
-    momentum=0.9,
-    label_smoothing=0.0,
-    scheduler="cosine",
-    warmup_epochs=0,
-    val_fraction=0.1,
-    seed=0,
-)
-
-_WHO = "portaconv train"
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything that defines a run; ``None`` fields take the dataset's recipe
-    (:data:`RECIPES`) or the default (:data:`DEFAULTS`), ``patience`` None: no early stop."""
-
-    dataset: str | None = None
-    model: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
-    augment: str | None = None
-    folds: int | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    label_smoothing: float | None = None
-    scheduler: str | None = None
-    warmup_epochs: int | None = None
-    val_fraction: float | None = None
-    seed: int | None = None
-    patience: int | None = None
-    backend: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    data_dir: str | None = None
-    download: bool = True
-    out: str | None = None
-    resume: bool = False
-    subset: int | None = None
-    progress: bool = True
-
-    def resolved(self) -> TrainConfig:
-        """A copy with every ``None`` setting filled in and every setting checked: a
-        ``ValueError`` (``TypeError`` for a wrong type) names the option and the value."""
-        dataset = DEFAULTS["dataset"] if self.dataset is None else self.dataset
-        _check_choice("--dataset", dataset, RECIPES)
-        defaults = {**DEFAULTS, **RECIPES[dataset]}
-        filled = {
-            k: (v if getattr(self, k) is None else getattr(self, k)) for k, v in defaults.items()
-        }
-        config = dataclasses.replace(self, **filled)
-        config.check()
-        if config.out is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            config.out = _unused(Path("runs") / f"{config.dataset}-{config.model}-{stamp}")
-        return config
-
-    def check(self) -> None:
-        """Check every setting that is set (see :meth:`resolved`)."""
-        _check_choice("--model", self.model, MODELS)
-        _check_choice("--optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("--augment", self.augment, AUGMENTATIONS)
-        _check_choice("--scheduler", self.scheduler, SCHEDULERS)
-        for option, minimum in (
-            ("epochs", 1),
-            ("batch_size", 1),
-            ("folds", 1),
-            ("warmup_epochs", 0),
-            ("seed", 0),
-            ("patience", 1),
-            ("subset", 1),
-        ):
-            if getattr(self, option) is not None:
-                check_int(_WHO, _flag(option), getattr(self, option), minimum)
-        for option, low, high in (
-            ("lr", 0.0, None),
-            ("momentum", 0.0, 1.0),
-            ("weight_decay", 0.0, None),
-            ("label_smoothing", 0.0, 1.0),
-            ("val_fraction", 0.0, 1.0),
-        ):
-            _check_real(option, getattr(self, option), low, high, open_low=option == "lr")
-        if self.folds is not None and self.folds > 1 and self.dataset not in CROSS_VALIDATED:
-            raise ValueError(
-                f"{_WHO}: --folds {self.folds} cross-validates only the data sets without an "
-                f"official test split ({', '.join(CROSS_VALIDATED)}); {self.dataset} has one: "
-                "use --folds 1"
-            )
-        if self.scheduler == "cosine" and None not in (self.warmup_epochs, self.epochs):
-            if self.warmup_epochs >= self.epochs:
-                raise ValueError(
-                    f"{_WHO}: --warmup-epochs {self.warmup_epochs} must be smaller than "
-                    f"--epochs {self.epochs}"
-                )
-        if self.patience is not None and self.val_fraction == 0:
-            raise ValueError(
-                f"{_WHO}: --patience watches the validation accuracy, and --val-fraction 0 "
-                "holds out no validation images"
-            )
-        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
-            raise ValueError(f"{_WHO}: --out {self.out} is a file; the run needs a directory")
-
-
-def _flag(option: str) -> str:
-    return "--" + option.replace("_", "-")
-
-
-def _check_choice(option: str, value: Any, choices: Any) -> None:
-    if value is not None and value not in choices:
-        raise ValueError(f"{_WHO}: unknown {option} {value!r}; choose one of {sorted(choices)}")
-
-
-def _check_real(
-    option: str, value: Any, low: float, high: float | None, open_low: bool = False
-) -> None:
-    """``value`` (if set) is a real number in [low, high), or (low, high) with ``open_low``."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{_WHO}: {_flag(option)} must be a number, got {type(value).__name__}")
-    too_low = value <= low if open_low else value < low
-    if not math.isfinite(value) or too_low or (high is not None and value >= high):
-        bound = f"({low:g}" if open_low else f"[{low:g}"
-        bound += f", {high:g})" if high is not None else ", infinity)"
-        raise ValueError(f"{_WHO}: {_flag(option)} must lie in {bound}, got {value:g}")
-
-
-def _unused(path: Path) -> str:
-    """``path``, or ``path-2``, ``path-3``, ... if it exists (two runs in the same second)."""
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return str(candidate)
 
 
 def choose_backend(
@@ -282,7 +107,7 @@ def prepare_data(
     if len(y_train) < 2 or (val is not None and len(val[1]) == 0):
         held = "" if val is None else f" and {len(val[1])} to validate on"
         raise ValueError(
-            f"{_WHO}: {images} training images are too few: they leave {len(y_train)} to "
+            f"{WHO}: {images} training images are too few: they leave {len(y_train)} to "
             f"train on{held} (--val-fraction {config.val_fraction:g} of each class, and each "
             "class keeps one training image); use a larger --subset"
         )
@@ -388,7 +213,7 @@ def with_run_settings(config: TrainConfig) -> TrainConfig:
     ``config.out`` (not from the recipe); a setting that defines the run (:data:`_FIXED`)
     and differs from the run's is a ``ValueError`` that lists every difference."""
     if config.out is None:
-        raise ValueError(f"{_WHO}: --resume needs --out DIR, the run directory to continue")
+        raise ValueError(f"{WHO}: --resume needs --out DIR, the run directory to continue")
     path = _checkpoint_of_run(Path(config.out))
     if path is None:
         return config  # nothing to continue: a fresh run, the trainer says so
@@ -404,7 +229,7 @@ def with_run_settings(config: TrainConfig) -> TrainConfig:
 
 def _refuse_changes(config: TrainConfig, saved: dict[str, Any], out: Path, more: list[str]) -> None:
     differences = [
-        f"{_flag(name)} {getattr(config, name)} (the run's: {saved[name]})"
+        f"{flag(name)} {getattr(config, name)} (the run's: {saved[name]})"
         for name in _FIXED
         if getattr(config, name) is not None
         and name in saved
@@ -413,7 +238,7 @@ def _refuse_changes(config: TrainConfig, saved: dict[str, Any], out: Path, more:
     differences += more
     if differences:
         raise ValueError(
-            f"{_WHO}: --resume: the run in {out} is {saved['dataset']}/{saved['model']}; it "
+            f"{WHO}: --resume: the run in {out} is {saved['dataset']}/{saved['model']}; it "
             f"cannot continue with {'; '.join(differences)}. Leave these options out to "
             "continue it, or give another --out for a new run"
         )
@@ -448,7 +273,7 @@ def _check_resumable(
     _refuse_changes(config, meta["config"], out, more)
     if state["epoch"] > config.epochs:
         raise ValueError(
-            f"{_WHO}: --resume --epochs {config.epochs}: {out} has trained "
+            f"{WHO}: --resume --epochs {config.epochs}: {out} has trained "
             f"{state['epoch']} epochs already; give --epochs {state['epoch']} or more"
         )
 
@@ -462,7 +287,7 @@ def _refuse_to_overwrite(out: Path) -> None:
     for checkpoint in [out / CHECKPOINT, *sorted(out.glob(f"fold-*/{CHECKPOINT}"))]:
         if checkpoint.exists():
             raise ValueError(
-                f"{_WHO}: --out {out} already holds a run ({checkpoint}); continue it with "
+                f"{WHO}: --out {out} already holds a run ({checkpoint}); continue it with "
                 "--resume, or choose another --out"
             )
 
