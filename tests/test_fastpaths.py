@@ -707,3 +707,88 @@ def test_conv_second_backward_gives_the_same_gradients(monkeypatch, bk, keep):
         snapshot(dLdZ),
     )
     assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+
+
+# ------------------------------------------------------- batch norm and linear on threads
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(13, 3, 6, 5), (9, 4, 7), (21, 5)], ids=["2d", "1d-L", "1d"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, shape, dtype):
+    """The NumPy batch-norm path (chunks between threads, shifted one-pass statistics):
+    PyTorch's output, running statistics and gradients, a channel with a large mean
+    included, and the same bits on every call."""
+    import portaconv.backend.norm as norm
+
+    thread_count(workers)
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # small inputs take it, in many chunks
+    rng = np.random.default_rng(workers + len(shape))
+    C = shape[1]
+    A = rng.standard_normal(shape) * 2.0
+    A[:, 0] += 1000.0  # float32 would lose this channel's variance without the shift
+    A = A.astype(dtype)
+    dLdZ = rng.standard_normal(shape).astype(dtype)
+    BW, Bb = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    cls = L.BatchNorm2d if len(shape) == 4 else L.BatchNorm1d
+    with use_backend("numpy", None, dtype):
+        layer = cls(C)
+        layer.BW, layer.Bb = BW.astype(dtype), Bb.astype(dtype)
+        runs = []
+        for _ in range(2):
+            layer.running_M, layer.running_V = np.zeros(C, dtype), np.ones(C, dtype)
+            Z = layer.forward(A)
+            assert layer._engine is not None, "the fast path ran"
+            runs.append((Z, layer.backward(dLdZ), layer.dLdBW, layer.dLdBb, layer.running_M,
+                         layer.running_V))
+        running_M = torch.zeros(C, dtype=torch.float64)
+        running_V = torch.ones(C, dtype=torch.float64)
+
+        def torch_fn(A, BW, Bb):
+            return F.batch_norm(A, running_M, running_V, BW, Bb, training=True)
+
+        Z_ref, grads = torch_reference(torch_fn, {"A": A, "BW": BW, "Bb": Bb}, dLdZ)
+        expected = (Z_ref, grads["A"], grads["BW"], grads["Bb"], running_M.numpy(),
+                    running_V.numpy())
+        # float32: the inputs near 1000 carry 1e-4 of rounding into every statistic
+        tol = 1e-10 if dtype == "float64" else 2e-3
+        for got, want, what in zip(runs[0], expected, ("Z", "dLdA", "dLdBW", "dLdBb", "M", "V")):
+            assert got.dtype == np.dtype(dtype), what
+            scale = max(1.0, float(np.abs(want).max()))
+            np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
+    for a, b in zip(runs[1], runs[0]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("need_dA", [True, False])
+def test_linear_threads_match_torch_every_time(thread_count, workers, need_dA):
+    """Linear on NumPy with its rows shared between 1-3 threads (leading axes beyond N
+    too): PyTorch's numbers, the same bits on every call, no dL/dA when none is needed."""
+    thread_count(workers)
+    rng = np.random.default_rng(workers)
+    A = rng.standard_normal((5, 19, 24)).astype(np.float32)  # 95 rows
+    dLdZ = rng.standard_normal((5, 19, 7)).astype(np.float32)
+    with use_backend("numpy", None, "float32") as bk:
+        layer = L.Linear(24, 7)
+        layer.needs_input_grad = need_dA
+        runs = []
+        for _ in range(3):
+            Z = layer.forward(A)
+            runs.append((Z, layer.backward(dLdZ), layer.dLdW, layer.dLdb))
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: F.linear(A, W, b),
+            {"A": A, "W": snapshot(layer.W), "b": snapshot(layer.b)},
+            dLdZ,
+        )
+        Z, dA, dW, db = runs[0]
+        assert_close(Z, Z_ref, bk, "Z")
+        assert (dA is None) is not need_dA
+        if need_dA:
+            assert_close(dA, grads["A"], bk, "dLdA")
+        assert_close(dW, grads["W"], bk, "dLdW")
+        assert_close(db, grads["b"], bk, "dLdb")
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            if b is not None:
+                np.testing.assert_array_equal(a, b)

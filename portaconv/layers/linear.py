@@ -8,7 +8,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend import astype
+from ..backend.linear import affine, affine_grads
 from ..checks import shape_str
 from ._base import Layer, fan_in_bound, spec_of
 
@@ -45,7 +45,8 @@ class Linear(Layer):
         xp = array_namespace(self.W)
         self.dLdW = xp.zeros_like(self.W)
         self.dLdb = xp.zeros_like(self.b)
-        self._A = None
+        self._A = None  # the input (in the computing dtype) and W as forward used them
+        self._W = None
 
     def __repr__(self) -> str:
         return f"Linear({self.in_features}, {self.out_features})"
@@ -55,8 +56,10 @@ class Linear(Layer):
         self._axis_size(A, "A", A.ndim - 1, "in_features", self.in_features)
         self._check_bias()
         A, W, b = self._promote(A)
-        self._A = A
-        return xp.matmul(A, xp.matrix_transpose(W)) + xp.reshape(b, (self.out_features,))
+        self._A, self._W = A, W
+        rows = math.prod(A.shape[:-1])
+        Z = affine(xp.reshape(A, (rows, self.in_features)), W, xp.reshape(b, (-1,)))
+        return xp.reshape(Z, (*A.shape[:-1], self.out_features))
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_A")
@@ -65,10 +68,9 @@ class Linear(Layer):
         rows = math.prod(shape[:-1])
         dZ = xp.reshape(dLdZ, (rows, self.out_features))
         A = xp.reshape(self._A, (rows, self.in_features))
-        self._set_grads(W=xp.matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
-        if not self.needs_input_grad:
-            return None
-        return self._as_input(xp.matmul(dLdZ, astype(self.W, dLdZ.dtype)))
+        dA, dW, db = affine_grads(dZ, A, self._W, self.needs_input_grad)
+        self._set_grads(W=dW, b=db)
+        return None if dA is None else self._as_input(xp.reshape(dA, self._A.shape))
 
     def _check_bias(self) -> None:
         if tuple(self.b.shape) not in ((self.out_features,), (self.out_features, 1)):

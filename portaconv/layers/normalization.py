@@ -22,6 +22,7 @@ from numbers import Real
 from typing import Any
 
 from ..backend import astype, get_backend
+from ..backend.norm import BatchNormTrain, batch_norm_applies
 from ..checks import shape_str
 from ._base import Layer, spec_of
 
@@ -52,7 +53,8 @@ class _BatchNorm(Layer):
         self.running_M = xp.zeros(shape, **place)
         self.running_V = xp.ones(shape, **place)
         # what forward leaves for backward
-        self.NZ = None  # the normalised input, shape of Z
+        self._NZ = None  # the normalised input, shape of Z (portable path)
+        self._engine: Any = None  # the NumPy fast path, when it ran the last forward
         self.M = self.V = None  # the statistics used by the last forward, (C,)
         self._inv_std = None  # 1 / sqrt(V + eps), shaped (1, C, 1, ...) to broadcast
         self._batch_stats = False  # whether the last forward used the batch statistics
@@ -90,31 +92,48 @@ class _BatchNorm(Layer):
         n = math.prod(Z.shape[a] for a in axes)  # values per channel
         channel = (1, self.num_features, *(1,) * (Z.ndim - 2))
 
+        self._engine = None
+        if use_batch and n <= 1:
+            raise ValueError(
+                f"{self.name}: training needs more than one value per channel, "
+                f"got input of shape {shape_str(Z.shape)}"
+            )
+        if use_batch and batch_norm_applies(Z):  # the same formulas, in cache-sized chunks
+            self._engine = BatchNormTrain(self.eps)
+            BZ = self._engine.forward(Z, BW, Bb)
+            self.M, self.V = self._engine.M, self._engine.V
+            self._update_running(running_M, running_V, n)
+            self._NZ, self._batch_stats, self._spec = None, True, spec_of(Z)
+            return BZ
         if use_batch:
-            if n <= 1:
-                raise ValueError(
-                    f"{self.name}: training needs more than one value per channel, "
-                    f"got input of shape {shape_str(Z.shape)}"
-                )
             M = xp.mean(Z, axis=axes, keepdims=True)
             centered = Z - M
             V = xp.mean(centered * centered, axis=axes, keepdims=True)  # biased, as torch
             self.M, self.V = xp.reshape(M, (-1,)), xp.reshape(V, (-1,))
-            m = self.momentum
-            # the buffers keep their own dtype whatever the input's
-            self.running_M = astype((1 - m) * running_M + m * self.M, self.running_M.dtype)
-            self.running_V = astype(
-                (1 - m) * running_V + (m * n / (n - 1)) * self.V, self.running_V.dtype
-            )
+            self._update_running(running_M, running_V, n)
         else:
             self.M, self.V = running_M, running_V
             centered = Z - xp.reshape(self.M, channel)
             V = xp.reshape(self.V, channel)
         self._inv_std = 1 / xp.sqrt(V + self.eps)
-        self.NZ = centered * self._inv_std
+        self._NZ = centered * self._inv_std
         self._batch_stats = use_batch
         self._spec = spec_of(Z)
-        return xp.reshape(BW, channel) * self.NZ + xp.reshape(Bb, channel)
+        return xp.reshape(BW, channel) * self._NZ + xp.reshape(Bb, channel)
+
+    def _update_running(self, running_M: Any, running_V: Any, n: int) -> None:
+        """Move the running statistics towards the batch's; the buffers keep their own dtype
+        whatever the input's."""
+        m = self.momentum
+        self.running_M = astype((1 - m) * running_M + m * self.M, self.running_M.dtype)
+        self.running_V = astype(
+            (1 - m) * running_V + (m * n / (n - 1)) * self.V, self.running_V.dtype
+        )
+
+    @property
+    def NZ(self) -> Any:
+        """The normalised input of the last forward, ``(Z - M) / sqrt(V + eps)``."""
+        return self._engine.normalised() if self._engine is not None else self._NZ
 
     def backward(self, dLdBZ: Any) -> Any:
         """``dLdBZ`` (N, C, *spatial) -> ``dLdZ``; sets ``dLdBW`` and ``dLdBb``.
@@ -126,8 +145,13 @@ class _BatchNorm(Layer):
 
         after an evaluation-mode forward it is the affine map's ``BW / sqrt(V + eps) dLdBZ``.
         """
-        self._forward_done("NZ")
-        NZ = self.NZ
+        self._forward_done("_spec")
+        if self._engine is not None:
+            self._gradient_arg(dLdBZ, "dLdBZ", self._engine.shape, self._spec)
+            dLdZ, dLdBW, dLdBb = self._engine.backward(dLdBZ)
+            self._set_grads(BW=dLdBW, Bb=dLdBb)
+            return self._as_input(dLdZ)
+        NZ = self._NZ
         xp = self._gradient_arg(dLdBZ, "dLdBZ", tuple(NZ.shape), self._spec)
         axes = (0, *range(2, NZ.ndim))
         channel = (1, self.num_features, *(1,) * (NZ.ndim - 2))
