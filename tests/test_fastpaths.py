@@ -758,37 +758,3 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
             np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
     for a, b in zip(runs[1], runs[0]):
         np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("workers", [1, 2, 3])
-@pytest.mark.parametrize("need_dA", [True, False])
-def test_linear_threads_match_torch_every_time(thread_count, workers, need_dA):
-    """Linear on NumPy with its rows shared between 1-3 threads (leading axes beyond N
-    too): PyTorch's numbers, the same bits on every call, no dL/dA when none is needed."""
-    thread_count(workers)
-    rng = np.random.default_rng(workers)
-    A = rng.standard_normal((5, 19, 24)).astype(np.float32)  # 95 rows
-    dLdZ = rng.standard_normal((5, 19, 7)).astype(np.float32)
-    with use_backend("numpy", None, "float32") as bk:
-        layer = L.Linear(24, 7)
-        layer.needs_input_grad = need_dA
-        runs = []
-        for _ in range(3):
-            Z = layer.forward(A)
-            runs.append((Z, layer.backward(dLdZ), layer.dLdW, layer.dLdb))
-        Z_ref, grads = torch_reference(
-            lambda A, W, b: F.linear(A, W, b),
-            {"A": A, "W": snapshot(layer.W), "b": snapshot(layer.b)},
-            dLdZ,
-        )
-        Z, dA, dW, db = runs[0]
-        assert_close(Z, Z_ref, bk, "Z")
-        assert (dA is None) is not need_dA
-        if need_dA:
-            assert_close(dA, grads["A"], bk, "dLdA")
-        assert_close(dW, grads["W"], bk, "dLdW")
-        assert_close(db, grads["b"], bk, "dLdb")
-    for run in runs[1:]:
-        for a, b in zip(run, runs[0]):
-            if b is not None:
-                np.testing.assert_array_equal(a, b)

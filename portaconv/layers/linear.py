@@ -8,7 +8,6 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend.linear import affine, affine_grads
 from ..checks import shape_str
 from ._base import Layer, fan_in_bound, spec_of
 
@@ -57,9 +56,7 @@ class Linear(Layer):
         self._check_bias()
         A, W, b = self._promote(A)
         self._A, self._W = A, W
-        rows = math.prod(A.shape[:-1])
-        Z = affine(xp.reshape(A, (rows, self.in_features)), W, xp.reshape(b, (-1,)))
-        return xp.reshape(Z, (*A.shape[:-1], self.out_features))
+        return xp.matmul(A, xp.matrix_transpose(W)) + xp.reshape(b, (self.out_features,))
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_A")
@@ -68,9 +65,10 @@ class Linear(Layer):
         rows = math.prod(shape[:-1])
         dZ = xp.reshape(dLdZ, (rows, self.out_features))
         A = xp.reshape(self._A, (rows, self.in_features))
-        dA, dW, db = affine_grads(dZ, A, self._W, self.needs_input_grad)
-        self._set_grads(W=dW, b=db)
-        return None if dA is None else self._as_input(xp.reshape(dA, self._A.shape))
+        self._set_grads(W=xp.matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
+        if not self.needs_input_grad:
+            return None
+        return self._as_input(xp.matmul(dLdZ, self._W))
 
     def _check_bias(self) -> None:
         if tuple(self.b.shape) not in ((self.out_features,), (self.out_features, 1)):
