@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,40 +243,63 @@ def _find_idx_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
     return found, missing
 
 
+def _locate(
+    source: _Source,
+    data_dir: Any,
+    download: bool,
+    find: Callable[[Path], tuple[Any, list[str], str | None]],
+    fetch: Callable[[Path], Any],
+) -> Any:
+    """What ``find`` finds of ``source`` in the first directory of the search order that
+    holds all of it, else what ``fetch(target)`` downloads; the errors of the module
+    docstring otherwise. ``find(directory)`` returns (the result or None, what is missing
+    in the caller's words, a note when the directory holds part of the data set)."""
+    searched = _search_dirs(source.name, data_dir)
+    notes: list[str] = []
+    given = [] if data_dir is None else searched[:2]  # data_dir and data_dir/<name>
+    partial = None
+    for directory in searched:
+        if partial is not None and directory not in given:
+            raise _given_dir_incomplete(source, *partial)
+        found, missing, note = find(directory)
+        if found is not None:
+            return found
+        if note is not None and directory in given:
+            partial = partial or (directory, missing)
+        elif note is not None:
+            notes.append(note)
+    if partial is not None:
+        raise _given_dir_incomplete(source, *partial)
+    target = _download_target(source, data_dir)
+    if not download:
+        raise _not_found(source, searched, notes, _DOWNLOADS_OFF, target)
+    try:
+        return fetch(target)
+    except OSError as exc:  # offline, HTTP error, timeout, unwritable directory
+        raise _not_found(source, searched, notes, f"download failed: {exc}", target) from exc
+
+
 def locate_idx(name: str, data_dir: Any, download: bool) -> tuple[dict[str, Path], list[str]]:
     """The four IDX files of ``name`` ("mnist" or "fashion-mnist"), by base name, and the
     data set's class names: found in the search order, else downloaded (MD5-checked)."""
     source = {"mnist": _MNIST, "fashion-mnist": _FASHION_MNIST}[name]
-    searched = _search_dirs(source.name, data_dir)
-    notes: list[str] = []
-    given = [] if data_dir is None else searched[:2]  # data_dir and data_dir/<name>
-    files, partial = None, None
-    for directory in searched:
-        if partial is not None and directory not in given:
-            raise _given_dir_incomplete(source, *partial)
+
+    def find(directory: Path) -> tuple[Any, list[str], str | None]:
         found, missing = _find_idx_files(directory)
         if not missing:
-            files = found
-            break
-        if found and directory in given:
-            partial = partial or (directory, [f"{stem}[.gz]" for stem in missing])
-        elif found:
-            notes.append(f"{directory} has only {len(found)} of 4 files; missing {missing}")
-    if files is None and partial is not None:
-        raise _given_dir_incomplete(source, *partial)
-    target = _download_target(source, data_dir)
-    if files is None:
-        if not download:
-            raise _not_found(source, searched, notes, _DOWNLOADS_OFF, target)
-        try:
-            for file_name, md5 in source.md5.items():
-                if not (target / file_name).is_file():
-                    _download(source.base_url + file_name, target / file_name, md5)
-        except OSError as exc:  # offline, HTTP error, timeout, unwritable directory
-            raise _not_found(source, searched, notes, f"download failed: {exc}", target) from exc
+            return found, [], None
+        note = f"{directory} has only {len(found)} of 4 files; missing {missing}"
+        return None, [f"{stem}[.gz]" for stem in missing], note if found else None
+
+    def fetch(target: Path) -> dict[str, Path]:
+        for file_name, md5 in source.md5.items():
+            if not (target / file_name).is_file():
+                _download(source.base_url + file_name, target / file_name, md5)
         files, missing = _find_idx_files(target)
         assert not missing, missing
-    return files, list(source.classes)
+        return files
+
+    return _locate(source, data_dir, download, find, fetch), list(source.classes)
 
 
 def _find_cifar_dir(directory: Path) -> tuple[Path | None, list[str]]:
@@ -331,29 +355,14 @@ def _download_cifar10(target: Path) -> None:
 def locate_cifar10(data_dir: Any, download: bool) -> Path:
     """The ``cifar-10-batches-py`` directory: found in the search order, else downloaded
     (MD5-checked) and unpacked."""
-    searched = _search_dirs(_CIFAR10.name, data_dir)
-    notes: list[str] = []
-    given = [] if data_dir is None else searched[:2]  # data_dir and data_dir/cifar10
-    batches, partial = None, None
-    for directory in searched:
-        if partial is not None and directory not in given:
-            raise _given_dir_incomplete(_CIFAR10, *partial)
+
+    def find(directory: Path) -> tuple[Any, list[str], str | None]:
         batches, missing = _find_cifar_dir(directory)
-        if batches is not None:
-            break
-        if len(missing) < len(_CIFAR_FILES) and directory in given:
-            partial = partial or (directory, missing)
-        elif len(missing) < len(_CIFAR_FILES):
-            notes.append(f"{directory} is incomplete; missing {missing}")
-    if batches is None and partial is not None:
-        raise _given_dir_incomplete(_CIFAR10, *partial)
-    target = _download_target(_CIFAR10, data_dir)
-    if batches is None:
-        if not download:
-            raise _not_found(_CIFAR10, searched, notes, _DOWNLOADS_OFF, target)
-        try:
-            _download_cifar10(target)
-        except OSError as exc:
-            raise _not_found(_CIFAR10, searched, notes, f"download failed: {exc}", target) from exc
-        batches = target / _CIFAR_DIR
-    return batches
+        some = len(missing) < len(_CIFAR_FILES)
+        return batches, missing, f"{directory} is incomplete; missing {missing}" if some else None
+
+    def fetch(target: Path) -> Path:
+        _download_cifar10(target)
+        return target / _CIFAR_DIR
+
+    return _locate(_CIFAR10, data_dir, download, find, fetch)
