@@ -57,7 +57,13 @@ from ._random import (
     set_rng_state,
     uniform,
 )
-from ._threads import blas_thread_control, num_threads, run_threaded, set_num_threads
+from ._threads import (
+    blas_thread_control,
+    num_threads,
+    run_threaded,
+    set_num_threads,
+    share_cores,
+)
 from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
 
 __all__ = [
@@ -102,6 +108,7 @@ __all__ = [
     "set_batch",
     "set_num_threads",
     "set_rng_state",
+    "share_cores",
     "slice_add",
     "slice_set",
     "split_evenly",
