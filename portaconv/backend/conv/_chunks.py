@@ -47,6 +47,9 @@ def run_chunks(
     computes a chunk does not change its result, and callers sum per-chunk results in chunk
     order: the same numbers however the chunks fall.
     """
+    if threads <= 1 or len(chunks) == 1:  # chunks in turn: no lock, nothing to share
+        buffers = make_buffers()
+        return [one_chunk(buffers, i, chunk) for i, chunk in enumerate(chunks)]
     results: list[Any] = [None] * len(chunks)
     taken = itertools.count()
     lock = threading.Lock()
