@@ -99,7 +99,7 @@ class _BatchNorm(Layer):
         Z, BW, Bb, running_M, running_V = self._promote(Z, "Z", *self.buffer_names)
         use_batch = self.training if eval is None else not eval
         axes = (0, *range(2, Z.ndim))
-        n = math.prod(Z.shape[a] for a in axes)  # values per channel
+        n = math.prod([Z.shape[a] for a in axes])  # values per channel
         channel = (1, self.num_features, *(1,) * (Z.ndim - 2))
 
         self._engine = None
@@ -179,7 +179,7 @@ class _BatchNorm(Layer):
             return self._as_input(scale * dLdBZ)
         if self.sync is not None:
             return self._as_input(scale * (dLdBZ - self._global_sums(dLdBb, dLdBW, NZ)))
-        n = math.prod(NZ.shape[a] for a in axes)
+        n = math.prod([NZ.shape[a] for a in axes])
         return self._as_input((scale / n) * (n * dLdBZ - dLdBb - NZ * dLdBW))
 
     def _global_sums(self, dLdBb: Any, dLdBW: Any, NZ: Any) -> Any:
