@@ -3,6 +3,7 @@
 This is the only place in portaconv that knows which array library is in use.
 """
 
+from ._compile import COMPILING_BACKENDS, check_compiles, compile_step, scalar_array
 from ._config import (
     BACKENDS,
     DTYPES,
@@ -68,6 +69,7 @@ from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_ga
 
 __all__ = [
     "BACKENDS",
+    "COMPILING_BACKENDS",
     "DTYPES",
     "KEEP_BYTES",
     "MIN_CHANNELS",
@@ -82,7 +84,9 @@ __all__ = [
     "bernoulli_mask",
     "blas_thread_control",
     "channels_first_matrix",
+    "check_compiles",
     "col2im",
+    "compile_step",
     "conv_engine",
     "conv_out_size",
     "erf",
@@ -103,6 +107,7 @@ __all__ = [
     "pad_spatial",
     "row2im",
     "row_gather_applies",
+    "scalar_array",
     "run_threaded",
     "set_backend",
     "set_batch",

@@ -37,6 +37,7 @@ from ..layers import CrossEntropyLoss
 from . import plots
 from ._json import dumps
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .compiled import CompiledStep
 
 CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
@@ -57,6 +58,11 @@ class Trainer:
     the validation accuracy improves, ``metrics.jsonl`` and the plots. ``meta`` is stored in
     every checkpoint (what is needed to rebuild the model and its input pipeline).
     ``progress`` shows a tqdm bar per epoch with loss, accuracy, images/s and ETA.
+
+    ``compile=True`` runs each training step (forward, loss, backward, optimizer update)
+    as one compiled function: ``torch.compile`` on the torch backend, ``jax.jit`` on JAX
+    (:mod:`portaconv.train.compiled`); other backends refuse it with a ``ValueError``. The
+    first step of a run is eager, the first compiled one compiles (once per batch shape).
 
     ``comm`` (a :class:`portaconv.distributed.Communicator`, e.g. from
     :func:`portaconv.distributed.world`): data-parallel training over its ranks. Each rank's
@@ -79,9 +85,17 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         patience: int | None = None,
         comm: Any = None,
+        compile: bool = False,
     ) -> None:
         if patience is not None:
             check_int("Trainer", "patience", patience)
+        if not isinstance(compile, bool):
+            raise TypeError(f"Trainer: compile must be True or False, got {compile!r}")
+        if compile and comm is not None:
+            raise ValueError(
+                "Trainer: compile=True runs one process's step as one compiled function; "
+                "it does not take a communicator (comm) yet: train over MPI without compile"
+            )
         for method in ("forward", "backward", "train", "eval", "state_dict", "load_state_dict"):
             if not callable(getattr(model, method, None)):
                 raise TypeError(
@@ -118,6 +132,10 @@ class Trainer:
         self.best_epoch: int | None = None
         #: Whether the last fit stopped before its epochs for want of progress (``patience``).
         self.stopped_early = False
+        #: The compiled training step (compile=True; see portaconv.train.compiled), or None.
+        self.compiled_step = None
+        if compile and optimizer is not None:
+            self.compiled_step = CompiledStep(self._step, model, optimizer)
 
     # ---------------------------------------------------------------------------- training
 
@@ -242,6 +260,20 @@ class Trainer:
         else:
             self.model.backward(dLdZ)
 
+    def _step(self, X: Any, y: Any) -> tuple[Any, Any]:
+        """One training step on the batch ``X``, ``y``: forward, loss, backward, optimizer
+        update. Returns the batch's summed loss and its count of correct predictions, 0-d
+        arrays left on the device."""
+        Z = self.model.forward(X)
+        loss = self.criterion.forward(Z, y)
+        self.optimizer.zero_grad()
+        self._backward(self.criterion.backward())
+        n = int(X.shape[0])
+        if self.comm is not None:
+            self.comm.allreduce_gradients(self.model, n)
+        self.optimizer.step()
+        return loss * n, _correct(Z, y)
+
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
@@ -250,31 +282,27 @@ class Trainer:
         total_loss = total_correct = None
         seen = 0
         start = time.perf_counter()
-        for i, (X, y) in enumerate(loader):
-            Z = self.model.forward(X)
-            loss = self.criterion.forward(Z, y)
-            self.optimizer.zero_grad()
-            self._backward(self.criterion.backward())
-            n = int(X.shape[0])
-            if self.comm is not None:
-                self.comm.allreduce_gradients(self.model, n)
-            self.optimizer.step()
-            batch_loss = loss * n
-            correct = _correct(Z, y)
-            total_loss = batch_loss if total_loss is None else total_loss + batch_loss
-            total_correct = correct if total_correct is None else total_correct + correct
-            seen += n
-            # Reading a value from the device waits for it: do it only now and then.
-            if bar is not None and (i % 10 == 9 or i == len(loader) - 1):
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(
-                    loss=f"{float(total_loss) / seen:.4f}",
-                    acc=f"{float(total_correct) / seen:.4f}",
-                    img_s=f"{seen / max(elapsed, 1e-9):.0f}",
-                    refresh=False,
-                )
-            if bar is not None:
-                bar.update(1)
+        step = self._step if self.compiled_step is None else self.compiled_step
+        try:
+            for i, (X, y) in enumerate(loader):
+                batch_loss, correct = step(X, y)
+                total_loss = batch_loss if total_loss is None else total_loss + batch_loss
+                total_correct = correct if total_correct is None else total_correct + correct
+                seen += int(X.shape[0])
+                # Reading a value from the device waits for it: do it only now and then.
+                if bar is not None and (i % 10 == 9 or i == len(loader) - 1):
+                    elapsed = time.perf_counter() - start
+                    bar.set_postfix(
+                        loss=f"{float(total_loss) / seen:.4f}",
+                        acc=f"{float(total_correct) / seen:.4f}",
+                        img_s=f"{seen / max(elapsed, 1e-9):.0f}",
+                        refresh=False,
+                    )
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if self.compiled_step is not None:  # the optimizer's numbers back on the host
+                self.compiled_step.lower()
         if bar is not None:
             bar.close()
         if not seen:

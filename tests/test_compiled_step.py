@@ -1,0 +1,116 @@
+"""Trainer(compile=True): the training step as one compiled function (torch.compile on the
+torch backend, jax.jit on JAX) gives the eager step's results, in one graph; the other
+backends refuse it. One tiny network, so that compiling stays a few seconds of CI time."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+import pytest
+
+import portaconv
+from portaconv.backend import COMPILING_BACKENDS, to_numpy
+from portaconv.data import DataLoader
+from portaconv.layers import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from portaconv.models import Sequential, build_model
+from portaconv.optim import SGD, Adam, CosineAnnealingLR
+from portaconv.train import Trainer
+
+
+def _compiles(bk) -> bool:
+    return bk.name in COMPILING_BACKENDS
+
+
+def _tiny_trainer(compile: bool) -> Trainer:
+    portaconv.manual_seed(0)
+    model = Sequential(
+        BatchNorm2d(1),  # first: a bias just before a BatchNorm has no gradient to follow
+        Conv2d(1, 4, 3, padding=1),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(4 * 4 * 4, 3),
+    )
+    optimizer = Adam(model, 0.02)
+    scheduler = CosineAnnealingLR(optimizer, 3)  # a new learning rate every epoch
+    return Trainer(
+        model,
+        optimizer,
+        scheduler=scheduler,
+        progress=False,
+        log=lambda line: None,
+        compile=compile,
+    )
+
+
+def test_compiled_steps_give_the_eager_steps_results_in_one_graph(bk, rng, caplog):
+    # torch's compile-time trace log at DEBUG, captured by pytest, takes minutes to format
+    caplog.set_level(logging.INFO, logger="torch.__trace")
+    if not _compiles(bk):
+        pytest.skip(f"compile=True runs on {', '.join(COMPILING_BACKENDS)}; this is {bk.name}")
+    if bk.dtype_name == "float64":
+        pytest.skip("one dtype is enough to compare, and each compiles anew: float32 runs")
+    X = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 32)
+
+    def loader():
+        return DataLoader(X, y, batch_size=8, shuffle=True, seed=1)
+
+    eager = _tiny_trainer(compile=False)
+    eager.fit(loader(), epochs=3)
+    compiled = _tiny_trainer(compile=True)
+    with _compile_counters(bk) as counters:
+        compiled.fit(loader(), epochs=3)
+    if bk.name == "torch":
+        assert dict(counters["graph_break"]) == {}
+        # one graph for 11 compiled steps over 3 learning rates
+        assert counters["stats"]["unique_graphs"] == 1
+
+    for key, want in eager.model.state_dict().items():
+        got = to_numpy(compiled.model.state_dict()[key])
+        np.testing.assert_allclose(got, to_numpy(want), rtol=1e-4, atol=1e-5, err_msg=key)
+    want_state, got_state = eager.optimizer.state_dict(), compiled.optimizer.state_dict()
+    assert got_state["step"] == want_state["step"] == 12 and got_state["lr"] == want_state["lr"]
+    for name, buffers in want_state["state"].items():
+        assert got_state["state"][name]["step"] == buffers["step"] == 12
+        for key in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_allclose(
+                to_numpy(got_state["state"][name][key]),
+                to_numpy(buffers[key]),
+                rtol=1e-4,
+                atol=1e-6,
+                err_msg=f"{name} {key}",
+            )
+    for want, got in zip(eager.history, compiled.history, strict=True):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
+        assert got["train_accuracy"] == want["train_accuracy"]
+        assert got["lr"] == want["lr"]  # the host's learning rate, not a rounded copy
+
+
+@contextlib.contextmanager
+def _compile_counters(bk):
+    """torch's dynamo counters, cleared first (graph breaks, graphs compiled); None on JAX."""
+    if bk.name != "torch":
+        yield None
+        return
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    yield counters
+
+
+def test_compile_is_refused_where_the_backend_does_not_compile(bk):
+    model = build_model("two-layer", (2,), 3)
+    if _compiles(bk):
+        trainer = Trainer(model, SGD(model, 0.1), compile=True)
+        assert trainer.compiled_step is not None
+    else:
+        with pytest.raises(ValueError, match=r"compile=True .* torch and jax backends only"):
+            Trainer(model, SGD(model, 0.1), compile=True)
+    assert Trainer(model, SGD(model, 0.1)).compiled_step is None
+    with pytest.raises(TypeError, match="Trainer: compile must be True or False, got 1"):
+        Trainer(model, SGD(model, 0.1), compile=1)
+    with pytest.raises(ValueError, match="Trainer: compile=True .* communicator"):
+        Trainer(model, SGD(model, 0.1), compile=True, comm=object())
