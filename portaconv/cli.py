@@ -265,6 +265,12 @@ def _parser() -> argparse.ArgumentParser:
         help="under mpiexec: batch normalisation over the global batch of every rank "
         "(default: each rank's own share)",
     )
+    train.add_argument(
+        "--compile",
+        action="store_true",
+        help="run each training step as one compiled function: torch.compile on "
+        "--backend torch, jax.jit on jax (default: eager steps)",
+    )
     train.set_defaults(run=_train)
 
     evaluate = sub.add_parser(

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..backend import COMPILING_BACKENDS
 from ..checks import check_int
 from ..data import AUGMENTATIONS
 from ..models.zoo import MODELS
@@ -129,6 +130,7 @@ class TrainConfig:
     subset: int | None = None
     progress: bool = True
     sync_bn: bool = False
+    compile: bool = False
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` setting filled in and every setting checked: a
@@ -189,6 +191,11 @@ class TrainConfig:
             raise ValueError(
                 f"{WHO}: --patience watches the validation accuracy, and --val-fraction 0 "
                 "holds out no validation images"
+            )
+        if self.compile and self.backend is not None and self.backend not in COMPILING_BACKENDS:
+            raise ValueError(
+                f"{WHO}: --compile compiles the training step on the backends "
+                f"{' and '.join(COMPILING_BACKENDS)} only, got --backend {self.backend}"
             )
         if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
             raise ValueError(f"{WHO}: --out {self.out} is a file; the run needs a directory")

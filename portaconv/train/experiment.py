@@ -424,6 +424,7 @@ def train_model(
         log=log,
         patience=config.patience,
         comm=comm,
+        compile=config.compile,
     )
     # A last batch of one sample cannot be batch-normalised in training mode, nor one that
     # leaves a rank fewer than two: it is dropped then.
@@ -447,6 +448,7 @@ def train_model(
         f"{backend.name} on {backend.device} in {backend.dtype_name}"
         + ("" if ranks == 1 else f", {ranks} MPI ranks")
         + (", synchronised batch norm" if config.sync_bn and ranks > 1 else "")
+        + (", compiled steps" if config.compile else "")
         + ("" if out is None else f" -> {out}")
     )
     state = trainer.resume() if config.resume else None
@@ -530,6 +532,7 @@ def _train_and_test(
         "seed": config.seed,
         "world_size": 1 if comm is None else comm.size,
         "sync_bn": config.sync_bn,
+        "compile": config.compile,
         "folds": config.folds,
         "fold": meta["fold"],
         "train_images": len(data["train"][1]),
