@@ -60,6 +60,7 @@ from ._random import (
 from ._threads import blas_thread_control, num_threads, run_threaded, set_num_threads
 from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
 
+from ._update import update, updates_in_place
 __all__ = [
     "BACKENDS",
     "DTYPES",
@@ -115,6 +116,8 @@ __all__ = [
     "window_index",
     "window_max",
     "window_max_grad",
+    "update",
+    "updates_in_place",
     "window_scatter",
     "windows",
     "workspace_bytes",
