@@ -52,6 +52,7 @@ from ._ops import (
 from ._random import (
     bernoulli_mask,
     get_rng_state,
+    check_rng_state,
     host_rng,
     manual_seed,
     set_rng_state,
@@ -59,6 +60,7 @@ from ._random import (
 )
 from ._threads import blas_thread_control, num_threads, run_threaded, set_num_threads
 from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
+from ._update import update, updates_in_place
 
 from ._update import update, updates_in_place
 __all__ = [

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ..backend import get_rng_state, set_rng_state, to_numpy
+from ..backend import check_rng_state, get_rng_state, set_rng_state, to_numpy
 from ..checks import check_int
 from ..layers import CrossEntropyLoss
 from . import plots
@@ -441,9 +441,9 @@ def check_training_state(state: Any) -> None:
     if not all(isinstance(record, dict) for record in state["history"]):
         raise ValueError("the checkpoint's history holds entries that are not records")
     try:
-        np.random.default_rng().bit_generator.state = state["rng"]
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"the checkpoint's random state rng is not usable ({exc!r})") from None
+        check_rng_state(state["rng"])
+    except ValueError as exc:
+        raise ValueError(f"the checkpoint's random state rng is not usable ({exc})") from None
 
 
 def _is_int(value: Any) -> bool:
