@@ -31,6 +31,7 @@ from ._ops import (
     kernel_offsets,
     matmul,
     matmul_for_row2im,
+    on_host,
     pad_spatial,
     row2im,
     set_batch,
@@ -51,18 +52,17 @@ from ._ops import (
 )
 from ._random import (
     bernoulli_mask,
-    get_rng_state,
     check_rng_state,
+    get_rng_state,
     host_rng,
     manual_seed,
     set_rng_state,
     uniform,
 )
 from ._threads import blas_thread_control, num_threads, run_threaded, set_num_threads
+from ._update import update, updates_in_place
 from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
-from ._update import update, updates_in_place
 
-from ._update import update, updates_in_place
 __all__ = [
     "BACKENDS",
     "DTYPES",
@@ -79,6 +79,7 @@ __all__ = [
     "bernoulli_mask",
     "blas_thread_control",
     "channels_first_matrix",
+    "check_rng_state",
     "col2im",
     "conv_engine",
     "conv_out_size",
@@ -97,6 +98,7 @@ __all__ = [
     "matmul",
     "matmul_for_row2im",
     "num_threads",
+    "on_host",
     "pad_spatial",
     "row2im",
     "row_gather_applies",
@@ -114,12 +116,12 @@ __all__ = [
     "to_channels_last",
     "to_numpy",
     "uniform",
+    "update",
+    "updates_in_place",
     "use_backend",
     "window_index",
     "window_max",
     "window_max_grad",
-    "update",
-    "updates_in_place",
     "window_scatter",
     "windows",
     "workspace_bytes",

@@ -152,6 +152,12 @@ def is_gpu_array(x: Any) -> bool:
     return is_torch_array(x) and x.device.type != "cpu"
 
 
+def on_host(x: Any) -> bool:
+    """Whether reading ``x``'s values back costs no wait on a device: NumPy arrays, and
+    array-api-strict's (NumPy arrays underneath, whatever device they name)."""
+    return is_numpy_array(x) or type(x).__module__.startswith("array_api_strict")
+
+
 def workspace_bytes(x: Any) -> int:
     """The im2row workspace budget for arrays like ``x`` (see :data:`WORKSPACE_BYTES`)."""
     if is_numpy_array(x):

@@ -360,7 +360,8 @@ class Trainer:
             kept = f"{self.out_dir / CHECKPOINT} keeps epoch {self.epoch}, the last finite one"
         raise TrainingDivergedError(
             f"training diverged in epoch {record['epoch']}: {', '.join(bad)} at learning rate "
-            f"{record['lr']:.3g}; {kept}. Try a smaller learning rate"
+            f"{record['lr']:.3g}; {kept}. Try a smaller learning rate, and check that the "
+            "labels lie in [0, classes) (off NumPy, a label out of range makes the loss NaN)"
         )
 
     def _save_epoch(self, record: dict[str, Any], improved: bool) -> None:
