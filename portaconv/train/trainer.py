@@ -348,7 +348,7 @@ class Trainer:
             for name in ("train_loss", "val_loss")
             if name in record and not math.isfinite(record[name])
         ]
-        for name, value in self.model.parameters().items():
+        for name, value in self.model.state_dict().items():  # BatchNorm's statistics too
             xp = array_namespace(value)
             if not bool(xp.all(xp.isfinite(value))):
                 bad.append(f"weights {name} not finite")
