@@ -48,7 +48,9 @@ class Layer:
     def parameters(self) -> dict[str, Any]:
         """The layer's parameters by name (the arrays themselves, not copies).
 
-        Optimizers update these arrays in place, so a parameter keeps its identity."""
+        Optimizers update these arrays in place where the library allows it (a parameter
+        keeps its identity), and replace them through :meth:`set_parameter` where it does
+        not (JAX)."""
         return {p: getattr(self, p) for p in self.param_names}
 
     def gradients(self) -> dict[str, Any]:
