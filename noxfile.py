@@ -4,9 +4,11 @@ by name (``nox -s tests-cupy``, ``nox -s tests-torch_cuda``) on a machine with a
 Each tests session runs the same suite with ``PORTACONV_BACKEND`` (and
 ``PORTACONV_DEVICE``) set, exactly as a user would select the backend.
 
-The CPU backend sessions (numpy, array_api_strict, torch) share one environment,
-``.nox/shared-cpu``: they need the same packages, and torch alone is about 1 GB installed,
-which each session used to install again. ``tests-oldest`` has its own (other versions).
+The CPU backend sessions (numpy, array_api_strict, torch, jax, and array_api_strict on its
+second device, which checks that every array portaconv creates names its device) share one
+environment, ``.nox/shared-cpu`` with the ``test`` and ``jax`` extras: they need the same
+packages, and torch alone is about 1 GB installed, which each session used to install
+again. ``tests-oldest`` has its own (other versions).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ nox.options.sessions = [
     "tests-numpy",
     "tests-array_api_strict",
     "tests-torch",
+    "tests-jax",
+    "tests-array_api_strict-device1",
     "tests-oldest",
 ]
 nox.options.default_venv_backend = "venv"
@@ -54,7 +58,7 @@ def _shared_python(session: nox.Session) -> str:
     python = os.path.abspath(os.path.join(SHARED_VENV, bin_dir, "python"))
     if not os.path.exists(python):
         session.run(sys.executable, "-m", "venv", SHARED_VENV, external=True)
-    session.run(python, "-m", "pip", "install", "-q", ".[test]", external=True)
+    session.run(python, "-m", "pip", "install", "-q", ".[test,jax]", external=True)
     return python
 
 
@@ -83,6 +87,10 @@ tests_array_api_strict = nox.session(name="tests-array_api_strict", venv_backend
     _cpu_session("array_api_strict")
 )
 tests_torch = nox.session(name="tests-torch", venv_backend="none")(_cpu_session("torch", "cpu"))
+tests_jax = nox.session(name="tests-jax", venv_backend="none")(_cpu_session("jax", "cpu"))
+tests_array_api_strict_device1 = nox.session(
+    name="tests-array_api_strict-device1", venv_backend="none"
+)(_cpu_session("array_api_strict", "device1"))
 
 
 def oldest_allowed() -> list[str]:

@@ -30,6 +30,7 @@ _ALL = [
     ("numpy", "numpy", None),
     ("array_api_strict", "array_api_strict", None),
     ("torch", "torch", "cpu"),
+    ("jax", "jax", "cpu"),
     ("cupy", "cupy", None),
     ("torch_cuda", "torch", "cuda"),
 ]

@@ -145,7 +145,7 @@ def test_a_diverging_run_stops_with_status_3(bk, in_tmp, capsys):
     last = err.strip().splitlines()[-1]
     found = re.fullmatch(
         r"portaconv train: stopped: training diverged in epoch (\d): .*nan.* at learning rate "
-        r"\S+; (.*)\. Try a smaller learning rate",
+        r"\S+; (.*)\. Try a smaller learning rate, and check that the labels .*",
         last,
     )
     assert found, last

@@ -13,7 +13,9 @@ table (tests/layer_specs.py), tested in test_layers.py and test_errors.py.
 
 from __future__ import annotations
 
+import json
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -23,7 +25,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import portaconv
-from portaconv.backend import host_rng, to_numpy
+from portaconv.backend import get_rng_state, set_rng_state, to_numpy
+from portaconv.layers import Linear
 from portaconv.layers.dropout import Dropout, Dropout1d, Dropout2d
 from portaconv.layers.normalization import BatchNorm1d, BatchNorm2d
 
@@ -356,20 +359,20 @@ def test_dropout_identity_without_drawing(bk, rng, cls, shape, mask_shape):
         (cls(0), {}),
         (cls(0.0), {"train": True}),
     ]:
-        state = host_rng().bit_generator.state
+        state = get_rng_state()
         Z = layer.forward(x, **kwargs)
         np.testing.assert_array_equal(snapshot(Z), snapshot(x))
         np.testing.assert_array_equal(snapshot(layer.backward(dLdZ)), snapshot(dLdZ))
         assert layer.mask is None
-        assert host_rng().bit_generator.state == state, "identity must not draw"
+        assert get_rng_state() == state, "identity must not draw"
 
 
 @pytest.mark.parametrize("cls, shape, mask_shape", DROPOUT_CASES)
 def test_dropout_p1_gives_zeros(bk, rng, cls, shape, mask_shape):
     layer = cls(1.0)
-    state = host_rng().bit_generator.state
+    state = get_rng_state()
     Z = layer.forward(on(bk, _draw(rng, shape, bk.dtype_name)))
-    assert host_rng().bit_generator.state == state, "p=1 needs no draw"
+    assert get_rng_state() == state, "p=1 needs no draw"
     assert_close(Z, np.zeros(shape), bk, "Z")
     assert_close(layer.backward(on(bk, _draw(rng, shape, bk.dtype_name))), np.zeros(shape), bk)
     assert_close(layer.mask, np.zeros(mask_shape), bk, "mask")
@@ -377,14 +380,17 @@ def test_dropout_p1_gives_zeros(bk, rng, cls, shape, mask_shape):
 
 @pytest.mark.parametrize("cls, shape, mask_shape", DROPOUT_CASES)
 def test_dropout_masks_follow_manual_seed(bk, rng, cls, shape, mask_shape):
-    """The documented draw: host_rng().random(mask_shape) < 1 - p after manual_seed, so the
-    same seed gives the same mask on every backend; successive forwards draw anew."""
+    """manual_seed fixes the masks (each drawn by the backend's own generator on the array's
+    device); successive forwards draw anew; building layers (host draws) between the seed and
+    the forward changes nothing. On NumPy, the documented draw."""
     p = 0.4
     x = on(bk, _draw(rng, shape, bk.dtype_name))
     layer = cls(p)
     masks = {}
     for seed in (7, 7, 8):
         portaconv.manual_seed(seed)
+        if len(masks.get(7, ())) == 1:
+            Linear(30, 20)  # initial values come from the host stream, not the masks'
         layer.forward(x)
         first = to_numpy(layer.mask)
         layer.forward(x)
@@ -394,8 +400,32 @@ def test_dropout_masks_follow_manual_seed(bk, rng, cls, shape, mask_shape):
     np.testing.assert_array_equal(a2, b2)
     assert not np.array_equal(a1, a2), "each forward draws a new mask"
     assert not np.array_equal(a1, masks[8][0][0]), "another seed, another mask"
-    documented = np.random.default_rng(7).random(mask_shape) < 1 - p
-    np.testing.assert_array_equal(a1, documented.astype(a1.dtype))
+    if bk.name == "numpy":
+        stream = np.random.SeedSequence([7, zlib.crc32(b"numpy")])
+        documented = np.random.default_rng(stream).random(mask_shape) < 1 - p
+        np.testing.assert_array_equal(a1, documented.astype(a1.dtype))
+
+
+@pytest.mark.parametrize("cls, shape, mask_shape", DROPOUT_CASES)
+def test_dropout_masks_repeat_from_a_saved_random_state(bk, rng, cls, shape, mask_shape):
+    """get_rng_state / set_rng_state (what checkpoints keep) repeat the masks exactly, also
+    through JSON and in a process whose streams started from another seed."""
+    x = on(bk, _draw(rng, shape, bk.dtype_name))
+    layer = cls(0.5)
+    portaconv.manual_seed(3)
+    layer.forward(x)  # the stream exists and has drawn before the state is taken
+    state = json.loads(json.dumps(get_rng_state()))
+    expected = []
+    for _ in range(2):
+        layer.forward(x)
+        expected.append(snapshot(layer.mask))
+    for seed in (3, 99):  # the same process, and one seeded otherwise
+        portaconv.manual_seed(seed)
+        layer.forward(x)
+        set_rng_state(state)
+        for i, want in enumerate(expected):
+            layer.forward(x)
+            np.testing.assert_array_equal(to_numpy(layer.mask), want, err_msg=f"draw {i}")
 
 
 def test_dropout_train_eval_switch(bk, rng):

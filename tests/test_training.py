@@ -514,7 +514,7 @@ def test_kill_between_checkpoint_and_best_is_repaired_on_resume(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PORTACONV_BACKEND": "numpy"},
+        env={**os.environ, "PORTACONV_BACKEND": "numpy", "PORTACONV_DEVICE": ""},
     )
     assert done.returncode == 9, done.stderr  # 0: no second improvement, nothing tested
     state = load_checkpoint(tmp_path / "checkpoint.npz")
@@ -836,7 +836,7 @@ def test_cli_info_as_a_console_command():
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PORTACONV_BACKEND": "numpy"},
+        env={**os.environ, "PORTACONV_BACKEND": "numpy", "PORTACONV_DEVICE": ""},
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -32,6 +32,7 @@ from ._ops import (
     kernel_offsets,
     matmul,
     matmul_for_row2im,
+    on_host,
     pad_spatial,
     row2im,
     set_batch,
@@ -52,6 +53,7 @@ from ._ops import (
 )
 from ._random import (
     bernoulli_mask,
+    check_rng_state,
     get_rng_state,
     host_rng,
     manual_seed,
@@ -65,6 +67,7 @@ from ._threads import (
     set_num_threads,
     share_cores,
 )
+from ._update import update, updates_in_place
 from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
 
 __all__ = [
@@ -85,6 +88,7 @@ __all__ = [
     "blas_thread_control",
     "channels_first_matrix",
     "check_compiles",
+    "check_rng_state",
     "col2im",
     "compile_step",
     "conv_engine",
@@ -104,6 +108,7 @@ __all__ = [
     "matmul",
     "matmul_for_row2im",
     "num_threads",
+    "on_host",
     "pad_spatial",
     "row2im",
     "row_gather_applies",
@@ -123,6 +128,8 @@ __all__ = [
     "to_channels_last",
     "to_numpy",
     "uniform",
+    "update",
+    "updates_in_place",
     "use_backend",
     "window_index",
     "window_max",

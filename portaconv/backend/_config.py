@@ -3,7 +3,13 @@
 The choice is read once from the environment (``PORTACONV_BACKEND``, ``PORTACONV_DEVICE``,
 ``PORTACONV_DTYPE``) the first time it is needed, and can be replaced from code with
 :func:`set_backend` or, for a block, :func:`use_backend`. Nothing here imports an optional
-library at ``import portaconv`` time: CuPy and PyTorch are imported when they are chosen.
+library at ``import portaconv`` time: CuPy, PyTorch and JAX are imported when they are chosen.
+
+JAX computes in 32 bits unless ``jax_enable_x64`` is set, and then turns a float64 array
+silently into float32. portaconv's dtype rule (a parameter has the dtype of the array the
+user supplied; float64 when the backend is chosen with ``dtype="float64"``) needs float64 to
+stay float64, so choosing the ``jax`` backend switches ``jax_enable_x64`` on for the process.
+The float32 path is not affected: portaconv names the dtype of every array it creates.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
+BACKENDS = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 DTYPES = ("float32", "float64")
 
 _EXTRA = {
     "cupy": "pip install 'portaconv[cupy]' (CuPy built for your CUDA version, e.g. cupy-cuda12x)",
     "torch": "pip install 'portaconv[torch]'",
+    "jax": "pip install 'portaconv[jax]' (or a JAX build for your GPU or TPU, e.g. 'jax[cuda12]')",
     "array_api_strict": "pip install 'portaconv[strict]'",
     "numpy": "pip install numpy",
 }
@@ -114,6 +121,8 @@ def _resolve_device(name: str, device: Any) -> tuple[Any, Any]:
                 f"{torch.cuda.device_count()} GPU(s) visible"
             )
         return xp, dev
+    if name == "jax":
+        return _resolve_jax_device(device)
     # cupy
     cupy = _import(name, "cupy")
     xp = _import(name, "array_api_compat.cupy")
@@ -132,6 +141,36 @@ def _resolve_device(name: str, device: Any) -> tuple[Any, Any]:
     if not 0 <= index < count:
         raise ValueError(f"cupy device {index} does not exist: {count} GPU(s) visible")
     return xp, cupy.cuda.Device(index)
+
+
+def _resolve_jax_device(device: Any) -> tuple[Any, Any]:
+    """JAX with 64-bit types on (see the module docstring) and one of its devices: None is
+    JAX's default device; a string is a platform with an optional index (``"cpu"``,
+    ``"gpu:1"``, ``"cuda"``, ``"tpu"``); a ``jax.Device`` is taken as it is."""
+    jax = _import("jax", "jax")
+    xp = _import("jax", "jax.numpy")
+    jax.config.update("jax_enable_x64", True)
+    if device is None:
+        return xp, jax.devices()[0]
+    if not isinstance(device, str):
+        return xp, device
+    platform, _, index = device.partition(":")
+    if not index.isdigit() and index:
+        raise ValueError(f"jax device {device!r} is not 'platform' or 'platform:index'")
+    platform = {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError as exc:  # no such platform in this JAX build, or no device of it
+        raise BackendUnavailableError(
+            f"portaconv backend 'jax' on device {device!r}: JAX has no {platform!r} device "
+            f"here ({exc}); use PORTACONV_DEVICE=cpu or install a JAX build for it"
+        ) from exc
+    number = int(index or 0)
+    if number >= len(devices):
+        raise ValueError(
+            f"jax device {device!r} does not exist: {len(devices)} {platform} device(s)"
+        )
+    return xp, devices[number]
 
 
 def make_backend(name: str, device: Any = None, dtype: str = "float32") -> Backend:

@@ -83,6 +83,8 @@ def to_numpy(x: Any) -> Any:
         return x.detach().cpu().numpy()
     if array_api_compat.is_cupy_array(x):
         return x.get()
+    if array_api_compat.is_jax_array(x):
+        return np.asarray(x)  # from any device (DLPack export works on the CPU only)
     if hasattr(x, "__dlpack__"):
         return np.from_dlpack(x)
     return np.asarray(x)
@@ -142,10 +144,18 @@ KEEP_BYTES = {"numpy": 12 * 2**20}
 
 
 def is_gpu_array(x: Any) -> bool:
-    """Whether ``x`` lives on a GPU (CuPy, or a torch tensor on a non-CPU device)."""
+    """Whether ``x`` lives on a GPU (CuPy, or a torch or JAX array on a non-CPU device)."""
     if is_cupy_array(x):
         return True
+    if array_api_compat.is_jax_array(x):
+        return device(x).platform != "cpu"
     return is_torch_array(x) and x.device.type != "cpu"
+
+
+def on_host(x: Any) -> bool:
+    """Whether reading ``x``'s values back costs no wait on a device: NumPy arrays, and
+    array-api-strict's (NumPy arrays underneath, whatever device they name)."""
+    return is_numpy_array(x) or type(x).__module__.startswith("array_api_strict")
 
 
 def workspace_bytes(x: Any) -> int:

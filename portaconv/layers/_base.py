@@ -48,12 +48,31 @@ class Layer:
     def parameters(self) -> dict[str, Any]:
         """The layer's parameters by name (the arrays themselves, not copies).
 
-        Optimizers update these arrays in place, so a parameter keeps its identity."""
+        Optimizers update these arrays in place where the library allows it (a parameter
+        keeps its identity), and replace them through :meth:`set_parameter` where it does
+        not (JAX)."""
         return {p: getattr(self, p) for p in self.param_names}
 
     def gradients(self) -> dict[str, Any]:
         """The gradients of the last ``backward``, keyed like :meth:`parameters`."""
         return {p: getattr(self, "dLd" + p) for p in self.param_names}
+
+    def set_parameter(self, name: str, value: Any) -> None:
+        """Replace the parameter ``name`` by ``value`` (its shape and dtype): how an optimizer
+        hands back an updated parameter that could not change in place (a JAX array)."""
+        if name not in self.param_names:
+            raise ValueError(
+                f"{self.name}: set_parameter: no parameter {name!r}; the layer has "
+                f"{list(self.param_names)}"
+            )
+        current = getattr(self, name)
+        if tuple(value.shape) != tuple(current.shape) or value.dtype != current.dtype:
+            raise ValueError(
+                f"{self.name}: set_parameter({name!r}): expected shape "
+                f"{shape_str(current.shape)} and dtype {current.dtype}, got "
+                f"{shape_str(value.shape)} and {value.dtype}"
+            )
+        setattr(self, name, value)
 
     def zero_grad(self) -> None:
         for p in self.param_names:

@@ -4,10 +4,11 @@ and scale what is kept by 1 / (1 - p), so the expected output equals the input:
     Z = x * mask / (1 - p)          mask ~ Bernoulli(1 - p), drawn anew by every forward
 
 ``mask`` (the layer attribute) is the unscaled keep-mask: 1 where kept, 0 where dropped, in
-the input's namespace, device and dtype. It is drawn on the host from
-``portaconv.backend.host_rng()`` as ``random(shape) < 1 - p``, so ``portaconv.manual_seed``
-makes it reproducible, and the same seed gives the same mask on every backend. Evaluation
-mode and p = 0 are the identity and draw nothing; p = 1 gives zeros and draws nothing.
+the input's namespace, device and dtype. It is drawn as ``random(shape) < 1 - p`` on the
+input's device by its library's own generator (``portaconv.backend.bernoulli_mask``: nothing
+waits for the host), so ``portaconv.manual_seed`` makes it reproducible on each backend and
+checkpoints keep the generators' state. Evaluation mode and p = 0 are the identity and draw
+nothing; p = 1 gives zeros and draws nothing.
 """
 
 from __future__ import annotations

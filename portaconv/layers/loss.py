@@ -7,7 +7,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
-from ..backend import astype
+from ..backend import astype, on_host
 from ..checks import shape_str
 from ._base import Layer
 
@@ -64,6 +64,10 @@ class CrossEntropyLoss(_Loss):
     PyTorch. A class whose target is 0 adds nothing, even where its logit is -inf (PyTorch's
     convention, so the loss stays finite). Float targets and logits of different float
     dtypes compute in the promoted dtype; ``backward()`` returns ``dLdA`` in A's dtype.
+
+    A label outside [0, C) is a ValueError on NumPy and array-api-strict; on the other
+    libraries checking it would wait for the device, so it makes the loss (and the
+    gradient of its row) NaN instead, which the Trainer reports.
     """
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
@@ -125,13 +129,18 @@ class CrossEntropyLoss(_Loss):
                     f"CrossEntropyLoss: integer labels Y must have shape ({N},), "
                     f"got {shape_str(Y.shape)}"
                 )
-            if N and (int(xp.min(Y)) < 0 or int(xp.max(Y)) >= C):
+            # Reading the labels' range waits for the device: only host arrays are checked
+            # here. Elsewhere a label outside [0, C) matches no class, its one-hot row sums
+            # to 0, and 0 / 0 makes the loss and its gradient NaN, on the device.
+            host = on_host(Y)
+            if host and N and (int(xp.min(Y)) < 0 or int(xp.max(Y)) >= C):
                 raise ValueError(
                     f"CrossEntropyLoss: labels must lie in [0, {C}), got values from "
                     f"{int(xp.min(Y))} to {int(xp.max(Y))}"
                 )
             classes = xp.arange(C, dtype=Y.dtype, device=device(Y))
-            return xp.astype(xp.reshape(Y, (N, 1)) == classes, A.dtype)
+            one_hot = xp.astype(xp.reshape(Y, (N, 1)) == classes, A.dtype)
+            return one_hot if host else one_hot / xp.sum(one_hot, axis=1, keepdims=True)
         self._array_arg(Y, "Y", "(N, C)", 2)
         if tuple(Y.shape) != (N, C):
             raise ValueError(

@@ -107,6 +107,19 @@ class Model:
             with _layer_errors(self.name, prefix):
                 layer.load_state_dict(part)
 
+    def set_parameter(self, name: str, value: Any) -> None:
+        """Replace the parameter ``name`` (``"layers.0.W"``) by ``value``: how an optimizer
+        hands back an updated parameter that could not change in place (a JAX array)."""
+        for prefix, layer in self.named_layers():
+            key = name[len(prefix) + 1 :]
+            if name.startswith(prefix + ".") and key in getattr(layer, "parameters", dict)():
+                layer.set_parameter(key, value)
+                return
+        raise ValueError(
+            f"{self.name}: set_parameter: no parameter {name!r}; the model has "
+            f"{list(self.parameters())}"
+        )
+
     def zero_grad(self) -> None:
         """Set every gradient to zeros."""
         for _, layer in self.named_layers():

@@ -1,9 +1,12 @@
-"""Optimizers that update a model's parameters in place, with PyTorch's exact update rules.
+"""Optimizers that update a model's parameters, with PyTorch's exact update rules.
 
 A model is anything with ``parameters()`` and ``gradients()`` returning dicts keyed by the
 same names (a :class:`~portaconv.layers.Layer`, or a container whose keys look like
 ``"layers.0.W"``). The arrays are looked up by name on every :meth:`Optimizer.step`, so a
-parameter replaced between steps (``load_state_dict``) is the one updated. Optimizer state
+parameter replaced between steps (``load_state_dict``) is the one updated. Every update goes
+through :func:`portaconv.backend.update`: in place where the library allows it (NumPy,
+PyTorch, CuPy, array-api-strict), and otherwise (JAX's immutable arrays) a new array that
+replaces the parameter through ``model.set_parameter(name, value)``. Optimizer state
 (momentum buffers, Adam moments) is keyed by parameter name and created lazily with
 ``zeros_like`` on the parameter's own namespace, device and dtype; hyper-parameters are
 Python floats, so float32 parameters stay float32.
@@ -11,13 +14,14 @@ Python floats, so float32 parameters stay float32.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import array_api_compat
 from array_api_compat import array_namespace, device
 
-from ..backend import to_numpy
+from ..backend import to_numpy, update, updates_in_place
 from ..checks import check_int, check_real, check_state_dict, shape_str
 
 
@@ -44,8 +48,16 @@ class Optimizer:
                     f"(a portaconv Layer or model), got {type(model).__name__}"
                 )
         self.model = model
-        if not self._parameters():
+        params = self._parameters()
+        if not params:
             raise ValueError(f"{self.name}: the model has no parameters to optimize")
+        immutable = [name for name, p in params.items() if not updates_in_place(p)]
+        if immutable and not callable(getattr(model, "set_parameter", None)):
+            raise TypeError(
+                f"{self.name}: the parameter {immutable[0]!r} cannot change in place (an "
+                f"immutable array, as JAX's), so the model must have a set_parameter(name, "
+                f"value) method to take the updated one; {type(model).__name__} has none"
+            )
         self.lr = lr
         #: Per-parameter state: ``{param_name: {buffer_name: array, "step": int}}``.
         self.state: dict[str, dict[str, Any]] = {}
@@ -72,14 +84,17 @@ class Optimizer:
     # ---------------------------------------------------------------------------- stepping
 
     def step(self) -> None:
-        """Update every parameter in place from its current gradient.
+        """Update every parameter from its current gradient (in place where the library
+        allows it, else through ``model.set_parameter``).
 
         All gradients are checked first (present, same shape, library and dtype as the
         parameter), so a bad one leaves every parameter untouched.
         """
         pairs = self._parameters_and_gradients()
         for param_name, (p, g) in pairs.items():
-            self._update(p, g, self.state.setdefault(param_name, {}))
+            immutable = not updates_in_place(p)
+            rebind = functools.partial(self.model.set_parameter, param_name) if immutable else None
+            self._update(p, g, self.state.setdefault(param_name, {}), rebind)
         self.step_count += 1
 
     def zero_grad(self) -> None:
@@ -91,7 +106,11 @@ class Optimizer:
             )
         self.model.zero_grad()
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, g: Any, state: dict[str, Any], rebind: Callable[[Any], None] | None
+    ) -> None:
+        """Update ``p`` with ``update(p, op, value, rebind)``; ``rebind`` puts a new array
+        (where ``p`` is immutable) in the model."""
         raise NotImplementedError
 
     def _parameters(self) -> Mapping[str, Any]:
@@ -278,7 +297,9 @@ class SGD(Optimizer):
         self.weight_decay = weight_decay
         self.nesterov = nesterov
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, g: Any, state: dict[str, Any], rebind: Callable[[Any], None] | None
+    ) -> None:
         xp = array_namespace(p)
         if self.weight_decay != 0:
             g = g + self.weight_decay * p
@@ -286,12 +307,13 @@ class SGD(Optimizer):
             buf = state.get("momentum_buffer")
             if buf is None:
                 # A copy: the buffer is updated in place and must not alias the gradient.
-                buf = state["momentum_buffer"] = xp.asarray(g, copy=True)
+                buf = xp.asarray(g, copy=True)
             else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * g
+                buf = update(buf, "multiply", self.momentum)
+                buf = update(buf, "add", (1 - self.dampening) * g)
+            state["momentum_buffer"] = buf
             g = g + self.momentum * buf if self.nesterov else buf
-        p -= self.lr * g
+        update(p, "subtract", self.lr * g, rebind)
 
 
 class Adam(Optimizer):
@@ -340,7 +362,9 @@ class Adam(Optimizer):
         self.weight_decay = weight_decay
         self.amsgrad = amsgrad
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, g: Any, state: dict[str, Any], rebind: Callable[[Any], None] | None
+    ) -> None:
         xp = array_namespace(p)
         beta1, beta2 = self.betas
         if not state:
@@ -351,13 +375,14 @@ class Adam(Optimizer):
         step = state["step"]
         if self.weight_decay != 0:
             if self._decoupled_weight_decay:
-                p *= 1 - self.lr * self.weight_decay
+                p = update(p, "multiply", 1 - self.lr * self.weight_decay, rebind)
             else:
                 g = g + self.weight_decay * p
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg += (1 - beta1) * (g - exp_avg)  # torch's lerp towards g
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * (g * g)
+        exp_avg = update(exp_avg, "add", (1 - beta1) * (g - exp_avg))  # torch's lerp towards g
+        exp_avg_sq = update(exp_avg_sq, "multiply", beta2)
+        exp_avg_sq = update(exp_avg_sq, "add", (1 - beta2) * (g * g))
+        state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
         if self.amsgrad:
             previous = state.get("max_exp_avg_sq")
             if previous is None:
@@ -368,7 +393,7 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         denom = xp.sqrt(second_moment) / bias_correction2_sqrt + self.eps
-        p -= step_size * (exp_avg / denom)
+        update(p, "subtract", step_size * (exp_avg / denom), rebind)
 
 
 class AdamW(Adam):

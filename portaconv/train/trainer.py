@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ..backend import get_rng_state, set_rng_state, to_numpy
+from ..backend import check_rng_state, get_rng_state, set_rng_state, to_numpy
 from ..checks import check_int
 from ..distributed import on_root
 from ..layers import CrossEntropyLoss
@@ -409,7 +409,7 @@ class Trainer:
             for name in ("train_loss", "val_loss")
             if name in record and not math.isfinite(record[name])
         ]
-        for name, value in self.model.parameters().items():
+        for name, value in self.model.state_dict().items():  # BatchNorm's statistics too
             xp = array_namespace(value)
             if not bool(xp.all(xp.isfinite(value))):
                 bad.append(f"weights {name} not finite")
@@ -421,7 +421,8 @@ class Trainer:
             kept = f"{self.out_dir / CHECKPOINT} keeps epoch {self.epoch}, the last finite one"
         raise TrainingDivergedError(
             f"training diverged in epoch {record['epoch']}: {', '.join(bad)} at learning rate "
-            f"{record['lr']:.3g}; {kept}. Try a smaller learning rate"
+            f"{record['lr']:.3g}; {kept}. Try a smaller learning rate, and check that the "
+            "labels lie in [0, classes) (off NumPy, a label out of range makes the loss NaN)"
         )
 
     def _save_epoch(self, record: dict[str, Any], improved: bool) -> None:
@@ -502,9 +503,9 @@ def check_training_state(state: Any) -> None:
     if not all(isinstance(record, dict) for record in state["history"]):
         raise ValueError("the checkpoint's history holds entries that are not records")
     try:
-        np.random.default_rng().bit_generator.state = state["rng"]
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"the checkpoint's random state rng is not usable ({exc!r})") from None
+        check_rng_state(state["rng"])
+    except ValueError as exc:
+        raise ValueError(f"the checkpoint's random state rng is not usable ({exc})") from None
 
 
 def _is_int(value: Any) -> bool:
