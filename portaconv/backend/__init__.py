@@ -3,7 +3,16 @@
 This is the only place in portaconv that knows which array library is in use.
 """
 
-from ._compile import COMPILING_BACKENDS, check_compiles, compile_step, scalar_array
+from ._compile import (
+    COMPILING_BACKENDS,
+    check_compiles,
+    compile_step,
+    compiled_random,
+    scalar_array,
+    set_step_random_state,
+    step_random_state,
+    tracing_for,
+)
 from ._config import (
     BACKENDS,
     DTYPES,
@@ -91,6 +100,7 @@ __all__ = [
     "check_rng_state",
     "col2im",
     "compile_step",
+    "compiled_random",
     "conv_engine",
     "conv_out_size",
     "erf",
@@ -118,15 +128,18 @@ __all__ = [
     "set_batch",
     "set_num_threads",
     "set_rng_state",
+    "set_step_random_state",
     "share_cores",
     "slice_add",
     "slice_set",
     "split_evenly",
+    "step_random_state",
     "supplied_dtype",
     "swap_leading_axes",
     "to_backend",
     "to_channels_last",
     "to_numpy",
+    "tracing_for",
     "uniform",
     "update",
     "updates_in_place",

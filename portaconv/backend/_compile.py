@@ -8,10 +8,14 @@ come (:func:`check_compiles` says so).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from array_api_compat import array_namespace, device, is_jax_array, is_torch_array
+
+from . import _random
 
 #: The backends whose training step can be compiled.
 COMPILING_BACKENDS = ("torch", "jax")
@@ -42,14 +46,18 @@ def compile_step(step: Callable[..., Any], like: Any) -> Callable[..., Any]:
     torch: ``torch.compile(fullgraph=True)``, so anything that would split the step into
     several graphs (a value read to the host, an untraceable call) is an error naming the
     line, not a silent slowdown; ``dynamic=False``: one graph per batch shape (the last,
-    smaller batch of an epoch gets its own). JAX: ``jax.jit`` with the first argument (the
-    state the step replaces) donated, so the update reuses its memory.
+    smaller batch of an epoch gets its own). Its compiler is ``PORTACONV_TORCH_COMPILER``
+    (default ``inductor``, which builds C++ or GPU kernels: fast steps, but minutes of
+    compiling on a small CPU when its cache is cold; ``aot_eager`` traces the same graph and
+    runs it with eager kernels, compiled in seconds). JAX: ``jax.jit`` with the first
+    argument (the state the step replaces) donated, so the update reuses its memory.
     """
     check_compiles("compile_step", like)
     if _compiler(like) == "torch":
         import torch
 
-        return torch.compile(step, fullgraph=True, dynamic=False)
+        compiler = os.environ.get("PORTACONV_TORCH_COMPILER", "").strip() or "inductor"
+        return torch.compile(step, fullgraph=True, dynamic=False, backend=compiler)
     import jax
 
     return jax.jit(step, donate_argnums=0)
@@ -60,3 +68,60 @@ def scalar_array(value: float, like: Any) -> Any:
     compiled step takes as an input, so that a new value compiles nothing again. Made with
     ``full``, a fill on the device: no copy from the host to wait for."""
     return array_namespace(like).full((), value, dtype=like.dtype, device=device(like))
+
+
+def step_random_state(like: Any) -> Any:
+    """The random state a compiled step takes in and hands back for arrays like ``like``:
+    on JAX the key of the device's stream (Dropout's masks; a jitted step cannot change it
+    in place); None elsewhere (torch: see :func:`compiled_random`)."""
+    if is_jax_array(like):
+        return _random._streams.for_array(like).key
+    return None
+
+
+def set_step_random_state(like: Any, state: Any) -> None:
+    """Put back what :func:`step_random_state` gave (the key a jitted step returned)."""
+    if state is not None:
+        _random._streams.for_array(like).key = state
+
+
+@contextlib.contextmanager
+def compiled_random(like: Any) -> Iterator[None]:
+    """Around a compiled torch step: its device's default generator takes the state of
+    portaconv's stream for that device, and gives the advanced state back afterwards.
+
+    ``torch.compile`` cannot trace a draw from a ``torch.Generator`` object, so compiled
+    masks come from the default generator (the compiled kernels draw their own numbers from
+    seeds it gives: other masks than eager steps draw, from the same seed). Swapping the
+    states keeps ``portaconv.manual_seed`` and checkpoints in charge of them, and leaves the
+    default generator as it was. Host-side states only: nothing waits for the device."""
+    if not is_torch_array(like):
+        yield
+        return
+    import torch
+
+    stream = _random._streams.for_array(like).generator
+    dev = like.device
+    default = torch.default_generator
+    if dev.type == "cuda":
+        default = torch.cuda.default_generators[dev.index or 0]
+    saved = default.get_state()
+    default.set_state(stream.get_state())
+    try:
+        yield
+    finally:
+        stream.set_state(default.get_state())
+        default.set_state(saved)
+
+
+@contextlib.contextmanager
+def tracing_for(like: Any) -> Iterator[None]:
+    """While a step is traced for arrays like ``like`` (concrete ones): JAX's traced arrays
+    have no device, and Dropout's draws inside the trace take the key of ``like``'s
+    device, the one :func:`step_random_state` hands in."""
+    saved = _random._traced_device[0]
+    _random._traced_device[0] = device(like) if is_jax_array(like) else None
+    try:
+        yield
+    finally:
+        _random._traced_device[0] = saved

@@ -148,7 +148,8 @@ def is_gpu_array(x: Any) -> bool:
     if is_cupy_array(x):
         return True
     if array_api_compat.is_jax_array(x):
-        return device(x).platform != "cpu"
+        dev = device(x)  # None for an array being traced by jax.jit: placed by its inputs
+        return dev is not None and dev.platform != "cpu"
     return is_torch_array(x) and x.device.type != "cpu"
 
 

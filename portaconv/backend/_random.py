@@ -76,7 +76,10 @@ class _TorchStream:
     def keep_mask(self, shape: tuple[int, ...], keep_prob: float, like: Any) -> Any:
         import torch
 
-        draw = torch.rand(shape, generator=self.generator, dtype=like.dtype, device=like.device)
+        if torch.compiler.is_compiling():  # no Generator in a graph: see compiled_random
+            draw = torch.rand(shape, dtype=like.dtype, device=like.device)
+        else:
+            draw = torch.rand(shape, generator=self.generator, dtype=like.dtype, device=like.device)
         return (draw < keep_prob).to(like.dtype)
 
     def state(self) -> dict[str, Any]:
@@ -164,6 +167,9 @@ class _CupyStream:
             raise TypeError(f"a cupy stream's draws is a count, got {draws!r:.40}")
 
 
+#: The device of the arrays a jax.jit trace stands for (set by backend.tracing_for).
+_traced_device: list[Any] = [None]
+
 _KINDS = {cls.kind: cls for cls in (_HostStream, _TorchStream, _JaxStream, _CupyStream)}
 
 
@@ -172,7 +178,8 @@ def _stream_of(x: Any) -> tuple[str, type]:
     if is_torch_array(x):
         return f"torch:{x.device}", _TorchStream
     if is_jax_array(x):
-        return f"jax:{device(x)}", _JaxStream
+        dev = device(x)  # None while jax.jit traces a step: the device it compiles for
+        return f"jax:{_traced_device[0] if dev is None else dev}", _JaxStream
     if is_cupy_array(x):
         return f"cupy:{x.device.id}", _CupyStream
     if is_numpy_array(x):

@@ -8,7 +8,8 @@ split/merge and Equinox's filter_jit do::
     step(state, X, y) -> (new state, (batch loss sum, correct count))
 
     state = parameters, buffers (BatchNorm's running statistics), the optimizer's buffers,
-            its learning rate and step counters, [gradients: out only]
+            its learning rate and step counters, JAX's random key (Dropout's masks),
+            [gradients: out only]
 
 ``step`` loads ``state`` into the attributes, runs the eager step (forward, loss, backward,
 optimizer update: the very code the eager trainer runs) and reads the attributes back. The
@@ -32,7 +33,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..backend import check_compiles, compile_step, scalar_array
+from ..backend import (
+    check_compiles,
+    compile_step,
+    compiled_random,
+    scalar_array,
+    set_step_random_state,
+    step_random_state,
+    tracing_for,
+)
 
 Slot = tuple[str, Any, str]  # (dotted name, owner object, attribute)
 
@@ -69,8 +78,7 @@ class CompiledStep:
         self._slots: dict[str, list[Slot]] = {"param": [], "grad": [], "buffer": []}
         for kind, slot in _slots(model):
             self._slots[kind].append(slot)
-        self._like = params[0]
-        self._compiled = compile_step(self._pure_step, self._like)
+        self._compiled = compile_step(self._pure_step, params[0])
         self._warm = False  # whether the first, eager step has run
 
     def __call__(self, X: Any, y: Any) -> tuple[Any, Any]:
@@ -78,9 +86,20 @@ class CompiledStep:
             self._warm = True
             return self.step(X, y)
         self.lift()
-        state, out = self._compiled(self._state(grads=False), X, y)
-        self._load(state)
+        like = self._like()
+        state = self._state(grads=False)
+        try:
+            with compiled_random(like), tracing_for(like):
+                new_state, out = self._compiled(state, X, y)
+        except BaseException:
+            self._load(state)  # a failed trace leaves its traced arrays in the attributes
+            raise
+        self._load(new_state)
         return out
+
+    def _like(self) -> Any:
+        """A parameter: where the step's arrays live (looked up anew: JAX's are replaced)."""
+        return next(iter(self.model.parameters().values()))
 
     def _pure_step(self, state: dict[str, Any], X: Any, y: Any) -> tuple[dict[str, Any], Any]:
         """What the compiler traces: the eager step between loading and reading the state."""
@@ -99,6 +118,7 @@ class CompiledStep:
         opt = self.optimizer
         state["optimizer"] = {name: dict(buffers) for name, buffers in opt.state.items()}
         state["lr"], state["step_count"] = opt._lr, opt.step_count
+        state["random"] = step_random_state(self._like())
         return state
 
     def _load(self, state: dict[str, Any]) -> None:
@@ -111,13 +131,14 @@ class CompiledStep:
         for name, buffers in state["optimizer"].items():
             opt.state[name].update(buffers)
         opt._lr, opt.step_count = state["lr"], state["step_count"]
+        set_step_random_state(self._like(), state["random"])
 
     # ------------------------------------------------------ host numbers as device scalars
 
     def lift(self) -> None:
         """The optimizer's learning rate and counters as 0-d arrays (see the module's notes);
         those already lifted stay as they are."""
-        opt, like = self.optimizer, self._like
+        opt, like = self.optimizer, self._like()
         if isinstance(opt._lr, float):
             self._host_lr = opt._lr
             opt._lr = scalar_array(opt._lr, like)
