@@ -110,3 +110,25 @@ def test_train_bench_quick_run_writes_complete_json(tmp_path):
         assert len(r["ratios"]) == report["rounds"] and all(x > 0 for x in r["ratios"])
         assert r["min_ratio"] <= r["median_ratio"] <= r["max_ratio"]
         assert all(math.isfinite(v) for v in r["last_loss"].values())
+
+
+def test_compiled_step_quick_run_writes_complete_json(tmp_path):
+    """benchmarks/compiled_step.py --quick: the backend under test (compiled on torch and
+    JAX, with aot_eager on torch: seconds, not inductor's minutes; numpy for the others)
+    against plain PyTorch, a time per round each and a compile time where it compiles."""
+    backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
+    side = backend if backend in ("jax", "torch") else "numpy"
+    report_path = tmp_path / "compiled.json"
+    script = RUN.parent / "compiled_step.py"
+    command = [sys.executable, str(script), "--quick", "--model", "mlp", "--batch-size", "8"]
+    command += ["--sides", side, "--torch-compiler", "aot_eager", "--json", str(report_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert [r["side"] for r in report["results"]] == ["pytorch", side]
+    for r in report["results"]:
+        assert len(r["step_seconds"]) == report["rounds"] and all(t > 0 for t in r["step_seconds"])
+        assert r["min_ratio"] <= r["median_ratio_to_pytorch"] <= r["max_ratio"]
+        assert r["compiled"] == (r["side"] in ("jax", "torch"))
+        assert (r["compile_seconds"] is not None) == r["compiled"]
+        assert r["compile_seconds"] is None or r["compile_seconds"] > 0
