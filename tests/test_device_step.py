@@ -192,7 +192,8 @@ def _jax_reads_fail():
         yield
 
 
-def test_a_training_step_reads_nothing_from_the_device(bk):
+@pytest.mark.parametrize("name, kwargs", [OPTIMIZERS[2], OPTIMIZERS[4]], ids=["SGD", "Adam"])
+def test_a_training_step_reads_nothing_from_the_device(bk, name, kwargs):
     guards = {"torch": _torch_reads_fail, "jax": _jax_reads_fail}
     if bk.name not in guards:
         pytest.skip(
@@ -201,7 +202,7 @@ def test_a_training_step_reads_nothing_from_the_device(bk):
         )
     portaconv.manual_seed(0)
     model, criterion = _tiny_net(), L.CrossEntropyLoss()
-    optimizer = optim.SGD(model, lr=0.05, momentum=0.9)
+    optimizer = getattr(optim, name)(model, **kwargs)
     X, y = _batch(bk)
     _step(model, criterion, optimizer, X, y)  # the first step creates the optimizer's state
     before = {k: snapshot(v) for k, v in model.parameters().items()}
