@@ -1,6 +1,6 @@
 """Time portaconv against PyTorch, side by side, in one process on one device.
 
-    python benchmarks/run.py [--backend numpy|torch|cupy|array_api_strict] [--device DEV]
+    python benchmarks/run.py [--backend numpy|torch|cupy|jax|array_api_strict] [--device DEV]
                              [--repeats 5] [--threads T] [--quick] [--json FILE] [--cases REGEX]
 
 Every case is the forward and backward pass of one layer (or one LeNet-5 training step) on
@@ -19,8 +19,8 @@ FLOP counts (multiply and add counted as 2), with d spatial axes and L_out outpu
     pooling            memory-bound: no FLOP rate is reported
 
 The machine's SGEMM rate is measured in the same run with the portaconv backend's own library
-(NumPy for numpy and array_api_strict, CuPy for cupy, torch for torch): once at the start
-(the header), and again within every case that has a FLOP count, the matrix product taking
+(NumPy for numpy and array_api_strict, CuPy for cupy, torch for torch, JAX for jax): once at
+the start (the header), and again within every case that has a FLOP count, the matrix product taking
 turns with portaconv and torch; each case's rate is given as a percentage of its own.
 
 Needs PyTorch (it is the reference): ``pip install 'portaconv[torch]'``.
@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-BACKEND_NAMES = ("numpy", "torch", "cupy", "array_api_strict")
+BACKEND_NAMES = ("numpy", "torch", "cupy", "jax", "array_api_strict")
 MIB = 2**20
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 QUIET_IDLE_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -134,12 +134,17 @@ class Context:
     def on_gpu(self) -> bool:
         return self.torch_device.type == "cuda"
 
-    def sync(self) -> None:
-        """Wait until every queued GPU kernel (torch's and CuPy's) has finished."""
+    def sync(self, result: Any = None) -> None:
+        """Wait until every queued GPU kernel (torch's and CuPy's) has finished, and until
+        ``result`` is computed on JAX (which dispatches asynchronously, CPU included)."""
         if self.torch_device.type == "cuda":
             torch.cuda.synchronize(self.torch_device)
         if self.backend.name == "cupy":
             self.backend.device.synchronize()
+        if self.backend.name == "jax" and result is not None:
+            import jax
+
+            jax.block_until_ready(result)
 
     # data: drawn once in NumPy float32, then copied to each side
     def randn(self, *shape: int) -> np.ndarray:
@@ -258,8 +263,8 @@ def _timed(step: Callable[[], Any], ctx: Context) -> float:
     GPU work falls inside the interval it belongs to and nothing else does."""
     ctx.sync()
     start = time.perf_counter()
-    step()
-    ctx.sync()
+    result = step()
+    ctx.sync(result)
     return time.perf_counter() - start
 
 
@@ -316,6 +321,9 @@ def sgemm_step(ctx: Context, quick: bool) -> tuple[Callable[[], Any], int, str]:
         with ctx.backend.device:
             a, b = cupy.asarray(host[0]), cupy.asarray(host[1])
         library, matmul = "cupy", cupy.matmul
+    elif name == "jax":
+        a, b = (ctx.backend.xp.asarray(h, device=ctx.backend.device) for h in host)
+        library, matmul = "jax", ctx.backend.xp.matmul
     else:  # numpy, and array_api_strict, whose arrays are NumPy arrays inside
         a, b = host[0], host[1]
         library, matmul = "numpy", np.matmul

@@ -1,7 +1,8 @@
 """portaconv: convolutional networks with explicit forward and backward passes, written once
-against the Python array API standard so they run on NumPy, CuPy, PyTorch and array-api-strict.
+against the Python array API standard so they run on NumPy, CuPy, PyTorch, JAX and
+array-api-strict.
 
-The backend is chosen with ``PORTACONV_BACKEND`` (``numpy``, ``cupy``, ``torch``,
+The backend is chosen with ``PORTACONV_BACKEND`` (``numpy``, ``cupy``, ``torch``, ``jax``,
 ``array_api_strict``), ``PORTACONV_DEVICE`` and ``PORTACONV_DTYPE``, or from code with
 :func:`set_backend` / :func:`use_backend`.
 """

@@ -133,6 +133,7 @@ LIBRARY = {  # a backend's library, as the messages name it
     "numpy": "NumPy",
     "torch": "PyTorch",
     "cupy": "CuPy",
+    "jax": "JAX",
     "array_api_strict": "array-api-strict",
 }
 

@@ -303,6 +303,7 @@ PLACES = {
     "torch": ("torch", "cpu"),
     "strict": ("array_api_strict", None),
     "cupy": ("cupy", None),
+    "jax": ("jax", "cpu"),
 }
 LIBRARY_PAIRS = [  # (layer built under, input from)
     ("torch", "numpy"),
@@ -313,6 +314,8 @@ LIBRARY_PAIRS = [  # (layer built under, input from)
     ("strict", "torch"),
     ("cupy", "numpy"),
     ("numpy", "cupy"),
+    ("jax", "torch"),
+    ("numpy", "jax"),
 ]
 PAIR_IDS = [f"{a}-from-{b}" for a, b in LIBRARY_PAIRS]
 

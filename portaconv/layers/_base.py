@@ -290,7 +290,7 @@ def _copy(x: Any) -> Any:
 
 def _namespace_library(xp: Any) -> str:
     name = xp.__name__
-    for key, label in (("torch", "PyTorch"), ("cupy", "CuPy"), ("numpy", "NumPy")):
+    for key, label in (("torch", "PyTorch"), ("cupy", "CuPy"), ("jax", "JAX"), ("numpy", "NumPy")):
         if key in name:
             return label
     return "array-api-strict" if "array_api_strict" in name else name
@@ -301,8 +301,8 @@ def _a(word: str) -> str:
 
 
 def _library(x: Any) -> str:
-    for name in ("numpy", "torch", "cupy"):
+    for name in ("numpy", "torch", "cupy", "jax"):
         if getattr(array_api_compat, f"is_{name}_array")(x):
-            return {"numpy": "NumPy", "torch": "PyTorch", "cupy": "CuPy"}[name]
+            return {"numpy": "NumPy", "torch": "PyTorch", "cupy": "CuPy", "jax": "JAX"}[name]
     module = type(x).__module__.split(".")[0]
     return "array-api-strict" if module == "array_api_strict" else module
