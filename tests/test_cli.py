@@ -10,6 +10,7 @@ as each nox session sets it); divergence, whose detection reads arrays, runs on 
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import re
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from portaconv.backend import get_backend
+from portaconv.backend import COMPILING_BACKENDS, get_backend
 from portaconv.cli import main
 from portaconv.train import experiment, load_checkpoint, save_checkpoint
 
@@ -67,6 +68,7 @@ def in_tmp(tmp_path, monkeypatch):
         (["--warmup-epochs", "3", "--epochs", "3"], "--warmup-epochs 3 must be smaller than"),
         (["--patience", "0"], "--patience must be a positive integer, got 0"),
         (["--patience", "2", "--val-fraction", "0"], "--patience watches the validation"),
+        (["--compile", "--backend", "numpy"], "--compile compiles the training step on the"),
     ],
 )
 def test_bad_settings_are_one_line_and_leave_no_run_directory(in_tmp, capsys, argv, expected):
@@ -94,6 +96,20 @@ def test_subset_just_large_enough_trains(in_tmp, capsys):
     assert main(["train", "--subset", "20", "--val-fraction", "0.5", "--epochs", "1",
                  "--out", "run", "--no-progress"]) == 0  # fmt: skip
     capsys.readouterr()
+
+
+def test_compile_trains_where_the_backend_compiles(in_tmp, capsys, monkeypatch):
+    """--compile on the backend under test: a run of compiled steps (aot_eager on torch, see
+    test_compiled_step), or the one-line refusal naming the backends that compile."""
+    monkeypatch.setenv("PORTACONV_TORCH_COMPILER", "aot_eager")
+    argv = ["train", "--subset", "20", "--val-fraction", "0.5", "--epochs", "1",
+            "--batch-size", "4", "--compile", "--out", "run", "--no-progress"]  # fmt: skip
+    if get_backend().name not in COMPILING_BACKENDS:
+        fails(capsys, argv, "compile=True compiles the training step on the torch and jax")
+        return
+    assert main(argv) == 0
+    assert "compiled steps" in capsys.readouterr().err
+    assert json.loads((in_tmp / "run" / "summary.json").read_text())["compile"] is True
 
 
 def test_unknown_device_is_one_line(in_tmp, capsys):
