@@ -124,3 +124,27 @@ def test_compile_is_refused_where_the_backend_does_not_compile(bk):
         Trainer(model, SGD(model, 0.1), compile=1)
     with pytest.raises(ValueError, match="Trainer: compile=True .* communicator"):
         Trainer(model, SGD(model, 0.1), compile=True, comm=object())
+
+
+def test_a_resumed_compiled_run_gives_the_uninterrupted_weights(bk, rng, tmp_path, monkeypatch):
+    """A compiled run resumed from its checkpoint (optimizer counters back as Python numbers,
+    Dropout's stream state saved) ends with the uninterrupted run's weights, bit for bit."""
+    if not _compiles(bk) or bk.dtype_name == "float64":
+        pytest.skip("compile=True runs on torch and jax; float32 only (see above)")
+    monkeypatch.setenv("PORTACONV_TORCH_COMPILER", "aot_eager")
+    X = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+
+    def fit(out_dir, epochs, resume=False):
+        trainer = _tiny_trainer(compile=True)
+        trainer.out_dir = out_dir
+        trainer.fit(DataLoader(X, y, batch_size=8, shuffle=True, seed=1), epochs=epochs,
+                    resume=resume)  # fmt: skip
+        return trainer
+
+    whole = fit(tmp_path / "whole", 2)
+    fit(tmp_path / "cut", 1)
+    resumed = fit(tmp_path / "cut", 2, resume=True)
+    for key, want in whole.model.state_dict().items():
+        got = to_numpy(resumed.model.state_dict()[key])
+        np.testing.assert_array_equal(got, to_numpy(want), err_msg=key)

@@ -24,8 +24,9 @@ which the trainer calls at the end of each epoch, before anything reads or saves
 optimizer's learning rate (a scheduler changes it between epochs), its step count and its
 per-parameter counters (Adam's ``step``).
 
-The first step of a run is eager: it creates the optimizer's state (momentum buffers, Adam's
-moments), so that every compiled step finds the same arrays and only updates them.
+The first step of a run (the optimizer's first) is eager: it creates the optimizer's state
+(momentum buffers, Adam's moments), so that every compiled step finds the same arrays and
+only updates them. A resumed run compiles from its first step, as the run it continues did.
 """
 
 from __future__ import annotations
@@ -79,12 +80,10 @@ class CompiledStep:
         for kind, slot in _slots(model):
             self._slots[kind].append(slot)
         self._compiled = compile_step(self._pure_step, params[0])
-        self._warm = False  # whether the first, eager step has run
 
     def __call__(self, X: Any, y: Any) -> tuple[Any, Any]:
-        if not self._warm:
-            self._warm = True
-            return self.step(X, y)
+        if isinstance(self.optimizer.step_count, int) and self.optimizer.step_count == 0:
+            return self.step(X, y)  # eager: creates the optimizer's state
         self.lift()
         like = self._like()
         state = self._state(grads=False)
