@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import portaconv.backend._native as ops_native
 import portaconv.backend._ops as ops
 import portaconv.backend._threads as threads
 import portaconv.backend.conv.rowgather as rowconv
@@ -35,12 +36,13 @@ from portaconv.backend import (
     row2im,
     set_batch,
     slice_add,
+    strided_native,
     to_channels_last,
     use_backend,
     window_max,
     window_max_grad,
 )
-from portaconv.backend.conv import Im2RowConv
+from portaconv.backend.conv import Im2RowConv, StridedConv
 
 from .helpers import assert_close, on, rounded, snapshot, torch_reference
 
@@ -158,12 +160,18 @@ def _conv_case(nd, cin, cout, size, k, stride, padding, n):
     ],
 )
 @pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, False), (2, True)])
+@pytest.mark.parametrize("native", [True, False], ids=["native", "portable"])
 def test_conv_matches_torch_whole_batch_and_in_chunks(
-    monkeypatch, bk, nd, cin, cout, size, k, stride, padding, n, per_chunk, keep
+    monkeypatch, bk, nd, cin, cout, size, k, stride, padding, n, per_chunk, keep, native
 ):
     """Forward and all gradients as PyTorch, with the batch in one chunk, or one or two
     samples per chunk, forward's matrices kept for backward (NumPy only) or gathered again
-    (the last chunk is then smaller than the reused scratch blocks)."""
+    (the last chunk is then smaller than the reused scratch blocks). On a library with
+    native bodies (torch: the strided engine) also with them turned off (the portable
+    im2row engine)."""
+    if not native and not strided_native(bk.xp.zeros(1)):
+        pytest.skip(f"{bk.name} has no native bodies: the portable case is the 'native' one")
+    monkeypatch.setattr(ops_native, "_enabled", native)
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row; the row gather: below
     out = (size + 2 * padding - k) // stride + 1
     itemsize = 4 if bk.dtype_name == "float32" else 8
@@ -189,7 +197,8 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
     chunks = 1 if per_chunk is None else -(-n // max(1, per_chunk // workers))
     assert len(layer._engine._chunks) == min(n, -(-chunks // workers) * workers)
     kept = (keep and bk.name == "numpy") or per_chunk is None
-    assert (layer._engine._rows is not None) is kept
+    kept_name = "_cols" if isinstance(layer._engine, StridedConv) else "_rows"
+    assert (getattr(layer._engine, kept_name) is not None) is kept
 
     def torch_fn(A, W, b):
         return conv(A, W, b, stride=stride, padding=padding)

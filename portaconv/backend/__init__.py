@@ -13,6 +13,7 @@ from ._config import (
     set_backend,
     use_backend,
 )
+from ._native import native_paths, strided_native
 from ._ops import (
     KEEP_BYTES,
     WORKSPACE_BYTES,
@@ -58,7 +59,14 @@ from ._random import (
     uniform,
 )
 from ._threads import blas_thread_control, num_threads, run_threaded, set_num_threads
-from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
+from .conv import (
+    MIN_CHANNELS,
+    Im2RowConv,
+    RowGatherConv2d,
+    StridedConv,
+    conv_engine,
+    row_gather_applies,
+)
 
 __all__ = [
     "BACKENDS",
@@ -71,6 +79,7 @@ __all__ = [
     "Im2RowConv",
     "RowGatherConv2d",
     "Scratch",
+    "StridedConv",
     "astype",
     "batch_chunks",
     "bernoulli_mask",
@@ -93,6 +102,7 @@ __all__ = [
     "manual_seed",
     "matmul",
     "matmul_for_row2im",
+    "native_paths",
     "num_threads",
     "pad_spatial",
     "row2im",
@@ -105,6 +115,7 @@ __all__ = [
     "slice_add",
     "slice_set",
     "split_evenly",
+    "strided_native",
     "supplied_dtype",
     "swap_leading_axes",
     "to_backend",
