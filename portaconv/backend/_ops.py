@@ -20,6 +20,7 @@ from array_api_compat import (
     device,
     is_cupy_array,
     is_cupy_namespace,
+    is_jax_array,
     is_numpy_array,
     is_torch_array,
     is_torch_namespace,
@@ -134,6 +135,27 @@ def slice_set(x: Any, index: tuple, values: Any) -> Any:
         x[index] = values
         return x
     return xpx.at(x, index).set(values)
+
+
+def scaled_add(y: Any, x: Any, alpha: float, scale: float = 1.0) -> Any:
+    """``scale * y + alpha * x`` (Python floats ``alpha``, ``scale``), written into ``y``
+    itself where the library allows; returns the result, to be assigned back (a new array
+    where arrays are immutable: JAX).
+
+    The optimizers' update. torch: ``y.mul_(scale).add_(x, alpha=alpha)``, two native
+    in-place operations and no temporary (``torch.optim``'s own form); other mutable
+    libraries: ``y *= scale; y += alpha * x``.
+    """
+    if is_torch_array(y):
+        if scale != 1:
+            y.mul_(scale)
+        return y.add_(x, alpha=alpha)
+    if is_jax_array(y):
+        return scale * y + alpha * x
+    if scale != 1:
+        y *= scale
+    y += alpha * x
+    return y
 
 
 # ------------------------------------------------------------------------ batch chunking
