@@ -137,6 +137,15 @@ def slice_set(x: Any, index: tuple, values: Any) -> Any:
     return xpx.at(x, index).set(values)
 
 
+def shared_zeros(like: Any) -> Any:
+    """Zeros with the shape, dtype and device of ``like``: a broadcast view of one zero (no
+    memory, no fill), read-only where the library refuses writes through such views (NumPy,
+    torch)."""
+    xp = array_namespace(like)
+    zero = xp.zeros((), dtype=like.dtype, device=device(like))
+    return xp.broadcast_to(zero, tuple(like.shape))
+
+
 def scaled_add(y: Any, x: Any, alpha: float, scale: float = 1.0) -> Any:
     """``scale * y + alpha * x`` (Python floats ``alpha``, ``scale``), written into ``y``
     itself where the library allows; returns the result, to be assigned back (a new array
