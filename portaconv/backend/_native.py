@@ -105,7 +105,8 @@ def take(table: Any, index: Any) -> Any:
 
 def index_table(like: Any, kind: str, *geometry: Any) -> Any:
     """An int64 index table (see :func:`_table_values`) on the device of ``like``, made once
-    per ``kind``, geometry and device, then reused (never modify it)."""
+    per ``kind``, geometry and device, then reused (never modify it). The last 64 are kept;
+    a col2im table holds one int64 per element of one channel of the im2col matrix."""
     return _cached_table(array_namespace(like), device(like), kind, geometry)
 
 
