@@ -110,3 +110,26 @@ def test_train_bench_quick_run_writes_complete_json(tmp_path):
         assert len(r["ratios"]) == report["rounds"] and all(x > 0 for x in r["ratios"])
         assert r["min_ratio"] <= r["median_ratio"] <= r["max_ratio"]
         assert all(math.isfinite(v) for v in r["last_loss"].values())
+
+
+def test_op_count_prints_and_writes_counts(tmp_path):
+    """benchmarks/op_count.py (torch backend, whatever the suite's): a row per network, and
+    in the JSON both sides' counts, their ratio and the counts by operation."""
+    report_path = tmp_path / "ops.json"
+    script = RUN.parent / "op_count.py"
+    command = [sys.executable, str(script), "--models", "lenet,mlp", "--batch-size", "8"]
+    done = subprocess.run(
+        [*command, "--top", "3", "--json", str(report_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"op_count.py failed:\n{done.stdout}\n{done.stderr}"
+    assert "most frequent" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert [r["model"] for r in report["results"]] == ["lenet", "mlp"]
+    for r in report["results"]:
+        assert r["portaconv_ops"] == sum(r["portaconv_by_op"].values()) > 0
+        assert r["torch_ops"] == sum(r["torch_by_op"].values()) > 0
+        assert math.isclose(r["ratio"], r["portaconv_ops"] / r["torch_ops"])
+        assert f"{r['model']:6s} | {r['portaconv_ops']:9d} | {r['torch_ops']:7d}" in done.stdout

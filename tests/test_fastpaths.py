@@ -31,16 +31,18 @@ from portaconv.backend import (
     channels_first_matrix,
     im2row,
     matmul,
+    native_paths,
     pad_spatial,
     row2im,
     set_batch,
     slice_add,
+    strided_native,
     to_channels_last,
     use_backend,
     window_max,
     window_max_grad,
 )
-from portaconv.backend.conv import Im2RowConv
+from portaconv.backend.conv import Im2RowConv, StridedConv
 
 from .helpers import assert_close, on, rounded, snapshot, torch_reference
 
@@ -163,7 +165,9 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
 ):
     """Forward and all gradients as PyTorch, with the batch in one chunk, or one or two
     samples per chunk, forward's matrices kept for backward (NumPy only) or gathered again
-    (the last chunk is then smaller than the reused scratch blocks)."""
+    (the last chunk is then smaller than the reused scratch blocks). On a library with
+    native bodies (torch: the strided engine) also with them turned off (the portable
+    im2row engine)."""
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row; the row gather: below
     out = (size + 2 * padding - k) // stride + 1
     itemsize = 4 if bk.dtype_name == "float32" else 8
@@ -176,31 +180,38 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
     b = rounded(rng.uniform(-0.5, 0.5, cout), bk.dtype_name)
     A = rounded(rng.standard_normal(a_shape), bk.dtype_name)
     W_in, b_in = W.astype(bk.dtype_name), b.astype(bk.dtype_name)  # parameters in bk's dtype
-    layer = layer_cls(
-        cin, cout, k, stride, padding, weight_init_fn=lambda *_: W_in, bias_init_fn=lambda *_: b_in
-    )
-    A_bk = on(bk, A)
-    before = snapshot(A_bk)
-    Z = layer.forward(A_bk)
-    # on NumPy each of the threads gets its share of the budget, and the chunk count is a
-    # multiple of the thread count (one more chunk each rather than an idle thread), at most
-    # one chunk per sample
-    workers = threads.num_threads() if bk.name == "numpy" else 1
-    chunks = 1 if per_chunk is None else -(-n // max(1, per_chunk // workers))
-    assert len(layer._engine._chunks) == min(n, -(-chunks // workers) * workers)
-    kept = (keep and bk.name == "numpy") or per_chunk is None
-    assert (layer._engine._rows is not None) is kept
+    inits = {"weight_init_fn": lambda *_: W_in, "bias_init_fn": lambda *_: b_in}
 
-    def torch_fn(A, W, b):
-        return conv(A, W, b, stride=stride, padding=padding)
+    def check() -> None:
+        layer = layer_cls(cin, cout, k, stride, padding, **inits)
+        A_bk = on(bk, A)
+        before = snapshot(A_bk)
+        Z = layer.forward(A_bk)
+        # on NumPy each of the threads gets its share of the budget, and the chunk count is a
+        # multiple of the thread count (one more chunk each rather than an idle thread), at most
+        # one chunk per sample
+        workers = threads.num_threads() if bk.name == "numpy" else 1
+        chunks = 1 if per_chunk is None else -(-n // max(1, per_chunk // workers))
+        assert len(layer._engine._chunks) == min(n, -(-chunks // workers) * workers)
+        kept = (keep and bk.name == "numpy") or per_chunk is None
+        kept_name = "_cols" if isinstance(layer._engine, StridedConv) else "_rows"
+        assert (getattr(layer._engine, kept_name) is not None) is kept
 
-    dLdZ = rounded(rng.standard_normal(tuple(Z.shape)), bk.dtype_name)
-    Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
-    assert_close(Z, Z_ref, bk, "Z")
-    assert_close(layer.backward(on(bk, dLdZ)), grads["A"], bk, "dLdA")
-    assert_close(layer.dLdW, grads["W"], bk, "dLdW")
-    assert_close(layer.dLdb, grads["b"], bk, "dLdb")
-    np.testing.assert_array_equal(snapshot(A_bk), before)  # the input is not modified
+        def torch_fn(A, W, b):
+            return conv(A, W, b, stride=stride, padding=padding)
+
+        dLdZ = rounded(rng.standard_normal(tuple(Z.shape)), bk.dtype_name)
+        Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
+        assert_close(Z, Z_ref, bk, "Z")
+        assert_close(layer.backward(on(bk, dLdZ)), grads["A"], bk, "dLdA")
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+        assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+        np.testing.assert_array_equal(snapshot(A_bk), before)  # the input is not modified
+
+    # torch: the strided engine, then the portable im2row engine; elsewhere the one engine
+    for native in [True, False] if strided_native(bk.xp.zeros(1)) else [True]:
+        with native_paths(native):
+            check()
 
 
 @pytest.mark.parametrize("cin", [2, 25])

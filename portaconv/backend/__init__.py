@@ -13,6 +13,7 @@ from ._config import (
     set_backend,
     use_backend,
 )
+from ._native import native_paths, strided_native
 from ._ops import (
     KEEP_BYTES,
     WORKSPACE_BYTES,
@@ -33,7 +34,9 @@ from ._ops import (
     matmul_for_row2im,
     pad_spatial,
     row2im,
+    scaled_add,
     set_batch,
+    shared_zeros,
     slice_add,
     slice_set,
     split_evenly,
@@ -64,7 +67,14 @@ from ._threads import (
     set_num_threads,
     share_cores,
 )
-from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
+from .conv import (
+    MIN_CHANNELS,
+    Im2RowConv,
+    RowGatherConv2d,
+    StridedConv,
+    conv_engine,
+    row_gather_applies,
+)
 
 __all__ = [
     "BACKENDS",
@@ -77,6 +87,7 @@ __all__ = [
     "Im2RowConv",
     "RowGatherConv2d",
     "Scratch",
+    "StridedConv",
     "astype",
     "batch_chunks",
     "bernoulli_mask",
@@ -99,19 +110,23 @@ __all__ = [
     "manual_seed",
     "matmul",
     "matmul_for_row2im",
+    "native_paths",
     "num_threads",
     "pad_spatial",
     "row2im",
     "row_gather_applies",
     "run_threaded",
+    "scaled_add",
     "set_backend",
     "set_batch",
     "set_num_threads",
     "set_rng_state",
     "share_cores",
+    "shared_zeros",
     "slice_add",
     "slice_set",
     "split_evenly",
+    "strided_native",
     "supplied_dtype",
     "swap_leading_axes",
     "to_backend",

@@ -17,7 +17,7 @@ from typing import Any
 import array_api_compat
 from array_api_compat import array_namespace, device
 
-from ..backend import to_numpy
+from ..backend import scaled_add, to_numpy
 from ..checks import check_int, check_real, check_state_dict, shape_str
 
 
@@ -288,10 +288,10 @@ class SGD(Optimizer):
                 # A copy: the buffer is updated in place and must not alias the gradient.
                 buf = state["momentum_buffer"] = xp.asarray(g, copy=True)
             else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * g
+                buf = scaled_add(buf, g, 1 - self.dampening, scale=self.momentum)
+                state["momentum_buffer"] = buf
             g = g + self.momentum * buf if self.nesterov else buf
-        p -= self.lr * g
+        scaled_add(p, g, -self.lr)
 
 
 class Adam(Optimizer):

@@ -14,6 +14,8 @@ Z (N, C_out, *out). The layer (``portaconv.layers.conv``) validates its input, a
 ``Im2RowConv``      portable: any library, 1-d and 2-d, any stride and padding
 ``RowGatherConv2d`` NumPy, 2-d, stride 1, K > 1, at least ``MIN_CHANNELS`` input
                     channels: K-fold row gather, K products a pass, threaded chunks
+``StridedConv``     libraries with strided views and a scatter-add (torch): im2col
+                    as one view and one copy, col2im as one scatter-add
 ==================  ================================================================
 """
 
@@ -24,12 +26,15 @@ from typing import Any
 from .._ops import keep_bytes, workspace_bytes
 from .im2row import Im2RowConv
 from .rowgather import MIN_CHANNELS, RowGatherConv2d, row_gather_applies
+from .strided import StridedConv, strided_applies
 
 
 def conv_engine(A: Any, nd: int, kernel_size: int, stride: int, padding: int) -> Any:
     """The engine that computes a convolution of ``A`` (N, C_in, *in) best."""
     if row_gather_applies(A, nd, kernel_size, stride, A.shape[1]):
         return RowGatherConv2d(padding, workspace_bytes(A), keep_bytes(A))
+    if strided_applies(A):
+        return StridedConv(nd, kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A))
     return Im2RowConv(nd, kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A))
 
 
@@ -37,6 +42,8 @@ __all__ = [
     "MIN_CHANNELS",
     "Im2RowConv",
     "RowGatherConv2d",
+    "StridedConv",
     "conv_engine",
     "row_gather_applies",
+    "strided_applies",
 ]
