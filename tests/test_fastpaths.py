@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 import portaconv.backend._ops as ops
 import portaconv.backend._threads as threads
+import portaconv.backend.conv.nchw as nchw
 import portaconv.backend.conv.rowgather as rowconv
 import portaconv.layers as L
 from portaconv.backend import (
@@ -42,7 +43,7 @@ from portaconv.backend import (
     window_max,
     window_max_grad,
 )
-from portaconv.backend.conv import Im2RowConv, StridedConv
+from portaconv.backend.conv import Im2RowConv, NCHWConv2d, StridedConv
 
 from .helpers import assert_close, on, rounded, snapshot, torch_reference
 
@@ -54,6 +55,12 @@ CHANNELS = [1, 2, 3, 4, 8, 24, 32]
 def _set_workspace(monkeypatch, budget: int) -> None:
     for kind in ops.WORKSPACE_BYTES:
         monkeypatch.setitem(ops.WORKSPACE_BYTES, kind, budget)
+
+
+def _without_nchw(monkeypatch) -> None:
+    """The NCHW engine off: 2-d convolutions take the im2row or the row-gather engine."""
+    monkeypatch.setattr(nchw, "MAX_CHANNELS", 0)
+    monkeypatch.setattr(nchw, "MIN_POSITIONS", 10**9)
 
 
 @pytest.fixture
@@ -169,6 +176,7 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
     native bodies (torch: the strided engine) also with them turned off (the portable
     im2row engine)."""
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row; the row gather: below
+    _without_nchw(monkeypatch)  # and the NCHW engine: below
     out = (size + 2 * padding - k) // stride + 1
     itemsize = 4 if bk.dtype_name == "float32" else 8
     if per_chunk is not None:
@@ -220,6 +228,7 @@ def test_numpy_conv_non_contiguous_input_in_chunks(monkeypatch, tiny_workspace, 
     """A strided, transposed NumPy view as input: same results as its contiguous copy's
     float64 PyTorch oracle, on both NumPy paths."""
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", min_channels)
+    _without_nchw(monkeypatch)
     rng = np.random.default_rng(cin)
     base = rng.standard_normal((9, 4, cin, 3)).astype(np.float32)
     A = np.transpose(base, (3, 2, 0, 1))[..., ::2, :]  # (3, cin, 5, 4), no unit stride
@@ -361,6 +370,7 @@ def test_im2row_threads_match_torch_every_time(
     same bits on every call however the chunks fall to the threads."""
     thread_count(workers)
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row even for stride 1
+    _without_nchw(monkeypatch)
     _set_workspace(monkeypatch, 2**8)  # many chunks
     rng = np.random.default_rng(workers * 10 + nd)
     shape = (13, 3, *(9,) * nd)
@@ -380,26 +390,162 @@ def test_im2row_threads_match_torch_every_time(
             {"A": A, "W": snapshot(layer.W), "b": snapshot(layer.b)},
             dLdZ,
         )
-        for got, expected, what in zip(runs[0], (Z_ref, grads["A"], grads["W"], grads["b"]),
-                                       ("Z", "dLdA", "dLdW", "dLdb")):
+        for got, expected, what in zip(
+            runs[0], (Z_ref, grads["A"], grads["W"], grads["b"]), ("Z", "dLdA", "dLdW", "dLdb")
+        ):
             assert_close(got, expected, bk, what)
     for run in runs[1:]:
         for a, b in zip(run, runs[0]):
             np.testing.assert_array_equal(a, b)
 
 
+# ------------------------------------------------------------ NCHW convolution (NumPy)
+
+NCHW_CASES = [  # cin, cout, (H, W), k, stride, padding, n
+    (1, 6, (13, 11), 5, 1, 2, 5),  # LeNet-5's first layer, odd and not square
+    (1, 4, (9, 9), 3, 2, 1, 1),  # batch 1, strided
+    (2, 3, (7, 10), 2, 3, 0, 4),  # stride past the kernel: input columns never read
+    (3, 5, (8, 8), 3, 1, 4, 3),  # padding past the kernel
+    (8, 6, (10, 10), 1, 1, 0, 4),  # 1x1: the input is the window matrix, no copy
+    (6, 4, (21, 20), 3, 2, 1, 3),  # many channels, strided
+    (5, 3, (11, 11), 1, 2, 1, 3),  # 1x1, strided and padded: gathered
+]
+
+
+@pytest.mark.parametrize("cin,cout,size,k,stride,padding,n", NCHW_CASES)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, True)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nchw_conv_matches_torch(
+    monkeypatch,
+    thread_count,
+    cin,
+    cout,
+    size,
+    k,
+    stride,
+    padding,
+    n,
+    workers,
+    per_chunk,
+    keep,
+    dtype,
+):
+    """The NCHW NumPy engine against float64 PyTorch: Z, dL/dA, dL/dW, dL/db, with the batch
+    in one chunk or in chunks of one or two samples dealt to 1-3 threads, forward's windows
+    kept for backward or gathered again; a second backward gives the same bits; dtype kept,
+    input untouched."""
+    thread_count(workers)
+    monkeypatch.setattr(nchw, "MAX_CHANNELS", 10**9)  # whatever the shape
+    itemsize = np.dtype(dtype).itemsize
+    out = [(m + 2 * padding - k) // stride + 1 for m in size]
+    if per_chunk is not None:  # the budget is split between the threads
+        _set_workspace(monkeypatch, per_chunk * itemsize * cin * k * k * out[0] * out[1] * workers)
+    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
+    rng = np.random.default_rng(cin * 100 + k * 10 + stride)
+    W = rng.uniform(-0.5, 0.5, (cout, cin, k, k)).astype(dtype)
+    b = rng.uniform(-0.5, 0.5, cout).astype(dtype)
+    A = rng.standard_normal((n, cin, *size)).astype(dtype)
+    with use_backend("numpy", None, dtype) as bk:
+        layer = L.Conv2d(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
+        before = snapshot(A)
+        Z = layer.forward(A)
+        assert isinstance(layer._engine, NCHWConv2d)
+        chunks = layer._engine._chunks
+        fewest = 1 if per_chunk is None else -(-n // per_chunk)
+        assert len(chunks) == min(n, -(-fewest // workers) * workers)
+        dLdZ = rng.standard_normal(Z.shape).astype(dtype)
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
+            {"A": A, "W": W, "b": b},
+            dLdZ,
+        )
+        assert_close(Z, Z_ref, bk, "Z")
+        first = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
+        for got, name in zip(first, "AWb"):
+            assert got.dtype == np.dtype(dtype)
+            assert_close(got, grads[name], bk, "dLd" + name)
+        second = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
+        for a, b_ in zip(first, second):
+            np.testing.assert_array_equal(a, b_)
+        np.testing.assert_array_equal(A, before)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(5, 1, 2), (1, 1, 0), (3, 2, 1)])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nchw_conv_non_contiguous_input_and_gradient(
+    monkeypatch, thread_count, k, stride, padding, workers
+):
+    """Strided, transposed NumPy views as input and as dL/dZ, in several chunks: PyTorch's
+    numbers; without dL/dA (the first layer in training) dL/dW and dL/db are the same."""
+    thread_count(workers)
+    monkeypatch.setattr(nchw, "MAX_CHANNELS", 10**9)
+    _set_workspace(monkeypatch, 2**10)
+    rng = np.random.default_rng(k * 10 + stride)
+    base = rng.standard_normal((18, 9, 2, 7)).astype(np.float32)
+    A = np.transpose(base, (3, 2, 0, 1))[..., ::2, :]  # (7, 2, 9, 9), no unit stride
+    assert not A.flags.c_contiguous
+    with use_backend("numpy", None, "float32") as bk:
+        layer = L.Conv2d(2, 5, k, stride, padding)
+        Z = layer.forward(A)
+        assert isinstance(layer._engine, NCHWConv2d) and len(layer._engine._chunks) > 1
+        dLdZ = rng.standard_normal(Z.shape[::-1]).astype(np.float32).transpose(3, 2, 1, 0)
+        assert not dLdZ.flags.c_contiguous
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
+            {"A": A, "W": snapshot(layer.W), "b": snapshot(layer.b)},
+            dLdZ,
+        )
+        assert_close(Z, Z_ref, bk, "Z")
+        assert_close(layer.backward(dLdZ), grads["A"], bk, "dLdA")
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+        layer.needs_input_grad = False
+        layer.forward(A)
+        assert layer.backward(dLdZ) is None
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW without dL/dA")
+        assert_close(layer.dLdb, grads["b"], bk, "dLdb without dL/dA")
+
+
+def test_nchw_conv_threads_give_the_same_numbers_every_time(monkeypatch, thread_count):
+    """Many chunks between two threads: repeated calls agree bit for bit."""
+    thread_count(2)
+    _set_workspace(monkeypatch, 2**13)
+    rng = np.random.default_rng(12)
+    A = rng.standard_normal((24, 1, 28, 28)).astype(np.float32)
+    with use_backend("numpy", None, "float32"):
+        layer = L.Conv2d(1, 6, 5, 1, 2)
+        runs = []
+        for _ in range(4):
+            Z = layer.forward(A)
+            dA = layer.backward(np.ones_like(Z))
+            runs.append((Z, dA, layer.dLdW, layer.dLdb))
+        assert isinstance(layer._engine, NCHWConv2d) and len(layer._engine._chunks) >= 6
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
-    "cin,k,stride,size,used",
-    [(4, 3, 1, 8, True), (3, 3, 1, 8, False), (8, 1, 1, 8, False), (8, 3, 2, 8, False)],
+    "cin,k,stride,size,engine",
+    [
+        (4, 3, 1, 8, rowconv.RowGatherConv2d),  # the fewest channels the row gather takes
+        (3, 3, 1, 8, NCHWConv2d),  # fewer: NCHW, whatever the size
+        (1, 1, 1, 3, NCHWConv2d),
+        (8, 1, 1, 10, NCHWConv2d),  # 1x1 with 100 output positions
+        (8, 1, 1, 9, Im2RowConv),  # 81: too few
+        (8, 3, 2, 21, NCHWConv2d),  # strided with 100 output positions
+        (8, 3, 2, 20, Im2RowConv),
+    ],
 )
-def test_row_conv_only_where_it_pays(cin, k, stride, size, used):
-    """Stride 1, K > 1, at least MIN_CHANNELS input channels, NumPy; else the im2row path."""
-    assert rowconv.MIN_CHANNELS == 4
+def test_each_numpy_engine_where_it_pays(cin, k, stride, size, engine):
+    """Row gather for stride 1, K > 1, at least MIN_CHANNELS input channels; NCHW for fewer
+    channels, or strided or 1x1 with at least MIN_POSITIONS outputs; else im2row."""
+    assert rowconv.MIN_CHANNELS == nchw.MAX_CHANNELS == 4 and nchw.MIN_POSITIONS == 100
     A = np.ones((2, cin, size, size), np.float32)
     with use_backend("numpy", None, "float32"):
         layer = L.Conv2d(cin, 2, k, stride)
         layer.forward(A)
-        assert isinstance(layer._engine, rowconv.RowGatherConv2d) is used
+        assert type(layer._engine) is engine
 
 
 # ------------------------------------------------------------------------------ threads
@@ -750,8 +896,16 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
             layer.running_M, layer.running_V = np.zeros(C, dtype), np.ones(C, dtype)
             Z = layer.forward(A)
             assert layer._engine is not None, "the fast path ran"
-            runs.append((Z, layer.backward(dLdZ), layer.dLdBW, layer.dLdBb, layer.running_M,
-                         layer.running_V))
+            runs.append(
+                (
+                    Z,
+                    layer.backward(dLdZ),
+                    layer.dLdBW,
+                    layer.dLdBb,
+                    layer.running_M,
+                    layer.running_V,
+                )
+            )
         running_M = torch.zeros(C, dtype=torch.float64)
         running_V = torch.ones(C, dtype=torch.float64)
 
@@ -759,8 +913,14 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
             return F.batch_norm(A, running_M, running_V, BW, Bb, training=True)
 
         Z_ref, grads = torch_reference(torch_fn, {"A": A, "BW": BW, "Bb": Bb}, dLdZ)
-        expected = (Z_ref, grads["A"], grads["BW"], grads["Bb"], running_M.numpy(),
-                    running_V.numpy())
+        expected = (
+            Z_ref,
+            grads["A"],
+            grads["BW"],
+            grads["Bb"],
+            running_M.numpy(),
+            running_V.numpy(),
+        )
         # float32: the inputs near 1000 carry 1e-4 of rounding into every statistic
         tol = 1e-10 if dtype == "float64" else 2e-3
         for got, want, what in zip(runs[0], expected, ("Z", "dLdA", "dLdBW", "dLdBb", "M", "V")):

@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._ops import Scratch
 from .._threads import num_threads
-from ._chunks import plan_chunks, run_chunks
+from ._chunks import PaddedScratch, plan_chunks, run_chunks
 
 #: Fewest input channels for which the row gather pays (``benchmarks/conv_paths.py``, the
 #: two paths interleaved, 2 threads, three runs): with 1 to 3 channels im2row was 1.1-1.5x
@@ -58,22 +57,6 @@ def row_gather_applies(A: Any, nd: int, kernel_size: int, stride: int, channels:
     )
 
 
-class _Buffers(Scratch):
-    """A thread's reusable blocks; ``padded`` ones are zeroed only when their shape changes
-    (the chunk loop rewrites the interior only)."""
-
-    def __init__(self, like: np.ndarray) -> None:
-        super().__init__(like)
-        self._zeroed: dict[str, tuple[int, ...]] = {}
-
-    def padded(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        block = self(name, shape)
-        if self._zeroed.get(name) != shape:
-            block[...] = 0
-            self._zeroed[name] = shape
-        return block
-
-
 class RowGatherConv2d:
     """Forward and backward of a stride-1 ``Conv2d`` on NumPy arrays (any float dtype).
 
@@ -88,7 +71,7 @@ class RowGatherConv2d:
         self._A: np.ndarray | None = None
         self._kept: dict[int, np.ndarray] = {}
 
-    def _gather(self, buf: _Buffers, A: np.ndarray, block: str) -> np.ndarray:
+    def _gather(self, buf: PaddedScratch, A: np.ndarray, block: str) -> np.ndarray:
         """R (Hp, n, Wo, K C) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``."""
         n, C, H, Wd = A.shape
         K, p = self._K, self.padding
@@ -106,7 +89,7 @@ class RowGatherConv2d:
 
     def _run(self, one_chunk: Any) -> list[Any]:
         """``one_chunk(buffers, index, chunk)`` for every chunk, between the threads."""
-        return run_chunks(self._chunks, one_chunk, lambda: _Buffers(self._A), self._threads)
+        return run_chunks(self._chunks, one_chunk, lambda: PaddedScratch(self._A), self._threads)
 
     def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         N, C, H, Wd = A.shape
@@ -126,7 +109,7 @@ class RowGatherConv2d:
         bias = np.reshape(b, (Co, 1, 1))
         self._A = A
 
-        def one_chunk(buf: _Buffers, i: int, c: slice) -> np.ndarray | None:
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray | None:
             n = c.stop - c.start
             M = Ho * n * Wo
             R = self._gather(buf, A[c], f"R{i}" if keep else "R")
@@ -152,7 +135,7 @@ class RowGatherConv2d:
         Wk = [np.ascontiguousarray(w.T) for w in self._WkT]  # W_ky (K C, C_out)
         kept, self._kept = self._kept, {}  # used once: a second backward gathers again
 
-        def one_chunk(buf: _Buffers, i: int, c: slice) -> np.ndarray:
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray:
             n = c.stop - c.start
             M, nW = Ho * n * Wo, n * Wo
             R = kept.pop(i, None)
