@@ -929,3 +929,88 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
             np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
     for a, b in zip(runs[1], runs[0]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(13, 3, 6, 5), (9, 4, 7)], ids=["2d", "1d-L"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batchnorm_relu_fused_in_sequential_matches_torch(
+    monkeypatch, thread_count, workers, shape, dtype
+):
+    """A BatchNorm followed by a ReLU in a Sequential runs as one fused pass (NumPy, training):
+    PyTorch's output, input gradient, parameter gradients and running statistics, a channel
+    with a large mean included; the ReLU layer keeps what its own backward needs; the same
+    bits on every call."""
+    import portaconv.backend.norm as norm
+    from portaconv.models import Sequential
+
+    thread_count(workers)
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # small inputs take it, in many chunks
+    rng = np.random.default_rng(workers * 7 + len(shape))
+    C = shape[1]
+    A = rng.standard_normal(shape) * 2.0
+    A[:, 0] += 1000.0  # float32 would lose this channel's variance without the shift
+    A = A.astype(dtype)
+    dLdZ = rng.standard_normal(shape).astype(dtype)
+    BW, Bb = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    cls = L.BatchNorm2d if len(shape) == 4 else L.BatchNorm1d
+    with use_backend("numpy", None, dtype):
+        bn, relu = cls(C), L.ReLU()
+        bn.BW, bn.Bb = BW.astype(dtype), Bb.astype(dtype)
+        model = Sequential(bn, relu)
+        runs = []
+        for _ in range(2):
+            bn.running_M, bn.running_V = np.zeros(C, dtype), np.ones(C, dtype)
+            out = model.forward(A)
+            assert bn._engine is not None and bn._engine.relu, "the fused pass ran"
+            np.testing.assert_array_equal(relu.A, out)
+            dLdA = model.backward(dLdZ)
+            runs.append((out, dLdA, bn.dLdBW, bn.dLdBb, bn.running_M, bn.running_V))
+        # the layers' own backward, one after the other, agrees with the fused step
+        np.testing.assert_array_equal(bn.backward(relu.backward(dLdZ)), runs[0][1])
+        running_M = torch.zeros(C, dtype=torch.float64)
+        running_V = torch.ones(C, dtype=torch.float64)
+
+        def torch_fn(A, BW, Bb):
+            return F.relu(F.batch_norm(A, running_M, running_V, BW, Bb, training=True))
+
+        out_ref, grads = torch_reference(torch_fn, {"A": A, "BW": BW, "Bb": Bb}, dLdZ)
+        expected = (out_ref, grads["A"], grads["BW"], grads["Bb"], running_M.numpy(),
+                    running_V.numpy())  # fmt: skip
+        tol = 1e-10 if dtype == "float64" else 2e-3
+        for got, want, what in zip(runs[0], expected, ("A", "dLdZ", "dLdBW", "dLdBb", "M", "V")):
+            assert got.dtype == np.dtype(dtype), what
+            scale = max(1.0, float(np.abs(want).max()))
+            np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
+    for a, b in zip(runs[1], runs[0]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["eval", "portable", "leaky"])
+def test_batchnorm_relu_unfused_where_the_fast_path_does_not_run(monkeypatch, mode):
+    """Evaluation mode, an input below the fast path's size, or another activation: the
+    layers run in turn (no fused pass), with PyTorch's results all the same."""
+    import portaconv.backend.norm as norm
+    from portaconv.models import Sequential
+
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 2**30 if mode == "portable" else 256)
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((8, 3, 5, 5))
+    dLdZ = rng.standard_normal(A.shape)
+    with use_backend("numpy", None, "float64"):
+        bn = L.BatchNorm2d(3)
+        act = L.LeakyReLU(0.0) if mode == "leaky" else L.ReLU()
+        model = Sequential(bn, act)
+        if mode == "eval":
+            model.eval()
+        out = model.forward(A)
+        assert bn._engine is None or not bn._engine.relu
+        dLdA = model.backward(dLdZ)
+    running_M, running_V = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    out_ref, grads = torch_reference(
+        lambda A: F.relu(F.batch_norm(A, running_M, running_V, training=mode != "eval")),
+        {"A": A},
+        dLdZ,
+    )
+    np.testing.assert_allclose(out, out_ref, atol=1e-10)
+    np.testing.assert_allclose(dLdA, grads["A"], atol=1e-10)
