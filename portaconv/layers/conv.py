@@ -5,7 +5,8 @@ rule and keeps the bookkeeping of ``W``, ``b``, ``dLdW`` and ``dLdb``; the compu
 engine's (``portaconv.backend.conv``), chosen per call by ``conv_engine``: the portable
 im2row gather and matrix product for any library, stride and padding, or on NumPy the
 row-gather engine for stride-1 2-d convolutions with at least ``MIN_CHANNELS`` input
-channels. Strided convolution is computed directly, never as stride-1 convolution followed
+channels and the NCHW engine for 2-d convolutions with fewer (or strided or 1x1 ones with
+enough output positions). Strided convolution is computed directly, never as stride-1 convolution followed
 by downsampling (which would waste stride**d of the work).
 
 Shapes, with ``d`` spatial axes::
