@@ -1014,3 +1014,57 @@ def test_batchnorm_relu_unfused_where_the_fast_path_does_not_run(monkeypatch, mo
     )
     np.testing.assert_allclose(out, out_ref, atol=1e-10)
     np.testing.assert_allclose(dLdA, grads["A"], atol=1e-10)
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, input_grad):
+    """The zoo's cnn in training on NumPy, its first convolution on the NCHW engine and its
+    BatchNorm2d + ReLU pairs fused, against the same network in torch (float64): logits,
+    every parameter's gradient, and dL/dA when asked (None when not)."""
+    import portaconv.backend.norm as norm
+    from portaconv.models import build_model
+
+    thread_count(2)
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 512)
+    rng = np.random.default_rng(21)
+    X = rng.standard_normal((10, 1, 12, 12))
+    with use_backend("numpy", None, "float64"):
+        model = build_model("cnn", (1, 12, 12), 5, widths=(4, 6), hidden=8, dropout=0.0)
+        model.train()
+        logits = model.forward(X)
+        assert isinstance(model.layers[0]._engine, NCHWConv2d)
+        assert all(bn._engine.relu for bn in model.layers if isinstance(bn, L.BatchNorm2d))
+        dLdZ = rng.standard_normal(logits.shape)
+        dLdX = model.backward(dLdZ, input_grad=input_grad)
+        grads = model.gradients()
+
+    twins: list[torch.nn.Module] = []
+    for layer in model.layers:
+        if isinstance(layer, L.Conv2d):
+            twin = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                   layer.stride, layer.padding)  # fmt: skip
+            twin.weight.data, twin.bias.data = torch.tensor(layer.W), torch.tensor(layer.b)
+        elif isinstance(layer, L.Linear):
+            twin = torch.nn.Linear(layer.W.shape[1], layer.W.shape[0])
+            twin.weight.data, twin.bias.data = torch.tensor(layer.W), torch.tensor(layer.b)
+        elif isinstance(layer, (L.BatchNorm1d, L.BatchNorm2d)):
+            twin = (torch.nn.BatchNorm2d if isinstance(layer, L.BatchNorm2d) else
+                    torch.nn.BatchNorm1d)(layer.num_features)  # fmt: skip
+        else:
+            twin = {L.ReLU: torch.nn.ReLU(), L.MaxPool2d: torch.nn.MaxPool2d(2),
+                    L.Flatten: torch.nn.Flatten()}[type(layer)]  # fmt: skip
+        twins.append(twin)
+    net = torch.nn.Sequential(*twins).double().train()
+    X_t = torch.tensor(X, requires_grad=True)
+    out = net(X_t)
+    out.backward(torch.tensor(dLdZ))
+    np.testing.assert_allclose(logits, out.detach().numpy(), rtol=0, atol=1e-10)
+    names = {"W": "weight", "b": "bias", "BW": "weight", "Bb": "bias"}
+    for key, grad in grads.items():
+        index, param = key.split(".")
+        want = getattr(net[int(index)], names[param]).grad.numpy()
+        np.testing.assert_allclose(grad, want, rtol=0, atol=1e-9, err_msg=key)
+    if input_grad:
+        np.testing.assert_allclose(dLdX, X_t.grad.numpy(), rtol=0, atol=1e-10)
+    else:
+        assert dLdX is None
