@@ -56,7 +56,8 @@ ENGINES = {"im2row": (0, 10**9, 10**9), "row gather": (0, 10**9, 1), "nchw": (10
 
 
 def engines_for(k: int, stride: int) -> list[str]:
-    return ["im2row", *(["row gather"] if stride == 1 and k > 1 else []), "nchw"]
+    row_gather = k > 1 and stride <= min(k, rowconv.MAX_STRIDE)
+    return ["im2row", *(["row gather"] if row_gather else []), "nchw"]
 
 
 def main() -> None:

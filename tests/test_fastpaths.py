@@ -224,7 +224,10 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
 
 @pytest.mark.parametrize("cin", [2, 25])
 @pytest.mark.parametrize("min_channels", [1, 10**9], ids=["rowgather", "im2row"])
-def test_numpy_conv_non_contiguous_input_in_chunks(monkeypatch, tiny_workspace, cin, min_channels):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_numpy_conv_non_contiguous_input_in_chunks(
+    monkeypatch, tiny_workspace, cin, min_channels, stride
+):
     """A strided, transposed NumPy view as input: same results as its contiguous copy's
     float64 PyTorch oracle, on both NumPy paths."""
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", min_channels)
@@ -237,14 +240,16 @@ def test_numpy_conv_non_contiguous_input_in_chunks(monkeypatch, tiny_workspace, 
     b = rng.uniform(-0.5, 0.5, 5).astype(np.float32)
 
     with use_backend("numpy", None, "float32") as bk:
-        layer = L.Conv2d(cin, 5, 2, 1, 1, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b)
+        layer = L.Conv2d(
+            cin, 5, 2, stride, 1, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b
+        )
         Z = layer.forward(A)
         assert isinstance(layer._engine, rowconv.RowGatherConv2d) is (cin >= min_channels)
         dLdZ = rng.standard_normal(Z.shape).astype(np.float32)
         dLdA = layer.backward(dLdZ)
 
         def torch_fn(A, W, b):
-            return F.conv2d(A, W, b, stride=1, padding=1)
+            return F.conv2d(A, W, b, stride=stride, padding=1)
 
         Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
         assert_close(Z, Z_ref, bk, "Z")
@@ -263,30 +268,49 @@ def thread_count(monkeypatch):
     return threads.set_num_threads
 
 
-ROW_CASES = [  # cin, cout, (H, W), k, padding, n
-    (4, 3, (7, 9), 2, 0, 5),  # the fewest channels it takes; not square
-    (5, 4, (11, 11), 5, 2, 4),  # odd size, 5x5, "same" padding
-    (8, 6, (6, 6), 3, 1, 7),
-    (16, 8, (12, 10), 3, 2, 3),  # padding past the kernel's half
-    (6, 16, (14, 14), 5, 0, 9),  # LeNet-5's second layer
+ROW_CASES = [  # cin, cout, (H, W), k, stride, padding, n
+    (4, 3, (7, 9), 2, 1, 0, 5),  # the fewest channels it takes; not square
+    (5, 4, (11, 11), 5, 1, 2, 4),  # odd size, 5x5, "same" padding
+    (8, 6, (6, 6), 3, 1, 1, 7),
+    (16, 8, (12, 10), 3, 1, 2, 3),  # padding past the kernel's half
+    (6, 16, (14, 14), 5, 1, 0, 9),  # LeNet-5's second layer
+    # stride 2: R's rows in two parity classes, the odd class one row shorter or not
+    (4, 5, (9, 10), 3, 2, 1, 3),
+    (5, 3, (8, 7), 2, 2, 0, 4),  # K = stride: each class read by one kernel row
+    (6, 4, (11, 12), 5, 2, 2, 1),  # batch 1
+    (4, 3, (7, 9), 4, 2, 3, 2),  # padding past the kernel's half, even K
 ]
 
 
-@pytest.mark.parametrize("cin,cout,size,k,padding,n", ROW_CASES)
+@pytest.mark.parametrize("cin,cout,size,k,stride,padding,n", ROW_CASES)
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, True)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_row_conv_matches_torch(
-    monkeypatch, thread_count, cin, cout, size, k, padding, n, workers, per_chunk, keep, dtype
+    monkeypatch,
+    thread_count,
+    cin,
+    cout,
+    size,
+    k,
+    stride,
+    padding,
+    n,
+    workers,
+    per_chunk,
+    keep,
+    dtype,
 ):
-    """The stride-1 NumPy fast path against float64 PyTorch: Z, dL/dA, dL/dW, dL/db, with
+    """The row-gather NumPy engine against float64 PyTorch: Z, dL/dA, dL/dW, dL/db, with
     the batch in one chunk or in chunks of one or two samples (the last one smaller, the
     chunks dealt to 1-3 threads), forward's rows kept for backward or gathered again; a
     second backward gives the same gradients; dtype kept, input untouched."""
     thread_count(workers)
+    _without_nchw(monkeypatch)
     itemsize = np.dtype(dtype).itemsize
-    out_w = size[1] + 2 * padding - k + 1
-    row_bytes = itemsize * (size[0] + 2 * padding) * out_w * k * cin
+    out_w = (size[1] + 2 * padding - k) // stride + 1
+    rows = -(-(size[0] + 2 * padding) // stride) * stride  # the padded height, rounded up
+    row_bytes = itemsize * rows * out_w * k * cin
     if per_chunk is not None:  # the budget is split between the threads
         _set_workspace(monkeypatch, per_chunk * row_bytes * workers)
     monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
@@ -295,7 +319,7 @@ def test_row_conv_matches_torch(
     b = rng.uniform(-0.5, 0.5, cout).astype(dtype)
     A = rng.standard_normal((n, cin, *size)).astype(dtype)
     with use_backend("numpy", None, dtype) as bk:
-        layer = L.Conv2d(cin, cout, k, 1, padding, lambda *_: W, lambda *_: b)
+        layer = L.Conv2d(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
         before = snapshot(A)
         Z = layer.forward(A)
         assert isinstance(layer._engine, rowconv.RowGatherConv2d)
@@ -306,7 +330,9 @@ def test_row_conv_matches_torch(
         assert [c.start for c in chunks] == [0, *(c.stop for c in chunks[:-1])]
         dLdZ = rng.standard_normal(Z.shape).astype(dtype)
         Z_ref, grads = torch_reference(
-            lambda A, W, b: F.conv2d(A, W, b, padding=padding), {"A": A, "W": W, "b": b}, dLdZ
+            lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
+            {"A": A, "W": W, "b": b},
+            dLdZ,
         )
         assert_close(Z, Z_ref, bk, "Z")
         first = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
@@ -534,13 +560,18 @@ def test_nchw_conv_threads_give_the_same_numbers_every_time(monkeypatch, thread_
         (8, 1, 1, 10, NCHWConv2d),  # 1x1 with 100 output positions
         (8, 1, 1, 9, Im2RowConv),  # 81: too few
         (8, 3, 2, 21, NCHWConv2d),  # strided with 100 output positions
-        (8, 3, 2, 20, Im2RowConv),
+        (8, 3, 2, 20, rowconv.RowGatherConv2d),  # fewer: stride 2 takes the row gather
+        (8, 2, 2, 18, rowconv.RowGatherConv2d),
+        (8, 3, 3, 20, Im2RowConv),  # stride 3 with too few outputs
+        (8, 1, 2, 17, Im2RowConv),  # 1x1, stride 2, too few outputs
     ],
 )
 def test_each_numpy_engine_where_it_pays(cin, k, stride, size, engine):
-    """Row gather for stride 1, K > 1, at least MIN_CHANNELS input channels; NCHW for fewer
-    channels, or strided or 1x1 with at least MIN_POSITIONS outputs; else im2row."""
+    """NCHW for fewer than MAX_CHANNELS input channels, or strided or 1x1 with at least
+    MIN_POSITIONS outputs; else the row gather for stride 1 or 2 (K > 1, K >= stride);
+    else im2row."""
     assert rowconv.MIN_CHANNELS == nchw.MAX_CHANNELS == 4 and nchw.MIN_POSITIONS == 100
+    assert rowconv.MAX_STRIDE == 2
     A = np.ones((2, cin, size, size), np.float32)
     with use_backend("numpy", None, "float32"):
         layer = L.Conv2d(cin, 2, k, stride)
