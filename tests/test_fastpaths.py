@@ -282,68 +282,6 @@ ROW_CASES = [  # cin, cout, (H, W), k, stride, padding, n
 ]
 
 
-@pytest.mark.parametrize("cin,cout,size,k,stride,padding,n", ROW_CASES)
-@pytest.mark.parametrize("workers", [1, 2, 3])
-@pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, True)])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_row_conv_matches_torch(
-    monkeypatch,
-    thread_count,
-    cin,
-    cout,
-    size,
-    k,
-    stride,
-    padding,
-    n,
-    workers,
-    per_chunk,
-    keep,
-    dtype,
-):
-    """The row-gather NumPy engine against float64 PyTorch: Z, dL/dA, dL/dW, dL/db, with
-    the batch in one chunk or in chunks of one or two samples (the last one smaller, the
-    chunks dealt to 1-3 threads), forward's rows kept for backward or gathered again; a
-    second backward gives the same gradients; dtype kept, input untouched."""
-    thread_count(workers)
-    _without_nchw(monkeypatch)
-    itemsize = np.dtype(dtype).itemsize
-    out_w = (size[1] + 2 * padding - k) // stride + 1
-    rows = -(-(size[0] + 2 * padding) // stride) * stride  # the padded height, rounded up
-    row_bytes = itemsize * rows * out_w * k * cin
-    if per_chunk is not None:  # the budget is split between the threads
-        _set_workspace(monkeypatch, per_chunk * row_bytes * workers)
-    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
-    rng = np.random.default_rng(cin * 100 + k)
-    W = rng.uniform(-0.5, 0.5, (cout, cin, k, k)).astype(dtype)
-    b = rng.uniform(-0.5, 0.5, cout).astype(dtype)
-    A = rng.standard_normal((n, cin, *size)).astype(dtype)
-    with use_backend("numpy", None, dtype) as bk:
-        layer = L.Conv2d(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
-        before = snapshot(A)
-        Z = layer.forward(A)
-        assert isinstance(layer._engine, rowconv.RowGatherConv2d)
-        chunks = layer._engine._chunks
-        fewest = 1 if per_chunk is None else -(-n // per_chunk)  # within the budget
-        # ... rounded up to the same number for every thread, as far as the batch allows
-        assert len(chunks) == min(n, -(-fewest // workers) * workers)
-        assert [c.start for c in chunks] == [0, *(c.stop for c in chunks[:-1])]
-        dLdZ = rng.standard_normal(Z.shape).astype(dtype)
-        Z_ref, grads = torch_reference(
-            lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
-            {"A": A, "W": W, "b": b},
-            dLdZ,
-        )
-        assert_close(Z, Z_ref, bk, "Z")
-        first = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
-        for got, name in zip(first, "AWb"):
-            assert_close(got, grads[name], bk, "dLd" + name)
-        second = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
-        for a, b_ in zip(first, second):
-            np.testing.assert_array_equal(a, b_)
-        np.testing.assert_array_equal(A, before)
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_row_conv_without_input_gradient(monkeypatch, thread_count, workers):
     """``needs_input_grad = False``: no dL/dA (None), dL/dW and dL/db still PyTorch's."""
@@ -367,23 +305,34 @@ def test_row_conv_without_input_gradient(monkeypatch, thread_count, workers):
         assert_close(layer.dLdb, grads["b"], bk, "dLdb")
 
 
-def test_row_conv_threads_give_the_same_numbers_every_time(monkeypatch, thread_count):
+@pytest.mark.parametrize(
+    "engine,shape,conv,workspace",
+    [
+        ("RowGatherConv2d", (24, 8, 10, 10), (8, 6, 3, 1, 1), 2**15),
+        ("RowGatherConv2d", (24, 8, 10, 10), (8, 6, 3, 2, 1), 2**14),
+        ("NCHWConv2d", (24, 1, 28, 28), (1, 6, 5, 1, 2), 2**13),
+    ],
+)
+def test_engine_threads_give_the_same_numbers_every_time(
+    monkeypatch, thread_count, engine, shape, conv, workspace
+):
     """Chunks go to whichever thread is free, but each chunk's numbers do not depend on the
     thread and dL/dW is summed in chunk order: repeated calls agree bit for bit."""
     thread_count(2)
-    _set_workspace(monkeypatch, 2**15)  # many chunks
+    _set_workspace(monkeypatch, workspace)  # many chunks
+    monkeypatch.setattr(nchw, "MIN_POSITIONS", 10**9)  # the strided case: the row gather
     rng = np.random.default_rng(11)
-    A = rng.standard_normal((24, 8, 10, 10)).astype(np.float32)
+    A = rng.standard_normal(shape).astype(np.float32)
     with use_backend("numpy", None, "float32"):
-        layer = L.Conv2d(8, 6, 3, 1, 1)
+        layer = L.Conv2d(*conv)
         runs = []
         for _ in range(4):
             Z = layer.forward(A)
             dA = layer.backward(np.ones_like(Z))
-            runs.append((Z, dA, layer.dLdW))
-        assert len(layer._engine._chunks) >= 6
-    for Z, dA, dW in runs[1:]:
-        for a, b in zip((Z, dA, dW), runs[0]):
+            runs.append((Z, dA, layer.dLdW, layer.dLdb))
+        assert type(layer._engine).__name__ == engine and len(layer._engine._chunks) >= 6
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
             np.testing.assert_array_equal(a, b)
 
 
@@ -438,13 +387,29 @@ NCHW_CASES = [  # cin, cout, (H, W), k, stride, padding, n
 ]
 
 
-@pytest.mark.parametrize("cin,cout,size,k,stride,padding,n", NCHW_CASES)
+def _force_engine(monkeypatch, engine, cin, size, k, stride, padding, itemsize):
+    """Make 2-d convolutions take ``engine`` ("rowgather" or "nchw") whatever the shape;
+    returns its class and the bytes one sample's gathered matrix takes in it."""
+    out = [(m + 2 * padding - k) // stride + 1 for m in size]
+    if engine == "nchw":
+        monkeypatch.setattr(nchw, "MAX_CHANNELS", 10**9)
+        return NCHWConv2d, itemsize * cin * k * k * out[0] * out[1]
+    _without_nchw(monkeypatch)
+    rows = -(-(size[0] + 2 * padding) // stride) * stride  # the padded height, rounded up
+    return rowconv.RowGatherConv2d, itemsize * rows * out[1] * k * cin
+
+
+@pytest.mark.parametrize(
+    "engine,cin,cout,size,k,stride,padding,n",
+    [("rowgather", *case) for case in ROW_CASES] + [("nchw", *case) for case in NCHW_CASES],
+)
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, True)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_nchw_conv_matches_torch(
+def test_numpy_engine_matches_torch(
     monkeypatch,
     thread_count,
+    engine,
     cin,
     cout,
     size,
@@ -457,16 +422,17 @@ def test_nchw_conv_matches_torch(
     keep,
     dtype,
 ):
-    """The NCHW NumPy engine against float64 PyTorch: Z, dL/dA, dL/dW, dL/db, with the batch
-    in one chunk or in chunks of one or two samples dealt to 1-3 threads, forward's windows
-    kept for backward or gathered again; a second backward gives the same bits; dtype kept,
-    input untouched."""
+    """The row-gather and NCHW NumPy engines against float64 PyTorch: Z, dL/dA, dL/dW,
+    dL/db, with the batch in one chunk or in chunks of one or two samples (the last one
+    smaller, the chunks dealt to 1-3 threads), forward's matrices kept for backward or
+    gathered again; a second backward gives the same bits; dtype kept, input untouched."""
     thread_count(workers)
-    monkeypatch.setattr(nchw, "MAX_CHANNELS", 10**9)  # whatever the shape
     itemsize = np.dtype(dtype).itemsize
-    out = [(m + 2 * padding - k) // stride + 1 for m in size]
+    engine_cls, per_sample = _force_engine(
+        monkeypatch, engine, cin, size, k, stride, padding, itemsize
+    )
     if per_chunk is not None:  # the budget is split between the threads
-        _set_workspace(monkeypatch, per_chunk * itemsize * cin * k * k * out[0] * out[1] * workers)
+        _set_workspace(monkeypatch, per_chunk * per_sample * workers)
     monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
     rng = np.random.default_rng(cin * 100 + k * 10 + stride)
     W = rng.uniform(-0.5, 0.5, (cout, cin, k, k)).astype(dtype)
@@ -476,10 +442,12 @@ def test_nchw_conv_matches_torch(
         layer = L.Conv2d(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
         before = snapshot(A)
         Z = layer.forward(A)
-        assert isinstance(layer._engine, NCHWConv2d)
+        assert isinstance(layer._engine, engine_cls)
         chunks = layer._engine._chunks
-        fewest = 1 if per_chunk is None else -(-n // per_chunk)
+        fewest = 1 if per_chunk is None else -(-n // per_chunk)  # within the budget
+        # ... rounded up to the same number for every thread, as far as the batch allows
         assert len(chunks) == min(n, -(-fewest // workers) * workers)
+        assert [c.start for c in chunks] == [0, *(c.stop for c in chunks[:-1])]
         dLdZ = rng.standard_normal(Z.shape).astype(dtype)
         Z_ref, grads = torch_reference(
             lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
@@ -530,25 +498,6 @@ def test_nchw_conv_non_contiguous_input_and_gradient(
         assert layer.backward(dLdZ) is None
         assert_close(layer.dLdW, grads["W"], bk, "dLdW without dL/dA")
         assert_close(layer.dLdb, grads["b"], bk, "dLdb without dL/dA")
-
-
-def test_nchw_conv_threads_give_the_same_numbers_every_time(monkeypatch, thread_count):
-    """Many chunks between two threads: repeated calls agree bit for bit."""
-    thread_count(2)
-    _set_workspace(monkeypatch, 2**13)
-    rng = np.random.default_rng(12)
-    A = rng.standard_normal((24, 1, 28, 28)).astype(np.float32)
-    with use_backend("numpy", None, "float32"):
-        layer = L.Conv2d(1, 6, 5, 1, 2)
-        runs = []
-        for _ in range(4):
-            Z = layer.forward(A)
-            dA = layer.backward(np.ones_like(Z))
-            runs.append((Z, dA, layer.dLdW, layer.dLdb))
-        assert isinstance(layer._engine, NCHWConv2d) and len(layer._engine._chunks) >= 6
-    for run in runs[1:]:
-        for a, b in zip(run, runs[0]):
-            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(
@@ -903,11 +852,15 @@ def test_conv_second_backward_gives_the_same_gradients(monkeypatch, bk, keep):
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("shape", [(13, 3, 6, 5), (9, 4, 7), (21, 5)], ids=["2d", "1d-L", "1d"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, shape, dtype):
-    """The NumPy batch-norm path (chunks between threads, shifted one-pass statistics):
-    PyTorch's output, running statistics and gradients, a channel with a large mean
-    included, and the same bits on every call."""
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn+relu"])
+def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, shape, dtype, relu):
+    """The NumPy batch-norm path (chunks between threads, shifted one-pass statistics), alone
+    or followed by a ReLU in a Sequential (one fused pass each way): PyTorch's output,
+    running statistics and gradients, a channel with a large mean included, and the same
+    bits on every call; after the fused pass the ReLU layer keeps what its own backward
+    needs, and the two layers' own backward agree with the fused one."""
     import portaconv.backend.norm as norm
+    from portaconv.models import Sequential
 
     thread_count(workers)
     monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # small inputs take it, in many chunks
@@ -920,96 +873,33 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
     BW, Bb = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
     cls = L.BatchNorm2d if len(shape) == 4 else L.BatchNorm1d
     with use_backend("numpy", None, dtype):
-        layer = cls(C)
+        layer, act = cls(C), L.ReLU()
         layer.BW, layer.Bb = BW.astype(dtype), Bb.astype(dtype)
+        model = Sequential(layer, act) if relu else layer
         runs = []
         for _ in range(2):
             layer.running_M, layer.running_V = np.zeros(C, dtype), np.ones(C, dtype)
-            Z = layer.forward(A)
+            Z = model.forward(A)
             assert layer._engine is not None, "the fast path ran"
-            runs.append(
-                (
-                    Z,
-                    layer.backward(dLdZ),
-                    layer.dLdBW,
-                    layer.dLdBb,
-                    layer.running_M,
-                    layer.running_V,
-                )
-            )
+            assert layer._engine.relu is relu
+            dLdA = model.backward(dLdZ)
+            runs.append((Z, dLdA, layer.dLdBW, layer.dLdBb, layer.running_M, layer.running_V))
+        if relu:
+            np.testing.assert_array_equal(act.A, Z)
+            np.testing.assert_array_equal(layer.backward(act.backward(dLdZ)), dLdA)
         running_M = torch.zeros(C, dtype=torch.float64)
         running_V = torch.ones(C, dtype=torch.float64)
 
         def torch_fn(A, BW, Bb):
-            return F.batch_norm(A, running_M, running_V, BW, Bb, training=True)
+            Z = F.batch_norm(A, running_M, running_V, BW, Bb, training=True)
+            return F.relu(Z) if relu else Z
 
         Z_ref, grads = torch_reference(torch_fn, {"A": A, "BW": BW, "Bb": Bb}, dLdZ)
-        expected = (
-            Z_ref,
-            grads["A"],
-            grads["BW"],
-            grads["Bb"],
-            running_M.numpy(),
-            running_V.numpy(),
-        )
+        expected = (Z_ref, grads["A"], grads["BW"], grads["Bb"], running_M.numpy(),
+                    running_V.numpy())  # fmt: skip
         # float32: the inputs near 1000 carry 1e-4 of rounding into every statistic
         tol = 1e-10 if dtype == "float64" else 2e-3
         for got, want, what in zip(runs[0], expected, ("Z", "dLdA", "dLdBW", "dLdBb", "M", "V")):
-            assert got.dtype == np.dtype(dtype), what
-            scale = max(1.0, float(np.abs(want).max()))
-            np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
-    for a, b in zip(runs[1], runs[0]):
-        np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("workers", [1, 2, 3])
-@pytest.mark.parametrize("shape", [(13, 3, 6, 5), (9, 4, 7)], ids=["2d", "1d-L"])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_batchnorm_relu_fused_in_sequential_matches_torch(
-    monkeypatch, thread_count, workers, shape, dtype
-):
-    """A BatchNorm followed by a ReLU in a Sequential runs as one fused pass (NumPy, training):
-    PyTorch's output, input gradient, parameter gradients and running statistics, a channel
-    with a large mean included; the ReLU layer keeps what its own backward needs; the same
-    bits on every call."""
-    import portaconv.backend.norm as norm
-    from portaconv.models import Sequential
-
-    thread_count(workers)
-    monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # small inputs take it, in many chunks
-    rng = np.random.default_rng(workers * 7 + len(shape))
-    C = shape[1]
-    A = rng.standard_normal(shape) * 2.0
-    A[:, 0] += 1000.0  # float32 would lose this channel's variance without the shift
-    A = A.astype(dtype)
-    dLdZ = rng.standard_normal(shape).astype(dtype)
-    BW, Bb = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
-    cls = L.BatchNorm2d if len(shape) == 4 else L.BatchNorm1d
-    with use_backend("numpy", None, dtype):
-        bn, relu = cls(C), L.ReLU()
-        bn.BW, bn.Bb = BW.astype(dtype), Bb.astype(dtype)
-        model = Sequential(bn, relu)
-        runs = []
-        for _ in range(2):
-            bn.running_M, bn.running_V = np.zeros(C, dtype), np.ones(C, dtype)
-            out = model.forward(A)
-            assert bn._engine is not None and bn._engine.relu, "the fused pass ran"
-            np.testing.assert_array_equal(relu.A, out)
-            dLdA = model.backward(dLdZ)
-            runs.append((out, dLdA, bn.dLdBW, bn.dLdBb, bn.running_M, bn.running_V))
-        # the layers' own backward, one after the other, agrees with the fused step
-        np.testing.assert_array_equal(bn.backward(relu.backward(dLdZ)), runs[0][1])
-        running_M = torch.zeros(C, dtype=torch.float64)
-        running_V = torch.ones(C, dtype=torch.float64)
-
-        def torch_fn(A, BW, Bb):
-            return F.relu(F.batch_norm(A, running_M, running_V, BW, Bb, training=True))
-
-        out_ref, grads = torch_reference(torch_fn, {"A": A, "BW": BW, "Bb": Bb}, dLdZ)
-        expected = (out_ref, grads["A"], grads["BW"], grads["Bb"], running_M.numpy(),
-                    running_V.numpy())  # fmt: skip
-        tol = 1e-10 if dtype == "float64" else 2e-3
-        for got, want, what in zip(runs[0], expected, ("A", "dLdZ", "dLdBW", "dLdBb", "M", "V")):
             assert got.dtype == np.dtype(dtype), what
             scale = max(1.0, float(np.abs(want).max()))
             np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
