@@ -16,6 +16,7 @@ import os
 import platform
 import shlex
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -43,22 +44,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     from .train import TrainingDivergedError
 
+    comm = _world() if args.command == "train" else None
+    status = None
     try:
         return args.run(args)
     except (ValueError, OSError, BackendUnavailableError) as exc:
         message = _one_line(exc).removeprefix(f"portaconv {args.command}: ")
-        print(f"portaconv {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        _report(comm, exc, f"portaconv {args.command}: error: {message}")
+        status = EXIT_USAGE
     except TrainingDivergedError as exc:
-        print(f"portaconv {args.command}: stopped: {exc}", file=sys.stderr)
-        return EXIT_DIVERGED
+        _report(comm, exc, f"portaconv {args.command}: stopped: {exc}")
+        status = EXIT_DIVERGED
     except KeyboardInterrupt:
         print(
             f"\nportaconv {args.command}: interrupted; the last checkpoint is intact "
             "(continue with --resume and the same --out)",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        status = EXIT_INTERRUPTED
+    except Exception:
+        if comm is not None:  # a bug on one rank: say which, then end every rank
+            print(f"portaconv {args.command}: rank {comm.rank} failed:", file=sys.stderr)
+            traceback.print_exc()
+            sys.stderr.flush()
+            comm.abort(EXIT_BUG)
+        raise
+    return status
+
+
+def _world() -> Any:
+    """The MPI ranks of this job (None: one process); an unusable MPI is one line, status 2."""
+    from .distributed import world
+
+    try:
+        return world()
+    except RuntimeError as exc:
+        print(f"portaconv train: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _report(comm: Any, exc: BaseException, line: str) -> None:
+    """Print ``line``; under MPI, a mistake every rank met alike (the settings, a divergence)
+    is printed by rank 0 alone, and one this rank met alone ends every rank."""
+    from .distributed import CollectiveError
+    from .train import TrainingDivergedError
+
+    shared = isinstance(exc, CollectiveError | TrainingDivergedError)
+    if comm is None or (shared and comm.is_root):
+        print(line, file=sys.stderr)
+    elif not shared:
+        print(f"{line} (rank {comm.rank} of {comm.size}; ending every rank)", file=sys.stderr)
+        sys.stderr.flush()
+        comm.abort(EXIT_USAGE)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -222,6 +259,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="no progress bar (default: a bar when stderr is a terminal)",
     )
+    train.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under mpiexec: batch normalisation over the global batch of every rank "
+        "(default: each rank's own share)",
+    )
     train.set_defaults(run=_train)
 
     evaluate = sub.add_parser(
@@ -278,6 +321,9 @@ def _train(args: argparse.Namespace) -> int:
         # A diverging run overflows on its way to NaN; the trainer reports that in one line.
         warnings.filterwarnings("ignore", "(overflow|invalid value) encountered", RuntimeWarning)
         summary = run_experiment(config, command=shlex.join(["portaconv", *args.argv]))
+    comm = _world()
+    if comm is not None and not comm.is_root:
+        return EXIT_OK  # rank 0 reports for every rank
     scored = f"{summary['test_images']} images"
     if summary["folds"] > 1:
         scored += f", out-of-fold over {summary['folds']} folds"
@@ -289,6 +335,7 @@ def _train(args: argparse.Namespace) -> int:
         f"{summary['model']} on {summary['dataset']}, {summary['epochs']} epochs{stopped}, "
         f"{summary['train_seconds']:.1f} s training, {_number(summary['images_per_second'])} "
         f"img/s, {summary['backend']} {summary['device']}"
+        + ("" if summary["world_size"] == 1 else f", {summary['world_size']} MPI ranks")
     )
     print(f"results in {summary['out']}")
     return EXIT_OK
@@ -321,6 +368,13 @@ def _info(args: argparse.Namespace) -> int:
     for name, status in report["backends"].items():
         print(f"  {name:<18} {status}")
     print(f"GPUs seen: {', '.join(report['gpus']) or 'none'}")
+    mpi = report["mpi"]
+    where = f"{mpi['implementation']}, mpi4py {mpi['mpi4py']}" if mpi["available"] else None
+    print(
+        f"MPI: {'available (' + where + ')' if where else mpi['implementation']}; "
+        f"world size {mpi['world_size']}"
+        + (" (launch with mpiexec -n N portaconv train ...)" if mpi["world_size"] == 1 else "")
+    )
     active = report["active"]
     print(
         f"active: {active['backend']} on {active['device']} in {active['dtype']} "
@@ -331,6 +385,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def info_report() -> dict[str, Any]:
     """What ``portaconv info`` prints, as a dict."""
+    from .distributed import mpi_info
+
     versions = {}
     for module in (
         "numpy",
@@ -387,6 +443,7 @@ def info_report() -> dict[str, Any]:
         "versions": versions,
         "backends": backends,
         "gpus": gpus,
+        "mpi": mpi_info(),
         "active": active_report,
     }
 

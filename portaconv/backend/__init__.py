@@ -13,6 +13,7 @@ from ._config import (
     set_backend,
     use_backend,
 )
+from ._native import native_paths, strided_native
 from ._ops import (
     KEEP_BYTES,
     WORKSPACE_BYTES,
@@ -34,7 +35,9 @@ from ._ops import (
     on_host,
     pad_spatial,
     row2im,
+    scaled_add,
     set_batch,
+    shared_zeros,
     slice_add,
     slice_set,
     split_evenly,
@@ -43,6 +46,7 @@ from ._ops import (
     to_backend,
     to_channels_last,
     to_numpy,
+    updates_in_place,
     window_index,
     window_max,
     window_max_grad,
@@ -59,9 +63,21 @@ from ._random import (
     set_rng_state,
     uniform,
 )
-from ._threads import blas_thread_control, num_threads, run_threaded, set_num_threads
-from ._update import update, updates_in_place
-from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
+from ._threads import (
+    blas_thread_control,
+    num_threads,
+    run_threaded,
+    set_num_threads,
+    share_cores,
+)
+from .conv import (
+    MIN_CHANNELS,
+    Im2RowConv,
+    RowGatherConv2d,
+    StridedConv,
+    conv_engine,
+    row_gather_applies,
+)
 
 __all__ = [
     "BACKENDS",
@@ -74,6 +90,7 @@ __all__ = [
     "Im2RowConv",
     "RowGatherConv2d",
     "Scratch",
+    "StridedConv",
     "astype",
     "batch_chunks",
     "bernoulli_mask",
@@ -97,26 +114,30 @@ __all__ = [
     "manual_seed",
     "matmul",
     "matmul_for_row2im",
+    "native_paths",
     "num_threads",
     "on_host",
     "pad_spatial",
     "row2im",
     "row_gather_applies",
     "run_threaded",
+    "scaled_add",
     "set_backend",
     "set_batch",
     "set_num_threads",
     "set_rng_state",
+    "share_cores",
+    "shared_zeros",
     "slice_add",
     "slice_set",
     "split_evenly",
+    "strided_native",
     "supplied_dtype",
     "swap_leading_axes",
     "to_backend",
     "to_channels_last",
     "to_numpy",
     "uniform",
-    "update",
     "updates_in_place",
     "use_backend",
     "window_index",

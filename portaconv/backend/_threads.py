@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import glob
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -166,3 +167,25 @@ def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
         finally:  # never return while a worker still writes into the caller's arrays
             wait(futures)
     return [first, *(future.result() for future in futures)]
+
+
+def share_cores(processes: int) -> int | None:
+    """Give this process its share of the machine's cores when ``processes`` processes
+    (MPI ranks on one node) run side by side: unless ``PORTACONV_NUM_THREADS`` or
+    ``OPENBLAS_NUM_THREADS`` says otherwise, portaconv's threads, OpenBLAS's and torch's
+    become ``cores // processes`` (at least 1), so the processes do not fight for the
+    cores. Returns that count (None: the environment's setting was kept)."""
+    if processes <= 1 or any(
+        os.environ.get(name) for name in ("PORTACONV_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    ):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // processes)
+    set_num_threads(threads)
+    blas = _blas()
+    if blas is not None:
+        blas[1](ctypes.c_int(threads))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    return threads

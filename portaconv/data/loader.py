@@ -51,6 +51,13 @@ class DataLoader:
     ``len(loader)`` is the number of batches: ``ceil(N / batch_size)``, or
     ``N // batch_size`` with ``drop_last`` (the last, smaller batch is then skipped).
 
+    Data-parallel training (:mod:`portaconv.distributed`). With ``world_size`` W > 1 the
+    batches above are the global ones: every rank draws the same order and yields rows
+    ``[start_r, stop_r)`` of each global batch, its consecutive share (sizes differ by at
+    most one, the larger shares first), so the W ranks together see exactly the batches one
+    process would. Every batch must give every rank at least one row (a ``ValueError``
+    otherwise: use ``drop_last`` or another batch size).
+
     Example::
 
         loader = DataLoader(ds.X_train, ds.y_train, batch_size=128, shuffle=True, seed=1)
@@ -71,6 +78,8 @@ class DataLoader:
         backend: Backend | None = None,
         dtype: Any = None,
         augment: Any = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         X = np.asarray(to_numpy(X))
         y = np.asarray(to_numpy(y))
@@ -121,6 +130,21 @@ class DataLoader:
             )
         self.augment = augment
         self.epoch = 0
+        world_size = _index(world_size, "world_size")
+        rank = _index(rank, "rank")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"DataLoader: rank must be in [0, world_size) and world_size positive, got "
+                f"rank {rank} and world_size {world_size}"
+            )
+        self.rank, self.world_size = rank, world_size
+        smallest = min(batch_size, len(X)) if drop_last else len(X) % batch_size or batch_size
+        if smallest < world_size:
+            raise ValueError(
+                f"DataLoader: a batch of {smallest} rows cannot give each of the {world_size} "
+                f"ranks a row ({len(X)} samples, batch_size {batch_size}); use drop_last=True "
+                "or a batch size that leaves a larger last batch"
+            )
 
     @property
     def num_samples(self) -> int:
@@ -180,21 +204,33 @@ class DataLoader:
     ) -> Iterator[tuple[Any, Any]]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, self.num_samples)
-            # Shuffled, fancy indexing already copies; in order the slice is a view of the
-            # data set, copied so that a caller writing into a batch cannot alter the data.
-            rows = slice(start, stop) if order is None else order[start:stop]
+            share = self._share(stop - start)
+            if rng is not None:  # augment the global batch (the draws depend on it), then share
+                rows = slice(start, stop) if order is None else order[start:stop]
+                X, y = self.augment(self.X[rows], rng)[share], self.y[rows][share]
+            else:
+                # Shuffled, fancy indexing already copies; in order the slice is a view of
+                # the data set, copied so that a caller writing into it cannot alter the data.
+                rows = slice(start + share.start, start + share.stop)
+                if order is not None:
+                    rows = order[rows]
+                X, y = self.X[rows], self.y[rows]
             copy = True if order is None else None
-            X = self.X[rows]
-            if rng is not None:
-                X = self.augment(X, rng)
             yield (
                 to_backend(X, backend, dtype=dtype, copy=copy),
-                to_backend(self.y[rows], backend, dtype=label_dtype, copy=copy),
+                to_backend(y, backend, dtype=label_dtype, copy=copy),
             )
+
+    def _share(self, rows: int) -> slice:
+        """This rank's rows of a global batch of ``rows`` (all of them for one process)."""
+        base, extra = divmod(rows, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
 
     def __repr__(self) -> str:
         return (
             f"DataLoader(samples={self.num_samples}, batch_size={self.batch_size}, "
             f"batches={len(self)}, shuffle={self.shuffle}, seed={self.seed}, "
-            f"drop_last={self.drop_last}, epoch={self.epoch})"
+            f"drop_last={self.drop_last}, epoch={self.epoch}"
+            + (f", rank={self.rank}, world_size={self.world_size})" if self.world_size > 1 else ")")
         )

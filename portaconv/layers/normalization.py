@@ -10,7 +10,11 @@ running statistics with the unbiased variance, as ``torch.nn.BatchNorm*d`` does:
     running_M = (1 - momentum) running_M + momentum M
     running_V = (1 - momentum) running_V + momentum V n / (n - 1)
 
-Evaluation mode normalises with ``running_M`` and ``running_V`` instead. Names follow the
+Evaluation mode normalises with ``running_M`` and ``running_V`` instead. With ``sync`` set
+(a :class:`portaconv.distributed.Communicator`, see ``sync_batch_norm``), training mode
+takes M and V over the global batch of every rank, and backward sums over it too.
+
+Names follow the
 MyTorch handout: scale ``BW``, shift ``Bb``, gradients ``dLdBW``, ``dLdBb``; ``backward``
 takes ``dLdBZ`` and returns ``dLdZ``.
 """
@@ -21,7 +25,9 @@ import math
 from numbers import Real
 from typing import Any
 
-from ..backend import astype, get_backend
+from array_api_compat import array_namespace, device
+
+from ..backend import astype, get_backend, to_numpy
 from ..backend.norm import BatchNormTrain, batch_norm_applies
 from ..checks import shape_str
 from ._base import Layer, spec_of
@@ -59,6 +65,10 @@ class _BatchNorm(Layer):
         self._inv_std = None  # 1 / sqrt(V + eps), shaped (1, C, 1, ...) to broadcast
         self._batch_stats = False  # whether the last forward used the batch statistics
         self._spec = None
+        #: A communicator to normalise over every rank's batch (``--sync-bn``); None: this
+        #: process's batch alone.
+        self.sync: Any = None
+        self._share = 1.0  # this rank's part of the global batch, n_r / n (sync only)
 
     def __repr__(self) -> str:
         return f"{self.name}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
@@ -74,6 +84,31 @@ class _BatchNorm(Layer):
         ``eval=None`` follows the layer's mode (:meth:`train` / :meth:`eval`); ``True`` or
         ``False`` overrides it for this call (the handout's signature).
         """
+        return self._forward(Z, eval, relu=False)
+
+    def forward_relu(self, Z: Any, relu: Any) -> Any:
+        """``relu.forward(self.forward(Z))``, the ``ReLU`` layer ``relu`` following this one
+        (``Sequential`` pairs them); undo with :meth:`backward_relu`.
+
+        Where the NumPy fast path runs (training mode), the two are one pass over each
+        chunk (``backend/norm.py``), and ``relu`` is left as its own forward would leave it
+        but with ``relu.Z`` holding A too (``Z <= 0`` exactly where ``A <= 0``, all its
+        backward reads). Elsewhere the two forwards run in turn.
+        """
+        A = self._forward(Z, None, relu=True)
+        if self._engine is None or not self._engine.relu:
+            return relu.forward(A)
+        relu.Z, relu.A, relu._spec = A, A, self._spec
+        return A
+
+    def backward_relu(self, dLdA: Any, relu: Any) -> Any:
+        """``self.backward(relu.backward(dLdA))`` after :meth:`forward_relu`, fused where
+        its forward was."""
+        if self._engine is None or not self._engine.relu:
+            return self.backward(relu.backward(dLdA))
+        return self.backward(dLdA)  # the engine masks dLdA with A's signs first
+
+    def _forward(self, Z: Any, eval: bool | None, relu: bool) -> Any:
         if eval is not None and not isinstance(eval, bool):
             raise TypeError(
                 f"{self.name}: eval must be True, False or None, got {type(eval).__name__}"
@@ -98,14 +133,20 @@ class _BatchNorm(Layer):
                 f"{self.name}: training needs more than one value per channel, "
                 f"got input of shape {shape_str(Z.shape)}"
             )
-        if use_batch and batch_norm_applies(Z):  # the same formulas, in cache-sized chunks
-            self._engine = BatchNormTrain(self.eps)
+        if use_batch and self.sync is not None:
+            M, V, n, self._share = _global_statistics(self.sync, Z, axes)
+            self.M, self.V = M, V
+            self._update_running(running_M, running_V, n)
+            centered = Z - xp.reshape(M, channel)
+            V = xp.reshape(V, channel)
+        elif use_batch and batch_norm_applies(Z):  # the same formulas, in cache-sized chunks
+            self._engine = BatchNormTrain(self.eps, relu)
             BZ = self._engine.forward(Z, BW, Bb)
             self.M, self.V = self._engine.M, self._engine.V
             self._update_running(running_M, running_V, n)
             self._NZ, self._batch_stats, self._spec = None, True, spec_of(Z)
             return BZ
-        if use_batch:
+        elif use_batch:
             M = xp.mean(Z, axis=axes, keepdims=True)
             centered = Z - M
             V = xp.mean(centered * centered, axis=axes, keepdims=True)  # biased, as torch
@@ -138,6 +179,9 @@ class _BatchNorm(Layer):
     def backward(self, dLdBZ: Any) -> Any:
         """``dLdBZ`` (N, C, *spatial) -> ``dLdZ``; sets ``dLdBW`` and ``dLdBb``.
 
+        (After :meth:`forward_relu`'s fused pass, the ReLU's mask is applied to ``dLdBZ``
+        first: a no-op on a gradient the ReLU layer's backward has already masked.)
+
         ``dLdBb = sum(dLdBZ)``, ``dLdBW = sum(dLdBZ NZ)`` over every axis but 1. After a
         training-mode forward the batch statistics depend on Z too:
 
@@ -161,8 +205,44 @@ class _BatchNorm(Layer):
         scale = xp.reshape(astype(self.BW, NZ.dtype), channel) * self._inv_std
         if not self._batch_stats:
             return self._as_input(scale * dLdBZ)
+        if self.sync is not None:
+            return self._as_input(scale * (dLdBZ - self._global_sums(dLdBb, dLdBW, NZ)))
         n = math.prod(NZ.shape[a] for a in axes)
         return self._as_input((scale / n) * (n * dLdBZ - dLdBb - NZ * dLdBW))
+
+    def _global_sums(self, dLdBb: Any, dLdBW: Any, NZ: Any) -> Any:
+        """``(sum dLdBZ + NZ sum dLdBZ NZ) / n_r`` with the sums over the global batch.
+
+        Each rank's dLdBZ is the gradient of its own mean loss, and the global loss is
+        ``sum_r w_r L_r`` (``w_r = n_r / n``): the global sums weight rank r's sums by w_r,
+        and dividing by n_r instead of n returns rank r's gradient to its own scale, the one
+        the gradient all-reduce then weights by w_r again. The parameter gradients stay this
+        rank's own sums."""
+        summed_b, summed_W = self.sync.allreduce_arrays(self._share * dLdBb, self._share * dLdBW)
+        n_local = math.prod(NZ.shape[a] for a in (0, *range(2, NZ.ndim)))
+        return (summed_b + NZ * summed_W) / n_local
+
+
+def _global_statistics(comm: Any, Z: Any, axes: tuple[int, ...]) -> tuple[Any, Any, int, float]:
+    """(mean, biased variance, count, this rank's share of the count) per channel over
+    every rank's ``Z``: each rank's count, mean and sum of squared deviations are gathered and
+    combined the same way on every rank (Chan et al.'s pairwise update, accurate where
+    sum(Z^2) - n M^2 would cancel)."""
+    xp = array_namespace(Z)
+    n_local = math.prod(Z.shape[a] for a in axes)
+    mean = xp.mean(Z, axis=axes)
+    deviation = Z - xp.reshape(mean, (1, -1, *(1,) * (Z.ndim - 2)))
+    squares = xp.sum(deviation * deviation, axis=axes)
+    count = xp.full(mean.shape, n_local, dtype=mean.dtype, device=device(mean))
+    gathered = comm.allgather(xp.stack([count, mean, squares]))  # (ranks, 3, C)
+    counts, means, squares = gathered[:, 0, :], gathered[:, 1, :], gathered[:, 2, :]
+    n = xp.sum(counts, axis=0)
+    M = xp.sum(counts * means, axis=0) / n
+    spread = means - M
+    V = xp.sum(squares + counts * spread * spread, axis=0) / n
+    # the count is back on the host anyway: MPI moved it there and back
+    total = int(to_numpy(n)[0])
+    return M, V, total, n_local / total
 
 
 class BatchNorm1d(_BatchNorm):

@@ -128,6 +128,7 @@ class TrainConfig:
     resume: bool = False
     subset: int | None = None
     progress: bool = True
+    sync_bn: bool = False
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` setting filled in and every setting checked: a

@@ -33,6 +33,7 @@ from ..data import (
     normalize,
     train_val_split,
 )
+from ..distributed import Communicator, is_root, on_root, seed_rank, sync_batch_norm, world
 from ..layers import CrossEntropyLoss
 from ..models import build_model
 from ..models.zoo import MODELS
@@ -82,6 +83,11 @@ def load_split(
     ``i`` of ``k`` (folds drawn with ``seed``)."""
     options = {} if fold is None else {"fold": tuple(fold), "seed": seed}
     return load_dataset(dataset, data_dir=data_dir, download=download, **options)
+
+
+def _fetch(config: TrainConfig, fold: tuple[int, int] | None) -> None:
+    """Load the run's data once, downloading what is missing (and keep nothing)."""
+    load_split(config.dataset, fold, config.seed, config.data_dir, config.download)
 
 
 def prepare_data(
@@ -152,20 +158,35 @@ def run_experiment(
     and scores each on its own held-out fold: the summary's ``test_accuracy`` counts every
     sample once (out-of-fold), ``fold_test_accuracy`` lists the folds'.
     """
+    comm = world()
+    config = on_root(comm, lambda: _resolve_config(config, comm))
+    choose_backend(config.backend, config.device, config.dtype)
+    if config.folds > 1 and is_root(comm):
+        write_config(config, Path(config.out), None, command)
+    if config.folds == 1:
+        summary, confusion, _ = _train_and_test(config, None, log, command, comm)
+    else:
+        summary, confusion = _cross_validate(config, log, command, comm)
+    if is_root(comm):
+        _write_results(Path(config.out), summary, confusion)
+    return summary
+
+
+def _resolve_config(config: TrainConfig, comm: Communicator | None) -> TrainConfig:
+    """``config`` with the run's or the recipe's settings filled in and checked, and its
+    ``--out`` free for a fresh run (on rank 0 alone, which owns the files)."""
     if config.resume:
         config = with_run_settings(config)
     config = config.resolved()
     if not config.resume:
         _refuse_to_overwrite(Path(config.out))
-    choose_backend(config.backend, config.device, config.dtype)
-    if config.folds > 1:
-        write_config(config, Path(config.out), None, command)
-    if config.folds == 1:
-        summary, confusion, _ = _train_and_test(config, None, log, command)
-    else:
-        summary, confusion = _cross_validate(config, log, command)
-    _write_results(Path(config.out), summary, confusion)
-    return summary
+    ranks = 1 if comm is None else comm.size
+    if ranks > 1 and config.batch_size < 2 * ranks:
+        raise ValueError(
+            f"{WHO}: --batch-size {config.batch_size} is the global batch; on {ranks} ranks it "
+            f"must be at least {2 * ranks} (two images a rank)"
+        )
+    return config
 
 
 #: What defines a run and its input pipeline: a resumed run keeps them.
@@ -329,15 +350,16 @@ def _write_results(out: Path, summary: dict[str, Any], confusion: np.ndarray) ->
 
 
 def _cross_validate(
-    config: TrainConfig, log: Any, command: str | None
+    config: TrainConfig, log: Any, command: str | None, comm: Communicator | None = None
 ) -> tuple[dict[str, Any], np.ndarray]:
     """k runs, run i in ``out/fold-i`` tested on fold i; one summary over every sample."""
     k = config.folds
     runs, confusion = [], 0
     for i in range(k):
         fold_config = dataclasses.replace(config, out=str(Path(config.out) / f"fold-{i}"))
-        summary, fold_confusion, classes = _train_and_test(fold_config, (i, k), log, command)
-        _write_results(Path(fold_config.out), summary, fold_confusion)
+        summary, fold_confusion, classes = _train_and_test(fold_config, (i, k), log, command, comm)
+        if is_root(comm):
+            _write_results(Path(fold_config.out), summary, fold_confusion)
         runs.append(summary)
         confusion = confusion + fold_confusion
     count = int(confusion.sum())
@@ -365,7 +387,8 @@ def _cross_validate(
         "out": config.out,
     }
     title = _title(config) + f", {k}-fold cross-validation"
-    plots.plot_confusion(confusion, classes, Path(config.out) / "confusion_matrix.png", title)
+    if is_root(comm):
+        plots.plot_confusion(confusion, classes, Path(config.out) / "confusion_matrix.png", title)
     return summary, confusion
 
 
@@ -375,13 +398,20 @@ def train_model(
     out: Path | None = None,
     meta: dict[str, Any] | None = None,
     log: Any = None,
+    comm: Communicator | None = None,
 ) -> Trainer:
     """Build the model, optimizer and scheduler ``config`` names and fit them on
     ``data["train"]`` (from :func:`prepare_data`), validating on ``data["val"]``; with ``out``,
-    checkpoints, metrics and ``meta`` go there. Returns the trainer (``trainer.model``)."""
+    checkpoints, metrics and ``meta`` go there. Returns the trainer (``trainer.model``).
+
+    With ``comm``, this rank trains on its share of every global batch of ``batch_size``
+    (see :mod:`portaconv.distributed`) and validates on its share of the validation rows."""
     backend = get_backend()
+    rank, ranks = (0, 1) if comm is None else (comm.rank, comm.size)
     manual_seed(config.seed)
     model = build_model(config.model, data["input_shape"], len(data["classes"]))
+    if config.sync_bn:
+        sync_batch_norm(model, comm)
     optimizer = make_optimizer(config, model)
     trainer = Trainer(
         model,
@@ -393,9 +423,11 @@ def train_model(
         meta=meta,
         log=log,
         patience=config.patience,
+        comm=comm,
     )
-    # A last batch of one sample cannot be batch-normalised in training mode: drop it then.
-    lonely = len(data["train"][1]) % config.batch_size == 1
+    # A last batch of one sample cannot be batch-normalised in training mode, nor one that
+    # leaves a rank fewer than two: it is dropped then.
+    lonely = 0 < len(data["train"][1]) % config.batch_size < max(2, 2 * ranks)
     loader = DataLoader(
         *data["train"],
         batch_size=config.batch_size,
@@ -403,21 +435,36 @@ def train_model(
         seed=config.seed,
         drop_last=lonely,
         augment=AUGMENTATIONS[config.augment],
+        rank=rank,
+        world_size=ranks,
     )
     val_loader = None
     if data["val"] is not None:
-        val_loader = DataLoader(*data["val"], batch_size=max(256, config.batch_size))
+        val_loader = _shard_loader(*data["val"], config.batch_size, comm)
     trainer.log(
         f"training {config.model} on {config.dataset} ({len(data['train'][1])} train, "
         f"{0 if data['val'] is None else len(data['val'][1])} validation images) with "
         f"{backend.name} on {backend.device} in {backend.dtype_name}"
+        + ("" if ranks == 1 else f", {ranks} MPI ranks")
+        + (", synchronised batch norm" if config.sync_bn and ranks > 1 else "")
         + ("" if out is None else f" -> {out}")
     )
     state = trainer.resume() if config.resume else None
     if state is not None:
         _replan_schedule(trainer, config, state["meta"]["config"])
+    seed_rank(comm, config.seed, trainer.epoch)  # Dropout's masks differ between ranks
     trainer.fit(loader, val_loader, epochs=config.epochs)
     return trainer
+
+
+def _shard_loader(X: np.ndarray, y: np.ndarray, batch_size: int, comm: Communicator | None) -> Any:
+    """An evaluation loader over this rank's consecutive share of the rows (None: none)."""
+    if comm is not None:
+        base, extra = divmod(len(y), comm.size)
+        start = comm.rank * base + min(comm.rank, extra)
+        rows = slice(start, start + base + (comm.rank < extra))
+        X, y = X[rows], y[rows]
+    return DataLoader(X, y, batch_size=max(256, batch_size)) if len(y) else None
 
 
 def _replan_schedule(trainer: Trainer, config: TrainConfig, saved: dict[str, Any]) -> None:
@@ -440,12 +487,18 @@ def _replan_schedule(trainer: Trainer, config: TrainConfig, saved: dict[str, Any
 
 
 def _train_and_test(
-    config: TrainConfig, fold: tuple[int, int] | None, log: Any, command: str | None = None
+    config: TrainConfig,
+    fold: tuple[int, int] | None,
+    log: Any,
+    command: str | None = None,
+    comm: Communicator | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, list[str]]:
     """One run of a resolved config: fit on the training split (or on every fold but
     ``fold=(i, k)``'s), score on the test split (fold ``i``). Returns the summary, the test
     confusion matrix and the class names."""
     backend = get_backend()
+    if comm is not None:  # rank 0 downloads what is missing before the others look for it
+        on_root(comm, lambda: _fetch(config, fold))
     data = prepare_data(config, fold)
     num_classes = len(data["classes"])
     meta = {
@@ -457,12 +510,11 @@ def _train_and_test(
     }
     out = Path(config.out)
     if config.resume:
-        _check_resumable(config, data, fold)
-    write_config(config, out, fold, command)
-    trainer = train_model(config, data, out, meta, log)
-    test = trainer.evaluate(
-        DataLoader(*data["test"], batch_size=max(256, config.batch_size)), num_classes
-    )
+        on_root(comm, lambda: _check_resumable(config, data, fold))
+    if is_root(comm):
+        write_config(config, out, fold, command)
+    trainer = train_model(config, data, out, meta, log, comm)
+    test = trainer.evaluate(_shard_loader(*data["test"], config.batch_size, comm), num_classes)
     title = _title(config) + ("" if fold is None else f", fold {fold[0] + 1} of {fold[1]}")
     trainer.write_plots(test["confusion"], data["classes"], title)
     summary = {
@@ -476,6 +528,8 @@ def _train_and_test(
         "optimizer": config.optimizer,
         "lr": config.lr,
         "seed": config.seed,
+        "world_size": 1 if comm is None else comm.size,
+        "sync_bn": config.sync_bn,
         "folds": config.folds,
         "fold": meta["fold"],
         "train_images": len(data["train"][1]),

@@ -32,6 +32,7 @@ from array_api_compat import array_namespace
 
 from ..backend import check_rng_state, get_rng_state, set_rng_state, to_numpy
 from ..checks import check_int
+from ..distributed import on_root
 from ..layers import CrossEntropyLoss
 from . import plots
 from ._json import dumps
@@ -56,6 +57,14 @@ class Trainer:
     the validation accuracy improves, ``metrics.jsonl`` and the plots. ``meta`` is stored in
     every checkpoint (what is needed to rebuild the model and its input pipeline).
     ``progress`` shows a tqdm bar per epoch with loss, accuracy, images/s and ETA.
+
+    ``comm`` (a :class:`portaconv.distributed.Communicator`, e.g. from
+    :func:`portaconv.distributed.world`): data-parallel training over its ranks. Each rank's
+    training loader yields its share of every global batch (``DataLoader(...,
+    rank=comm.rank, world_size=comm.size)``) and each evaluation loader its share of the rows;
+    the trainer starts every rank from rank 0's model, all-reduces the gradients before each
+    optimizer step and the metrics after each epoch, and only rank 0 logs, shows progress
+    and writes files.
     """
 
     def __init__(
@@ -69,6 +78,7 @@ class Trainer:
         meta: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = None,
         patience: int | None = None,
+        comm: Any = None,
     ) -> None:
         if patience is not None:
             check_int("Trainer", "patience", patience)
@@ -90,9 +100,14 @@ class Trainer:
         self.criterion = CrossEntropyLoss() if criterion is None else criterion
         self.scheduler = scheduler
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.progress = progress
+        self.comm = comm
+        #: Whether this process logs and writes files: rank 0, or the only process.
+        self.is_root = comm is None or comm.is_root
+        self.progress = progress and self.is_root
         self.meta = dict(meta or {})
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        if not self.is_root:
+            self.log = lambda line: None
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.train_seconds = 0.0
@@ -128,7 +143,9 @@ class Trainer:
             if self.out_dir is None:
                 raise ValueError("Trainer: resume=True needs out_dir, where the checkpoint is")
             self.resume()
-        if self.out_dir is not None:
+        if self.comm is not None:
+            self.comm.broadcast_model(self.model)  # every rank starts from rank 0's weights
+        if self.out_dir is not None and self.is_root:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             for path in remove_stale_temporaries(self.out_dir):
                 self.log(f"removed {path}, left by a run killed while writing it")
@@ -163,7 +180,7 @@ class Trainer:
             )
             if improved:
                 self.best_val_accuracy, self.best_epoch = val, self.epoch
-            if self.out_dir is not None:
+            if self.out_dir is not None and self.is_root:
                 self._save_epoch(record, improved)
         return self.history
 
@@ -183,16 +200,18 @@ class Trainer:
         the best one but ``best.npz`` holds another (a run killed between the two writes),
         ``best.npz`` is rewritten from the checkpoint."""
         path = self.out_dir / CHECKPOINT
-        if not path.exists():
+        # With several ranks, rank 0 reads the file and sends its state to the others.
+        state = on_root(self.comm, lambda: load_checkpoint(path) if path.exists() else None)
+        if state is None:
             self.log(f"no checkpoint at {path}; starting from scratch")
             return None
-        state = load_checkpoint(path)  # a directory or a damaged file: ValueError
         try:
             self.restore(state)
         except (ValueError, TypeError) as exc:  # TypeError: arrays of a type the model refuses
             raise ValueError(f"checkpoint {path}: {exc}") from exc
         self.log(f"resumed from {path} after epoch {self.epoch}")
-        self._repair_best(state)
+        if self.is_root:
+            self._repair_best(state)
         return state
 
     def _repair_best(self, state: dict[str, Any]) -> None:
@@ -236,8 +255,10 @@ class Trainer:
             loss = self.criterion.forward(Z, y)
             self.optimizer.zero_grad()
             self._backward(self.criterion.backward())
-            self.optimizer.step()
             n = int(X.shape[0])
+            if self.comm is not None:
+                self.comm.allreduce_gradients(self.model, n)
+            self.optimizer.step()
             batch_loss = loss * n
             correct = _correct(Z, y)
             total_loss = batch_loss if total_loss is None else total_loss + batch_loss
@@ -258,8 +279,12 @@ class Trainer:
             bar.close()
         if not seen:
             raise ValueError("Trainer.fit: the training loader yielded no batches")
-        mean_loss = float(total_loss) / seen
-        accuracy = float(total_correct) / seen
+        loss_sum, correct_sum = float(total_loss), float(total_correct)
+        if self.comm is not None:
+            loss_sum, correct_sum, seen = self.comm.allreduce_sum([loss_sum, correct_sum, seen])
+            seen = int(seen)
+        mean_loss = loss_sum / seen
+        accuracy = correct_sum / seen
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self.train_images += seen
@@ -276,14 +301,16 @@ class Trainer:
     def evaluate(self, loader: Any, num_classes: int | None = None) -> dict[str, Any]:
         """Loss, accuracy and confusion matrix (rows true, columns predicted) in eval mode.
 
-        The model is put back in training mode afterwards if it was in it.
+        The model is put back in training mode afterwards if it was in it. With ``comm``,
+        ``loader`` holds this rank's share of the rows (possibly none: ``None``) and the
+        results are those of all ranks' rows together.
         """
         was_training = getattr(self.model, "training", True)
         self.model.eval()
         total_loss = 0.0
         truths, predictions = [], []
         try:
-            for X, y in loader:
+            for X, y in loader or ():
                 Z = self.model.forward(X)
                 total_loss += float(self.criterion.forward(Z, y)) * int(X.shape[0])
                 xp = array_namespace(Z)
@@ -291,17 +318,23 @@ class Trainer:
                 truths.append(to_numpy(y))
         finally:
             self.model.train(was_training)
-        if not truths:
-            raise ValueError("Trainer.evaluate: the loader yielded no batches")
-        truth = np.concatenate(truths).astype(np.int64)
-        predicted = np.concatenate(predictions).astype(np.int64)
-        classes = num_classes or int(max(truth.max(), predicted.max()) + 1)
+        truth = np.concatenate(truths or [np.zeros(0)]).astype(np.int64)
+        predicted = np.concatenate(predictions or [np.zeros(0)]).astype(np.int64)
+        classes = num_classes or int(max(truth.max(initial=0), predicted.max(initial=0)) + 1)
+        if self.comm is not None and not num_classes:
+            classes = int(self.comm.allreduce_max(classes))
         confusion = np.bincount(truth * classes + predicted, minlength=classes * classes)
+        count = truth.size
+        if self.comm is not None:  # every rank's rows: sum the loss, count and confusion
+            summed = self.comm.allreduce_sum([total_loss, count, *confusion])
+            total_loss, count, confusion = summed[0], int(summed[1]), summed[2:].astype(np.int64)
+        if not count:
+            raise ValueError("Trainer.evaluate: the loader yielded no batches")
         return {
-            "loss": total_loss / truth.size,
-            "accuracy": float(np.mean(truth == predicted)),
+            "loss": total_loss / count,
+            "accuracy": float(np.trace(confusion.reshape(classes, classes))) / count,
             "confusion": confusion.reshape(classes, classes),
-            "count": int(truth.size),
+            "count": int(count),
         }
 
     # ----------------------------------------------------------------- checkpoints and logs
@@ -382,7 +415,7 @@ class Trainer:
     ) -> list:
         """``loss.png``, ``accuracy.png``, ``lr.png`` and, given a matrix,
         ``confusion_matrix.png``, each titled ``title`` (e.g. the dataset, model, backend)."""
-        if self.out_dir is None:
+        if self.out_dir is None or not self.is_root:
             return []
         if not plots.plots_available():
             self.log('matplotlib is not installed: no plots (pip install "portaconv[plot]")')
