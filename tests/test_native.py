@@ -27,6 +27,7 @@ from portaconv.backend import (
     scaled_add,
     shared_zeros,
     strided_native,
+    updates_in_place,
     window_max,
     window_max_grad,
 )
@@ -124,13 +125,22 @@ def test_window_max_and_grad_first_maximum_first_nan(bk64):
 # ------------------------------------------------------------- updates and zero gradients
 
 
-def test_scaled_add_updates_in_place(bk, rng):
+def test_scaled_add_updates_in_place_or_rebinds(bk, rng):
+    """The optimizers' one update: into y itself where the library allows it, else (JAX) a
+    new array handed to the owner's setter; x=None scales alone."""
     y0, x0 = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
     y, x = on(bk, y0.copy()), on(bk, x0.copy())  # on() may share memory with its input
-    result = scaled_add(y, x, -0.25, scale=0.5)
-    assert result is y  # every backend here is mutable: no new array, nothing to rebind
-    assert_close(y, 0.5 * y0 - 0.25 * x0, bk, "scale * y + alpha * x")
+    held = []
+    result = scaled_add(y, x, -0.25, scale=0.5, rebind=held.append)
+    assert_close(result, 0.5 * y0 - 0.25 * x0, bk, "scale * y + alpha * x")
     assert_close(x, x0, bk, "x untouched")
+    if updates_in_place(y):
+        assert result is y and held == []  # no new array, nothing to rebind
+    else:
+        assert result is not y and held == [result]
+        assert_close(y, y0, bk, "an immutable y untouched")
+    doubled = scaled_add(result, None, 0.0, scale=2.0)
+    assert_close(doubled, y0 - 0.5 * x0, bk, "scale alone")
 
 
 def test_zero_grad_shares_read_only_zeros_that_backward_replaces(bk, rng):
