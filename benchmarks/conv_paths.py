@@ -1,79 +1,104 @@
-"""Which NumPy convolution path is faster: the im2row gather or the row gather, by shape.
+"""Which NumPy convolution engine is fastest, by shape: im2row, row gather or NCHW.
 
-    python benchmarks/conv_paths.py [--runs N]
+    python benchmarks/conv_paths.py [--rounds N] [--shapes REGEX]
 
-``Conv2d`` on NumPy takes the row-gather path (``portaconv/backend/conv/rowgather.py``) for
-stride 1, K > 1 and at least ``MIN_CHANNELS`` input channels, and the im2row path otherwise.
-For each shape below this times one forward + backward of the same layer on both paths,
-the two alternating call by call so that background load falls on both, and prints the
-best and median times and their ratio (row gather / im2row: below 1, the row gather wins).
-It is how ``MIN_CHANNELS`` was chosen; rerun it on another machine to check the threshold.
+On NumPy ``Conv2d`` takes the NCHW engine (``portaconv/backend/conv/nchw.py``) for fewer
+than ``MAX_CHANNELS`` input channels, and for strided or 1x1 layers with at least
+``MIN_POSITIONS`` output positions; the row-gather engine (``rowgather.py``) for stride 1,
+K > 1 and at least ``MIN_CHANNELS`` input channels; the im2row engine otherwise. For each
+shape below this times one forward + backward of the same layer on every engine that can
+compute it, the engines taking turns within each round (their order rotating from round to
+round) so that background load falls on all of them, and prints each engine's median time
+and its median per-round ratio to im2row with the quartiles of those ratios (below 1: faster
+than im2row). It is how the thresholds were chosen; rerun it on another machine to check them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle BLAS threads sleep
 
 import numpy as np  # noqa: E402
 
+import portaconv.backend.conv.nchw as nchw  # noqa: E402
 import portaconv.backend.conv.rowgather as rowconv  # noqa: E402
-from portaconv.backend import use_backend  # noqa: E402
+from portaconv.backend import num_threads, use_backend  # noqa: E402
 from portaconv.layers import Conv2d  # noqa: E402
 
-# C_in, C_out, K, image size, padding, batch, input gradient needed
+# C_in, C_out, K, stride, image size, padding, batch, input gradient needed
 SHAPES = [
-    (1, 6, 5, 28, 2, 128, False),  # LeNet-5's first layer (the images need no gradient)
-    (1, 6, 5, 28, 0, 64, True),
-    (1, 32, 3, 28, 1, 128, False),  # the Fashion-MNIST CNN's first layer
-    (2, 16, 3, 28, 1, 64, True),
-    (3, 32, 3, 32, 1, 64, True),
-    (4, 16, 3, 28, 1, 64, True),
-    (4, 32, 3, 14, 1, 64, True),
-    (5, 16, 3, 28, 1, 64, True),
-    (6, 32, 3, 28, 1, 64, True),
-    (4, 16, 5, 28, 2, 64, True),
-    (6, 16, 5, 14, 0, 128, True),  # LeNet-5's second layer
-    (8, 32, 3, 28, 1, 64, True),
+    (1, 6, 5, 1, 28, 2, 128, False),  # LeNet-5's first layer (the images need no gradient)
+    (1, 6, 5, 1, 28, 0, 64, True),
+    (1, 32, 3, 1, 28, 1, 128, False),  # the zoo cnn's first layer
+    (2, 16, 3, 1, 28, 1, 64, True),
+    (3, 32, 3, 1, 32, 1, 64, True),
+    (4, 16, 3, 1, 28, 1, 64, True),
+    (4, 32, 3, 1, 14, 1, 64, True),
+    (5, 16, 3, 1, 28, 1, 64, True),
+    (6, 32, 3, 1, 28, 1, 64, True),
+    (4, 16, 5, 1, 28, 2, 64, True),
+    (6, 16, 5, 1, 14, 0, 128, True),  # LeNet-5's second layer
+    (8, 32, 3, 1, 28, 1, 64, True),
+    (16, 32, 3, 2, 28, 1, 64, True),  # strided
+    (32, 64, 3, 2, 28, 1, 64, True),
+    (128, 128, 3, 2, 14, 1, 64, True),  # 49 output positions
+    (32, 64, 1, 1, 28, 0, 64, True),  # 1x1
+    (64, 128, 1, 1, 14, 0, 64, True),
+    (256, 64, 1, 1, 7, 0, 64, True),  # 49 output positions
 ]
+
+# how each engine is forced: (nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowgather.MIN_CHANNELS)
+ENGINES = {"im2row": (0, 10**9, 10**9), "row gather": (0, 10**9, 1), "nchw": (10**9, 1, 10**9)}
+
+
+def engines_for(k: int, stride: int) -> list[str]:
+    row_gather = k > 1 and stride <= min(k, rowconv.MAX_STRIDE)
+    return ["im2row", *(["row gather"] if row_gather else []), "nchw"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30, help="timed calls per path and shape")
+    parser.add_argument("--rounds", type=int, default=21, help="timed rounds per shape")
+    parser.add_argument("--shapes", metavar="REGEX", help="only shapes whose label matches")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"portaconv threads: {rowconv.num_threads()}, MIN_CHANNELS = {rowconv.MIN_CHANNELS}")
+    defaults = (nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowconv.MIN_CHANNELS)
     print(
-        "C_in C_out  K  size  pad  batch  dL/dA | im2row best / median ms"
-        " | row best / median ms | ratio"
+        f"portaconv threads: {num_threads()}, nchw.MAX_CHANNELS = {defaults[0]}, "
+        f"nchw.MIN_POSITIONS = {defaults[1]}, rowgather.MIN_CHANNELS = {defaults[2]}"
     )
-    default = rowconv.MIN_CHANNELS
+    print("shape (C_in-C_out KxK stride size pad batch dL/dA) | engine median ms, ratio to im2row")
     with use_backend("numpy", None, "float32"):
-        for cin, cout, k, size, pad, batch, input_grad in SHAPES:
+        for cin, cout, k, stride, size, pad, batch, input_grad in SHAPES:
+            label = f"{cin}-{cout} {k}x{k} s{stride} {size}x{size} p{pad} N{batch} dA={input_grad}"
+            if args.shapes and not re.search(args.shapes, label):
+                continue
             A = rng.standard_normal((batch, cin, size, size), dtype=np.float32)
-            layer = Conv2d(cin, cout, k, 1, pad)
+            layer = Conv2d(cin, cout, k, stride, pad)
             layer.needs_input_grad = input_grad
             dZ = np.ones_like(layer.forward(A))
-            times: list[list[float]] = [[], []]
-            for _ in range(args.runs + 2):  # the first two calls of each are warm-up
-                for path, threshold in enumerate((10**9, 1)):  # im2row, then row gather
-                    rowconv.MIN_CHANNELS = threshold
+            names = engines_for(k, stride)
+            times: dict[str, list[float]] = {name: [] for name in names}
+            for r in range(args.rounds + 2):  # the first two rounds are warm-up
+                for j in range(len(names)):
+                    name = names[(r + j) % len(names)]
+                    nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowconv.MIN_CHANNELS = ENGINES[name]
                     start = time.perf_counter()
                     layer.forward(A)
                     layer.backward(dZ)
-                    times[path].append(time.perf_counter() - start)
-            rowconv.MIN_CHANNELS = default
-            im2row, row = (np.array(t[2:]) * 1e3 for t in times)
-            print(
-                f"{cin:4d} {cout:5d} {k:2d} {size:5d} {pad:4d} {batch:6d}  {str(input_grad):5s}"
-                f" | {im2row.min():8.2f} / {np.median(im2row):6.2f}"
-                f" | {row.min():8.2f} / {np.median(row):6.2f}"
-                f" | {row.min() / im2row.min():.2f}"
-            )
+                    times[name].append(time.perf_counter() - start)
+            nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowconv.MIN_CHANNELS = defaults
+            base = np.array(times["im2row"][2:])
+            cells = []
+            for name in names:
+                t = np.array(times[name][2:])
+                q1, med, q3 = np.percentile(t / base, [25, 50, 75])
+                cells.append(f"{name} {np.median(t) * 1e3:.2f} ms {med:.2f} [{q1:.2f}-{q3:.2f}]")
+            print(f"{label:42s} | " + " | ".join(cells))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def worker(steps: int, batch: int, model_name: str) -> None:
     import numpy as np
 
     from portaconv import manual_seed
+    from portaconv.backend import to_numpy
     from portaconv.data import DataLoader
     from portaconv.distributed import world
     from portaconv.models import build_model
@@ -56,7 +57,7 @@ def worker(steps: int, batch: int, model_name: str) -> None:
     trainer.fit(loader, epochs=2)  # epoch 1 warms up
     record = trainer.history[-1]
     gradients = model.gradients()
-    bytes_per_step = sum(int(np.prod(g.shape)) * g.dtype.itemsize for g in gradients.values())
+    bytes_per_step = sum(to_numpy(g).nbytes for g in gradients.values())
     allreduce_s = None
     if comm is not None:
         repeats = 20

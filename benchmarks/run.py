@@ -6,8 +6,12 @@
 Every case is the forward and backward pass of one layer (or one LeNet-5 training step) on
 the same float32 data: portaconv's explicit ``forward``/``backward`` on the chosen backend,
 and the same computation in ``torch.nn.functional`` with autograd on the same device with the
-same thread count. A time is the best of ``--repeats`` runs after one warm-up run; on a GPU
-the device is synchronised before the clock is read, on both sides of every run.
+same thread count. Each case runs ``--repeats`` rounds after one warm-up run, every round
+one run of each side, the side that goes first alternating from round to round, so that
+background load on a shared machine falls on both alike. The ratio reported is the median
+of the per-round ratios (portaconv / torch) with their quartiles as its spread; the best
+time of each side is given too. On a GPU the device is synchronised before the clock is
+read, on both sides of every run.
 
 FLOP counts (multiply and add counted as 2), with d spatial axes and L_out output positions::
 
@@ -64,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("PORTACONV_DEVICE", "").strip() or None,
         help="device as the backend spells it: cpu, cuda:0 (torch), 0 (cupy)",
     )
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (best kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=9, help="timed rounds per case (median ratio kept)"
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for both libraries (default: all)"
     )
@@ -108,6 +114,7 @@ except ImportError:
 
 import portaconv  # noqa: E402
 from portaconv.layers import (  # noqa: E402
+    BatchNorm2d,
     Conv1d,
     Conv2d,
     ConvTranspose2d,
@@ -118,6 +125,7 @@ from portaconv.layers import (  # noqa: E402
     MeanPool2d,
     ReLU,
 )
+from portaconv.models import Sequential  # noqa: E402
 
 # ----------------------------------------------------------------------------- the machine
 
@@ -289,19 +297,22 @@ def runqueue_wait_s() -> float | None:
 def best_times(
     steps: list[Callable[[], Any]], ctx: Context, repeats: int
 ) -> tuple[list[list[float]], list[Any], float | None]:
-    """``repeats`` timed runs of each step after one warm-up run of each.
+    """``repeats`` rounds of timed runs, one of each step a round, after one warm-up run of each.
 
-    The steps take turns (a, b, a, b, ...) so that background load on a shared machine falls
-    on both sides alike. Returns every step's run times (take the min), each warm-up result,
-    and the CPU wait (run-queue time of this process / wall time) over the timed runs.
+    The steps take turns, the one that starts a round rotating from round to round (a, b;
+    b, a; ...), so that background load on a shared machine falls on every side alike and
+    no side always runs right after the same other one. Returns every step's run times, in
+    round order (pair them round by round), each warm-up result, and the CPU wait
+    (run-queue time of this process / wall time) over the timed runs.
     """
     firsts = [step() for step in steps]
     ctx.sync()
     times: list[list[float]] = [[] for _ in steps]
     wait_before, start = runqueue_wait_s(), time.perf_counter()
-    for _ in range(repeats):
-        for step, runs in zip(steps, times):
-            runs.append(_timed(step, ctx))
+    for r in range(repeats):
+        for j in range(len(steps)):
+            k = (r + j) % len(steps)
+            times[k].append(_timed(steps[k], ctx))
     wall, wait_after = time.perf_counter() - start, runqueue_wait_s()
     wait = None if wait_before is None else (wait_after - wait_before) / wall
     return times, firsts, wait
@@ -597,10 +608,36 @@ def pool_case(name: str, mean: bool, N: int, C: int, size: int, kernel: int, str
     return Case(name, "layer", build, None, N, size * size)
 
 
+def batchnorm_relu_case(name: str, N: int, C: int, size: int) -> Case:
+    """BatchNorm2d (training mode) followed by ReLU, forward + backward, as a model runs
+    them (one fused step on NumPy), against F.batch_norm + F.relu + autograd."""
+
+    def build(ctx: Context) -> Pair:
+        A = ctx.randn(N, C, size, size)
+        dLdZ = ctx.randn(N, C, size, size)
+        model = Sequential(BatchNorm2d(C), ReLU())
+        A_pc, dLdZ_pc = ctx.pc(A), ctx.pc(dLdZ)
+
+        def run_pc():
+            return model.forward(A_pc), model.backward(dLdZ_pc)
+
+        A_t, dLdZ_t = ctx.pt(A, True), ctx.pt(dLdZ)
+        BW_t, Bb_t = ctx.pt(np.ones(C, np.float32), True), ctx.pt(np.zeros(C, np.float32), True)
+        running_M, running_V = ctx.pt(np.zeros(C, np.float32)), ctx.pt(np.ones(C, np.float32))
+
+        def run_torch():
+            Z = F.relu(F.batch_norm(A_t, running_M, running_V, BW_t, Bb_t, training=True))
+            return (Z.detach(), *torch.autograd.grad(Z, (A_t,), dLdZ_t))
+
+        return Pair(run_pc, run_torch)
+
+    return Case(name, "layer", build, None, N, size * size)
+
+
 LENET_LR = 0.01
 # A case is flagged noisy when this process's threads spent more than NOISY_WAIT of the timed
 # wall time waiting for a CPU: other work then slowed every run, and the best one too. (One
-# slow run among fast ones does no harm: the best is kept.)
+# slow round among fast ones does no harm: the median is kept.)
 NOISY_WAIT = 0.10
 
 
@@ -707,6 +744,7 @@ def all_cases(quick: bool) -> list[Case]:
         conv_transpose_case("convtranspose2d_3x3_up2_32-16_14x14", 64, 32, 16, 3, 2, 14),
         pool_case("maxpool2d_2_s2_32ch_28x28", False, 64, 32, 28, 2, 2),
         pool_case("meanpool2d_2_s2_32ch_28x28", True, 64, 32, 28, 2, 2),
+        batchnorm_relu_case("batchnorm2d_relu_32ch_28x28", 64, 32, 28),
         lenet_case("lenet5_train_step_N128", 128),
     ]
     for N in (16, 32, 64, 128):
@@ -753,6 +791,8 @@ def run_case(
     sgemm_gflops = 2 * sgemm[1] ** 3 / min(runs[2]) / 1e9 if case.flops else None
     del firsts
     pc_seconds, torch_seconds = min(pc_runs), min(torch_runs)
+    paired = [a / b for a, b in zip(pc_runs, torch_runs)]  # one ratio per round
+    q1, median, q3 = (float(q) for q in np.percentile(paired, [25, 50, 75]))
     error = max_relative_error(pc_first, torch_first)
     del pair, pc_first, torch_first
 
@@ -779,7 +819,11 @@ def run_case(
         "pixels_per_sample": case.pixels,
         "portaconv_s": pc_seconds,
         "torch_s": torch_seconds,
-        "ratio": pc_seconds / torch_seconds,
+        # median over the rounds of portaconv's time / torch's in the same round
+        "ratio": median,
+        "ratio_q1": q1,
+        "ratio_q3": q3,
+        "best_ratio": pc_seconds / torch_seconds,
         "flops": case.flops,
         "portaconv_gflops": gflops,
         "torch_gflops": case.flops / torch_seconds / 1e9 if case.flops else None,
@@ -847,7 +891,8 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def print_results(results: list[dict], memory: Memory) -> None:
     rss_column = not memory.same_method and memory.rss is not None
-    header = ["case", "pc ms", "torch ms", "pc/torch", "pc GFLOP/s", "%SGEMM", "pc MiB"]
+    header = ["case", "pc ms", "torch ms", "pc/torch", "quartiles", "best/best"]
+    header += ["pc GFLOP/s", "%SGEMM", "pc MiB"]
     header += (["pc RSS MiB"] if rss_column else []) + ["torch MiB", "max rel err", "wait%"]
 
     def row(r: dict) -> list[str]:
@@ -856,6 +901,8 @@ def print_results(results: list[dict], memory: Memory) -> None:
             f"{r['portaconv_s'] * 1e3:.3f}",
             f"{r['torch_s'] * 1e3:.3f}",
             f"{r['ratio']:.2f}",
+            f"{r['ratio_q1']:.2f}-{r['ratio_q3']:.2f}",
+            f"{r['best_ratio']:.2f}",
             _fmt(r["portaconv_gflops"], ".1f"),
             _fmt(r["portaconv_pct_sgemm"], ".1f"),
             _mib(r["portaconv_peak_bytes"]),
@@ -951,7 +998,9 @@ def main(args: argparse.Namespace) -> int:
     if ctx.on_gpu:
         print("TF32 disabled for torch (cudnn and matmul): both sides compute in float32")
     print(
-        f"timing: best of {args.repeats} after 1 warm-up, portaconv and torch runs alternating"
+        f"timing: {args.repeats} paired rounds after 1 warm-up, portaconv and torch taking turns "
+        "to go first; pc/torch is the median of the per-round ratios, with their quartiles; "
+        "pc ms and torch ms are each side's best"
         + ("; device synchronised around every run" if ctx.on_gpu else "")
     )
     print(
@@ -990,7 +1039,10 @@ def main(args: argparse.Namespace) -> int:
 
     print_results(results, memory)
     summary = summarise(results)
-    print("\nSummary (ratio = portaconv time / torch time; < 1 means portaconv is faster)")
+    print(
+        "\nSummary (ratio = median over paired rounds of portaconv time / torch time; < 1 means "
+        "portaconv is faster)"
+    )
     if summary["layer_cases"]:
         print(
             f"  geometric mean over {summary['layer_cases']} single-layer cases: "

@@ -161,7 +161,7 @@ class Communicator:
         """The sums over ranks of backend arrays of one dtype, in one MPI call."""
         xp = array_namespace(*arrays)
         flat = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
-        host = np.array(to_numpy(flat))  # a copy the MPI call may write into
+        host = _host_buffer(flat)
         self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
         return _unpack(host, arrays)
 
@@ -187,11 +187,17 @@ class Communicator:
             xp = array_namespace(*grads)
             count_array = xp.asarray([count], dtype=grads[0].dtype, device=device(grads[0]))
             flat = xp.concat([xp.reshape(g, (-1,)) * count for g in grads] + [count_array])
-            host = np.array(to_numpy(flat))
+            host = _host_buffer(flat)
             self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
             host[:-1] /= host[-1]
             for name, reduced in zip(names, _unpack(host[:-1], grads), strict=True):
                 _set_gradient(model, name, reduced)
+
+
+def _host_buffer(flat: Any) -> np.ndarray:
+    """``flat`` in host memory, contiguous and writable, for MPI to reduce in place: a NumPy
+    array or a torch CPU tensor's memory as it is, anything else copied."""
+    return np.require(to_numpy(flat), requirements=["C", "W"])
 
 
 def _like(host: np.ndarray, like: Any) -> Any:

@@ -192,6 +192,7 @@ def test_cupy_missing_names_the_extra(keep_active):
 @pytest.mark.parametrize("name, module, extra", [
     ("torch", "torch", "portaconv[torch]"),
     ("array_api_strict", "array_api_strict", "portaconv[strict]"),
+    ("jax", "jax", "portaconv[jax]"),
 ])
 def test_missing_library_names_the_extra(monkeypatch, name, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
@@ -208,6 +209,27 @@ def test_torch_cuda_without_gpu_is_unavailable(keep_active):
         set_backend("torch", "cuda")
     with pytest.raises(BackendUnavailableError, match=r"CUDA"):
         make_backend("torch", "cuda:0", "float64")
+
+
+def test_jax_devices(keep_active):
+    """jax: 'cpu', 'cpu:0' and None name JAX's CPU device here; a platform JAX lacks is
+    unavailable (saying which), a device index past the last one or a malformed name is a
+    ValueError. Choosing jax switches on 64-bit types, so float64 stays float64."""
+    jax = pytest.importorskip("jax")
+    cpu = jax.devices("cpu")[0]
+    assert make_backend("jax", "cpu").device == cpu == make_backend("jax", "cpu:0").device
+    assert make_backend("jax", cpu).device == cpu
+    backend = make_backend("jax", None, "float64")
+    assert jax.config.jax_enable_x64
+    x = to_backend(np.arange(3.0), backend)
+    assert x.dtype == backend.xp.float64 and x.device == backend.device
+    if not any(d.platform == "gpu" for d in jax.devices()):
+        with pytest.raises(BackendUnavailableError, match=r"jax.*'gpu:1'.*no 'gpu' device"):
+            make_backend("jax", "gpu:1")
+    with pytest.raises(ValueError, match=r"jax device 'cpu:7' does not exist"):
+        make_backend("jax", "cpu:7")
+    with pytest.raises(ValueError, match=r"jax device 'cpu:x' is not"):
+        make_backend("jax", "cpu:x")
 
 
 # ----------------------------------------------------------- where parameters are made

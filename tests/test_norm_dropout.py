@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import portaconv
-from portaconv.backend import get_rng_state, set_rng_state, to_numpy
+from portaconv.backend import get_rng_state, host_rng, set_rng_state, to_numpy
 from portaconv.layers import Linear
 from portaconv.layers.dropout import Dropout, Dropout1d, Dropout2d
 from portaconv.layers.normalization import BatchNorm1d, BatchNorm2d
@@ -477,3 +477,40 @@ def test_mode_flag_must_be_bool(bk64, make, flag):
         ),
     ):
         layer.forward(floats((2, 3, 4, 4))(bk64), **{flag: 1})
+
+
+def test_an_older_checkpoints_random_state_restores_the_initialisers_stream():
+    """Checkpoints written before the device streams hold a NumPy generator state alone."""
+    portaconv.manual_seed(5)
+    legacy = host_rng().bit_generator.state
+    expected = host_rng().random(3)
+    portaconv.manual_seed(6)
+    set_rng_state(legacy)
+    np.testing.assert_array_equal(host_rng().random(3), expected)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.pop("streams"),
+        lambda s: s.update(seed="7"),
+        lambda s: s.update(host={"bit_generator": "nope"}),
+        lambda s: s["streams"].update(x={"kind": "torch", "state": 5}),
+        lambda s: s["streams"].update(x={"kind": "jax", "key": "ab"}),
+        lambda s: s["streams"].update(x={"kind": "cupy", "draws": -1}),
+        lambda s: s["streams"].update(x={"kind": "mxnet"}),
+    ],
+    ids=["no-streams", "seed", "host", "torch", "jax", "cupy", "kind"],
+)
+def test_a_damaged_random_state_is_refused_and_changes_nothing(change):
+    portaconv.manual_seed(5)
+    state = get_rng_state()
+    change(state)
+    with pytest.raises(ValueError, match="not a portaconv random state"):
+        set_rng_state(state)
+    portaconv.manual_seed(5)
+    expected = host_rng().random(2)
+    portaconv.manual_seed(5)
+    with pytest.raises(ValueError):
+        set_rng_state(state)
+    np.testing.assert_array_equal(host_rng().random(2), expected)

@@ -23,6 +23,7 @@ from ._config import (
     set_backend,
     use_backend,
 )
+from ._native import native_paths, strided_native
 from ._ops import (
     KEEP_BYTES,
     WORKSPACE_BYTES,
@@ -44,7 +45,9 @@ from ._ops import (
     on_host,
     pad_spatial,
     row2im,
+    scaled_add,
     set_batch,
+    shared_zeros,
     slice_add,
     slice_set,
     split_evenly,
@@ -53,6 +56,7 @@ from ._ops import (
     to_backend,
     to_channels_last,
     to_numpy,
+    updates_in_place,
     window_index,
     window_max,
     window_max_grad,
@@ -76,8 +80,14 @@ from ._threads import (
     set_num_threads,
     share_cores,
 )
-from ._update import update, updates_in_place
-from .conv import MIN_CHANNELS, Im2RowConv, RowGatherConv2d, conv_engine, row_gather_applies
+from .conv import (
+    MIN_CHANNELS,
+    Im2RowConv,
+    RowGatherConv2d,
+    StridedConv,
+    conv_engine,
+    row_gather_applies,
+)
 
 __all__ = [
     "BACKENDS",
@@ -91,6 +101,7 @@ __all__ = [
     "Im2RowConv",
     "RowGatherConv2d",
     "Scratch",
+    "StridedConv",
     "astype",
     "batch_chunks",
     "bernoulli_mask",
@@ -117,6 +128,7 @@ __all__ = [
     "manual_seed",
     "matmul",
     "matmul_for_row2im",
+    "native_paths",
     "num_threads",
     "on_host",
     "pad_spatial",
@@ -124,16 +136,19 @@ __all__ = [
     "row_gather_applies",
     "scalar_array",
     "run_threaded",
+    "scaled_add",
     "set_backend",
     "set_batch",
     "set_num_threads",
     "set_rng_state",
     "set_step_random_state",
     "share_cores",
+    "shared_zeros",
     "slice_add",
     "slice_set",
     "split_evenly",
     "step_random_state",
+    "strided_native",
     "supplied_dtype",
     "swap_leading_axes",
     "to_backend",
@@ -141,7 +156,6 @@ __all__ = [
     "to_numpy",
     "tracing_for",
     "uniform",
-    "update",
     "updates_in_place",
     "use_backend",
     "window_index",

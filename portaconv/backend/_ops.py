@@ -20,12 +20,23 @@ from array_api_compat import (
     device,
     is_cupy_array,
     is_cupy_namespace,
+    is_jax_array,
     is_numpy_array,
     is_torch_array,
     is_torch_namespace,
 )
 
 from ._config import Backend, get_backend
+from ._native import (
+    index_add,
+    index_table,
+    pad,
+    strided_native,
+    strided_windows,
+    take,
+    take_add,
+    window_argmax,
+)
 
 # --------------------------------------------------------------------------- conversion
 
@@ -83,7 +94,7 @@ def to_numpy(x: Any) -> Any:
         return x.detach().cpu().numpy()
     if array_api_compat.is_cupy_array(x):
         return x.get()
-    if array_api_compat.is_jax_array(x):
+    if is_jax_array(x):
         return np.asarray(x)  # from any device (DLPack export works on the CPU only)
     if hasattr(x, "__dlpack__"):
         return np.from_dlpack(x)
@@ -94,25 +105,28 @@ def to_numpy(x: Any) -> Any:
 
 
 def _mutable_in_place(x: Any) -> bool:
-    """Whether ``x[index] op= values`` may update ``x`` itself: a writable NumPy array, or a
-    torch tensor outside autograd. (array-api-extra's ``at`` decides the same way, at ~20 us
-    a call; the convolution and pooling loops make K**d such calls per step.)"""
+    """Whether ``x[index] op= values`` may update ``x`` itself: a writable NumPy array, a
+    CuPy array, or a torch tensor outside autograd. (array-api-extra's ``at`` decides the
+    same way, at ~20 us a call; the convolution and pooling loops make K**d such calls per
+    step, and on torch it copies the whole array first.)"""
     if is_numpy_array(x):
         return bool(x.flags.writeable)
     if is_torch_array(x):
         return not x.requires_grad
-    return False
+    return is_cupy_array(x)
 
 
 def slice_add(x: Any, index: tuple, values: Any) -> Any:
     """``x[index] += values`` for basic (slice) indices; returns the updated array.
 
     Works where arrays are immutable (array-api-extra's ``at``); slices never repeat an
-    element, so there is no scatter-with-duplicates ambiguity. NumPy and torch update ``x``
-    in place directly.
+    element, so there is no scatter-with-duplicates ambiguity. NumPy, CuPy and torch add
+    into the view ``x[index]`` in place (Python's ``x[index] += values`` would also copy the
+    view back onto itself: one more operation, a whole pass over the slice).
     """
     if _mutable_in_place(x):
-        x[index] += values
+        view = x[index]
+        view += values
         return x
     return xpx.at(x, index).add(values)
 
@@ -123,6 +137,58 @@ def slice_set(x: Any, index: tuple, values: Any) -> Any:
         x[index] = values
         return x
     return xpx.at(x, index).set(values)
+
+
+def shared_zeros(like: Any) -> Any:
+    """Zeros with the shape, dtype and device of ``like``: a broadcast view of one zero (no
+    memory, no fill), read-only where the library refuses writes through such views (NumPy,
+    torch)."""
+    xp = array_namespace(like)
+    zero = xp.zeros((), dtype=like.dtype, device=device(like))
+    return xp.broadcast_to(zero, tuple(like.shape))
+
+
+def updates_in_place(x: Any) -> bool:
+    """Whether an update may write into ``x`` itself: a writable NumPy array, a torch tensor
+    outside autograd, a CuPy or array-api-strict array; not a JAX array (immutable)."""
+    if is_numpy_array(x):
+        return bool(x.flags.writeable)
+    if is_torch_array(x):
+        return not x.requires_grad
+    return is_cupy_array(x) or type(x).__module__.startswith("array_api_strict")
+
+
+def scaled_add(
+    y: Any,
+    x: Any,
+    alpha: float,
+    scale: float = 1.0,
+    rebind: Callable[[Any], None] | None = None,
+) -> Any:
+    """``scale * y + alpha * x`` (Python floats ``alpha``, ``scale``; ``x`` None: ``scale *
+    y`` alone), written into ``y`` itself where the library allows (:func:`updates_in_place`);
+    returns the result. Elsewhere (JAX, any immutable array) the result is a new array,
+    passed to ``rebind`` (the setter of whatever holds ``y``: ``model.set_parameter``) before
+    it is returned, so that no update can silently change a local copy only.
+
+    The optimizers' one update. torch: ``y.mul_(scale).add_(x, alpha=alpha)``, two native
+    in-place operations and no temporary (``torch.optim``'s own form); other mutable
+    libraries: ``y *= scale; y += alpha * x``.
+    """
+    if not updates_in_place(y):
+        y = scale * y if x is None else scale * y + alpha * x
+        if rebind is not None:
+            rebind(y)
+        return y
+    if is_torch_array(y):
+        if scale != 1:
+            y.mul_(scale)
+        return y if x is None else y.add_(x, alpha=alpha)
+    if scale != 1:
+        y *= scale
+    if x is not None:
+        y += alpha * x
+    return y
 
 
 # ------------------------------------------------------------------------ batch chunking
@@ -147,7 +213,7 @@ def is_gpu_array(x: Any) -> bool:
     """Whether ``x`` lives on a GPU (CuPy, or a torch or JAX array on a non-CPU device)."""
     if is_cupy_array(x):
         return True
-    if array_api_compat.is_jax_array(x):
+    if is_jax_array(x):
         dev = device(x)  # None for an array being traced by jax.jit: placed by its inputs
         return dev is not None and dev.platform != "cpu"
     return is_torch_array(x) and x.device.type != "cpu"
@@ -215,10 +281,12 @@ def pad_spatial(x: Any, padding: Sequence[int]) -> Any:
 
     A zero array and one slice assignment: the same result as ``xpx.pad``, at a tenth of its
     fixed cost (~15 us against ~180 us a call on NumPy), which the batch-chunked
-    convolutions pay once per chunk.
+    convolutions pay once per chunk. Native (torch): the library's pad, one operation.
     """
     if not any(padding):
         return x
+    if strided_native(x):
+        return pad(x, padding)
     xp = array_namespace(x)
     lead = x.ndim - len(padding)
     shape = (*x.shape[:lead], *(n + 2 * p for n, p in zip(x.shape[lead:], padding)))
@@ -254,9 +322,13 @@ def im2col(
     ``cols[c, k, n, *o] = x[c, n, *(o * stride + offset_k)]`` with offsets in row-major
     order. One copy, made as a loop over the kernel offsets (Chainer's ``im2col_cpu``).
     Channels lead so that ``reshape(cols, (C * prod(K), N * prod(out)))`` is a view and a
-    convolution is a single matrix product over the whole batch.
+    convolution is a single matrix product over the whole batch. Native (torch): every
+    window as one strided view, then that one copy.
     """
     xp = array_namespace(x)
+    if strided_native(x):
+        view = strided_windows(x, kernel_size, stride, out_size, kernel_axis=1)
+        return xp.reshape(view, (x.shape[0], math.prod(kernel_size), x.shape[1], *out_size))
     return xp.stack(windows(x, kernel_size, stride, out_size), axis=1)
 
 
@@ -269,11 +341,19 @@ def col2im(
 ) -> Any:
     """Adjoint of :func:`im2col`: scatter-add ``(C, prod(K), N, *out)`` into ``in_shape``.
 
-    A loop over the kernel offsets, each a ``+=`` on one strided slice.
+    A loop over the kernel offsets, each a ``+=`` on one strided slice. Native (torch): one
+    scatter-add of every column at once, at positions from an index table made once.
     """
     xp = array_namespace(cols)
     if math.prod(kernel_size) == 1 and tuple(in_shape[2:]) == tuple(out_size):
         return cols[:, 0, ...]  # a 1x1 kernel at stride 1: every input is hit exactly once
+    if strided_native(cols):
+        C, N, spatial = in_shape[0], in_shape[1], tuple(in_shape[2:])
+        geometry = (N, spatial, tuple(kernel_size), tuple(stride), tuple(out_size))
+        index = index_table(cols, "col2im", *geometry)
+        x = xp.zeros((C, N * math.prod(spatial)), dtype=cols.dtype, device=device(cols))
+        x = index_add(x, 1, index, xp.reshape(cols, (C, -1)))
+        return xp.reshape(x, tuple(in_shape))
     x = xp.zeros(tuple(in_shape), dtype=cols.dtype, device=device(cols))
     for k, offset in enumerate(kernel_offsets(kernel_size)):
         x = slice_add(x, window_index(offset, stride, out_size), cols[:, k, ...])
@@ -619,10 +699,18 @@ def window_max(
     (``np.maximum`` in place, one pass per offset), then the first offset equal to it; if
     any window holds a NaN the whole call takes the portable path. (``np.argmax`` over a
     ``sliding_window_view`` copy was tried: reductions along a short last axis ran ~3x
-    slower than these passes.)
+    slower than these passes.) Native (torch): the windows as one strided view, one copy
+    and one reduction that gives both (``argmax`` then in int64).
     """
     if is_numpy_array(x):
         return _window_max_numpy(x, kernel_size, stride, out_size)
+    if strided_native(x):
+        lead = x.ndim - len(kernel_size)
+        views = strided_windows(x, kernel_size, stride, out_size, kernel_axis=lead)
+        views = array_namespace(x).reshape(
+            views, (*x.shape[:lead], math.prod(kernel_size), *out_size)
+        )
+        return window_argmax(views, lead)
     return _window_max_portable(x, kernel_size, stride, out_size)
 
 
@@ -673,6 +761,17 @@ def _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size
     return dLdA
 
 
+def _window_max_grad_native(dLdZ, argmax, in_shape, kernel_size, stride, out_size):
+    xp, nd = array_namespace(dLdZ), len(kernel_size)
+    lead, spatial = tuple(in_shape[:-nd]), tuple(in_shape[-nd:])
+    offsets = index_table(dLdZ, "offsets", spatial, tuple(kernel_size))
+    starts = index_table(dLdZ, "window_starts", spatial, tuple(stride), tuple(out_size))
+    offset = take(offsets, xp.reshape(astype(argmax, xp.int64), (*lead, -1)))
+    dLdA = xp.zeros((*lead, math.prod(spatial)), dtype=dLdZ.dtype, device=device(dLdZ))
+    dLdA = take_add(dLdA, offset + starts, xp.reshape(dLdZ, (*lead, -1)))
+    return xp.reshape(dLdA, tuple(in_shape))
+
+
 def window_max_grad(
     dLdZ: Any,
     argmax: Any,
@@ -687,7 +786,8 @@ def window_max_grad(
     Portable path: one masked slice assignment (or add) per kernel offset. NumPy fast path:
     the mask as a product written straight into the strided slice (``np.where`` costs ~5x
     a plain pass); a ``dLdZ`` holding inf or NaN takes the portable path, where a masked-out
-    position stays exactly 0 (a product would make it NaN).
+    position stays exactly 0 (a product would make it NaN). Native (torch): one scatter-add
+    of every element to the flat input position its window start and offset name.
     """
     if is_numpy_array(dLdZ) and is_numpy_array(argmax):
         import numpy as np
@@ -695,6 +795,8 @@ def window_max_grad(
         if np.isfinite(dLdZ).all():
             return _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size)
     xp = array_namespace(dLdZ)
+    if strided_native(dLdZ):
+        return _window_max_grad_native(dLdZ, argmax, in_shape, kernel_size, stride, out_size)
     zero = xp.zeros((), dtype=dLdZ.dtype, device=device(dLdZ))
     return window_scatter(
         lambda k: xp.where(argmax == k, dLdZ, zero),

@@ -10,7 +10,15 @@ from typing import Any
 import array_api_compat
 from array_api_compat import array_namespace, device
 
-from ..backend import astype, get_backend, supplied_dtype, to_backend, to_numpy, uniform
+from ..backend import (
+    astype,
+    get_backend,
+    shared_zeros,
+    supplied_dtype,
+    to_backend,
+    to_numpy,
+    uniform,
+)
 from ..checks import check_array, check_int, check_state_keys, shape_str
 
 
@@ -75,9 +83,18 @@ class Layer:
         setattr(self, name, value)
 
     def zero_grad(self) -> None:
+        """Set every gradient to zeros.
+
+        Backward replaces the gradients rather than adds into them, so the zeros are made
+        once per parameter and shared: read-only views of one zero (no zero fill per step,
+        which the next backward would only overwrite)."""
+        zeros = self.__dict__.setdefault("_zero_grads", {})
         for p in self.param_names:
             grad = getattr(self, "dLd" + p)
-            setattr(self, "dLd" + p, array_namespace(grad).zeros_like(grad))
+            zero = zeros.get(p)
+            if zero is None or spec_of(zero) != spec_of(grad) or zero.shape != grad.shape:
+                zero = zeros[p] = shared_zeros(grad)
+            setattr(self, "dLd" + p, zero)
 
     def train(self, mode: bool = True) -> Layer:
         """Switch to training mode (``mode=False``: evaluation mode); returns the layer."""

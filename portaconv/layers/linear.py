@@ -56,15 +56,19 @@ class Linear(Layer):
         self._check_bias()
         A, W, b = self._promote(A)
         self._A, self._W = A, W
-        return xp.matmul(A, xp.matrix_transpose(W)) + xp.reshape(b, (self.out_features,))
+        if b.ndim == 2:  # the handout's column bias
+            b = xp.reshape(b, (self.out_features,))
+        return xp.matmul(A, xp.matrix_transpose(W)) + b
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_A")
         shape = (*self._A.shape[:-1], self.out_features)
         xp = self._gradient_arg(dLdZ, "dLdZ", shape, spec_of(self._A))
-        rows = math.prod(shape[:-1])
-        dZ = xp.reshape(dLdZ, (rows, self.out_features))
-        A = xp.reshape(self._A, (rows, self.in_features))
+        dZ, A = dLdZ, self._A
+        if dZ.ndim > 2:  # leading axes beyond N: one row each
+            rows = math.prod(shape[:-1])
+            dZ = xp.reshape(dLdZ, (rows, self.out_features))
+            A = xp.reshape(self._A, (rows, self.in_features))
         self._set_grads(W=xp.matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
         if not self.needs_input_grad:
             return None

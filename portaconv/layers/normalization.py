@@ -84,6 +84,31 @@ class _BatchNorm(Layer):
         ``eval=None`` follows the layer's mode (:meth:`train` / :meth:`eval`); ``True`` or
         ``False`` overrides it for this call (the handout's signature).
         """
+        return self._forward(Z, eval, relu=False)
+
+    def forward_relu(self, Z: Any, relu: Any) -> Any:
+        """``relu.forward(self.forward(Z))``, the ``ReLU`` layer ``relu`` following this one
+        (``Sequential`` pairs them); undo with :meth:`backward_relu`.
+
+        Where the NumPy fast path runs (training mode), the two are one pass over each
+        chunk (``backend/norm.py``), and ``relu`` is left as its own forward would leave it
+        but with ``relu.Z`` holding A too (``Z <= 0`` exactly where ``A <= 0``, all its
+        backward reads). Elsewhere the two forwards run in turn.
+        """
+        A = self._forward(Z, None, relu=True)
+        if self._engine is None or not self._engine.relu:
+            return relu.forward(A)
+        relu.Z, relu.A, relu._spec = A, A, self._spec
+        return A
+
+    def backward_relu(self, dLdA: Any, relu: Any) -> Any:
+        """``self.backward(relu.backward(dLdA))`` after :meth:`forward_relu`, fused where
+        its forward was."""
+        if self._engine is None or not self._engine.relu:
+            return self.backward(relu.backward(dLdA))
+        return self.backward(dLdA)  # the engine masks dLdA with A's signs first
+
+    def _forward(self, Z: Any, eval: bool | None, relu: bool) -> Any:
         if eval is not None and not isinstance(eval, bool):
             raise TypeError(
                 f"{self.name}: eval must be True, False or None, got {type(eval).__name__}"
@@ -115,7 +140,7 @@ class _BatchNorm(Layer):
             centered = Z - xp.reshape(M, channel)
             V = xp.reshape(V, channel)
         elif use_batch and batch_norm_applies(Z):  # the same formulas, in cache-sized chunks
-            self._engine = BatchNormTrain(self.eps)
+            self._engine = BatchNormTrain(self.eps, relu)
             BZ = self._engine.forward(Z, BW, Bb)
             self.M, self.V = self._engine.M, self._engine.V
             self._update_running(running_M, running_V, n)
@@ -153,6 +178,9 @@ class _BatchNorm(Layer):
 
     def backward(self, dLdBZ: Any) -> Any:
         """``dLdBZ`` (N, C, *spatial) -> ``dLdZ``; sets ``dLdBW`` and ``dLdBb``.
+
+        (After :meth:`forward_relu`'s fused pass, the ReLU's mask is applied to ``dLdBZ``
+        first: a no-op on a gradient the ReLU layer's backward has already masked.)
 
         ``dLdBb = sum(dLdBZ)``, ``dLdBW = sum(dLdBZ NZ)`` over every axis but 1. After a
         training-mode forward the batch statistics depend on Z too:

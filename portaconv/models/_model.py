@@ -18,6 +18,7 @@ from typing import Any
 import array_api_compat
 
 from ..checks import check_state_keys
+from ..layers import ReLU
 
 # ------------------------------------------------------------------ checks shared by the models
 
@@ -149,10 +150,18 @@ class Model:
     # ------------------------------------------------------------ running a chain of layers
 
     def _forward_layers(self, A: Any) -> Any:
+        """Run the layers in turn; a BatchNorm followed by a ReLU runs as one step
+        (:func:`_relu_pairs`), with the same results."""
         Z = A
+        pairs = _relu_pairs(self.layers)
         for i, layer in enumerate(self.layers):
+            if i - 1 in pairs:  # the ReLU ran with the BatchNorm before it
+                continue
             with _layer_errors(self.name, f"layers[{i}] {layer!r}"):
-                Z = layer.forward(Z)
+                if i in pairs:
+                    Z = layer.forward_relu(Z, self.layers[i + 1])
+                else:
+                    Z = layer.forward(Z)
         self._out_shape = _shape(Z.shape)
         return Z
 
@@ -173,14 +182,33 @@ class Model:
                 return None
             first = trained[0]
         grad = dLdZ
+        pairs = _relu_pairs(self.layers)
         for i in range(len(self.layers) - 1, first - 1, -1):
             layer = self.layers[i]
+            if i in pairs:  # its ReLU's backward was part of this step (one step after it)
+                continue
+            if i - 1 in pairs:  # the ReLU after a BatchNorm: both, as one step
+                with _layer_errors(self.name, f"layers[{i - 1}] {self.layers[i - 1]!r}"):
+                    grad = self.layers[i - 1].backward_relu(grad, layer)
+                continue
             with _layer_errors(self.name, f"layers[{i}] {layer!r}"):
                 if i == first and not input_grad:
                     grad = _backward_without_input_grad(layer, grad)
                 else:
                     grad = layer.backward(grad)
         return grad if input_grad else None
+
+
+def _relu_pairs(layers: list[Any]) -> set[int]:
+    """Indices of the BatchNorm layers (those with ``forward_relu``) followed by a ``ReLU``:
+    the model runs each pair as one step, ``forward_relu`` and ``backward_relu``, which on
+    NumPy in training make one pass over the activations where the two layers make two
+    (``portaconv/backend/norm.py``); elsewhere they run the two layers in turn."""
+    return {
+        i
+        for i in range(len(layers) - 1)
+        if hasattr(layers[i], "forward_relu") and type(layers[i + 1]) is ReLU
+    }
 
 
 def _backward_without_input_grad(layer: Any, grad: Any) -> Any:

@@ -13,6 +13,9 @@ class Sequential(Model):
 
     Parameters are named by position, as in PyTorch: ``"0.W"``, ``"3.running_M"``. The loss
     is not part of the chain: compute it on the output and pass its gradient to ``backward``.
+    A BatchNorm directly followed by a ReLU runs as one step (``forward_relu`` /
+    ``backward_relu``: one pass over the activations each way on NumPy in training, the
+    same results as the two layers in turn).
 
     >>> from portaconv.layers import Linear, ReLU
     >>> net = Sequential(Linear(4, 16), ReLU(), Linear(16, 3))

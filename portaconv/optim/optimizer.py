@@ -4,7 +4,7 @@ A model is anything with ``parameters()`` and ``gradients()`` returning dicts ke
 same names (a :class:`~portaconv.layers.Layer`, or a container whose keys look like
 ``"layers.0.W"``). The arrays are looked up by name on every :meth:`Optimizer.step`, so a
 parameter replaced between steps (``load_state_dict``) is the one updated. Every update goes
-through :func:`portaconv.backend.update`: in place where the library allows it (NumPy,
+through :func:`portaconv.backend.scaled_add`: in place where the library allows it (NumPy,
 PyTorch, CuPy, array-api-strict), and otherwise (JAX's immutable arrays) a new array that
 replaces the parameter through ``model.set_parameter(name, value)``. Optimizer state
 (momentum buffers, Adam moments) is keyed by parameter name and created lazily with
@@ -21,7 +21,7 @@ from typing import Any
 import array_api_compat
 from array_api_compat import array_namespace, device
 
-from ..backend import to_numpy, update, updates_in_place
+from ..backend import scaled_add, to_numpy, updates_in_place
 from ..checks import check_int, check_real, check_state_dict, shape_str
 
 
@@ -109,7 +109,7 @@ class Optimizer:
     def _update(
         self, p: Any, g: Any, state: dict[str, Any], rebind: Callable[[Any], None] | None
     ) -> None:
-        """Update ``p`` with ``update(p, op, value, rebind)``; ``rebind`` puts a new array
+        """Update ``p`` with ``scaled_add(p, ..., rebind=rebind)``; ``rebind`` puts a new array
         (where ``p`` is immutable) in the model."""
         raise NotImplementedError
 
@@ -309,11 +309,10 @@ class SGD(Optimizer):
                 # A copy: the buffer is updated in place and must not alias the gradient.
                 buf = xp.asarray(g, copy=True)
             else:
-                buf = update(buf, "multiply", self.momentum)
-                buf = update(buf, "add", (1 - self.dampening) * g)
+                buf = scaled_add(buf, g, 1 - self.dampening, scale=self.momentum)
             state["momentum_buffer"] = buf
             g = g + self.momentum * buf if self.nesterov else buf
-        update(p, "subtract", self.lr * g, rebind)
+        scaled_add(p, g, -self.lr, rebind=rebind)
 
 
 class Adam(Optimizer):
@@ -375,13 +374,12 @@ class Adam(Optimizer):
         step = state["step"]
         if self.weight_decay != 0:
             if self._decoupled_weight_decay:
-                p = update(p, "multiply", 1 - self.lr * self.weight_decay, rebind)
+                p = scaled_add(p, None, 0.0, 1 - self.lr * self.weight_decay, rebind)
             else:
                 g = g + self.weight_decay * p
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg = update(exp_avg, "add", (1 - beta1) * (g - exp_avg))  # torch's lerp towards g
-        exp_avg_sq = update(exp_avg_sq, "multiply", beta2)
-        exp_avg_sq = update(exp_avg_sq, "add", (1 - beta2) * (g * g))
+        exp_avg = scaled_add(exp_avg, g - exp_avg, 1 - beta1)  # torch's lerp towards g
+        exp_avg_sq = scaled_add(exp_avg_sq, g * g, 1 - beta2, scale=beta2)
         state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
         if self.amsgrad:
             previous = state.get("max_exp_avg_sq")
@@ -393,7 +391,7 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         denom = xp.sqrt(second_moment) / bias_correction2_sqrt + self.eps
-        update(p, "subtract", step_size * (exp_avg / denom), rebind)
+        scaled_add(p, exp_avg / denom, -step_size, rebind=rebind)
 
 
 class AdamW(Adam):

@@ -12,31 +12,51 @@ Z (N, C_out, *out). The layer (``portaconv.layers.conv``) validates its input, a
 
 ==================  ================================================================
 ``Im2RowConv``      portable: any library, 1-d and 2-d, any stride and padding
-``RowGatherConv2d`` NumPy, 2-d, stride 1, K > 1, at least ``MIN_CHANNELS`` input
-                    channels: K-fold row gather, K products a pass, threaded chunks
+``RowGatherConv2d`` NumPy, 2-d, stride 1 or 2 (``MAX_STRIDE``), K > 1, at least
+                    ``MIN_CHANNELS`` input channels: K-fold row gather (rows by parity
+                    when strided), K products a pass, threaded chunks
+``NCHWConv2d``      NumPy, 2-d, fewer than ``MAX_CHANNELS`` input channels (a grayscale
+                    first layer), or strided or 1x1 with ``MIN_POSITIONS`` outputs:
+                    per-sample products straight in NCHW, threaded chunks
+``StridedConv``     libraries with strided views and a scatter-add (torch): im2col
+                    as one view and one copy, col2im as one scatter-add
 ==================  ================================================================
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._ops import keep_bytes, workspace_bytes
 from .im2row import Im2RowConv
+from .nchw import MAX_CHANNELS, MIN_POSITIONS, NCHWConv2d, nchw_applies
 from .rowgather import MIN_CHANNELS, RowGatherConv2d, row_gather_applies
+from .strided import StridedConv, strided_applies
 
 
 def conv_engine(A: Any, nd: int, kernel_size: int, stride: int, padding: int) -> Any:
     """The engine that computes a convolution of ``A`` (N, C_in, *in) best."""
+    out_positions = math.prod([(n + 2 * padding - kernel_size) // stride + 1 for n in A.shape[2:]])
+    if nchw_applies(A, nd, kernel_size, stride, out_positions):
+        return NCHWConv2d(kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A))
     if row_gather_applies(A, nd, kernel_size, stride, A.shape[1]):
-        return RowGatherConv2d(padding, workspace_bytes(A), keep_bytes(A))
+        return RowGatherConv2d(padding, workspace_bytes(A), keep_bytes(A), stride)
+    if strided_applies(A):
+        return StridedConv(nd, kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A))
     return Im2RowConv(nd, kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A))
 
 
 __all__ = [
+    "MAX_CHANNELS",
     "MIN_CHANNELS",
+    "MIN_POSITIONS",
     "Im2RowConv",
+    "NCHWConv2d",
     "RowGatherConv2d",
+    "StridedConv",
     "conv_engine",
+    "nchw_applies",
     "row_gather_applies",
+    "strided_applies",
 ]

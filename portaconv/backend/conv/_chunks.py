@@ -16,7 +16,7 @@ from typing import Any
 
 from array_api_compat import is_numpy_array
 
-from .._ops import batch_chunks, split_evenly
+from .._ops import Scratch, batch_chunks, split_evenly
 from .._threads import num_threads, run_threaded
 
 
@@ -65,3 +65,19 @@ def run_chunks(
 
     run_threaded([worker] * max(1, min(threads, len(chunks))))
     return results
+
+
+class PaddedScratch(Scratch):
+    """A thread's reusable blocks (NumPy); ``padded`` ones are zeroed only when their shape
+    changes (a chunk loop rewrites their interior only)."""
+
+    def __init__(self, like: Any) -> None:
+        super().__init__(like)
+        self._zeroed: dict[str, tuple[int, ...]] = {}
+
+    def padded(self, name: str, shape: tuple[int, ...]) -> Any:
+        block = self(name, shape)
+        if self._zeroed.get(name) != shape:
+            block[...] = 0
+            self._zeroed[name] = shape
+        return block

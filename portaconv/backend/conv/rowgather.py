@@ -1,4 +1,4 @@
-"""NumPy fast path for stride-1 2-d convolution: a row gather and K matrix products a pass.
+"""NumPy fast path for 2-d convolution, stride 1 or 2: a row gather and K matrix products a pass.
 
 The portable engine (:class:`~.im2row.Im2RowConv`) copies every input value K*K times into one row
 per output position. Here only the K horizontal offsets are gathered; the K vertical ones
@@ -10,6 +10,13 @@ smaller. Per batch chunk of n samples, with Hp, Wp the zero-padded input size::
                              as_strided view of P (each row is K C contiguous values of P)
     R_ky = R[ky : ky + Ho] as an (M = Ho n Wo, K C) matrix: a view, no copy
 
+With stride s, output row y reads input row ky + s y and column x the values from s x on:
+R's rows are stored by parity class (the rows h = q + s j of class q = h mod s in turn),
+R[q, j, m, x, (kx, c)] = P[q + s j, m, s x + kx, c] (still one as_strided copy, P's height
+rounded up to a multiple of s with zero rows), so that the rows of kernel row ky are again
+a contiguous range, R[ky mod s, ky // s : ky // s + Ho], and the products are the same;
+dL/dA interleaves the classes back.
+
     forward   Z^T (C_out, M)   = sum_ky W_ky^T @ R_ky^T     W_ky[(kx, c), o] = W[o, c, ky, kx]
     dL/dW     dW_ky^T          = dY^T @ R_ky                dY^T: dL/dZ as (C_out, M)
     dL/dA     dR^T rows of ky += W_ky @ dY^T, then each kx adds its shifted slice into dA
@@ -20,11 +27,11 @@ copies, which NumPy runs on one thread, then run on all of them too. A forward k
 R of every chunk for backward when they total at most ``keep_bytes``; otherwise backward
 gathers them again from the input, which it keeps by reference.
 
-It pays where the gather dominates: the layer uses it for stride 1, K > 1 and at least
-:data:`MIN_CHANNELS` input channels (with fewer, each product is too narrow and the
-portable path's K*K gather is cheap). Measured against ``im2row`` in
-``benchmarks/conv_paths.py`` and ``benchmarks/run.py``; tested against PyTorch in
-``tests/test_fastpaths.py``.
+It pays where the gather dominates: the layer uses it for stride 1 or 2 (up to
+:data:`MAX_STRIDE`, K > 1, K >= stride) and at least :data:`MIN_CHANNELS` input channels
+(with fewer, each product is too narrow and the portable path's K*K gather is cheap).
+Measured against ``im2row`` in ``benchmarks/conv_paths.py`` and ``benchmarks/run.py``;
+tested against PyTorch in ``tests/test_fastpaths.py``.
 """
 
 from __future__ import annotations
@@ -34,9 +41,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._ops import Scratch
 from .._threads import num_threads
-from ._chunks import plan_chunks, run_chunks
+from ._chunks import PaddedScratch, plan_chunks, run_chunks
 
 #: Fewest input channels for which the row gather pays (``benchmarks/conv_paths.py``, the
 #: two paths interleaved, 2 threads, three runs): with 1 to 3 channels im2row was 1.1-1.5x
@@ -45,6 +51,12 @@ from ._chunks import plan_chunks, run_chunks
 #: LeNet's padded 5x5 1->6 without dL/dA ran 12-16 % faster on the row gather.)
 MIN_CHANNELS = 4
 
+#: Largest stride the row gather takes (with K >= stride: every row of R is read). Strided
+#: layers with many output positions take the NCHW engine first (``nchw.MIN_POSITIONS``);
+#: below that, 3x3 stride 2 128 -> 128 at 14x14 (49 outputs) measured 0.97x im2row's time
+#: on the row gather and 1.20x on NCHW (``benchmarks/conv_paths.py``, a busy machine).
+MAX_STRIDE = 2
+
 
 def row_gather_applies(A: Any, nd: int, kernel_size: int, stride: int, channels: int) -> bool:
     """Whether a convolution of ``A`` takes the row-gather engine."""
@@ -52,30 +64,16 @@ def row_gather_applies(A: Any, nd: int, kernel_size: int, stride: int, channels:
         isinstance(A, np.ndarray)
         and A.shape[0] > 0
         and nd == 2
-        and stride == 1
+        and stride <= MAX_STRIDE
         and kernel_size > 1
+        and kernel_size >= stride
         and channels >= MIN_CHANNELS
     )
 
 
-class _Buffers(Scratch):
-    """A thread's reusable blocks; ``padded`` ones are zeroed only when their shape changes
-    (the chunk loop rewrites the interior only)."""
-
-    def __init__(self, like: np.ndarray) -> None:
-        super().__init__(like)
-        self._zeroed: dict[str, tuple[int, ...]] = {}
-
-    def padded(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        block = self(name, shape)
-        if self._zeroed.get(name) != shape:
-            block[...] = 0
-            self._zeroed[name] = shape
-        return block
-
-
 class RowGatherConv2d:
-    """Forward and backward of a stride-1 ``Conv2d`` on NumPy arrays (any float dtype).
+    """Forward and backward of a stride-1 or strided ``Conv2d`` on NumPy arrays (any float
+    dtype).
 
     ``forward(A, W, b)`` returns Z (N, C_out, H_out, W_out); ``backward(dZ, need_dA)``
     returns ``(dA or None, dW, db)`` for the last forward. ``workspace`` bounds the
@@ -83,41 +81,50 @@ class RowGatherConv2d:
     share); ``keep`` bounds the R that forward may keep for backward.
     """
 
-    def __init__(self, padding: int, workspace: int, keep: int) -> None:
-        self.padding, self.workspace, self.keep = padding, workspace, keep
+    def __init__(self, padding: int, workspace: int, keep: int, stride: int = 1) -> None:
+        self.padding, self.workspace, self.keep, self.stride = padding, workspace, keep, stride
         self._A: np.ndarray | None = None
         self._kept: dict[int, np.ndarray] = {}
 
-    def _gather(self, buf: _Buffers, A: np.ndarray, block: str) -> np.ndarray:
-        """R (Hp, n, Wo, K C) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``."""
+    def _gather(self, buf: PaddedScratch, A: np.ndarray, block: str) -> np.ndarray:
+        """R (s, Hq, n, Wo, K C) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``."""
         n, C, H, Wd = A.shape
-        K, p = self._K, self.padding
-        Hp, Wp = H + 2 * p, Wd + 2 * p
-        Wo = Wp - K + 1
-        P = buf.padded("P", (Hp, n, Wp, C)) if p else buf("P", (Hp, n, Wp, C))
+        K, p, st, Hq = self._K, self.padding, self.stride, self._Hq
+        Hp, Wp, Wo = H + 2 * p, Wd + 2 * p, self._shapes[8]
+        rows = st * Hq  # Hp, rounded up to the stride: the rows past Hp stay zero
+        shape = (rows, n, Wp, C)
+        P = buf.padded("P", shape) if p or rows > Hp else buf("P", shape)
         P[p : p + H, :, p : p + Wd, :] = A.transpose(2, 0, 3, 1)
         s = P.itemsize
-        rows = as_strided(
-            P, (Hp, n, Wo, K * C), (n * Wp * C * s, Wp * C * s, C * s, s), writeable=False
+        row = n * Wp * C * s
+        windows = as_strided(
+            P, (st, Hq, n, Wo, K * C), (row, st * row, Wp * C * s, st * C * s, s), writeable=False
         )
-        R = buf(block, (Hp, n, Wo, K * C))
-        np.copyto(R, rows)
+        R = buf(block, (st, Hq, n, Wo, K * C))
+        np.copyto(R, windows)
         return R
+
+    def _rows(self, R: np.ndarray, ky: int) -> np.ndarray:
+        """R_ky: the rows ky + s y (y < Ho) of R as an (Ho n Wo, K C) matrix, a view."""
+        q, j = ky % self.stride, ky // self.stride
+        Ho = self._shapes[7]
+        return R[q, j : j + Ho].reshape(-1, R.shape[-1])
 
     def _run(self, one_chunk: Any) -> list[Any]:
         """``one_chunk(buffers, index, chunk)`` for every chunk, between the threads."""
-        return run_chunks(self._chunks, one_chunk, lambda: _Buffers(self._A), self._threads)
+        return run_chunks(self._chunks, one_chunk, lambda: PaddedScratch(self._A), self._threads)
 
     def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         N, C, H, Wd = A.shape
         Co, _, K, _ = W.shape
-        p = self.padding
+        p, st = self.padding, self.stride
         Hp, Wp = H + 2 * p, Wd + 2 * p
-        Ho, Wo = Hp - K + 1, Wp - K + 1
+        Ho, Wo = (Hp - K) // st + 1, (Wp - K) // st + 1
         KC = K * C
         self._K, self._shapes = K, (N, C, H, Wd, Co, Hp, Wp, Ho, Wo)
+        self._Hq = -(-Hp // st)  # rows of each of the s parity classes of R
         self._threads = num_threads()
-        per_sample = Hp * Wo * KC * A.itemsize
+        per_sample = st * self._Hq * Wo * KC * A.itemsize
         self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
         keep = N * per_sample <= self.keep
         # W_ky^T (K, C_out, K C): [ky, o, (kx, c)] = W[o, c, ky, kx]
@@ -126,14 +133,14 @@ class RowGatherConv2d:
         bias = np.reshape(b, (Co, 1, 1))
         self._A = A
 
-        def one_chunk(buf: _Buffers, i: int, c: slice) -> np.ndarray | None:
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray | None:
             n = c.stop - c.start
             M = Ho * n * Wo
             R = self._gather(buf, A[c], f"R{i}" if keep else "R")
             ZT, T = buf("Z", (Co, M)), buf("T", (Co, M))
-            np.matmul(self._WkT[0], R[:Ho].reshape(M, KC).T, out=ZT)
+            np.matmul(self._WkT[0], self._rows(R, 0).T, out=ZT)
             for ky in range(1, K):
-                np.matmul(self._WkT[ky], R[ky : ky + Ho].reshape(M, KC).T, out=T)
+                np.matmul(self._WkT[ky], self._rows(R, ky).T, out=T)
                 ZT += T
             np.add(ZT.reshape(Co, Ho, n, Wo).transpose(2, 0, 1, 3), bias, out=Z[c])
             return R if keep else None
@@ -142,17 +149,47 @@ class RowGatherConv2d:
         self._kept = {i: R for i, R in enumerate(kept) if R is not None}
         return Z
 
+    def _input_gradient(
+        self, buf: PaddedScratch, R: np.ndarray, dYT: np.ndarray, Wk: list, dA: np.ndarray
+    ) -> None:
+        """dL/dA of a chunk into ``dA`` (n, C, H, W) for stride s > 1: the products go to the
+        rows of R's parity classes (``R``'s memory, dead by now), then each kx adds its
+        strided slice into the padded gradient, its rows interleaved back by parity."""
+        N, C, H, Wd, Co, Hp, Wp, Ho, Wo = self._shapes
+        K, p, st, Hq = self._K, self.padding, self.stride, self._Hq
+        n = R.shape[2]
+        nW, M = n * Wo, Ho * n * Wo
+        dRT = np.reshape(R, (K * C, st, Hq * nW))  # columns (parity q, row j, sample, x)
+        T = buf("T", (K * C, M))
+        for q in range(st):
+            if q >= K:  # rows no kernel row reads
+                dRT[:, q] = 0
+                continue
+            np.matmul(Wk[q], dYT, out=dRT[:, q, :M])  # ky = q starts its class at row 0
+            dRT[:, q, M:] = 0
+        for ky in range(st, K):
+            q, j = ky % st, ky // st
+            np.matmul(Wk[ky], dYT, out=T)
+            dRT[:, q, j * nW : j * nW + M] += T
+        dR = dRT.reshape(K, C, st, Hq, n, Wo)
+        dX = buf("dX", (C, Hq, st, n, Wp))  # row h = j s + q
+        dX[...] = 0
+        for kx in range(K):
+            dX[..., kx : kx + st * (Wo - 1) + 1 : st] += dR[kx].transpose(0, 2, 1, 3, 4)
+        dX = dX.reshape(C, Hq * st, n, Wp)
+        np.copyto(dA, dX[:, p : p + H, :, p : p + Wd].transpose(2, 0, 1, 3))
+
     def backward(
         self, dZ: np.ndarray, need_dA: bool = True
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         N, C, H, Wd, Co, Hp, Wp, Ho, Wo = self._shapes
-        K, p = self._K, self.padding
+        K, p, st = self._K, self.padding, self.stride
         KC = K * C
         dA = np.empty((N, C, H, Wd), dtype=dZ.dtype) if need_dA else None
         Wk = [np.ascontiguousarray(w.T) for w in self._WkT]  # W_ky (K C, C_out)
         kept, self._kept = self._kept, {}  # used once: a second backward gathers again
 
-        def one_chunk(buf: _Buffers, i: int, c: slice) -> np.ndarray:
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray:
             n = c.stop - c.start
             M, nW = Ho * n * Wo, n * Wo
             R = kept.pop(i, None)
@@ -163,8 +200,11 @@ class RowGatherConv2d:
             dYT = dYT.reshape(Co, M)
             dWT = np.empty((K, Co, KC), dtype=dZ.dtype)
             for ky in range(K):
-                np.matmul(dYT, R[ky : ky + Ho].reshape(M, KC), out=dWT[ky])
+                np.matmul(dYT, self._rows(R, ky), out=dWT[ky])
             if not need_dA:
+                return dWT
+            if st > 1:
+                self._input_gradient(buf, R, dYT, Wk, dA[c])
                 return dWT
             dRT = np.reshape(R, (KC, Hp * nW))  # R is dead once dL/dW has it: same size
             T = buf("T", (KC, M))

@@ -1,0 +1,152 @@
+"""Native bodies for a library with strided views and a scatter-add: few, large operations.
+
+On a GPU every operation the library dispatches is at least one kernel launch (5-20 us),
+so the portable loops over kernel offsets (a slice and an add per offset) would bind a
+small network's step to its launches. Where the library has the two routines that make a
+loop unnecessary, the gap-fillers of ``_ops`` use them instead, behind the same signature:
+
+- ``as_strided``: every window of an array as one view, so im2col (and the max-pool's
+  windows) is that view and one copy;
+- a scatter-add (``index_add_``, ``scatter_add_``): col2im and the max-pool backward add
+  every value at once, at positions listed in an index table made once per geometry and
+  device (:func:`index_table`).
+
+Only PyTorch takes them for now (CuPy has ``as_strided`` and ``cupyx.scatter_add`` and
+would need two lines each here, but no GPU has been available to test them on). The
+portable bodies stay tested on torch too: :func:`native_paths` turns these off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from array_api_compat import array_namespace, device, is_torch_array
+
+_enabled = True
+
+
+@contextlib.contextmanager
+def native_paths(enabled: bool = True) -> Iterator[None]:
+    """Within the block, use (``enabled=True``) or skip the native bodies, so the portable
+    ones can be run, and tested, on a library that has native ones."""
+    global _enabled
+    before, _enabled = _enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def strided_native(x: Any) -> bool:
+    """Whether arrays like ``x`` take the native strided-view and scatter-add bodies: not
+    inside ``torch.compile`` (their index tables are built with NumPy and cached, which it
+    cannot trace; the portable bodies trace, and the compiler fuses them)."""
+    if not (_enabled and is_torch_array(x)):
+        return False
+    import torch
+
+    return not torch.compiler.is_compiling()
+
+
+def strided_windows(
+    x: Any,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    out_size: Sequence[int],
+    kernel_axis: int,
+) -> Any:
+    """Every window of ``x`` (*lead, *in) as one view: ``(*lead[:kernel_axis], *K,
+    *lead[kernel_axis:], *out_size)``, holding ``x[*l, *(o * stride + k)]`` (no copy)."""
+    nd = len(kernel_size)
+    lead, lead_strides = tuple(x.shape[:-nd]), tuple(x.stride()[:-nd])
+    in_strides = tuple(x.stride()[-nd:])
+    shape = (*lead[:kernel_axis], *kernel_size, *lead[kernel_axis:], *out_size)
+    strides = (
+        *lead_strides[:kernel_axis],
+        *in_strides,
+        *lead_strides[kernel_axis:],
+        *(t * s for t, s in zip(in_strides, stride)),
+    )
+    return x.as_strided(shape, strides)  # at x's own storage offset (torch.compile traces this)
+
+
+def pad(x: Any, padding: Sequence[int]) -> Any:
+    """Zero-pad the trailing ``len(padding)`` axes by ``padding[i]`` on each side, in one
+    operation."""
+    import torch.nn.functional as F
+
+    return F.pad(x, tuple(p for p in reversed(padding) for _ in range(2)))
+
+
+def index_add(target: Any, axis: int, index: Any, values: Any) -> Any:
+    """``target[..., index[i], ...] += values[..., i, ...]`` along ``axis`` (repeated
+    indices add up), in place; returns ``target``."""
+    return target.index_add_(axis, index, values)
+
+
+def take_add(target: Any, index: Any, values: Any) -> Any:
+    """``target[..., index[..., i]] += values[..., i]`` along the last axis (``index`` and
+    ``values`` have the same shape, ``target`` the same leading axes), in place."""
+    return target.scatter_add_(-1, index, values)
+
+
+def window_argmax(views: Any, axis: int) -> tuple[Any, Any]:
+    """(max, index of the first maximum) along ``axis``; a NaN counts as the maximum (the
+    first NaN wins), as the portable path decides."""
+    import torch
+
+    return torch.max(views, dim=axis)
+
+
+def take(table: Any, index: Any) -> Any:
+    """``table[index]`` for a 1-d ``table`` and an integer ``index`` of any shape."""
+    import torch
+
+    return torch.take(table, index)
+
+
+def index_table(like: Any, kind: str, *geometry: Any) -> Any:
+    """An int64 index table (see :func:`_table_values`) on the device of ``like``, made once
+    per ``kind``, geometry and device, then reused (never modify it). The last 64 are kept;
+    a col2im table holds one int64 per element of one channel of the im2col matrix."""
+    return _cached_table(array_namespace(like), device(like), kind, geometry)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_table(xp: Any, dev: Any, kind: str, geometry: tuple) -> Any:
+    import numpy as np
+
+    values = _table_values(np, kind, *geometry)
+    return xp.asarray(values, dtype=xp.int64, device=dev)
+
+
+def _table_values(np: Any, kind: str, *geometry: Any) -> Any:
+    """The index tables, as NumPy arrays.
+
+    ``"col2im"``, (batch, in_size, kernel_size, stride, out_size): for each (k, n, *o) in
+    row-major order, the flat position ``n * prod(in) + (o * stride + k)`` in (n, *in).
+    ``"offsets"``, (in_size, kernel_size): the flat position of each kernel offset ``k``
+    in ``in_size``. ``"window_starts"``, (in_size, stride, out_size): the flat position of
+    each window's first element ``o * stride``.
+    """
+    if kind == "col2im":
+        batch, in_size, kernel_size, stride, out_size = geometry
+        offsets = _table_values(np, "offsets", in_size, kernel_size)
+        starts = _table_values(np, "window_starts", in_size, stride, out_size)
+        per_item = (offsets[:, None] + starts[None, :])[:, None, :]
+        images = math.prod(in_size) * np.arange(batch)[None, :, None]
+        return (per_item + images).reshape(-1)
+    if kind == "offsets":
+        in_size, kernel_size = geometry
+        grid = np.indices(kernel_size).reshape(len(kernel_size), -1)
+        return np.ravel_multi_index(tuple(grid), in_size)
+    if kind == "window_starts":
+        in_size, stride, out_size = geometry
+        grid = np.indices(out_size).reshape(len(out_size), -1)
+        starts = tuple(g * s for g, s in zip(grid, stride))
+        return np.ravel_multi_index(starts, in_size)
+    raise ValueError(f"index_table: unknown kind {kind!r}")

@@ -1,0 +1,169 @@
+"""NumPy fast path for 2-d convolution with few input channels: batched products in NCHW.
+
+With one input channel (a grayscale network's first layer) every im2row row holds only
+K*K values, and the portable engine spends more on laying out its matrix and on turning
+``Z`` back into NCHW than on the product. Here the window values of each sample are
+gathered channels-first, so each sample's product lands in NCHW as it is. Per batch chunk
+of n samples, with Hp, Wp the zero-padded input size and L = Ho Wo::
+
+    P   (n, C, Hp, Wp)        the chunk, zero-padded (a view of the input when unpadded)
+    X   (n, C K K, L)         X[m, (c, ky, kx), (y, x)] = P[m, c, y s + ky, x s + kx]:
+                              one copy of an as_strided view of P; for a 1x1 kernel
+                              with stride 1 and no padding, the input itself (no copy)
+
+    forward   Z[m]  (C_out, L)    = W_mat @ X[m]          W_mat = W as (C_out, C K K)
+    dL/dW     W_mat's gradient    = sum_m dZ[m] @ X[m]^T  (per chunk, chunks in order)
+    dL/dA     dX[m]               = W_mat^T @ dZ[m], then each (ky, kx) adds its
+                                    strided slice into the padded dA
+
+Each is one ``np.matmul`` over the chunk's stack of samples (OpenBLAS per sample); the
+chunks are shared between :func:`~portaconv.backend.num_threads` threads as in the other
+engines (``_chunks``). A forward keeps X of every chunk for backward when they total at
+most ``keep_bytes``; otherwise backward gathers them again from the input, which it keeps
+by reference.
+
+The layer takes it where :func:`nchw_applies` says (few input channels, strided, 1x1);
+``benchmarks/conv_paths.py`` compares it with the other engines; tested against PyTorch
+in ``tests/test_fastpaths.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .._threads import num_threads
+from ._chunks import PaddedScratch, plan_chunks, run_chunks
+
+#: Input channels below which a 2-d convolution on NumPy always takes this engine: where
+#: the row gather (``MIN_CHANNELS`` of ``rowgather``, the same number) does not pay.
+MAX_CHANNELS = 4
+
+#: Fewest output positions (H_out W_out) per sample for which the per-sample products pay
+#: with many input channels (below :data:`MAX_CHANNELS` they always do).
+MIN_POSITIONS = 100
+
+
+def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: int) -> bool:
+    """Whether a convolution of ``A`` takes the NCHW engine: 2-d on NumPy, with fewer than
+    :data:`MAX_CHANNELS` input channels (where the row gather does not pay), or strided or 1x1
+    (where it does not apply) with at least :data:`MIN_POSITIONS` output positions.
+
+    Measured against the im2row engine (``benchmarks/conv_paths.py``, paired, 2 threads,
+    a shared machine): 1 to 3 channels 0.57-0.82x its time (LeNet's and the zoo cnn's first
+    layers 0.72 and 0.57x), stride 2 and 3 0.58-0.90x, 1x1 at 14x14 and 28x28 0.60x; but 1x1
+    256 -> 64 at 7x7 (49 positions) 1.25x: each sample's product is then too narrow.
+    """
+    if not isinstance(A, np.ndarray) or A.shape[0] == 0 or nd != 2:
+        return False
+    if A.shape[1] < MAX_CHANNELS:
+        return True
+    return (stride > 1 or kernel_size == 1) and out_positions >= MIN_POSITIONS
+
+
+class NCHWConv2d:
+    """Forward and backward of a ``Conv2d`` on NumPy arrays (any float dtype, stride, padding).
+
+    ``forward(A, W, b)`` returns Z (N, C_out, H_out, W_out); ``backward(dZ, need_dA)``
+    returns ``(dA or None, dW, db)`` for the last forward. ``workspace`` bounds the gathered
+    windows X of the chunks in work at once (each thread's chunk gets an equal share);
+    ``keep`` bounds the X that forward may keep for backward.
+    """
+
+    def __init__(self, kernel_size: int, stride: int, padding: int, workspace: int, keep: int):
+        self.K, self.stride, self.padding = kernel_size, stride, padding
+        self.workspace, self.keep = workspace, keep
+        self._A: np.ndarray | None = None
+        self._kept: dict[int, np.ndarray] = {}
+
+    def _gather(self, buf: PaddedScratch, A: np.ndarray, block: str) -> np.ndarray:
+        """X (n, C K K, L) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``."""
+        n, C, H, Wd = A.shape
+        K, s, p = self.K, self.stride, self.padding
+        Ho, Wo = self._out
+        if self._pointwise:  # X is the input itself (a copy only if it is not contiguous)
+            return np.reshape(A, (n, C, H * Wd))
+        if p:
+            P = buf.padded("P", (n, C, H + 2 * p, Wd + 2 * p))
+            P[:, :, p : p + H, p : p + Wd] = A
+        else:
+            P = A
+        sN, sC, sH, sW = P.strides
+        windows = as_strided(
+            P, (n, C, K, K, Ho, Wo), (sN, sC, sH, sW, s * sH, s * sW), writeable=False
+        )
+        X = buf(block, (n, C, K, K, Ho, Wo))
+        np.copyto(X, windows)
+        return X.reshape(n, C * K * K, Ho * Wo)
+
+    def _run(self, one_chunk: Any) -> list[Any]:
+        """``one_chunk(buffers, index, chunk)`` for every chunk, between the threads."""
+        return run_chunks(self._chunks, one_chunk, lambda: PaddedScratch(self._A), self._threads)
+
+    def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        N, C, H, Wd = A.shape
+        Co, K, s, p = W.shape[0], self.K, self.stride, self.padding
+        Ho, Wo = (H + 2 * p - K) // s + 1, (Wd + 2 * p - K) // s + 1
+        L, CKK = Ho * Wo, C * K * K
+        self._out, self._Co = (Ho, Wo), Co
+        self._pointwise = K == 1 and s == 1 and p == 0
+        self._threads = num_threads()
+        per_sample = CKK * L * A.itemsize
+        self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
+        keep = N * per_sample <= self.keep and not self._pointwise
+        self._W = np.ascontiguousarray(W.reshape(Co, CKK))
+        Z = np.empty((N, Co, Ho, Wo), dtype=A.dtype)
+        bias = np.reshape(b, (Co, 1))
+        self._A = A
+
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray | None:
+            X = self._gather(buf, A[c], f"X{i}" if keep else "X")
+            Zc = Z[c].reshape(c.stop - c.start, Co, L)
+            np.matmul(self._W, X, out=Zc)
+            Zc += bias
+            return X if keep else None
+
+        kept = self._run(one_chunk)
+        self._kept = {i: X for i, X in enumerate(kept) if X is not None}
+        return Z
+
+    def backward(
+        self, dZ: np.ndarray, need_dA: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        N, C, H, Wd = self._A.shape
+        (Ho, Wo), Co, K, s, p = self._out, self._Co, self.K, self.stride, self.padding
+        L = Ho * Wo
+        dA = np.empty((N, C, H, Wd), dtype=dZ.dtype) if need_dA else None
+        W_T = np.ascontiguousarray(self._W.T)  # (C K K, C_out)
+        kept, self._kept = self._kept, {}  # used once: a second backward gathers again
+
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray:
+            n = c.stop - c.start
+            X = kept.pop(i, None)
+            if X is None:
+                X = self._gather(buf, self._A[c], "X")
+            dZc = np.reshape(dZ[c], (n, Co, L))  # a copy only when dZ is not contiguous
+            dW_each = np.matmul(dZc, X.transpose(0, 2, 1))  # (n, C_out, C K K)
+            dW = dW_each.sum(axis=0)
+            if not need_dA:
+                return dW
+            if self._pointwise:
+                dA[c] = np.matmul(W_T, dZc).reshape(n, C, H, Wd)
+                return dW
+            dX = np.matmul(W_T, dZc, out=X).reshape(n, C, K, K, Ho, Wo)  # X is dead: reuse
+            dP = buf("dP", (n, C, H + 2 * p, Wd + 2 * p))
+            dP[...] = 0
+            for ky in range(K):
+                for kx in range(K):
+                    dP[:, :, ky : ky + s * Ho : s, kx : kx + s * Wo : s] += dX[:, :, ky, kx]
+            dA[c] = dP[:, :, p : p + H, p : p + Wd]
+            return dW
+
+        parts = self._run(one_chunk)
+        dW = parts[0]
+        for part in parts[1:]:  # in chunk order: the same sums however the threads ran
+            dW = dW + part
+        db = np.sum(dZ, axis=(0, 2, 3))
+        return dA, dW.reshape(Co, C, K, K), db
