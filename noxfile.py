@@ -43,12 +43,17 @@ SHARED_VENV = os.path.join(".nox", "shared-cpu")
 
 
 def _run_tests(
-    session: nox.Session, backend: str, device: str | None = None, python: str = "python"
+    session: nox.Session,
+    backend: str,
+    device: str | None = None,
+    python: str = "python",
+    workers: str | None = None,
 ) -> None:
     env = {"PORTACONV_BACKEND": backend}
     if device:
         env["PORTACONV_DEVICE"] = device
-    session.run(python, "-m", "pytest", *session.posargs, env=env)
+    parallel = ["-n", workers] if workers else []
+    session.run(python, "-m", "pytest", *parallel, *session.posargs, env=env)
 
 
 def _shared_python(session: nox.Session) -> str:
@@ -62,9 +67,9 @@ def _shared_python(session: nox.Session) -> str:
     return python
 
 
-def _cpu_session(backend: str, device: str | None = None):
+def _cpu_session(backend: str, device: str | None = None, workers: str | None = None):
     def run(session: nox.Session) -> None:
-        _run_tests(session, backend, device, python=_shared_python(session))
+        _run_tests(session, backend, device, python=_shared_python(session), workers=workers)
 
     run.__doc__ = f"The suite on {backend}" + (f" ({device})" if device else "") + "."
     return run
@@ -87,7 +92,11 @@ tests_array_api_strict = nox.session(name="tests-array_api_strict", venv_backend
     _cpu_session("array_api_strict")
 )
 tests_torch = nox.session(name="tests-torch", venv_backend="none")(_cpu_session("torch", "cpu"))
-tests_jax = nox.session(name="tests-jax", venv_backend="none")(_cpu_session("jax", "cpu"))
+# JAX compiles every operation anew for each shape it meets (tens of ms each, single-threaded):
+# its suite costs several times torch's CPU, so it runs on one pytest-xdist worker per core.
+tests_jax = nox.session(name="tests-jax", venv_backend="none")(
+    _cpu_session("jax", "cpu", workers="auto")
+)
 tests_array_api_strict_device1 = nox.session(
     name="tests-array_api_strict-device1", venv_backend="none"
 )(_cpu_session("array_api_strict", "device1"))
