@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-from train_bench import LR, torch_twin
+from train_bench import LR, comma_list, torch_twin
 
 SIDES = ("jax", "torch", "numpy")
 
@@ -58,10 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.steps = 2, 2
-    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
-    unknown = [s for s in sides if s not in SIDES]
-    if unknown:
-        parser.error(f"--sides: unknown {unknown}; choose from {', '.join(SIDES)}")
+    sides = comma_list(parser, "--sides", args.sides, SIDES)
     if args.rounds < 1 or args.steps < 1 or args.batch_size < 2:
         parser.error("need --rounds >= 1, --steps >= 1 and --batch-size >= 2")
     args.sides = sides

@@ -51,16 +51,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.images = 2, 256
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        parser.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+    models = comma_list(parser, "--models", args.models, MODELS)
     if args.rounds < 1 or args.images < args.batch_size or args.batch_size < 2:
         parser.error("need --rounds >= 1, --batch-size >= 2 and --images >= --batch-size")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     args.models = models
     return args
+
+
+def comma_list(parser: argparse.ArgumentParser, option: str, value: str, known: Any) -> list:
+    """The names of a comma-separated option, each one of ``known`` (else a usage error)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
+    return names
 
 
 def load_images(n: int, data_dir: str | None) -> tuple[Any, Any, str]:
