@@ -52,6 +52,10 @@ def _run_tests(
     env = {"PORTACONV_BACKEND": backend}
     if device:
         env["PORTACONV_DEVICE"] = device
+    if backend == "jax":  # compile the tests' many small programs quickly, not optimally
+        env["XLA_FLAGS"] = (
+            "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+        )
     parallel = ["-n", workers] if workers else []
     session.run(python, "-m", "pytest", *parallel, *session.posargs, env=env)
 
@@ -67,7 +71,7 @@ def _shared_python(session: nox.Session) -> str:
     return python
 
 
-def _cpu_session(backend: str, device: str | None = None, workers: str | None = None):
+def _cpu_session(backend: str, device: str | None = None, workers: str | None = "auto"):
     def run(session: nox.Session) -> None:
         _run_tests(session, backend, device, python=_shared_python(session), workers=workers)
 
@@ -93,10 +97,9 @@ tests_array_api_strict = nox.session(name="tests-array_api_strict", venv_backend
 )
 tests_torch = nox.session(name="tests-torch", venv_backend="none")(_cpu_session("torch", "cpu"))
 # JAX compiles every operation anew for each shape it meets (tens of ms each, single-threaded):
-# its suite costs several times torch's CPU, so it runs on one pytest-xdist worker per core.
-tests_jax = nox.session(name="tests-jax", venv_backend="none")(
-    _cpu_session("jax", "cpu", workers="auto")
-)
+# its suite costs several times torch's CPU. Every CPU session runs on one pytest-xdist worker
+# per core.
+tests_jax = nox.session(name="tests-jax", venv_backend="none")(_cpu_session("jax", "cpu"))
 tests_array_api_strict_device1 = nox.session(
     name="tests-array_api_strict-device1", venv_backend="none"
 )(_cpu_session("array_api_strict", "device1"))
@@ -124,7 +127,7 @@ def tests_oldest(session: nox.Session) -> None:
     session.install("--no-deps", ".")
     session.run("python", "-m", "pip", "check")
     session.log("oldest allowed: " + " ".join(pins))
-    session.run("pytest", *session.posargs, env={"PORTACONV_BACKEND": "numpy"})
+    session.run("pytest", "-n", "auto", *session.posargs, env={"PORTACONV_BACKEND": "numpy"})
 
 
 @nox.session(name="tests-cupy")

@@ -88,13 +88,18 @@ def assert_same_weights(a: Path, b: Path, tol: float = 1e-10) -> None:
 #: validation) in global batches of 32: 8 full ones and a last one of 14 (7 a rank).
 SMALL = ("--model", "two-layer", "--subset", "300", "--batch-size", "32", "--seed", "5")
 
+#: The backend of the tests of the job's orchestration (resume, faults, messages, the main
+#: job, the benchmark): NumPy in every session. Each rank of a job on JAX compiles every
+#: operation anew (minutes a job on this 2-core machine); the arrays of every backend go
+#: through MPI in test_two_ranks_follow_one_process and test_batch_norm_network.
+ORCHESTRATION = "numpy"
+
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
-    """The reference: the SMALL run for 2 epochs in one process, and for 1 epoch."""
+    """The reference: the SMALL run for 2 epochs in one process, on the session's backend."""
     root = tmp_path_factory.mktemp("one-process")
     train(0, root / "e2", *SMALL, "--epochs", "2")
-    train(0, root / "e1", *SMALL, "--epochs", "1")
     return root
 
 
@@ -169,13 +174,15 @@ def test_two_ranks_follow_one_process(one_process, tmp_path):
 
 
 @needs_mpi
-def test_resume_on_another_number_of_ranks(one_process, tmp_path):
-    reference = one_process / "e2" / "checkpoint.npz"
-    train(2, tmp_path / "a", *SMALL, "--epochs", "1")  # 2 ranks, then 1 process
-    train(0, tmp_path / "a", "--resume", "--epochs", "2")
+def test_resume_on_another_number_of_ranks(tmp_path):
+    on = {"backend": ORCHESTRATION}
+    train(0, tmp_path / "e2", *SMALL, "--epochs", "2", **on)
+    reference = tmp_path / "e2" / "checkpoint.npz"
+    train(2, tmp_path / "a", *SMALL, "--epochs", "1", **on)  # 2 ranks, then 1 process
+    train(0, tmp_path / "a", "--resume", "--epochs", "2", **on)
     assert_same_weights(tmp_path / "a" / "checkpoint.npz", reference)
-    shutil.copytree(one_process / "e1", tmp_path / "b")  # 1 process, then 3 ranks
-    result = train(3, tmp_path / "b", "--resume", "--epochs", "2")
+    train(0, tmp_path / "b", *SMALL, "--epochs", "1", **on)  # 1 process, then 3 ranks
+    result = train(3, tmp_path / "b", "--resume", "--epochs", "2", **on)
     assert "resumed from" in result.stderr
     assert_same_weights(tmp_path / "b" / "checkpoint.npz", reference)
 
@@ -203,7 +210,8 @@ def test_batch_norm_network(sync, tmp_path):
 @needs_mpi
 def test_a_failing_rank_ends_the_job(tmp_path):
     start = time.monotonic()
-    result = run(2, str(HERE / "mpi_worker.py"), str(tmp_path / "x.npz"), "--fail-rank", "1")
+    worker = str(HERE / "mpi_worker.py")
+    result = run(2, worker, str(tmp_path / "x.npz"), "--fail-rank", "1", backend=ORCHESTRATION)
     assert result.returncode != 0
     assert time.monotonic() - start < 60  # not a hang (the run itself takes seconds)
     assert "a bug on this rank alone" in result.stderr
@@ -215,6 +223,7 @@ def test_a_failing_rank_ends_the_job(tmp_path):
 def test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, **MPI_ENV, "PORTACONV_DTYPE": "float32"}
+    env["PORTACONV_BACKEND"] = ORCHESTRATION
     command = [MPIEXEC, "--oversubscribe", "-n", "2", sys.executable, "-m", "portaconv"]
     command += ["train", "--out", str(out), "--no-progress", "--epochs", "200"]
     job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -272,7 +281,8 @@ def _descends(pid: int, ancestor: int) -> bool:
 
 @needs_mpi
 def test_a_mistake_is_one_line_from_one_rank(tmp_path):
-    result = run(2, "-m", "portaconv", "train", "--out", str(tmp_path / "r"), "--batch-size", "3")
+    command = ("-m", "portaconv", "train", "--out", str(tmp_path / "r"), "--batch-size", "3")
+    result = run(2, *command, backend=ORCHESTRATION)
     assert result.returncode == 2, result.stderr
     # mpiexec adds its own note on the non-zero exit; portaconv's is one line, from rank 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("portaconv")]
@@ -287,11 +297,9 @@ def test_a_mistake_is_one_line_from_one_rank(tmp_path):
 def test_the_main_job_on_two_ranks(tmp_path):
     """The README's main job (``portaconv train``) under ``mpiexec -n 2`` scores as it does
     in one process: within 1.5 points (its BatchNorm uses each rank's statistics, so the two
-    runs are not equal to the last bit). On NumPy, the main job's default backend, in every
-    session: the other tests here run each backend's arrays through MPI, and this one would
-    take minutes on array-api-strict."""
-    one = train(0, tmp_path / "one", dtype="float32", backend="numpy")
-    two = train(2, tmp_path / "two", dtype="float32", backend="numpy")
+    runs are not equal to the last bit). On NumPy, the main job's default backend."""
+    one = train(0, tmp_path / "one", dtype="float32", backend=ORCHESTRATION)
+    two = train(2, tmp_path / "two", dtype="float32", backend=ORCHESTRATION)
 
     def accuracy(result):
         return float(result.stdout.split("test accuracy ")[1].split()[0])
@@ -307,19 +315,8 @@ def test_scaling_benchmark_runs(tmp_path):
 
     script = HERE.parent / "benchmarks" / "mpi_scaling.py"
     report = tmp_path / "scaling.json"
-    result = run(
-        0,
-        str(script),
-        "--rounds",
-        "1",
-        "--steps",
-        "2",
-        "--batch",
-        "8",
-        "--json",
-        str(report),
-        dtype="float32",
-    )
+    tiny = ("--rounds", "1", "--steps", "2", "--batch", "8", "--json", str(report))
+    result = run(0, str(script), *tiny, dtype="float32", backend=ORCHESTRATION)
     assert result.returncode == 0, result.stderr
     data = json.loads(report.read_text())
     assert data["bytes_per_step"] > 0 and data["allreduce_ms"] > 0
