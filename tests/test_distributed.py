@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from array_api_compat import array_namespace
 
-from portaconv.backend import to_numpy
+from portaconv.backend import get_backend, to_numpy
 from portaconv.data import DataLoader
 from portaconv.distributed import launched_world_size, mpi_info
 from portaconv.train import load_checkpoint
@@ -56,8 +57,10 @@ def run(
     """``mpiexec -n RANKS python ARGS`` (one process without mpiexec when RANKS is 0), on
     the session's backend unless ``backend`` names one."""
     env = {**os.environ, **MPI_ENV, "PORTACONV_DTYPE": dtype}
+    backend = backend or JOB_BACKEND
     if backend:
         env["PORTACONV_BACKEND"] = backend
+        env.pop("PORTACONV_DEVICE", None)  # the backend's own default device
     for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
         env.pop(name, None)  # this pytest may itself run under mpiexec
     command = [sys.executable, *args]
@@ -93,6 +96,10 @@ SMALL = ("--model", "two-layer", "--subset", "300", "--batch-size", "32", "--see
 #: operation anew (minutes a job on this 2-core machine); the arrays of every backend go
 #: through MPI in test_two_ranks_follow_one_process and test_batch_norm_network.
 ORCHESTRATION = "numpy"
+#: The backend of the other jobs: the session's, but NumPy in the JAX session, for the
+#: same reason (each JAX rank compiles every operation anew: minutes a job here); JAX
+#: arrays go through the packing and unpacking in test_gradients_travel_as_one_buffer.
+JOB_BACKEND = ORCHESTRATION if get_backend().name == "jax" else None
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +159,40 @@ def test_world_size_is_read_from_the_launcher(monkeypatch):
     assert launched_world_size() == 1
     monkeypatch.setenv("PMI_SIZE", "4")
     assert launched_world_size() == 4
+
+
+def test_gradients_travel_as_one_buffer(bk):
+    """allreduce_gradients on this backend's arrays (JAX's immutable ones too), with the MPI
+    call replaced by what two ranks holding the same gradients would return (every number
+    doubled): each gradient comes back equal to itself, in its own shape, dtype and device,
+    set on the layer that owns it; one call for all of them."""
+    from portaconv.distributed import Communicator
+    from portaconv.models import build_model
+
+    class TwoIdenticalRanks:
+        calls = 0
+
+        def Allreduce(self, _, buffer, op=None):  # noqa: N802 (mpi4py's name)
+            TwoIdenticalRanks.calls += 1
+            buffer *= 2
+
+    comm = Communicator.__new__(Communicator)
+    comm._MPI = type("MPI", (), {"IN_PLACE": None, "SUM": None})
+    comm.comm, comm.rank, comm.size = TwoIdenticalRanks(), 0, 2
+    model = build_model("two-layer", (4,), 3)
+    rng = np.random.default_rng(0)
+    before = {}
+    for name, grad in model.gradients().items():
+        value = rng.standard_normal(tuple(grad.shape))
+        before[name] = value
+        owner, key = name.rsplit(".", 1)
+        layer = dict(model.named_layers())[owner]
+        setattr(layer, "dLd" + key, bk.xp.asarray(value, dtype=grad.dtype, device=bk.device))
+    comm.allreduce_gradients(model, 5)
+    assert TwoIdenticalRanks.calls == 1
+    for name, grad in model.gradients().items():
+        assert grad.dtype == bk.dtype and array_namespace(grad) is bk.xp
+        np.testing.assert_allclose(to_numpy(grad), before[name], rtol=1e-6)
 
 
 # ------------------------------------------------------------------------- under mpiexec
@@ -224,6 +265,7 @@ def test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, **MPI_ENV, "PORTACONV_DTYPE": "float32"}
     env["PORTACONV_BACKEND"] = ORCHESTRATION
+    env.pop("PORTACONV_DEVICE", None)
     command = [MPIEXEC, "--oversubscribe", "-n", "2", sys.executable, "-m", "portaconv"]
     command += ["train", "--out", str(out), "--no-progress", "--epochs", "200"]
     job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
