@@ -322,6 +322,19 @@ def _descends(pid: int, ancestor: int) -> bool:
 
 
 @needs_mpi
+def test_compile_under_mpiexec_is_one_line_from_one_rank(tmp_path):
+    command = ("-m", "portaconv", "train", "--out", str(tmp_path / "r"), "--compile")
+    result = run(2, *command, backend=ORCHESTRATION)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("portaconv")]
+    assert "Traceback" not in result.stderr and "MPI_ABORT" not in result.stderr
+    assert lines == [
+        "portaconv train: error: --compile compiles one process's step; under mpiexec "
+        "(2 ranks) train without --compile"
+    ]
+
+
+@needs_mpi
 def test_a_mistake_is_one_line_from_one_rank(tmp_path):
     command = ("-m", "portaconv", "train", "--out", str(tmp_path / "r"), "--batch-size", "3")
     result = run(2, *command, backend=ORCHESTRATION)

@@ -181,6 +181,11 @@ def _resolve_config(config: TrainConfig, comm: Communicator | None) -> TrainConf
     if not config.resume:
         _refuse_to_overwrite(Path(config.out))
     ranks = 1 if comm is None else comm.size
+    if ranks > 1 and config.compile:
+        raise ValueError(
+            f"{WHO}: --compile compiles one process's step; under mpiexec ({ranks} ranks) "
+            "train without --compile"
+        )
     if ranks > 1 and config.batch_size < 2 * ranks:
         raise ValueError(
             f"{WHO}: --batch-size {config.batch_size} is the global batch; on {ranks} ranks it "
