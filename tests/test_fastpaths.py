@@ -618,6 +618,82 @@ def test_a_blas_count_set_during_a_threaded_call_is_kept():
         set_count(start)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "m, k, n",
+    [(128, 3136, 128), (128, 128, 3136), (131, 257, 63), (3, 700, 900), (16, 8, 8)],
+)
+def test_split_matmul_is_the_product(thread_count, m, k, n, dtype):
+    """Rows shared between 1-3 threads (or, small, not split): float64's product within
+    float rounding, the operands' dtype, transposed views as operands, and the same bits
+    from call to call."""
+    rng = np.random.default_rng(m + k + n)
+    a = rng.uniform(-1, 1, (m, k)).astype(dtype)
+    b_t = rng.uniform(-1, 1, (n, k)).astype(dtype)
+    expected = a.astype(np.float64) @ b_t.T.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for count in (1, 2, 3):
+        thread_count(count)
+        out = ops.split_matmul(a, b_t.T)  # b a transposed view, as Linear's W^T
+        assert out.dtype == dtype and out.shape == (m, n)
+        np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * np.sqrt(k))
+        np.testing.assert_array_equal(ops.split_matmul(a, b_t.T), out)
+
+
+@needs_blas_control
+def test_split_matmul_shares_large_products_only(thread_count, monkeypatch):
+    """A product of SPLIT_MATMUL_MIN multiply-adds or more goes to ``run_threaded`` as one
+    task per thread; a smaller one, or one inside a task already, is a single product."""
+    calls = []
+    real = ops.run_threaded
+    monkeypatch.setattr(ops, "run_threaded", lambda tasks: calls.append(len(tasks)) or real(tasks))
+    thread_count(2)
+    big = np.ones((64, 256), np.float32), np.ones((256, 64), np.float32)  # 2**20
+    small = np.ones((64, 255), np.float32), np.ones((255, 64), np.float32)
+    assert ops.SPLIT_MATMUL_MIN == 64 * 256 * 64
+    np.testing.assert_array_equal(ops.split_matmul(*big), np.full((64, 64), 256, np.float32))
+    assert calls == [2]
+    ops.split_matmul(*small)
+    assert calls == [2]
+    inner = threads.run_threaded([lambda: ops.split_matmul(*big), lambda: ops.split_matmul(*big)])
+    assert calls == [2] and all(np.array_equal(r, inner[0]) for r in inner)
+
+
+@needs_blas_control
+def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count):
+    """Sequential's forward and backward on NumPy run with OpenBLAS at 1 thread (its idle
+    threads would otherwise spin beside portaconv's), its count back afterwards; Linear's
+    products are still shared between portaconv's threads meanwhile. With one portaconv
+    thread nothing is changed."""
+    from portaconv.models import Sequential
+
+    get_count = threads._blas()[0]
+    start = get_count()
+    seen = []
+
+    class Probe:
+        def forward(self, A):
+            seen.append(("forward", get_count(), threads.num_threads()))
+            return A
+
+        def backward(self, dLdZ):
+            seen.append(("backward", get_count(), threads.num_threads()))
+            return dLdZ
+
+    thread_count(2)
+    with use_backend("numpy", None, "float32"):
+        model = Sequential(L.Linear(300, 200), Probe())
+    A = np.ones((64, 300), np.float32)
+    model.forward(A)
+    model.backward(np.ones((64, 200), np.float32))
+    assert seen == [("forward", 1, 2), ("backward", 1, 2)]
+    assert get_count() == start
+    thread_count(1)
+    seen.clear()
+    model.forward(A)
+    assert seen == [("forward", start, 1)]
+
+
 def test_a_growing_pool_leaves_the_smaller_one_usable():
     """A call that asks for more threads replaces the shared pool; a call of another thread
     that still holds the smaller pool can submit to it (it was not shut down)."""

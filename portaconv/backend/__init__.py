@@ -51,6 +51,7 @@ from ._ops import (
     slice_add,
     slice_set,
     split_evenly,
+    split_matmul,
     supplied_dtype,
     swap_leading_axes,
     to_backend,
@@ -79,6 +80,7 @@ from ._threads import (
     run_threaded,
     set_num_threads,
     share_cores,
+    single_threaded_blas,
 )
 from .conv import (
     MIN_CHANNELS,
@@ -140,6 +142,8 @@ __all__ = [
     "set_backend",
     "set_batch",
     "set_num_threads",
+    "single_threaded_blas",
+    "split_matmul",
     "set_rng_state",
     "set_step_random_state",
     "share_cores",

@@ -37,6 +37,7 @@ from ._native import (
     take_add,
     window_argmax,
 )
+from ._threads import in_threaded_task, num_threads, run_threaded
 
 # --------------------------------------------------------------------------- conversion
 
@@ -644,6 +645,37 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
         np.matmul(b.T, a.T, out=out.T)
         return out
     return array_namespace(a, b).matmul(a, b)
+
+
+# A product is split between threads from this many multiply-adds (m n k) on: below it,
+# handing the parts to the threads costs more than it saves.
+SPLIT_MATMUL_MIN = 1 << 20
+
+
+def split_matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` for matrices; on NumPy, a product of at least ``SPLIT_MATMUL_MIN``
+    multiply-adds has its rows of ``a`` shared between :func:`num_threads` threads, each
+    calling OpenBLAS single-threaded (``run_threaded``): the products of Linear and the
+    transposed convolution, threaded the way the convolution engines are. The rows are
+    shared the same way on every call, so the result is the same bits from call to call
+    at a given thread count (another count may round differently, as OpenBLAS's own
+    threads do). Inside a task of ``run_threaded`` it is one product on that thread."""
+    if not is_numpy_array(a) or a.ndim != 2 or b.ndim != 2 or in_threaded_task():
+        return array_namespace(a, b).matmul(a, b)
+    import numpy as np
+
+    m, k = a.shape
+    n = b.shape[1]
+    threads = min(num_threads(), m)
+    if threads <= 1 or m * n * k < SPLIT_MATMUL_MIN:
+        return np.matmul(a, b)
+    out = np.empty((m, n), dtype=np.result_type(a, b))
+
+    def part(rows: slice) -> Callable[[], None]:
+        return lambda: np.matmul(a[rows], b, out=out[rows])
+
+    run_threaded([part(rows) for rows in split_evenly(m, threads)])
+    return out
 
 
 def _window_max_portable(

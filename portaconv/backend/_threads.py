@@ -52,6 +52,7 @@ _depth = 0  # threaded calls running now
 _saved = 0  # OpenBLAS's thread count before the first of them
 _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int] = (0, 0)  # (process id, threads) of the pool
+_task = threading.local()  # .running: this thread is running one of run_threaded's tasks
 
 
 def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None]] | None:
@@ -139,6 +140,39 @@ def _single_threaded_blas() -> Iterator[None]:
                 set_fn(ctypes.c_int(_saved))
 
 
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """OpenBLAS held at 1 thread for the block (restored as :func:`run_threaded` restores
+    it), where portaconv's threads do the parallel work: a model's forward and backward on
+    NumPy. Why it matters: after a product on several threads, OpenBLAS's idle threads spin
+    on the cores for a while (``OPENBLAS_THREAD_TIMEOUT``, ~0.1 s by default) and slow
+    every thread of portaconv's that runs meanwhile; held at 1, they never wake. Nothing is
+    changed where OpenBLAS is not found or ``num_threads()`` is 1."""
+    if num_threads() <= 1 or not blas_thread_control():
+        yield
+        return
+    with _single_threaded_blas():
+        yield
+
+
+def in_threaded_task() -> bool:
+    """Whether this thread is running one of :func:`run_threaded`'s tasks (then splitting
+    more work between the threads would wait on itself)."""
+    return getattr(_task, "running", False)
+
+
+def _as_task(task: Callable[[], T]) -> Callable[[], T]:
+    def run() -> T:
+        outer = in_threaded_task()
+        _task.running = True
+        try:
+            return task()
+        finally:
+            _task.running = outer
+
+    return run
+
+
 def _executor(workers: int) -> ThreadPoolExecutor:
     """A process-wide pool of at least ``workers`` threads (a new one after a fork).
 
@@ -161,9 +195,9 @@ def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
         return [task() for task in tasks]
     with _single_threaded_blas():
         pool = _executor(len(tasks) - 1)
-        futures = [pool.submit(task) for task in tasks[1:]]
+        futures = [pool.submit(_as_task(task)) for task in tasks[1:]]
         try:
-            first = tasks[0]()
+            first = _as_task(tasks[0])()
         finally:  # never return while a worker still writes into the caller's arrays
             wait(futures)
     return [first, *(future.result() for future in futures)]

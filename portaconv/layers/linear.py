@@ -8,6 +8,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
+from ..backend import split_matmul
 from ..checks import shape_str
 from ._base import Layer, fan_in_bound, spec_of
 
@@ -58,7 +59,9 @@ class Linear(Layer):
         self._A, self._W = A, W
         if b.ndim == 2:  # the handout's column bias
             b = xp.reshape(b, (self.out_features,))
-        return xp.matmul(A, xp.matrix_transpose(W)) + b
+        rows = xp.reshape(A, (-1, self.in_features)) if A.ndim > 2 else A
+        Z = split_matmul(rows, xp.matrix_transpose(W))
+        return xp.reshape(Z, (*A.shape[:-1], self.out_features)) + b
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_A")
@@ -69,10 +72,10 @@ class Linear(Layer):
             rows = math.prod(shape[:-1])
             dZ = xp.reshape(dLdZ, (rows, self.out_features))
             A = xp.reshape(self._A, (rows, self.in_features))
-        self._set_grads(W=xp.matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
+        self._set_grads(W=split_matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
         if not self.needs_input_grad:
             return None
-        return self._as_input(xp.matmul(dLdZ, self._W))
+        return self._as_input(xp.reshape(split_matmul(dZ, self._W), self._A.shape))
 
     def _check_bias(self) -> None:
         if tuple(self.b.shape) not in ((self.out_features,), (self.out_features, 1)):

@@ -17,6 +17,7 @@ from typing import Any
 
 import array_api_compat
 
+from ..backend import single_threaded_blas
 from ..checks import check_state_keys
 from ..layers import ReLU
 
@@ -151,7 +152,12 @@ class Model:
 
     def _forward_layers(self, A: Any) -> Any:
         """Run the layers in turn; a BatchNorm followed by a ReLU runs as one step
-        (:func:`_relu_pairs`), with the same results."""
+        (:func:`_relu_pairs`), with the same results. On NumPy, OpenBLAS stays on one
+        thread meanwhile (:func:`_blas_held`)."""
+        with _blas_held(A):
+            return self._run_forward(A)
+
+    def _run_forward(self, A: Any) -> Any:
         Z = A
         pairs = _relu_pairs(self.layers)
         for i, layer in enumerate(self.layers):
@@ -174,6 +180,10 @@ class Model:
         require one); returns None then.
         """
         _gradient_shape(self.name, dLdZ, "dLdZ", getattr(self, "_out_shape", None))
+        with _blas_held(dLdZ):
+            return self._run_backward(dLdZ, input_grad)
+
+    def _run_backward(self, dLdZ: Any, input_grad: bool) -> Any:
         first = 0
         if not input_grad:
             layers = enumerate(self.layers)
@@ -197,6 +207,15 @@ class Model:
                 else:
                     grad = layer.backward(grad)
         return grad if input_grad else None
+
+
+def _blas_held(A: Any) -> contextlib.AbstractContextManager:
+    """For a NumPy ``A``: OpenBLAS held at one thread while the layers run, their products
+    shared between portaconv's threads instead (``backend.single_threaded_blas``), so that
+    no OpenBLAS thread spins beside them; else nothing."""
+    if array_api_compat.is_numpy_array(A):
+        return single_threaded_blas()
+    return contextlib.nullcontext()
 
 
 def _relu_pairs(layers: list[Any]) -> set[int]:
