@@ -10,9 +10,10 @@ backend in float32 unless ``--backend`` says otherwise. PyTorch's side is the sa
 starting from portaconv's initial weights, trained with ``torch.optim.Adam`` over the same
 images in batches of the same size, shuffled each epoch, in float32 on the CPU with the same
 number of threads. One round is one epoch of each, their order alternating from round to
-round; the first round is a warm-up and is not counted. Reported per network: the median of
-the per-round time ratios (portaconv / PyTorch) with its spread (lowest, highest), and both
-sides' images per second.
+round; the first round is a warm-up and is not counted. Before each timed epoch the process
+sleeps ``SETTLE_S`` so that the other library's idle threads have stopped spinning.
+Reported per network: the median of the per-round time ratios (portaconv / PyTorch) with
+its spread (lowest, highest), and both sides' images per second.
 
 Data: the first ``--images`` Fashion-MNIST training images when the IDX files are found
 (``/usr/share/datasets/fashion-mnist``, ``--data-dir``), else seeded random 28x28 images
@@ -172,7 +173,14 @@ def make_pair(name: str, X: Any, y: Any, batch_size: int, backend: str) -> tuple
     return portaconv_epoch, torch_epoch
 
 
+# Seconds to wait before each timed epoch: a library's idle worker threads spin on the
+# cores for a while after its last parallel call (OpenBLAS ~0.1 s, libgomp less), and in one
+# process they would slow the other library's epoch that starts right after.
+SETTLE_S = 0.3
+
+
 def timed(step: Any) -> tuple[float, float]:
+    time.sleep(SETTLE_S)
     start = time.perf_counter()
     loss = step()
     return time.perf_counter() - start, loss

@@ -16,6 +16,8 @@ float64 NumPy loop written here, never the fast path with the portable one alone
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -623,48 +625,55 @@ def test_a_blas_count_set_during_a_threaded_call_is_kept():
     "m, k, n",
     [(128, 3136, 128), (128, 128, 3136), (131, 257, 63), (3, 700, 900), (16, 8, 8)],
 )
-def test_split_matmul_is_the_product(thread_count, m, k, n, dtype):
-    """Rows shared between 1-3 threads (or, small, not split): float64's product within
-    float rounding, the operands' dtype, transposed views as operands, and the same bits
-    from call to call."""
+def test_split_matmul_is_the_product(thread_count, monkeypatch, m, k, n, dtype):
+    """Rows shared between 1-3 threads while OpenBLAS is held (or, small, not split; or
+    not held: OpenBLAS's threads): float64's product within float rounding, the operands'
+    dtype, transposed views as operands, and the same bits from call to call."""
+    monkeypatch.setattr(ops, "SPLIT_MATMUL_MIN", 1 << 16)
     rng = np.random.default_rng(m + k + n)
     a = rng.uniform(-1, 1, (m, k)).astype(dtype)
     b_t = rng.uniform(-1, 1, (n, k)).astype(dtype)
     expected = a.astype(np.float64) @ b_t.T.astype(np.float64)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    for count in (1, 2, 3):
+    for count, held in [(1, True), (2, True), (3, True), (2, False)]:
         thread_count(count)
-        out = ops.split_matmul(a, b_t.T)  # b a transposed view, as Linear's W^T
-        assert out.dtype == dtype and out.shape == (m, n)
-        np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * np.sqrt(k))
-        np.testing.assert_array_equal(ops.split_matmul(a, b_t.T), out)
+        with threads.single_threaded_blas() if held else contextlib.nullcontext():
+            out = ops.split_matmul(a, b_t.T)  # b a transposed view, as Linear's W^T
+            assert out.dtype == dtype and out.shape == (m, n)
+            np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * np.sqrt(k))
+            np.testing.assert_array_equal(ops.split_matmul(a, b_t.T), out)
 
 
 @needs_blas_control
 def test_split_matmul_shares_large_products_only(thread_count, monkeypatch):
-    """A product of SPLIT_MATMUL_MIN multiply-adds or more goes to ``run_threaded`` as one
-    task per thread; a smaller one, or one inside a task already, is a single product."""
+    """While OpenBLAS is held, a product of SPLIT_MATMUL_MIN multiply-adds or more goes to
+    ``run_threaded`` as one task per thread; a smaller one, one inside a task already, or
+    one while OpenBLAS is not held (its own threads serve then) is a single product."""
     calls = []
     real = ops.run_threaded
     monkeypatch.setattr(ops, "run_threaded", lambda tasks: calls.append(len(tasks)) or real(tasks))
     thread_count(2)
-    big = np.ones((64, 256), np.float32), np.ones((256, 64), np.float32)  # 2**20
+    monkeypatch.setattr(ops, "SPLIT_MATMUL_MIN", 64 * 256 * 64)
+    big = np.ones((64, 256), np.float32), np.ones((256, 64), np.float32)
     small = np.ones((64, 255), np.float32), np.ones((255, 64), np.float32)
-    assert ops.SPLIT_MATMUL_MIN == 64 * 256 * 64
-    np.testing.assert_array_equal(ops.split_matmul(*big), np.full((64, 64), 256, np.float32))
-    assert calls == [2]
-    ops.split_matmul(*small)
-    assert calls == [2]
-    inner = threads.run_threaded([lambda: ops.split_matmul(*big), lambda: ops.split_matmul(*big)])
+    ops.split_matmul(*big)
+    assert calls == []
+    with threads.single_threaded_blas():
+        np.testing.assert_array_equal(ops.split_matmul(*big), np.full((64, 64), 256, np.float32))
+        assert calls == [2]
+        ops.split_matmul(*small)
+        assert calls == [2]
+    task = lambda: ops.split_matmul(*big)  # noqa: E731
+    inner = threads.run_threaded([task, task])
     assert calls == [2] and all(np.array_equal(r, inner[0]) for r in inner)
 
 
 @needs_blas_control
 def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count):
-    """Sequential's forward and backward on NumPy run with OpenBLAS at 1 thread (its idle
-    threads would otherwise spin beside portaconv's), its count back afterwards; Linear's
-    products are still shared between portaconv's threads meanwhile. With one portaconv
-    thread nothing is changed."""
+    """Sequential's forward and backward on NumPy, with a layer that threads its own work
+    (a convolution), run with OpenBLAS at 1 thread (its idle threads would otherwise spin
+    beside portaconv's), its count back afterwards. An MLP, or one portaconv thread,
+    changes nothing."""
     from portaconv.models import Sequential
 
     get_count = threads._blas()[0]
@@ -672,6 +681,8 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count)
     seen = []
 
     class Probe:
+        threads_own_work = True
+
         def forward(self, A):
             seen.append(("forward", get_count(), threads.num_threads()))
             return A
@@ -692,6 +703,38 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count)
     seen.clear()
     model.forward(A)
     assert seen == [("forward", start, 1)]
+    thread_count(2)
+    seen.clear()
+    Probe.threads_own_work = False
+    model.forward(A)
+    assert seen == [("forward", start, 2)]
+    with use_backend("numpy", None, "float32"):
+        assert Sequential(L.Conv2d(1, 2, 3), L.Flatten()).threads_own_work
+        assert not Sequential(L.Flatten(), L.Linear(4, 2), L.ReLU()).threads_own_work
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(128, 6, 28, 28), (3, 70001), (5, 7)])
+def test_relu_layer_threaded_is_torchs(thread_count, monkeypatch, shape, dtype):
+    """ReLU's forward and backward on NumPy (parts on 1-3 threads for large arrays, sizes
+    not a multiple of the zero row) are torch's relu and its gradient, bit for bit, with
+    NaN, +-0 and +-inf among the inputs; so is a non-contiguous input."""
+    monkeypatch.setattr(ops, "SPLIT_ELEMENTWISE_MIN", 1 << 16)
+    rng = np.random.default_rng(sum(shape))
+    Z = rng.standard_normal(shape).astype(dtype)
+    flat = Z.reshape(-1)
+    flat[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 1e-40]
+    dA = rng.standard_normal(shape).astype(dtype)
+    Zt = torch.from_numpy(Z.copy()).requires_grad_()
+    At = torch.relu(Zt)
+    At.backward(torch.from_numpy(dA))
+    for count in (1, 2, 3):
+        thread_count(count)
+        layer = L.ReLU()
+        np.testing.assert_array_equal(layer.forward(Z), At.detach().numpy())
+        np.testing.assert_array_equal(layer.backward(dA), Zt.grad.numpy())
+    strided = np.asfortranarray(Z)
+    np.testing.assert_array_equal(L.ReLU().forward(strided), At.detach().numpy())
 
 
 def test_a_growing_pool_leaves_the_smaller_one_usable():

@@ -37,7 +37,7 @@ from ._native import (
     take_add,
     window_argmax,
 )
-from ._threads import in_threaded_task, num_threads, run_threaded
+from ._threads import blas_held, in_threaded_task, num_threads, run_threaded
 
 # --------------------------------------------------------------------------- conversion
 
@@ -647,16 +647,19 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     return array_namespace(a, b).matmul(a, b)
 
 
-# A product is split between threads from this many multiply-adds (m n k) on: below it,
-# handing the parts to the threads costs more than it saves.
-SPLIT_MATMUL_MIN = 1 << 20
+# A product is split between threads from this many multiply-adds (m n k) on. Waking a
+# thread costs ~50 us on the development machine (2 cores), so below it one thread is as
+# fast (measured, OpenBLAS held at 1 thread: 128x512x256 one thread ~290 us, split ~320;
+# 128x784x512 ~800 us, split ~500).
+SPLIT_MATMUL_MIN = 1 << 25
 
 
 def split_matmul(a: Any, b: Any) -> Any:
-    """``a @ b`` for matrices; on NumPy, a product of at least ``SPLIT_MATMUL_MIN``
-    multiply-adds has its rows of ``a`` shared between :func:`num_threads` threads, each
-    calling OpenBLAS single-threaded (``run_threaded``): the products of Linear and the
-    transposed convolution, threaded the way the convolution engines are. The rows are
+    """``a @ b`` for matrices (Linear's and the transposed convolution's products). On
+    NumPy while OpenBLAS is held at one thread (``blas_held``: a model with convolutions
+    runs), a product of at least ``SPLIT_MATMUL_MIN`` multiply-adds has its rows of ``a``
+    shared between :func:`num_threads` threads instead (``run_threaded``); otherwise
+    OpenBLAS threads it itself. The rows are
     shared the same way on every call, so the result is the same bits from call to call
     at a given thread count (another count may round differently, as OpenBLAS's own
     threads do). Inside a task of ``run_threaded`` it is one product on that thread."""
@@ -667,7 +670,7 @@ def split_matmul(a: Any, b: Any) -> Any:
     m, k = a.shape
     n = b.shape[1]
     threads = min(num_threads(), m)
-    if threads <= 1 or m * n * k < SPLIT_MATMUL_MIN:
+    if threads <= 1 or m * n * k < SPLIT_MATMUL_MIN or not blas_held():
         return np.matmul(a, b)
     out = np.empty((m, n), dtype=np.result_type(a, b))
 
@@ -675,6 +678,76 @@ def split_matmul(a: Any, b: Any) -> Any:
         return lambda: np.matmul(a[rows], b, out=out[rows])
 
     run_threaded([part(rows) for rows in split_evenly(m, threads)])
+    return out
+
+
+# ------------------------------------------------------------------ elementwise on threads
+
+#: Elements from which an elementwise NumPy pass is split between threads (below it,
+#: ~0.3 ms of work, waking a thread costs about what it saves).
+SPLIT_ELEMENTWISE_MIN = 1 << 21
+_ROW = 1024  # NumPy's vector loops want arrays, not a 0-d operand: a row of this many
+
+
+def _split_flat(fn: Callable[..., None], *arrays: Any) -> None:
+    """``fn(*parts)`` over consecutive parts (multiples of ``_ROW`` elements) of the flat
+    C-contiguous NumPy ``arrays``, one part per thread; the whole at once when small."""
+    size = arrays[0].size
+    threads = num_threads()
+    flat = [a.reshape(-1) for a in arrays]
+    if threads <= 1 or size < SPLIT_ELEMENTWISE_MIN or in_threaded_task():
+        fn(*flat)
+        return
+    bounds = [min(size, -(-size * i // threads // _ROW) * _ROW) for i in range(threads + 1)]
+    bounds[-1] = size
+    parts = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    run_threaded([lambda s=s: fn(*(f[s] for f in flat)) for s in parts])
+
+
+def _fast_elementwise(*arrays: Any) -> bool:
+    """NumPy arrays of one floating dtype and shape, each C-contiguous."""
+    first = arrays[0]
+    return all(
+        is_numpy_array(a)
+        and a.flags.c_contiguous
+        and a.dtype == first.dtype
+        and a.shape == first.shape
+        and a.dtype.kind == "f"
+        for a in arrays
+    )
+
+
+def relu(x: Any) -> Any:
+    """``max(x, 0)`` elementwise, NaN staying NaN. NumPy: against a row of zeros (its vector
+    loop; a 0-d zero takes a scalar loop ~3x slower), the array's parts between threads."""
+    if not _fast_elementwise(x):
+        xp = array_namespace(x)
+        return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
+    import numpy as np
+
+    out = np.empty_like(x)
+    zeros = np.zeros(_ROW, dtype=x.dtype)
+
+    def part(src: Any, dst: Any) -> None:
+        whole = src.size - src.size % _ROW
+        np.maximum(src[:whole].reshape(-1, _ROW), zeros, out=dst[:whole].reshape(-1, _ROW))
+        np.maximum(src[whole:], zeros[: src.size - whole], out=dst[whole:])
+
+    _split_flat(part, x, out)
+    return out
+
+
+def relu_grad(grad: Any, A: Any) -> Any:
+    """ReLU's backward from its output ``A = max(Z, 0)``: ``grad * (A != 0)``. ``A`` is 0
+    exactly where ``Z <= 0`` (a NaN ``Z`` gives a NaN ``A``, which passes its gradient, as
+    in PyTorch). NumPy: the parts between threads."""
+    if not _fast_elementwise(grad, A):
+        xp = array_namespace(grad, A)
+        return grad * xp.astype(A != 0, grad.dtype)
+    import numpy as np
+
+    out = np.empty_like(grad)
+    _split_flat(lambda g, a, o: np.multiply(g, a != 0, out=o), grad, A, out)
     return out
 
 

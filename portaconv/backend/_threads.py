@@ -155,6 +155,13 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+def blas_held() -> bool:
+    """Whether portaconv holds OpenBLAS at one thread now (:func:`single_threaded_blas`,
+    or a :func:`run_threaded` call of any thread)."""
+    with _lock:
+        return _depth > 0
+
+
 def in_threaded_task() -> bool:
     """Whether this thread is running one of :func:`run_threaded`'s tasks (then splitting
     more work between the threads would wait on itself)."""

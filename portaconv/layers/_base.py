@@ -43,6 +43,10 @@ class Layer:
     #: convolutions then skip that product and ``backward`` returns None, as PyTorch skips
     #: the gradient of an input that does not require one.
     needs_input_grad: bool = True
+    #: Whether the layer's NumPy engine shares its work between portaconv's own threads
+    #: (convolutions, batch normalisation): a model of such layers holds OpenBLAS at one
+    #: thread while it runs (``backend.single_threaded_blas``).
+    threads_own_work: bool = False
     #: The dtype of the input the last forward received (its dLdA is returned in it).
     _input_dtype: Any = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..backend import erf
+from ..backend import erf, relu, relu_grad
 from ._base import Layer, spec_of
 
 _SQRT_2 = math.sqrt(2.0)
@@ -79,11 +79,11 @@ class ReLU(Activation):
 
     def _apply(self, xp, Z):
         # maximum and a multiply by a 0/1 mask are single passes; NumPy's where is ~10x slower.
-        return xp.maximum(Z, xp.zeros((), dtype=Z.dtype, device=self._spec[1]))
+        return relu(Z)
 
     def _chain(self, xp, dLdA):
-        # not (Z <= 0) rather than Z > 0: a NaN input passes its gradient, as in PyTorch.
-        return dLdA * xp.astype(xp.logical_not(self.Z <= 0), dLdA.dtype)
+        # A != 0 is not (Z <= 0): a NaN input passes its gradient, as in PyTorch.
+        return relu_grad(dLdA, self.A)
 
 
 class LeakyReLU(Activation):

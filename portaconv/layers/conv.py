@@ -41,6 +41,7 @@ class _ConvNd(Layer):
 
     _nd = 0
     param_names = ("W", "b")
+    threads_own_work = True
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ class _BatchNorm(Layer):
 
     param_names = ("BW", "Bb")
     buffer_names = ("running_M", "running_V")
+    threads_own_work = True
     _ndims: tuple[int, ...] = ()
     _layout = ""
 

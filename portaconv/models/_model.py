@@ -80,6 +80,11 @@ class Model:
     def __call__(self, A: Any) -> Any:
         return self.forward(A)
 
+    @property
+    def threads_own_work(self) -> bool:
+        """Whether any layer shares its NumPy work between portaconv's threads."""
+        return any(getattr(layer, "threads_own_work", False) for _, layer in self.named_layers())
+
     def named_layers(self) -> list[tuple[str, Any]]:
         """``(name, layer)`` for every layer, in order; names prefix the parameter names."""
         return [(f"layers.{i}", layer) for i, layer in enumerate(self.layers)]
@@ -152,9 +157,9 @@ class Model:
 
     def _forward_layers(self, A: Any) -> Any:
         """Run the layers in turn; a BatchNorm followed by a ReLU runs as one step
-        (:func:`_relu_pairs`), with the same results. On NumPy, OpenBLAS stays on one
+        (:func:`_relu_pairs`), with the same results. On NumPy, OpenBLAS may stay on one
         thread meanwhile (:func:`_blas_held`)."""
-        with _blas_held(A):
+        with _blas_held(A, self.threads_own_work):
             return self._run_forward(A)
 
     def _run_forward(self, A: Any) -> Any:
@@ -180,7 +185,7 @@ class Model:
         require one); returns None then.
         """
         _gradient_shape(self.name, dLdZ, "dLdZ", getattr(self, "_out_shape", None))
-        with _blas_held(dLdZ):
+        with _blas_held(dLdZ, self.threads_own_work):
             return self._run_backward(dLdZ, input_grad)
 
     def _run_backward(self, dLdZ: Any, input_grad: bool) -> Any:
@@ -209,11 +214,14 @@ class Model:
         return grad if input_grad else None
 
 
-def _blas_held(A: Any) -> contextlib.AbstractContextManager:
-    """For a NumPy ``A``: OpenBLAS held at one thread while the layers run, their products
-    shared between portaconv's threads instead (``backend.single_threaded_blas``), so that
-    no OpenBLAS thread spins beside them; else nothing."""
-    if array_api_compat.is_numpy_array(A):
+def _blas_held(A: Any, threads_own_work: bool) -> contextlib.AbstractContextManager:
+    """For a NumPy ``A`` and a model with layers that share their work between portaconv's
+    threads: OpenBLAS held at one thread while the layers run (``single_threaded_blas``),
+    so that none of its idle threads spins beside portaconv's after a product (~0.1 s
+    each time, a core lost); the other products are then shared between portaconv's
+    threads (``split_matmul``). Else nothing: an MLP's products run on OpenBLAS's own
+    threads, which wake faster than portaconv's."""
+    if threads_own_work and array_api_compat.is_numpy_array(A):
         return single_threaded_blas()
     return contextlib.nullcontext()
 
