@@ -141,6 +141,78 @@ def test_optimizer_matches_torch(case, bk, rng):
     assert ours.step_count == STEPS
 
 
+class Plain:
+    """NumPy parameters and gradients by name (no set_parameter: every update in place)."""
+
+    def __init__(self, params):
+        self.params, self.grads = params, {}
+
+    def parameters(self):
+        return dict(self.params)
+
+    def gradients(self):
+        return dict(self.grads)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_adam_fused_pass_is_the_portable_update(name, dtype, monkeypatch):
+    """NumPy's Adam takes its parameters through one chunked pass (backend/update.py),
+    split between 1-3 threads: the same bits as the portable per-parameter update after 3
+    steps, with a parameter across chunk boundaries and a transposed gradient; a parameter
+    that is not contiguous is left to the portable update. torch's float64 Adam within
+    float rounding."""
+    import portaconv.backend._threads as threads
+    from portaconv.backend import update
+
+    real_update = update.adam_update
+    monkeypatch.setattr(threads, "_env_read", True)
+    monkeypatch.setattr(update, "SPLIT_MIN", 1000)
+    rng = np.random.default_rng(7)
+    shapes = {"big": (3, update.CHUNK + 1001), "odd": (77, 5), "t": (40, 60), "f": (9, 11)}
+    start = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    steps = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()} for _ in range(3)]
+    kwargs = {"lr": 0.01, "weight_decay": 0.1} if name == "AdamW" else {"lr": 0.01}
+
+    def run(threads_count, fused):
+        monkeypatch.setattr(threads, "_requested", threads_count)
+        seen = []
+
+        def spy(items, *args):
+            seen.append(sorted(p.size for p, *_ in items))
+            return real_update(items if fused else [], *args)
+
+        monkeypatch.setattr(optim.optimizer, "adam_update", spy)
+        if not fused:
+            monkeypatch.setattr(optim.optimizer, "fusable", lambda *a: False)
+        params = {k: v.copy() for k, v in start.items()}
+        params["f"] = np.asfortranarray(params["f"])
+        model = Plain(params)
+        opt = getattr(optim, name)(model, **kwargs)
+        for g in steps:
+            model.grads = dict(g, t=np.ascontiguousarray(g["t"].T).T)
+            opt.step()
+        monkeypatch.setattr(optim.optimizer, "fusable", update.fusable)
+        return params, seen
+
+    portable, seen = run(1, fused=False)
+    assert seen == [[]] * 3
+    leaves = {k: torch.tensor(v.astype(np.float64), requires_grad=True) for k, v in start.items()}
+    theirs = getattr(torch.optim, name)(list(leaves.values()), **kwargs)
+    for g in steps:
+        for k, leaf in leaves.items():
+            leaf.grad = torch.tensor(g[k].astype(np.float64))
+        theirs.step()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for count in (1, 2, 3):
+        fused, seen = run(count, fused=True)
+        assert seen == [[385, 2400, 3 * (update.CHUNK + 1001)]] * 3  # all but "f"
+        for k in shapes:
+            assert fused[k].dtype == dtype
+            np.testing.assert_array_equal(fused[k], portable[k], err_msg=f"{k} on {count}")
+            np.testing.assert_allclose(fused[k], leaves[k].detach().numpy(), rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize(
     "case",
     [

@@ -22,6 +22,7 @@ import array_api_compat
 from array_api_compat import array_namespace, device
 
 from ..backend import scaled_add, to_numpy, updates_in_place
+from ..backend.update import adam_update, fusable
 from ..checks import check_int, check_real, check_state_dict, shape_str
 
 
@@ -90,12 +91,15 @@ class Optimizer:
         All gradients are checked first (present, same shape, library and dtype as the
         parameter), so a bad one leaves every parameter untouched.
         """
-        pairs = self._parameters_and_gradients()
-        for param_name, (p, g) in pairs.items():
-            immutable = not updates_in_place(p)
-            rebind = functools.partial(self.model.set_parameter, param_name) if immutable else None
-            self._update(p, g, self.state.setdefault(param_name, {}), rebind)
+        for param_name, (p, g) in self._parameters_and_gradients().items():
+            self._update_named(param_name, p, g)
         self.step_count += 1
+
+    def _update_named(self, param_name: str, p: Any, g: Any) -> None:
+        """:meth:`_update` for the parameter ``param_name``, rebinding it if immutable."""
+        immutable = not updates_in_place(p)
+        rebind = functools.partial(self.model.set_parameter, param_name) if immutable else None
+        self._update(p, g, self.state.setdefault(param_name, {}), rebind)
 
     def zero_grad(self) -> None:
         """Reset the model's gradients to zeros (``model.zero_grad()``)."""
@@ -361,17 +365,48 @@ class Adam(Optimizer):
         self.weight_decay = weight_decay
         self.amsgrad = amsgrad
 
+    def step(self) -> None:
+        """As :meth:`Optimizer.step`. The NumPy parameters (without amsgrad or an L2 term)
+        go through ``backend.update.adam_update`` together: one pass over cache-sized
+        chunks shared between threads, with the bits of the portable update."""
+        if self.amsgrad or (self.weight_decay != 0 and not self._decoupled_weight_decay):
+            super().step()
+            return
+        fused = []
+        for param_name, (p, g) in self._parameters_and_gradients().items():
+            state = self.state.setdefault(param_name, {})
+            buffers = (state.get("exp_avg", p), state.get("exp_avg_sq", p))
+            if not fusable(p, g, *buffers):
+                self._update_named(param_name, p, g)
+                continue
+            self._init_state(p, state)
+            if self.weight_decay != 0:  # AdamW's decay first, as in _update
+                scaled_add(p, None, 0.0, 1 - self.lr * self.weight_decay)
+            fused.append((p, g, state["exp_avg"], state["exp_avg_sq"], *self._scales(state)))
+        adam_update(fused, *self.betas, self.eps)
+        self.step_count += 1
+
+    def _init_state(self, p: Any, state: dict[str, Any]) -> None:
+        """Zero moments at the first step; count the step."""
+        if not state:
+            xp = array_namespace(p)
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p)
+            state["exp_avg_sq"] = xp.zeros_like(p)
+        state["step"] += 1
+
+    def _scales(self, state: dict[str, Any]) -> tuple[float, float]:
+        """(step size ``lr / (1 - beta1**t)``, ``sqrt(1 - beta2**t)``) at the state's step."""
+        beta1, beta2 = self.betas
+        step = state["step"]
+        return self.lr / (1 - beta1**step), (1 - beta2**step) ** 0.5
+
     def _update(
         self, p: Any, g: Any, state: dict[str, Any], rebind: Callable[[Any], None] | None
     ) -> None:
         xp = array_namespace(p)
         beta1, beta2 = self.betas
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(p)
-            state["exp_avg_sq"] = xp.zeros_like(p)
-        state["step"] += 1
-        step = state["step"]
+        self._init_state(p, state)
         if self.weight_decay != 0:
             if self._decoupled_weight_decay:
                 p = scaled_add(p, None, 0.0, 1 - self.lr * self.weight_decay, rebind)
@@ -388,8 +423,7 @@ class Adam(Optimizer):
             second_moment = state["max_exp_avg_sq"] = xp.maximum(previous, exp_avg_sq)
         else:
             second_moment = exp_avg_sq
-        step_size = self.lr / (1 - beta1**step)
-        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        step_size, bias_correction2_sqrt = self._scales(state)
         denom = xp.sqrt(second_moment) / bias_correction2_sqrt + self.eps
         scaled_add(p, exp_avg / denom, -step_size, rebind=rebind)
 
