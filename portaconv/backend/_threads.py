@@ -8,6 +8,11 @@ default :func:`num_threads` *is* OpenBLAS's thread count (``OPENBLAS_NUM_THREADS
 threadpoolctl limit, applies). ``PORTACONV_NUM_THREADS`` or :func:`set_num_threads`
 overrides it; 1 turns the threading off.
 
+A model whose layers thread their own work holds OpenBLAS at 1 thread for its whole forward
+and backward (:func:`single_threaded_blas`): OpenBLAS's idle threads spin for ~0.1 s after
+each product they share (``OPENBLAS_THREAD_TIMEOUT``), and while they spin portaconv's own
+threads get less of the cores.
+
 The side effect, and why it is bounded: OpenBLAS has one process-wide thread count (NumPy's
 bundled OpenBLAS offers no per-thread one that works: ``openblas_set_num_threads_local``
 was measured to act process-wide), so while a threaded call runs the count is 1 for the
