@@ -159,7 +159,7 @@ class Model:
         """Run the layers in turn; a BatchNorm followed by a ReLU runs as one step
         (:func:`_relu_pairs`), with the same results. On NumPy, OpenBLAS may stay on one
         thread meanwhile (:func:`_blas_held`)."""
-        with _blas_held(A, self.threads_own_work):
+        with _blas_held(A, self):
             return self._run_forward(A)
 
     def _run_forward(self, A: Any) -> Any:
@@ -185,7 +185,7 @@ class Model:
         require one); returns None then.
         """
         _gradient_shape(self.name, dLdZ, "dLdZ", getattr(self, "_out_shape", None))
-        with _blas_held(dLdZ, self.threads_own_work):
+        with _blas_held(dLdZ, self):
             return self._run_backward(dLdZ, input_grad)
 
     def _run_backward(self, dLdZ: Any, input_grad: bool) -> Any:
@@ -214,14 +214,14 @@ class Model:
         return grad if input_grad else None
 
 
-def _blas_held(A: Any, threads_own_work: bool) -> contextlib.AbstractContextManager:
+def _blas_held(A: Any, model: Model) -> contextlib.AbstractContextManager:
     """For a NumPy ``A`` and a model with layers that share their work between portaconv's
     threads: OpenBLAS held at one thread while the layers run (``single_threaded_blas``),
     so that none of its idle threads spins beside portaconv's after a product (~0.1 s
     each time, a core lost); the other products are then shared between portaconv's
     threads (``split_matmul``). Else nothing: an MLP's products run on OpenBLAS's own
     threads, which wake faster than portaconv's."""
-    if threads_own_work and array_api_compat.is_numpy_array(A):
+    if array_api_compat.is_numpy_array(A) and model.threads_own_work:
         return single_threaded_blas()
     return contextlib.nullcontext()
 

@@ -383,7 +383,8 @@ class Adam(Optimizer):
             if self.weight_decay != 0:  # AdamW's decay first, as in _update
                 scaled_add(p, None, 0.0, 1 - self.lr * self.weight_decay)
             fused.append((p, g, state["exp_avg"], state["exp_avg_sq"], *self._scales(state)))
-        adam_update(fused, *self.betas, self.eps)
+        if fused:
+            adam_update(fused, *self.betas, self.eps)
         self.step_count += 1
 
     def _init_state(self, p: Any, state: dict[str, Any]) -> None:
