@@ -59,9 +59,10 @@ class Linear(Layer):
         self._A, self._W = A, W
         if b.ndim == 2:  # the handout's column bias
             b = xp.reshape(b, (self.out_features,))
-        rows = xp.reshape(A, (-1, self.in_features)) if A.ndim > 2 else A
-        Z = split_matmul(rows, xp.matrix_transpose(W))
-        return xp.reshape(Z, (*A.shape[:-1], self.out_features)) + b
+        if A.ndim > 2:  # leading axes beyond N: one row each
+            Z = split_matmul(xp.reshape(A, (-1, self.in_features)), xp.matrix_transpose(W))
+            return xp.reshape(Z, (*A.shape[:-1], self.out_features)) + b
+        return split_matmul(A, xp.matrix_transpose(W)) + b
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_A")
@@ -75,7 +76,8 @@ class Linear(Layer):
         self._set_grads(W=split_matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
         if not self.needs_input_grad:
             return None
-        return self._as_input(xp.reshape(split_matmul(dZ, self._W), self._A.shape))
+        dA = split_matmul(dZ, self._W)
+        return self._as_input(xp.reshape(dA, self._A.shape) if dLdZ.ndim > 2 else dA)
 
     def _check_bias(self) -> None:
         if tuple(self.b.shape) not in ((self.out_features,), (self.out_features, 1)):
