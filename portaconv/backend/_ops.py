@@ -659,10 +659,10 @@ def split_matmul(a: Any, b: Any) -> Any:
     NumPy while OpenBLAS is held at one thread (``blas_held``: a model with convolutions
     runs), a product of at least ``SPLIT_MATMUL_MIN`` multiply-adds has its rows of ``a``
     shared between :func:`num_threads` threads instead (``run_threaded``); otherwise
-    OpenBLAS threads it itself. The rows are
-    shared the same way on every call, so the result is the same bits from call to call
-    at a given thread count (another count may round differently, as OpenBLAS's own
-    threads do). Inside a task of ``run_threaded`` it is one product on that thread."""
+    OpenBLAS threads it itself. The rows are shared the same way on every call, so the
+    result is the same bits from call to call at a given thread count (another count may
+    round differently, as OpenBLAS's own threads do). Inside a task of ``run_threaded`` it
+    is one product on that thread."""
     if not is_numpy_array(a) or a.ndim != 2 or b.ndim != 2 or in_threaded_task():
         return array_namespace(a, b).matmul(a, b)
     import numpy as np
