@@ -737,6 +737,34 @@ def test_relu_layer_threaded_is_torchs(thread_count, monkeypatch, shape, dtype):
     np.testing.assert_array_equal(L.ReLU().forward(strided), At.detach().numpy())
 
 
+@pytest.mark.parametrize("nan", [False, True])
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (3, 1)])
+def test_max_pool_shared_between_threads_is_torchs(thread_count, monkeypatch, kernel, stride, nan):
+    """MaxPool2d and MaxPool1d on NumPy with the batch shared between 1-3 threads (5 and
+    7 samples: uneven parts): torch's output and gradient; windows that overlap add up; a
+    NaN in one sample sends the whole call to the portable loop, still torch's result."""
+    import portaconv.backend._ops as ops_module
+
+    monkeypatch.setattr(ops_module, "SPLIT_POOL_MIN", 64)
+    rng = np.random.default_rng(kernel * 10 + stride)
+    for layer_cls, shape, pool in [
+        (L.MaxPool2d, (5, 3, 9, 8), F.max_pool2d),
+        (L.MaxPool1d, (7, 4, 21), F.max_pool1d),
+    ]:
+        A = rng.standard_normal(shape)
+        if nan:
+            A.reshape(-1)[A.size // 2] = np.nan
+        At = torch.from_numpy(A.copy()).requires_grad_()
+        Zt = pool(At, kernel, stride)
+        dZ = rng.standard_normal(tuple(Zt.shape))
+        Zt.backward(torch.from_numpy(dZ))
+        for count in (1, 2, 3):
+            thread_count(count)
+            layer = layer_cls(kernel, stride)
+            np.testing.assert_array_equal(layer.forward(A), Zt.detach().numpy())
+            np.testing.assert_allclose(layer.backward(dZ), At.grad.numpy(), rtol=1e-12, atol=0)
+
+
 def test_a_growing_pool_leaves_the_smaller_one_usable():
     """A call that asks for more threads replaces the shared pool; a call of another thread
     that still holds the smaller pool can submit to it (it was not shut down)."""

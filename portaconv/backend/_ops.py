@@ -766,22 +766,76 @@ def _window_max_portable(
     return Z, argmax
 
 
-def _window_max_numpy(
+#: Elements of a pooling layer's input from which NumPy's passes are shared between
+#: threads, each taking a part of the batch (below it, waking a thread costs about what it
+#: saves).
+SPLIT_POOL_MIN = 1 << 19
+
+
+def _batch_parts(batch: int, size: int) -> list[slice] | None:
+    """The batch split into one part per thread for NumPy work over ``size`` elements, or
+    None: one part, in the calling thread."""
+    threads = min(num_threads(), batch)
+    if threads <= 1 or size < SPLIT_POOL_MIN or in_threaded_task():
+        return None
+    return split_evenly(batch, threads)
+
+
+def _argmax_dtype(offsets: int) -> Any:
+    import numpy as np
+
+    return np.int8 if offsets <= 127 else np.int32
+
+
+def _window_max_threaded(
     x: Any, kernel_size: Sequence[int], stride: Sequence[int], out_size: Sequence[int]
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any] | None:
+    """:func:`_window_max_numpy`, its batch shared between threads when large."""
+    import numpy as np
+
+    lead = x.ndim - len(kernel_size)
+    parts = _batch_parts(x.shape[0], x.size) if lead else None
+    if parts is None:
+        return _window_max_numpy(x, kernel_size, stride, out_size)
+    shape = (*x.shape[:lead], *out_size)
+    Z = np.empty(shape, dtype=x.dtype)
+    argmax = np.empty(shape, dtype=_argmax_dtype(math.prod(kernel_size)))
+    found = run_threaded(
+        [
+            lambda s=s: _window_max_numpy(x[s], kernel_size, stride, out_size, (Z[s], argmax[s]))
+            for s in parts
+        ]
+    )
+    return (Z, argmax) if all(r is not None for r in found) else None
+
+
+def _window_max_numpy(
+    x: Any,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    out_size: Sequence[int],
+    out: tuple[Any, Any] | None = None,
+) -> tuple[Any, Any] | None:
+    """``(Z, argmax)`` on NumPy, into ``out`` when given; None if a window holds a NaN (the
+    portable loop knows which NaN came first)."""
     import numpy as np
 
     views = windows(x, kernel_size, stride, out_size)
-    Z = np.array(views[0], copy=True)
+    if out is None:
+        Z = np.array(views[0], copy=True)
+        argmax = np.zeros(Z.shape, dtype=_argmax_dtype(len(views)))
+    else:
+        Z, argmax = out
+        np.copyto(Z, views[0])
+        argmax[...] = 0
     for view in views[1:]:
         np.maximum(Z, view, out=Z)  # propagates NaN
-    if np.isnan(Z).any():  # rare: the portable loop knows which NaN came first
-        return _window_max_portable(x, kernel_size, stride, out_size)
+    if np.isnan(Z).any():  # rare
+        return None
     # The first offset that holds the maximum: walk the offsets backwards, each one that
     # matches overwriting the index (idx += (k - idx) * match, in small integers, because
     # NumPy's masked copies cost ~5x a plain pass).
-    small = np.int8 if len(views) <= 127 else np.int32
-    argmax = np.zeros(Z.shape, dtype=small)
+    small = argmax.dtype.type
     match = np.empty(Z.shape, dtype=bool)
     step = np.empty(Z.shape, dtype=small)
     for k in range(len(views) - 1, -1, -1):
@@ -808,7 +862,10 @@ def window_max(
     and one reduction that gives both (``argmax`` then in int64).
     """
     if is_numpy_array(x):
-        return _window_max_numpy(x, kernel_size, stride, out_size)
+        found = _window_max_threaded(x, kernel_size, stride, out_size)
+        if found is None:  # a NaN: the portable loop knows which NaN came first
+            return _window_max_portable(x, kernel_size, stride, out_size)
+        return found
     if strided_native(x):
         lead = x.ndim - len(kernel_size)
         views = strided_windows(x, kernel_size, stride, out_size, kernel_axis=lead)
@@ -847,12 +904,37 @@ def window_scatter(
     return x
 
 
-def _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size):
+def _window_max_grad_threaded(dLdZ, argmax, in_shape, kernel_size, stride, out_size):
+    """:func:`_window_max_grad_numpy`, its batch shared between threads when large."""
+    import numpy as np
+
+    lead = len(in_shape) - len(kernel_size)
+    parts = _batch_parts(in_shape[0], math.prod(in_shape)) if lead else None
+    if parts is None:
+        return _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size)
+    dLdA = np.empty(tuple(in_shape), dtype=dLdZ.dtype)
+    run_threaded(
+        [
+            lambda s=s: _window_max_grad_numpy(
+                dLdZ[s], argmax[s], dLdA[s].shape, kernel_size, stride, out_size, dLdA[s]
+            )
+            for s in parts
+        ]
+    )
+    return dLdA
+
+
+def _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size, out=None):
     import numpy as np
 
     overlap = any(s < k for s, k in zip(stride, kernel_size))
     tiled = _tiles(in_shape, kernel_size, stride, out_size)
-    dLdA = (np.empty if tiled else np.zeros)(tuple(in_shape), dtype=dLdZ.dtype)
+    if out is None:
+        dLdA = (np.empty if tiled else np.zeros)(tuple(in_shape), dtype=dLdZ.dtype)
+    else:
+        dLdA = out
+        if not tiled:
+            dLdA[...] = 0
     match = np.empty(argmax.shape, dtype=bool)
     grad = np.empty(dLdZ.shape, dtype=dLdZ.dtype) if overlap else None
     for k, offset in enumerate(kernel_offsets(kernel_size)):
@@ -898,7 +980,7 @@ def window_max_grad(
         import numpy as np
 
         if np.isfinite(dLdZ).all():
-            return _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size)
+            return _window_max_grad_threaded(dLdZ, argmax, in_shape, kernel_size, stride, out_size)
     xp = array_namespace(dLdZ)
     if strided_native(dLdZ):
         return _window_max_grad_native(dLdZ, argmax, in_shape, kernel_size, stride, out_size)
