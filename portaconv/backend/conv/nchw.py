@@ -139,7 +139,7 @@ class NCHWConv2d:
         W_T = np.ascontiguousarray(self._W.T)  # (C K K, C_out)
         kept, self._kept = self._kept, {}  # used once: a second backward gathers again
 
-        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray:
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
             n = c.stop - c.start
             X = kept.pop(i, None)
             if X is None:
@@ -147,11 +147,12 @@ class NCHWConv2d:
             dZc = np.reshape(dZ[c], (n, Co, L))  # a copy only when dZ is not contiguous
             dW_each = np.matmul(dZc, X.transpose(0, 2, 1))  # (n, C_out, C K K)
             dW = dW_each.sum(axis=0)
+            db = np.sum(dZc, axis=(0, 2))  # in the chunk's threads
             if not need_dA:
-                return dW
+                return dW, db
             if self._pointwise:
                 dA[c] = np.matmul(W_T, dZc).reshape(n, C, H, Wd)
-                return dW
+                return dW, db
             dX = np.matmul(W_T, dZc, out=X).reshape(n, C, K, K, Ho, Wo)  # X is dead: reuse
             dP = buf("dP", (n, C, H + 2 * p, Wd + 2 * p))
             dP[...] = 0
@@ -159,11 +160,10 @@ class NCHWConv2d:
                 for kx in range(K):
                     dP[:, :, ky : ky + s * Ho : s, kx : kx + s * Wo : s] += dX[:, :, ky, kx]
             dA[c] = dP[:, :, p : p + H, p : p + Wd]
-            return dW
+            return dW, db
 
         parts = self._run(one_chunk)
-        dW = parts[0]
-        for part in parts[1:]:  # in chunk order: the same sums however the threads ran
-            dW = dW + part
-        db = np.sum(dZ, axis=(0, 2, 3))
+        dW, db = parts[0]
+        for dW_chunk, db_chunk in parts[1:]:  # in chunk order: the same sums however run
+            dW, db = dW + dW_chunk, db + db_chunk
         return dA, dW.reshape(Co, C, K, K), db

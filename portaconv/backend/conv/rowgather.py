@@ -189,7 +189,7 @@ class RowGatherConv2d:
         Wk = [np.ascontiguousarray(w.T) for w in self._WkT]  # W_ky (K C, C_out)
         kept, self._kept = self._kept, {}  # used once: a second backward gathers again
 
-        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray:
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
             n = c.stop - c.start
             M, nW = Ho * n * Wo, n * Wo
             R = kept.pop(i, None)
@@ -198,14 +198,15 @@ class RowGatherConv2d:
             dYT = buf("Z", (Co, Ho, n, Wo))
             np.copyto(dYT, dZ[c].transpose(1, 2, 0, 3))
             dYT = dYT.reshape(Co, M)
+            db = np.sum(dYT, axis=1)  # in the chunk's threads, while dY^T is in the cache
             dWT = np.empty((K, Co, KC), dtype=dZ.dtype)
             for ky in range(K):
                 np.matmul(dYT, self._rows(R, ky), out=dWT[ky])
             if not need_dA:
-                return dWT
+                return dWT, db
             if st > 1:
                 self._input_gradient(buf, R, dYT, Wk, dA[c])
-                return dWT
+                return dWT, db
             dRT = np.reshape(R, (KC, Hp * nW))  # R is dead once dL/dW has it: same size
             T = buf("T", (KC, M))
             np.matmul(Wk[0], dYT, out=dRT[:, :M])  # BLAS writes the strided block directly
@@ -220,13 +221,13 @@ class RowGatherConv2d:
             for kx in range(1, K):
                 dXT[..., kx : kx + Wo] += dR[kx, :, p : p + H]
             np.copyto(dA[c], dXT[..., p : p + Wd].transpose(2, 0, 1, 3))
-            return dWT
+            return dWT, db
 
         parts = self._run(one_chunk)
-        dWT = parts[0]
-        for part in parts[1:]:
-            dWT += part
+        dWT, db = parts[0]
+        for dWT_chunk, db_chunk in parts[1:]:  # in chunk order: the same sums however run
+            dWT += dWT_chunk
+            db += db_chunk
         # dWT[ky, o, (kx, c)] -> W's layout (C_out, C, K, K)
         dW = np.ascontiguousarray(dWT.reshape(K, Co, K, C).transpose(1, 3, 0, 2))
-        db = np.sum(dZ, axis=(0, 2, 3))
         return dA, dW, db
