@@ -647,10 +647,10 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     return array_namespace(a, b).matmul(a, b)
 
 
-# A product is split between threads from this many multiply-adds (m n k) on. Waking a
-# thread costs ~50 us on the development machine (2 cores), so below it one thread is as
-# fast (measured, OpenBLAS held at 1 thread: 128x512x256 one thread ~290 us, split ~320;
-# 128x784x512 ~800 us, split ~500).
+# A product is split between threads from this many multiply-adds (m n k) on. Handing
+# work to a thread costs ~50 us on the 2-core development machine, so below it one thread
+# is as fast (``benchmarks/numpy_paths.py``, OpenBLAS held: 128x512x256 275 us on one
+# thread, 267 split; 128x784x512 824 and 557).
 SPLIT_MATMUL_MIN = 1 << 25
 
 
@@ -719,7 +719,8 @@ def _fast_elementwise(*arrays: Any) -> bool:
 
 def relu(x: Any) -> Any:
     """``max(x, 0)`` elementwise, NaN staying NaN. NumPy: against a row of zeros (its vector
-    loop; a 0-d zero takes a scalar loop ~3x slower), the array's parts between threads."""
+    loop; a 0-d zero takes a scalar loop: 180 against 83 us for 128x6x28x28 float32 in
+    ``benchmarks/numpy_paths.py``), the array's parts between threads."""
     if not _fast_elementwise(x):
         xp = array_namespace(x)
         return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
@@ -767,9 +768,9 @@ def _window_max_portable(
 
 
 #: Elements of a pooling layer's input from which NumPy's passes are shared between
-#: threads, each taking a part of the batch. Measured on 2 cores: the zoo cnn's 2x2 pools
-#: over 3.2M and 1.6M elements gained (forward 3.5 -> 1.8 ms and 1.8 -> 1.2 ms); LeNet's
-#: first one, 0.6M, lost (0.59 -> 0.69 ms: its many short passes wait for the GIL).
+#: threads, each taking a part of the batch (``benchmarks/numpy_paths.py``, 2 cores,
+#: forward + backward: the zoo cnn's pools over 3.2M and 1.6M elements 5.7 -> 3.3 ms and
+#: 2.8 -> 1.9 ms; LeNet's first, 0.6M, 0.82 -> 0.92 ms: its short passes wait on the GIL).
 SPLIT_POOL_MIN = 1 << 20
 
 

@@ -9,33 +9,26 @@ one reused temporary that stays in the cache::
     v  = beta2 * v + (1 - beta2) * g * g
     p += -step_size * (m / (sqrt(v) / bias_correction2_sqrt + eps))
 
-The chunks of all parameters are shared between :func:`num_threads` threads when there are
-at least ``SPLIT_MIN`` elements (below that, waking a thread costs what it saves); a chunk
-is large (``CHUNK``, 512 KiB of float32 per array) because smaller ones make many short
-NumPy calls that the threads take turns at.
+The pass runs on the calling thread. Sharing the chunks between portaconv's threads was
+measured no faster (``benchmarks/numpy_paths.py``: zoo mlp's 535k parameters, portable
+0.79 ms, fused 0.62 ms on one thread, 0.64 ms shared): the update is bound by memory, and
+each thread's many short NumPy calls take turns at the GIL.
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ._threads import in_threaded_task, num_threads, run_threaded
+from array_api_compat import is_numpy_array
 
-# Measured on the development machine (2 cores), zoo mlp's 535k parameters: the portable
-# update 0.76 ms; chunks of 2**15 0.67 ms on 1 thread but 0.70 on 2 (each thread's many
-# small NumPy calls wait for the GIL), of 2**17 0.64 and 0.51 ms.
+# 512 KiB of float32 per array: the temporaries stay in the cache, the calls are few.
 CHUNK = 1 << 17
-SPLIT_MIN = 1 << 19
 
 
 def fusable(p: Any, g: Any, *buffers: Any) -> bool:
     """Whether :func:`adam_update` can take this parameter: NumPy arrays of one floating
     dtype and shape, the parameter and its buffers C-contiguous and writable."""
-    from array_api_compat import is_numpy_array
-
     arrays = (p, g, *buffers)
     return all(
         is_numpy_array(a) and a.dtype == p.dtype and a.shape == p.shape for a in arrays
@@ -56,13 +49,9 @@ def adam_update(
         (p.reshape(-1), np.reshape(g, -1), m.reshape(-1), v.reshape(-1), size, bc2)
         for p, g, m, v, size, bc2 in items
     ]
-    work = [(i, start) for i, f in enumerate(flat) for start in range(0, f[0].size, CHUNK)]
-    total = sum(f[0].size for f in flat)
-
-    def worker(take: Any) -> None:
-        temps: dict[Any, Any] = {}
-        for i, start in take():
-            p, g, m, v, step_size, bc2 = flat[i]
+    temps: dict[Any, Any] = {}
+    for p, g, m, v, step_size, bc2 in flat:
+        for start in range(0, p.size, CHUNK):
             stop = min(start + CHUNK, p.size)
             t = temps.get(p.dtype)
             if t is None:
@@ -82,19 +71,3 @@ def adam_update(
             np.divide(M, t, out=t)
             t *= -step_size
             P += t
-
-    threads = num_threads()
-    if threads <= 1 or total < SPLIT_MIN or in_threaded_task():
-        worker(lambda: work)
-        return
-    taken, lock = itertools.count(), threading.Lock()
-
-    def shared() -> Any:  # each thread takes the next chunk nobody has taken
-        while True:
-            with lock:
-                k = next(taken)
-            if k >= len(work):
-                return
-            yield work[k]
-
-    run_threaded([lambda: worker(shared)] * min(threads, len(work)))

@@ -368,7 +368,7 @@ class Adam(Optimizer):
     def step(self) -> None:
         """As :meth:`Optimizer.step`. The NumPy parameters (without amsgrad or an L2 term)
         go through ``backend.update.adam_update`` together: one pass over cache-sized
-        chunks shared between threads, with the bits of the portable update."""
+        chunks, with the bits of the portable update."""
         if self.amsgrad or (self.weight_decay != 0 and not self._decoupled_weight_decay):
             super().step()
             return

@@ -1,0 +1,232 @@
+"""The NumPy fast paths outside the convolution engines, each against what it replaced.
+
+    python benchmarks/numpy_paths.py [--rounds N] [--json FILE]
+
+Every comparison runs its variants in turn within each round (order rotating, a pause
+before each so that no idle OpenBLAS thread still spins), OpenBLAS held at one thread as a
+model with convolutions holds it unless a variant says "openblas", and prints each
+variant's median time per call over the rounds. What it shows, and which constant it justifies:
+
+- ``dispatch``: one ``run_threaded`` call of empty tasks, with OpenBLAS held and not: the
+  cost of handing work to portaconv's threads (why small products and passes stay on one).
+- ``matmul``: ``Linear``-sized products on one thread against ``split_matmul``'s rows
+  shared between the threads (``SPLIT_MATMUL_MIN``), and OpenBLAS's own threads unheld.
+- ``relu``: ``maximum`` against a 0-d zero (the portable form) against ``backend.relu``.
+- ``adam``: the portable per-parameter Adam update against the fused NumPy pass
+  (``backend/update.py``) on the zoo mlp's parameters.
+- ``maxpool``: 2x2 max pooling forward + backward on one thread against the batch shared
+  between the threads (``SPLIT_POOL_MIN``), for the zoo cnn's and LeNet's first pools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import portaconv
+import portaconv.backend._ops as ops
+import portaconv.backend.update as update
+import portaconv.optim.optimizer as optimizer
+from portaconv.backend import (
+    num_threads,
+    relu,
+    run_threaded,
+    set_num_threads,
+    single_threaded_blas,
+    split_matmul,
+)
+from portaconv.layers import MaxPool2d
+from portaconv.models import build_model
+from portaconv.optim import Adam
+
+# Seconds to wait before each variant: OpenBLAS's idle threads spin ~0.1 s after an unheld
+# product and would slow whatever runs next.
+SETTLE_S = 0.2
+WARM_S = 0.05
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7, help="rounds (median kept)")
+    parser.add_argument("--json", metavar="FILE", help="write every median here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """Mean seconds of one call over ``repeats`` calls, after ``WARM_S`` of untimed calls
+    (after the pause, the virtual machine's second core takes a while to come back)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < WARM_S:
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def compare(
+    variants: dict[str, tuple[Callable[[], Any], Callable[[], Any]]], rounds: int, repeats: int
+) -> dict[str, float]:
+    """Median microseconds of each variant; a variant is (context factory, call)."""
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            context, call = variants[name]
+            time.sleep(SETTLE_S)
+            with context():
+                times[name].append(timed(call, repeats))
+    return {name: statistics.median(t) * 1e6 for name, t in times.items()}
+
+
+def held() -> Any:
+    return single_threaded_blas()
+
+
+def threads(n: int) -> Callable[[], Any]:
+    """A context: portaconv's thread count ``n``, OpenBLAS held, for the block."""
+
+    @contextlib.contextmanager
+    def context() -> Any:
+        before = num_threads()
+        with single_threaded_blas():  # entered with every thread: it holds OpenBLAS
+            set_num_threads(n)
+            try:
+                yield
+            finally:
+                set_num_threads(before)
+
+    return context
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    portaconv.set_backend("numpy", dtype="float32")
+    rng = np.random.default_rng(0)
+    T = num_threads()
+    results: dict[str, dict[str, float]] = {}
+
+    def report(title: str, medians: dict[str, float]) -> None:
+        results[title] = medians
+        cells = "  ".join(f"{name} {us:8.1f} us" for name, us in medians.items())
+        print(f"{title:34s} {cells}", flush=True)
+
+    print(f"portaconv threads: {T}; times are medians over {args.rounds} rounds")
+    empty = [lambda: None] * max(2, T)
+    report(
+        "dispatch (run_threaded, empty)",
+        compare(
+            {
+                "held": (held, lambda: run_threaded(empty)),
+                "unheld": (contextlib.nullcontext, lambda: run_threaded(empty)),
+            },
+            args.rounds,
+            2000,
+        ),
+    )
+
+    saved_min = ops.SPLIT_MATMUL_MIN
+    ops.SPLIT_MATMUL_MIN = 1
+    try:
+        for m, k, n in [(128, 400, 120), (128, 512, 256), (128, 784, 512), (128, 3136, 128)]:
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            report(
+                f"matmul {m}x{k}x{n}",
+                compare(
+                    {
+                        "one thread": (threads(1), lambda a=a, b=b: np.matmul(a, b)),
+                        "split": (threads(T), lambda a=a, b=b: split_matmul(a, b)),
+                        "openblas": (contextlib.nullcontext, lambda a=a, b=b: np.matmul(a, b)),
+                    },
+                    args.rounds,
+                    50,
+                ),
+            )
+    finally:
+        ops.SPLIT_MATMUL_MIN = saved_min
+
+    x = rng.standard_normal((128, 6, 28, 28)).astype(np.float32)
+    zero = np.zeros((), dtype=np.float32)
+    report(
+        "relu forward 128x6x28x28",
+        compare(
+            {
+                "maximum(x, 0-d)": (held, lambda: np.maximum(x, zero)),
+                "backend.relu": (held, lambda: relu(x)),
+            },
+            args.rounds,
+            50,
+        ),
+    )
+
+    model = build_model("mlp", (1, 28, 28), 10)
+    for _, layer in model.named_layers():
+        for p in getattr(layer, "param_names", ()):
+            grad = rng.standard_normal(getattr(layer, p).shape).astype(np.float32)
+            setattr(layer, "dLd" + p, grad)
+    opt = Adam(model, lr=1e-3)
+
+    @contextlib.contextmanager
+    def portable() -> Any:
+        optimizer.fusable = lambda *a: False
+        try:
+            with threads(1)():
+                yield
+        finally:
+            optimizer.fusable = update.fusable
+
+    report(
+        "adam step, zoo mlp (535k params)",
+        compare(
+            {
+                "portable": (portable, opt.step),
+                "fused": (threads(T), opt.step),
+            },
+            args.rounds,
+            20,
+        ),
+    )
+
+    saved_pool = ops.SPLIT_POOL_MIN
+    ops.SPLIT_POOL_MIN = 1
+    try:
+        for shape in [(128, 32, 28, 28), (128, 64, 14, 14), (128, 6, 28, 28)]:
+            A = rng.standard_normal(shape).astype(np.float32)
+            pool = MaxPool2d(2)
+            dZ = np.ones_like(pool.forward(A))
+
+            def step(pool: Any = pool, A: Any = A, dZ: Any = dZ) -> None:
+                pool.forward(A)
+                pool.backward(dZ)
+
+            report(
+                "maxpool 2x2 fwd+bwd " + "x".join(map(str, shape)),
+                compare(
+                    {"one thread": (threads(1), step), "shared": (threads(T), step)},
+                    args.rounds,
+                    10,
+                ),
+            )
+    finally:
+        ops.SPLIT_POOL_MIN = saved_pool
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": T, "rounds": args.rounds, "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
