@@ -56,7 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="rounds (median kept)")
     parser.add_argument("--json", metavar="FILE", help="write every median here")
+    parser.add_argument("--quick", action="store_true", help="1 round, no pauses (smoke test)")
     args = parser.parse_args(argv)
+    if args.quick:
+        global SETTLE_S, WARM_S
+        args.rounds, SETTLE_S, WARM_S = 1, 0.0, 0.0
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args

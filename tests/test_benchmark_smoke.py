@@ -98,6 +98,23 @@ def test_conv_paths_runs_and_times_every_engine():
         assert cells["im2row"][1] == 1.0, row
 
 
+def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
+    """benchmarks/numpy_paths.py --quick (NumPy only): every comparison with a positive
+    time for each of its variants."""
+    report_path = tmp_path / "paths.json"
+    done = subprocess.run(
+        [sys.executable, str(RUN.parent / "numpy_paths.py"), "--quick", "--json", str(report_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"numpy_paths.py failed:\n{done.stdout}\n{done.stderr}"
+    results = json.loads(report_path.read_text())["results"]
+    assert len(results) == 10
+    assert results["adam step, zoo mlp (535k params)"].keys() == {"portable", "fused"}
+    assert all(us > 0 for variants in results.values() for us in variants.values())
+
+
 def test_train_bench_quick_run_writes_complete_json(tmp_path):
     """benchmarks/train_bench.py --quick: every zoo network trained on both sides, a ratio
     per round, finite losses from both (each side really trained)."""
