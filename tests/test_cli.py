@@ -78,6 +78,25 @@ def test_bad_settings_are_one_line_and_leave_no_run_directory(in_tmp, capsys, ar
     assert not (in_tmp / "runs").exists()
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_bad_thread_count_in_the_environment_is_one_line_before_any_file(
+    in_tmp, capsys, monkeypatch, value
+):
+    """PORTACONV_NUM_THREADS is read when the settings are, not at the first convolution
+    (which left a run directory with a config and no epoch behind)."""
+    import portaconv.backend._threads as threads
+
+    monkeypatch.setenv("PORTACONV_NUM_THREADS", value)
+    monkeypatch.setattr(threads, "_env_read", False)
+    monkeypatch.setattr(threads, "_requested", None)
+    fails(
+        capsys,
+        ["train", "--out", "run"],
+        f"PORTACONV_NUM_THREADS must be a positive integer, got {value!r}",
+    )
+    assert not (in_tmp / "run").exists()
+
+
 def test_out_that_is_a_file_is_refused(in_tmp, capsys):
     (in_tmp / "taken").write_text("mine")
     fails(capsys, ["train", "--out", "taken"], "--out taken is a file")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..backend import BackendUnavailableError, get_backend, manual_seed, set_backend
+from ..backend import BackendUnavailableError, get_backend, manual_seed, num_threads, set_backend
 from ..checks import check_int
 from ..data import (
     AUGMENTATIONS,
@@ -175,6 +175,7 @@ def run_experiment(
 def _resolve_config(config: TrainConfig, comm: Communicator | None) -> TrainConfig:
     """``config`` with the run's or the recipe's settings filled in and checked, and its
     ``--out`` free for a fresh run (on rank 0 alone, which owns the files)."""
+    num_threads()  # checks PORTACONV_NUM_THREADS now, before any file is written
     if config.resume:
         config = with_run_settings(config)
     config = config.resolved()
