@@ -654,6 +654,14 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
 SPLIT_MATMUL_MIN = 1 << 25
 
 
+def _split_threads(work: int, minimum: int, parts: int) -> int:
+    """How many of portaconv's threads to share ``work`` units between, in at most
+    ``parts`` parts: 1 below ``minimum`` units or inside a task of ``run_threaded``."""
+    if work < minimum or in_threaded_task():
+        return 1
+    return max(1, min(num_threads(), parts))
+
+
 def split_matmul(a: Any, b: Any) -> Any:
     """``a @ b`` for matrices (Linear's and the transposed convolution's products). On
     NumPy while OpenBLAS is held at one thread (``blas_held``: a model with convolutions
@@ -663,14 +671,14 @@ def split_matmul(a: Any, b: Any) -> Any:
     result is the same bits from call to call at a given thread count (another count may
     round differently, as OpenBLAS's own threads do). Inside a task of ``run_threaded`` it
     is one product on that thread."""
-    if not is_numpy_array(a) or a.ndim != 2 or b.ndim != 2 or in_threaded_task():
+    if not is_numpy_array(a) or a.ndim != 2 or b.ndim != 2:
         return array_namespace(a, b).matmul(a, b)
     import numpy as np
 
     m, k = a.shape
     n = b.shape[1]
-    threads = min(num_threads(), m)
-    if threads <= 1 or m * n * k < SPLIT_MATMUL_MIN or not blas_held():
+    threads = _split_threads(m * n * k, SPLIT_MATMUL_MIN, m)
+    if threads <= 1 or not blas_held():
         return np.matmul(a, b)
     out = np.empty((m, n), dtype=np.result_type(a, b))
 
@@ -693,9 +701,9 @@ def _split_flat(fn: Callable[..., None], *arrays: Any) -> None:
     """``fn(*parts)`` over consecutive parts (multiples of ``_ROW`` elements) of the flat
     C-contiguous NumPy ``arrays``, one part per thread; the whole at once when small."""
     size = arrays[0].size
-    threads = num_threads()
+    threads = _split_threads(size, SPLIT_ELEMENTWISE_MIN, -(-size // _ROW))
     flat = [a.reshape(-1) for a in arrays]
-    if threads <= 1 or size < SPLIT_ELEMENTWISE_MIN or in_threaded_task():
+    if threads <= 1:
         fn(*flat)
         return
     bounds = [min(size, -(-size * i // threads // _ROW) * _ROW) for i in range(threads + 1)]
@@ -777,8 +785,8 @@ SPLIT_POOL_MIN = 1 << 20
 def _batch_parts(batch: int, size: int) -> list[slice] | None:
     """The batch split into one part per thread for NumPy work over ``size`` elements, or
     None: one part, in the calling thread."""
-    threads = min(num_threads(), batch)
-    if threads <= 1 or size < SPLIT_POOL_MIN or in_threaded_task():
+    threads = _split_threads(size, SPLIT_POOL_MIN, batch)
+    if threads <= 1:
         return None
     return split_evenly(batch, threads)
 
