@@ -441,3 +441,51 @@ def test_scanning_mlp_rejects_bad_input(bk64, model_class):
             model.forward(on(bk64, np.zeros(shape)))
     with pytest.raises(ValueError, match=rf"{name}: backward called before forward"):
         model.backward(on(bk64, np.zeros((2, 124))))
+
+
+# ------------------------------------------------------------- a ReLU before a max pooling
+
+
+@pytest.mark.parametrize("nd", [1, 2])
+def test_relu_then_max_pool_runs_pooled_first_with_torchs_results(bk64, rng, nd):
+    """A Sequential runs ReLU -> max pooling as pooling -> ReLU (the ReLU then sees the pooled
+    values only): outputs and gradients still PyTorch's, windows with no positive value (the
+    gradient must vanish there) and overlapping windows included; with a NaN, the NaN
+    propagates in both directions as in PyTorch."""
+    from portaconv.layers import Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d
+    from portaconv.models import Sequential
+
+    conv_fn, pool_fn = (F.conv1d, F.max_pool1d) if nd == 1 else (F.conv2d, F.max_pool2d)
+    size = (9,) if nd == 1 else (9, 7)
+    A = rng.standard_normal((3, 2, *size))
+    W = rng.standard_normal((4, 2) + (3,) * nd) * 0.5
+    b = rng.standard_normal(4) * 0.1
+    b[0] = -50.0  # channel 0: every window of the ReLU's input is negative
+    conv = (Conv1d if nd == 1 else Conv2d)(2, 4, 3, padding=1)
+    conv.W, conv.b = on(bk64, W), on(bk64, b)
+    relu, pool = ReLU(), (MaxPool1d if nd == 1 else MaxPool2d)(3, 2)  # overlapping windows
+    model = Sequential(conv, relu, pool, Flatten())
+    Z = model.forward(on(bk64, A))
+    assert relu.A.shape == pool._out_shape, "the ReLU ran on the pooled values"
+    dLdZ = rng.standard_normal(tuple(Z.shape))
+    dLdA = model.backward(on(bk64, dLdZ))
+
+    def torch_fn(A, W, b):
+        return torch.flatten(pool_fn(F.relu(conv_fn(A, W, b, padding=1)), 3, 2), 1)
+
+    Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
+    assert grads["b"][0] == 0.0 and grads["b"][1:].all()  # the cases the test means to cover
+    assert_close(Z, Z_ref, bk64, "Z")
+    assert_close(dLdA, grads["A"], bk64, "dLdA")
+    assert_close(conv.dLdW, grads["W"], bk64, "dLdW")
+    assert_close(conv.dLdb, grads["b"], bk64, "dLdb")
+
+    A_nan = np.array(A)
+    A_nan[1, 0, 4] = np.nan  # one NaN reaches a few windows of every channel
+    Z = snapshot(model.forward(on(bk64, A_nan)))
+    dLdA = snapshot(model.backward(on(bk64, dLdZ)))
+    Z_ref, grads = torch_reference(torch_fn, {"A": A_nan, "W": W, "b": b}, dLdZ)
+    np.testing.assert_array_equal(np.isnan(Z), np.isnan(Z_ref))
+    np.testing.assert_array_equal(np.isnan(dLdA), np.isnan(grads["A"]))
+    finite = ~np.isnan(Z_ref)
+    np.testing.assert_allclose(Z[finite], Z_ref[finite], atol=1e-10)
