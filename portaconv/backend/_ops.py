@@ -778,8 +778,10 @@ def _window_max_portable(
 #: Elements of a pooling layer's input from which NumPy's passes are shared between
 #: threads, each taking a part of the batch (``benchmarks/numpy_paths.py``, 2 cores,
 #: forward + backward: the zoo cnn's pools over 3.2M and 1.6M elements 5.7 -> 3.3 ms and
-#: 2.8 -> 1.9 ms; LeNet's first, 0.6M, 0.82 -> 0.92 ms: its short passes wait on the GIL).
-SPLIT_POOL_MIN = 1 << 20
+#: 2.8 -> 1.9 ms). With the byte-mask argmax (fewer, shorter passes), timed inside
+#: ``Trainer.fit`` twice each way: LeNet's first pool, 0.6M, 0.85-0.89 -> 0.71-0.72 ms;
+#: its second, 0.2M, 0.43 -> 0.54-0.59 ms (its short passes wait on the GIL).
+SPLIT_POOL_MIN = 1 << 19
 
 
 def _batch_parts(batch: int, size: int) -> list[slice] | None:
