@@ -11,11 +11,15 @@ variant's median time per call over the rounds. What it shows, and which constan
   cost of handing work to portaconv's threads (why small products and passes stay on one).
 - ``matmul``: ``Linear``-sized products on one thread against ``split_matmul``'s rows
   shared between the threads (``SPLIT_MATMUL_MIN``), and OpenBLAS's own threads unheld.
+- ``dot``: a product of at most 500 elements (LeNet's 6 -> 16 dL/dW, 16 x 6400 by
+  6400 x 30) computed by every thread at once, by ``np.matmul`` (which keeps the GIL for
+  such products) and by ``np.dot`` (``backend._ops.dot``), against one thread doing them in
+  turn.
 - ``relu``: ``maximum`` against a 0-d zero (the portable form) against ``backend.relu``.
 - ``adam``: the portable per-parameter Adam update against the fused NumPy pass
   (``backend/update.py``) on the zoo mlp's parameters.
 - ``maxpool``: 2x2 max pooling forward + backward on one thread against the batch shared
-  between the threads (``SPLIT_POOL_MIN``), for the zoo cnn's and LeNet's first pools.
+  between the threads (``SPLIT_POOL_MIN``), for the zoo cnn's pools and LeNet's.
 """
 
 from __future__ import annotations
@@ -161,6 +165,38 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ops.SPLIT_MATMUL_MIN = saved_min
 
+    pairs = [
+        (rng.standard_normal((16, 6400)).astype(np.float32),
+         rng.standard_normal((6400, 30)).astype(np.float32))
+        for _ in range(max(2, T))
+    ]  # fmt: skip
+
+    def products(fn: Callable[..., Any], a: Any, b: Any) -> Callable[[], None]:
+        def call() -> None:
+            for _ in range(10):
+                fn(a, b)
+
+        return call
+
+    report(
+        f"dot: {len(pairs)}x10 products 16x6400x30",
+        compare(
+            {
+                "in turn": (held, lambda: [products(np.matmul, a, b)() for a, b in pairs]),
+                "threads matmul": (
+                    held,
+                    lambda: run_threaded([products(np.matmul, a, b) for a, b in pairs]),
+                ),
+                "threads dot": (
+                    held,
+                    lambda: run_threaded([products(ops.dot, a, b) for a, b in pairs]),
+                ),
+            },
+            args.rounds,
+            10,
+        ),
+    )
+
     x = rng.standard_normal((128, 6, 28, 28)).astype(np.float32)
     zero = np.zeros((), dtype=np.float32)
     report(
@@ -206,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     saved_pool = ops.SPLIT_POOL_MIN
     ops.SPLIT_POOL_MIN = 1
     try:
-        for shape in [(128, 32, 28, 28), (128, 64, 14, 14), (128, 6, 28, 28)]:
+        for shape in [(128, 32, 28, 28), (128, 64, 14, 14), (128, 6, 28, 28), (128, 16, 10, 10)]:
             A = rng.standard_normal(shape).astype(np.float32)
             pool = MaxPool2d(2)
             dZ = np.ones_like(pool.forward(A))

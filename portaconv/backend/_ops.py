@@ -636,15 +636,27 @@ def channels_first_matrix(x: Any, out: Any = None) -> Any:
 
 def matmul(a: Any, b: Any, out: Any = None) -> Any:
     """``a @ b`` for matrices; on NumPy into ``out`` when given (a reused block: no fresh
-    pages), which may be C- or F-ordered (then ``b.T @ a.T`` fills its transpose)."""
-    if out is not None and is_numpy_array(out):
-        import numpy as np
-
-        if out.flags.c_contiguous:
-            return np.matmul(a, b, out=out)
-        np.matmul(b.T, a.T, out=out.T)
+    pages), which may be C- or F-ordered (then ``b.T @ a.T`` fills its transpose), and
+    through :func:`dot` (which lets other threads run)."""
+    if is_numpy_array(a) and is_numpy_array(b):
+        if out is None or out.flags.c_contiguous:
+            return dot(a, b, out)
+        dot(b.T, a.T, out.T)
         return out
     return array_namespace(a, b).matmul(a, b)
+
+
+def dot(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b`` for NumPy matrices (into the C-contiguous ``out`` when given) by
+    ``np.dot``, not ``np.matmul``: matmul keeps the GIL through the whole BLAS call when the
+    product has at most 500 elements (NumPy releases it by output size), so the threads of
+    a convolution whose dL/dW is such a product (LeNet's 6 -> 16, 16 x 30 per kernel row)
+    took turns: two threads' products ran 0.96x as fast as one thread's, against 1.87x by
+    ``np.dot`` (``benchmarks/numpy_paths.py``, the "dot" rows). Same BLAS call, same
+    numbers."""
+    import numpy as np
+
+    return np.dot(a, b) if out is None else np.dot(a, b, out=out)
 
 
 # A product is split between threads from this many multiply-adds (m n k) on. Handing
@@ -777,10 +789,13 @@ def _window_max_portable(
 
 #: Elements of a pooling layer's input from which NumPy's passes are shared between
 #: threads, each taking a part of the batch (``benchmarks/numpy_paths.py``, 2 cores,
-#: forward + backward: the zoo cnn's pools over 3.2M and 1.6M elements 5.7 -> 3.3 ms and
-#: 2.8 -> 1.9 ms). With the byte-mask argmax (fewer, shorter passes), timed inside
-#: ``Trainer.fit`` twice each way: LeNet's first pool, 0.6M, 0.85-0.89 -> 0.71-0.72 ms;
-#: its second, 0.2M, 0.43 -> 0.54-0.59 ms (its short passes wait on the GIL).
+#: forward + backward: the zoo cnn's pools over 3.2M and 1.6M elements 5.0 -> 3.1 ms and
+#: 2.4 -> 1.7 ms). LeNet's first pool, 0.6M elements, is shared too: alone in that
+#: benchmark it was 16 % slower shared (its short passes wait on the GIL), but inside
+#: ``Trainer.fit``, where the convolution's threads have just written its input, 8 %
+#: faster (``benchmarks/step_profile.py --model lenet --variant
+#: portaconv.backend._ops.SPLIT_POOL_MIN=1048576``: 0.75 against 0.81 ms); LeNet's second,
+#: 0.2M, was slower shared both ways.
 SPLIT_POOL_MIN = 1 << 19
 
 
