@@ -110,7 +110,12 @@ def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
     )
     assert done.returncode == 0, f"numpy_paths.py failed:\n{done.stdout}\n{done.stderr}"
     results = json.loads(report_path.read_text())["results"]
-    assert len(results) == 10
+    assert len(results) == 12
+    assert results["dot: 2x10 products 16x6400x30"].keys() == {
+        "in turn",
+        "threads matmul",
+        "threads dot",
+    }
     assert results["adam step, zoo mlp (535k params)"].keys() == {"portable", "fused"}
     assert all(us > 0 for variants in results.values() for us in variants.values())
 
@@ -134,6 +139,41 @@ def test_train_bench_quick_run_writes_complete_json(tmp_path):
         assert len(r["ratios"]) == report["rounds"] and all(x > 0 for x in r["ratios"])
         assert r["min_ratio"] <= r["median_ratio"] <= r["max_ratio"]
         assert all(math.isfinite(v) for v in r["last_loss"].values())
+
+
+def test_step_profile_quick_run_times_every_layer_and_restores_the_variant(tmp_path):
+    """benchmarks/step_profile.py --quick with a --variant: a row for each layer call of
+    LeNet's step and a column for each setting, every layer time positive, the parts of the
+    step no larger than the step; a bad --variant is a usage error."""
+    backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
+    report_path = tmp_path / "profile.json"
+    script = RUN.parent / "step_profile.py"
+    variant = "portaconv.backend._ops.SPLIT_POOL_MIN=1"
+    env = {**os.environ, "PORTACONV_BACKEND": backend}
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--variant", variant, "--json", str(report_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["backend"] == backend and report["variant"] == [variant]
+    table = report["ms_per_step"]
+    assert table.keys() == {"defaults", "variant"}
+    layer_rows = [r for r in report["rows"] if "]" in r]
+    assert sum("Conv2d" in r for r in layer_rows) == 4  # 2 convolutions, forward and backward
+    for column in table.values():
+        assert all(column[r] > 0 for r in layer_rows)
+        assert sum(column[r] for r in layer_rows) < column["whole step"]
+    bad = subprocess.run(
+        [sys.executable, str(script), "--quick", "--variant", "portaconv.backend._ops.NOPE=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "has no 'NOPE'" in bad.stderr
 
 
 def test_compiled_step_quick_run_writes_complete_json(tmp_path):
