@@ -42,6 +42,7 @@ SHAPES = [
     (6, 32, 3, 1, 28, 1, 64, True),
     (4, 16, 5, 1, 28, 2, 64, True),
     (6, 16, 5, 1, 14, 0, 128, True),  # LeNet-5's second layer
+    (16, 32, 5, 1, 28, 2, 32, True),  # benchmarks/run.py's 5x5 case
     (8, 32, 3, 1, 28, 1, 64, True),
     (16, 32, 3, 2, 28, 1, 64, True),  # strided
     (32, 64, 3, 2, 28, 1, 64, True),

@@ -1011,6 +1011,7 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
 
     thread_count(workers)
     monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # small inputs take it, in many chunks
+    monkeypatch.setattr(norm, "MIN_ROWS", 1)
     rng = np.random.default_rng(workers + len(shape))
     C = shape[1]
     A = rng.standard_normal(shape) * 2.0
@@ -1054,6 +1055,22 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
         np.testing.assert_array_equal(a, b)
 
 
+def test_batchnorm_chunks_cover_enough_rows_for_the_gil(monkeypatch, thread_count):
+    """Each chunk of the NumPy batch-norm path covers at least ``MIN_ROWS`` (sample,
+    channel) rows, so its per-channel dot products let the other threads run (NumPy keeps
+    the GIL through a matmul of at most 500 results); the chunks still cover the batch."""
+    import portaconv.backend.norm as norm
+
+    thread_count(2)
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # bytes alone would give 1-sample chunks
+    Z = np.random.default_rng(0).standard_normal((300, 4, 3, 3))
+    engine = norm.BatchNormTrain(1e-5)
+    engine.forward(Z, np.ones(4), np.zeros(4))
+    sizes = [c.stop - c.start for c in engine._chunks]
+    assert sum(sizes) == 300 and len(sizes) >= 2
+    assert min(sizes) * 4 >= norm.MIN_ROWS > 500
+
+
 @pytest.mark.parametrize("mode", ["eval", "portable", "leaky"])
 def test_batchnorm_relu_unfused_where_the_fast_path_does_not_run(monkeypatch, mode):
     """Evaluation mode, an input below the fast path's size, or another activation: the
@@ -1094,6 +1111,7 @@ def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, inpu
 
     thread_count(2)
     monkeypatch.setattr(norm, "CHUNK_BYTES", 512)
+    monkeypatch.setattr(norm, "MIN_ROWS", 1)
     rng = np.random.default_rng(21)
     X = rng.standard_normal((10, 1, 12, 12))
     with use_backend("numpy", None, "float64"):

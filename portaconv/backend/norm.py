@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ops import Scratch
+from ._ops import Scratch, split_evenly
 from ._threads import num_threads
 from .conv._chunks import plan_chunks, run_chunks
 
@@ -37,6 +37,15 @@ from .conv._chunks import plan_chunks, run_chunks
 #: BatchNorm2d(32) at batch 128 and 28x28, forward and backward: 1 MiB chunks 2.4 and 3.8 ms,
 #: 64 KiB chunks 6.8 and 10 ms, the portable layer 8 and 5.7 ms).
 CHUNK_BYTES = 2**20
+
+#: Fewest (sample, channel) rows a chunk covers: the per-channel dot products
+#: (:func:`_channel_dots`) are one ``np.matmul`` with a result per row, and NumPy keeps the
+#: GIL through a matmul of at most 500 results (see ``backend._ops.dot``), so smaller
+#: chunks ran their dot products in turn. BatchNorm2d(32) at 28x28 had 10 samples (320
+#: rows) per 1 MiB chunk; with at least 501 rows its forward + backward inside
+#: ``Trainer.fit`` took 6.3 ms where it took 6.6 (``benchmarks/step_profile.py --model cnn
+#: --variant portaconv.backend.norm.MIN_ROWS=1``, 6 epochs each).
+MIN_ROWS = 501
 
 
 def batch_norm_applies(Z: Any) -> bool:
@@ -59,6 +68,9 @@ class BatchNormTrain:
         self._threads = num_threads()
         per_sample = C * L * Z.itemsize
         self._chunks = plan_chunks(N, per_sample, CHUNK_BYTES * self._threads, self._threads)
+        fewest = -(-MIN_ROWS // C)  # samples
+        if min(c.stop - c.start for c in self._chunks) < fewest:
+            self._chunks = split_evenly(N, max(1, N // fewest))
         K = Z3[0].mean(axis=1, keepdims=True)  # (C, 1): a shift near each channel's mean
 
         def stats(buf: Scratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
