@@ -15,7 +15,8 @@ class Sequential(Model):
     is not part of the chain: compute it on the output and pass its gradient to ``backward``.
     A BatchNorm directly followed by a ReLU runs as one step (``forward_relu`` /
     ``backward_relu``: one pass over the activations each way on NumPy in training, the
-    same results as the two layers in turn).
+    same results as the two layers in turn); a ReLU directly followed by a max pooling runs
+    after the pooling (the same results: max commutes with the ReLU), on fewer values.
 
     >>> from portaconv.layers import Linear, ReLU
     >>> net = Sequential(Linear(4, 16), ReLU(), Linear(16, 3))
