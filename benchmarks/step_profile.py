@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_bench import LR, load_images  # noqa: E402
+from train_bench import LR, add_epoch_options, load_images  # noqa: E402
 
 WRAPPED = ("forward", "backward", "forward_relu", "backward_relu")
 
@@ -45,11 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="lenet", choices=sorted(LR), help="zoo network")
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs (per column)")
-    parser.add_argument("--images", type=int, default=4096, help="images per epoch")
-    parser.add_argument("--batch-size", type=int, default=128)
+    add_epoch_options(parser)
     parser.add_argument("--variant", action="append", default=[], metavar="MODULE.NAME=VALUE")
-    parser.add_argument("--data-dir", help="where the Fashion-MNIST IDX files are")
-    parser.add_argument("--json", metavar="FILE", help="write every number here")
     parser.add_argument("--quick", action="store_true", help="1 epoch of 256 images (smoke)")
     args = parser.parse_args(argv)
     if args.quick:

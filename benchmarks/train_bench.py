@@ -41,13 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo names")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (after a warm-up)")
-    parser.add_argument("--images", type=int, default=4096, help="images per epoch")
-    parser.add_argument("--batch-size", type=int, default=128)
+    add_epoch_options(parser)
     parser.add_argument("--threads", type=int, help="threads for both (default: all)")
     parser.add_argument("--busy", type=int, default=0, help="CPU-spinning processes beside it")
     parser.add_argument("--backend", default="numpy", help="portaconv backend (default numpy)")
-    parser.add_argument("--data-dir", help="where the Fashion-MNIST IDX files are")
-    parser.add_argument("--json", metavar="FILE", help="write every number here")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 256 images (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -59,6 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be at least 1")
     args.models = models
     return args
+
+
+def add_epoch_options(parser: argparse.ArgumentParser) -> None:
+    """The options every epoch benchmark shares: the data, the batch, the JSON report."""
+    parser.add_argument("--images", type=int, default=4096, help="images per epoch")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data-dir", help="where the Fashion-MNIST IDX files are")
+    parser.add_argument("--json", metavar="FILE", help="write every number here")
 
 
 def comma_list(parser: argparse.ArgumentParser, option: str, value: str, known: Any) -> list:

@@ -651,8 +651,8 @@ def dot(a: Any, b: Any, out: Any = None) -> Any:
     ``np.dot``, not ``np.matmul``: matmul keeps the GIL through the whole BLAS call when the
     product has at most 500 elements (NumPy releases it by output size), so the threads of
     a convolution whose dL/dW is such a product (LeNet's 6 -> 16, 16 x 30 per kernel row)
-    took turns: two threads' products ran 0.96x as fast as one thread's, against 1.87x by
-    ``np.dot`` (``benchmarks/numpy_paths.py``, the "dot" rows). Same BLAS call, same
+    took turns: two threads' products ran 0.95x as fast as one thread's, against 1.39x by
+    ``np.dot`` (``benchmarks/numpy_paths.py``, the "dot" row). Same BLAS call, same
     numbers."""
     import numpy as np
 
@@ -789,12 +789,12 @@ def _window_max_portable(
 
 #: Elements of a pooling layer's input from which NumPy's passes are shared between
 #: threads, each taking a part of the batch (``benchmarks/numpy_paths.py``, 2 cores,
-#: forward + backward: the zoo cnn's pools over 3.2M and 1.6M elements 5.0 -> 3.1 ms and
-#: 2.4 -> 1.7 ms). LeNet's first pool, 0.6M elements, is shared too: alone in that
-#: benchmark it was 16 % slower shared (its short passes wait on the GIL), but inside
-#: ``Trainer.fit``, where the convolution's threads have just written its input, 8 %
+#: forward + backward: the zoo cnn's pools over 3.2M and 1.6M elements 5.7 -> 3.3 ms and
+#: 2.7 -> 1.8 ms). LeNet's first pool, 0.6M elements, is shared too: alone in that
+#: benchmark it was 17 % slower shared (its short passes wait on the GIL), but inside
+#: ``Trainer.fit``, where the convolution's threads have just written its input, 10 %
 #: faster (``benchmarks/step_profile.py --model lenet --variant
-#: portaconv.backend._ops.SPLIT_POOL_MIN=1048576``: 0.75 against 0.81 ms); LeNet's second,
+#: portaconv.backend._ops.SPLIT_POOL_MIN=1048576``: 0.80 against 0.89 ms); LeNet's second,
 #: 0.2M, was slower shared both ways.
 SPLIT_POOL_MIN = 1 << 19
 

@@ -43,8 +43,8 @@ CHUNK_BYTES = 2**20
 #: GIL through a matmul of at most 500 results (see ``backend._ops.dot``), so smaller
 #: chunks ran their dot products in turn. BatchNorm2d(32) at 28x28 had 10 samples (320
 #: rows) per 1 MiB chunk; with at least 501 rows its forward + backward inside
-#: ``Trainer.fit`` took 6.3 ms where it took 6.6 (``benchmarks/step_profile.py --model cnn
-#: --variant portaconv.backend.norm.MIN_ROWS=1``, 6 epochs each).
+#: ``Trainer.fit`` took 6.56 ms where it took 6.87 (``benchmarks/step_profile.py --model cnn
+#: --epochs 6 --variant portaconv.backend.norm.MIN_ROWS=1``).
 MIN_ROWS = 501
 
 
