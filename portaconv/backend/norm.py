@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ops import Scratch, split_evenly
+from ._ops import Scratch
 from ._threads import num_threads
 from .conv._chunks import plan_chunks, run_chunks
 
@@ -67,10 +67,10 @@ class BatchNormTrain:
         self.n = n = N * L
         self._threads = num_threads()
         per_sample = C * L * Z.itemsize
-        self._chunks = plan_chunks(N, per_sample, CHUNK_BYTES * self._threads, self._threads)
         fewest = -(-MIN_ROWS // C)  # samples
-        if min(c.stop - c.start for c in self._chunks) < fewest:
-            self._chunks = split_evenly(N, max(1, N // fewest))
+        self._chunks = plan_chunks(
+            N, per_sample, CHUNK_BYTES * self._threads, self._threads, fewest
+        )
         K = Z3[0].mean(axis=1, keepdims=True)  # (C, 1): a shift near each channel's mean
 
         def stats(buf: Scratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:

@@ -25,13 +25,17 @@ def threads_for(A: Any) -> int:
     return num_threads() if is_numpy_array(A) else 1
 
 
-def plan_chunks(batch: int, bytes_per_item: int, workspace: int, threads: int) -> list[slice]:
+def plan_chunks(
+    batch: int, bytes_per_item: int, workspace: int, threads: int, fewest: int = 1
+) -> list[slice]:
     """Chunks of at most ``workspace / threads`` bytes each, their count a multiple of
-    ``threads`` (one more chunk each rather than an idle thread), at most one per item."""
+    ``threads`` (one more chunk each rather than an idle thread), at most one per item;
+    but each of at least ``fewest`` items (fewer, larger chunks) where the batch allows."""
     if batch <= 0:
         return [slice(0, 0)]
     count = len(batch_chunks(batch, bytes_per_item, workspace // threads))
-    return split_evenly(batch, min(batch, -(-count // threads) * threads))
+    count = min(batch, -(-count // threads) * threads)
+    return split_evenly(batch, max(1, min(count, batch // fewest)))
 
 
 def run_chunks(
