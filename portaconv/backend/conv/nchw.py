@@ -7,14 +7,20 @@ gathered channels-first, so each sample's product lands in NCHW as it is. Per ba
 of n samples, with Hp, Wp the zero-padded input size and L = Ho Wo::
 
     P   (n, C, Hp, Wp)        the chunk, zero-padded (a view of the input when unpadded)
-    X   (n, C K K, L)         X[m, (c, ky, kx), (y, x)] = P[m, c, y s + ky, x s + kx]:
-                              one copy of an as_strided view of P; for a 1x1 kernel
-                              with stride 1 and no padding, the input itself (no copy)
+    X   (n, C K K + 1, L)     X[m, (c, ky, kx), (y, x)] = P[m, c, y s + ky, x s + kx]:
+                              one copy of an as_strided view of P, and a last row of
+                              ones; for a 1x1 kernel with stride 1 and no padding, the
+                              input itself (no copy, no row of ones)
 
-    forward   Z[m]  (C_out, L)    = W_mat @ X[m]          W_mat = W as (C_out, C K K)
-    dL/dW     W_mat's gradient    = sum_m dZ[m] @ X[m]^T  (per chunk, chunks in order)
+    forward   Z[m]  (C_out, L)    = [W_mat | b] @ X[m]    W_mat = W as (C_out, C K K)
+    dL/dW     [dW_mat | db]       = sum_m dZ[m] @ X[m]^T  (per chunk, chunks in order)
     dL/dA     dX[m]               = W_mat^T @ dZ[m], then each (ky, kx) adds its
                                     strided slice into the padded dA
+
+The row of ones puts the bias into the forward product and dL/db into the dL/dW one: the
+pass that added ``b`` to Z and the one that summed dZ are gone (on the zoo ``cnn``'s first
+layer, 128 x 32 x 28 x 28 outputs, they were a third of the forward's time and a quarter
+of the backward's, ``benchmarks/step_profile.py``).
 
 Each is one ``np.matmul`` over the chunk's stack of samples (OpenBLAS per sample); the
 chunks are shared between :func:`~portaconv.backend.num_threads` threads as in the other
@@ -79,10 +85,12 @@ class NCHWConv2d:
         self._kept: dict[int, np.ndarray] = {}
 
     def _gather(self, buf: PaddedScratch, A: np.ndarray, block: str) -> np.ndarray:
-        """X (n, C K K, L) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``."""
+        """X (n, C K K + 1, L) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``; for
+        a pointwise layer (n, C, L), the input itself."""
         n, C, H, Wd = A.shape
         K, s, p = self.K, self.stride, self.padding
         Ho, Wo = self._out
+        CKK, L = C * K * K, Ho * Wo
         if self._pointwise:  # X is the input itself (a copy only if it is not contiguous)
             return np.reshape(A, (n, C, H * Wd))
         if p:
@@ -94,9 +102,10 @@ class NCHWConv2d:
         windows = as_strided(
             P, (n, C, K, K, Ho, Wo), (sN, sC, sH, sW, s * sH, s * sW), writeable=False
         )
-        X = buf(block, (n, C, K, K, Ho, Wo))
-        np.copyto(X, windows)
-        return X.reshape(n, C * K * K, Ho * Wo)
+        X = buf(block, (n, CKK + 1, L))
+        np.copyto(X[:, :CKK].reshape(n, C, K, K, Ho, Wo), windows)
+        X[:, CKK] = 1  # the bias's row
+        return X
 
     def _run(self, one_chunk: Any) -> list[Any]:
         """``one_chunk(buffers, index, chunk)`` for every chunk, between the threads."""
@@ -113,7 +122,7 @@ class NCHWConv2d:
         per_sample = CKK * L * A.itemsize
         self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
         keep = N * per_sample <= self.keep and not self._pointwise
-        self._W = np.ascontiguousarray(W.reshape(Co, CKK))
+        self._W = np.concatenate([W.reshape(Co, CKK), np.reshape(b, (Co, 1))], axis=1)
         Z = np.empty((N, Co, Ho, Wo), dtype=A.dtype)
         bias = np.reshape(b, (Co, 1))
         self._A = A
@@ -121,8 +130,11 @@ class NCHWConv2d:
         def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray | None:
             X = self._gather(buf, A[c], f"X{i}" if keep else "X")
             Zc = Z[c].reshape(c.stop - c.start, Co, L)
-            np.matmul(self._W, X, out=Zc)
-            Zc += bias
+            if self._pointwise:
+                np.matmul(self._W[:, :CKK], X, out=Zc)
+                Zc += bias
+            else:
+                np.matmul(self._W, X, out=Zc)
             return X if keep else None
 
         kept = self._run(one_chunk)
@@ -135,8 +147,9 @@ class NCHWConv2d:
         N, C, H, Wd = self._A.shape
         (Ho, Wo), Co, K, s, p = self._out, self._Co, self.K, self.stride, self.padding
         L = Ho * Wo
+        CKK = C * K * K
         dA = np.empty((N, C, H, Wd), dtype=dZ.dtype) if need_dA else None
-        W_T = np.ascontiguousarray(self._W.T)  # (C K K, C_out)
+        W_T = np.ascontiguousarray(self._W[:, :CKK].T)  # (C K K, C_out)
         kept, self._kept = self._kept, {}  # used once: a second backward gathers again
 
         def one_chunk(buf: PaddedScratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -145,15 +158,19 @@ class NCHWConv2d:
             if X is None:
                 X = self._gather(buf, self._A[c], "X")
             dZc = np.reshape(dZ[c], (n, Co, L))  # a copy only when dZ is not contiguous
-            dW_each = np.matmul(dZc, X.transpose(0, 2, 1))  # (n, C_out, C K K)
-            dW = dW_each.sum(axis=0)
-            db = np.sum(dZc, axis=(0, 2))  # in the chunk's threads
+            # (n, C_out, C K K + 1): the last column, against the row of ones, is dL/db
+            dWb = np.matmul(dZc, X.transpose(0, 2, 1)).sum(axis=0)
+            if self._pointwise:  # no row of ones: dL/db is its own sum
+                dW, db = dWb, np.sum(dZc, axis=(0, 2))
+            else:
+                dW, db = dWb[:, :CKK], dWb[:, CKK]
             if not need_dA:
                 return dW, db
             if self._pointwise:
                 dA[c] = np.matmul(W_T, dZc).reshape(n, C, H, Wd)
                 return dW, db
-            dX = np.matmul(W_T, dZc, out=X).reshape(n, C, K, K, Ho, Wo)  # X is dead: reuse
+            # X is dead: its rows of windows take dL/dX (BLAS writes the strided block)
+            dX = np.matmul(W_T, dZc, out=X[:, :CKK]).reshape(n, C, K, K, Ho, Wo)
             dP = buf("dP", (n, C, H + 2 * p, Wd + 2 * p))
             dP[...] = 0
             for ky in range(K):
