@@ -138,7 +138,9 @@ class RowGatherConv2d:
             n = c.stop - c.start
             M = Ho * n * Wo
             R = self._gather(buf, A[c], f"R{i}" if keep else "R")
-            ZT, T = buf("Z", (Co, M)), buf("T", (Co, M))
+            # each product after the first lands in the chunk's own Z, which the last
+            # line overwrites: no scratch block of that size, and Z[c] is in the cache
+            ZT, T = buf("Z", (Co, M)), np.reshape(Z[c], (Co, M))
             np.matmul(self._WkT[0], self._rows(R, 0).T, out=ZT)
             for ky in range(1, K):
                 np.matmul(self._WkT[ky], self._rows(R, ky).T, out=T)
