@@ -3,7 +3,7 @@
 
     python benchmarks/step_profile.py [--model lenet] [--epochs 5] [--images 4096]
                                       [--batch-size 128] [--variant MODULE.NAME=VALUE ...]
-                                      [--json FILE] [--quick]
+                                      [--json FILE] [--quick] [--torch]
 
 The zoo network is built and trained as in ``benchmarks/train_bench.py`` (``build_model`` +
 ``DataLoader(shuffle)`` + ``Trainer.fit`` with Adam, float32, the NumPy backend unless
@@ -13,6 +13,11 @@ and the whole ``Trainer`` step are wrapped with a clock, so the table shows mill
 per step as the training loop sees them, threads, caches and all; "rest of the step" is
 the loss, the gradient reset and the bookkeeping, "outside the step" the data loader.
 Each figure is the median over the timed epochs (one warm-up epoch first).
+
+``--torch`` profiles the other side instead: the same network in the plain PyTorch loop
+that ``train_bench.py`` times it against (same weights, data, batch, Adam, threads), its
+time per step split by aten operation (``torch.profiler``, self CPU time, the operations
+taking the most first), so the two tables say where each library spends a step.
 
 ``--variant MODULE.NAME=VALUE`` (repeatable) sets a module constant, e.g.
 ``--variant portaconv.backend._ops.SPLIT_POOL_MIN=131072``, in every other epoch: the
@@ -48,11 +53,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_epoch_options(parser)
     parser.add_argument("--variant", action="append", default=[], metavar="MODULE.NAME=VALUE")
     parser.add_argument("--quick", action="store_true", help="1 epoch of 256 images (smoke)")
+    parser.add_argument(
+        "--torch", action="store_true", help="profile the PyTorch twin by aten operation instead"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.images = 1, 256
     if args.epochs < 1 or args.images < args.batch_size or args.batch_size < 2:
         parser.error("need --epochs >= 1, --batch-size >= 2 and --images >= --batch-size")
+    if args.torch and args.variant:
+        parser.error("--variant sets portaconv's constants: it does not apply with --torch")
     args.settings = [parse_variant(parser, text) for text in args.variant]
     return args
 
@@ -171,13 +181,62 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+#: Operations listed by ``--torch`` (the rest are summed in one row).
+TORCH_TOP = 12
+
+
+def profile_torch(args: argparse.Namespace) -> dict[str, Any]:
+    """ms per step of each aten operation of the PyTorch twin, median over the epochs."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    from train_bench import make_pair
+
+    from portaconv.backend import num_threads
+
+    X, y, source = load_images(args.images, args.data_dir)
+    torch.set_num_threads(num_threads())
+    _, torch_epoch = make_pair(args.model, X, y, args.batch_size, "numpy")
+    steps = -(-args.images // args.batch_size)
+    torch_epoch()  # warm-up
+    per_epoch = []
+    for _ in range(args.epochs):
+        time.sleep(0.3)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            torch_epoch()
+            wall = time.perf_counter() - start
+        ms = {e.key: e.self_cpu_time_total / 1e3 / steps for e in prof.key_averages()}
+        ms["epoch / steps"] = 1e3 * wall / steps
+        per_epoch.append(ms)
+    ops = {k for e in per_epoch for k in e if k != "epoch / steps"}
+    median = {k: statistics.median(e.get(k, 0.0) for e in per_epoch) for k in ops}
+    top = sorted(median, key=median.get, reverse=True)[:TORCH_TOP]
+    rows = top + ["other operations", "epoch / steps"]
+    table = {k: median[k] for k in top}
+    table["other operations"] = sum(v for k, v in median.items() if k not in top)
+    table["epoch / steps"] = statistics.median(e["epoch / steps"] for e in per_epoch)
+    return {
+        "model": args.model,
+        "backend": f"plain PyTorch {torch.__version__} (profiled)",
+        "data": source,
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "threads": torch.get_num_threads(),
+        "variant": [],
+        "rows": rows,
+        "ms_per_step": {"self CPU": table},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    report = profile(args)
+    report = profile_torch(args) if args.torch else profile(args)
     columns = list(report["ms_per_step"])
     print(
         f"{report['model']} on {report['backend']}, {report['data']}, {report['images']} images, "
-        f"batch {report['batch_size']}, portaconv threads {report['threads']}; "
+        f"batch {report['batch_size']}, threads {report['threads']}; "
         f"ms per step, median of {report['epochs']} epochs"
     )
     if report["variant"]:

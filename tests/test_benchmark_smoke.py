@@ -176,6 +176,31 @@ def test_step_profile_quick_run_times_every_layer_and_restores_the_variant(tmp_p
     assert bad.returncode == 2 and "has no 'NOPE'" in bad.stderr
 
 
+def test_step_profile_torch_lists_pytorch_operations(tmp_path):
+    """benchmarks/step_profile.py --quick --torch: the PyTorch twin's step by aten operation,
+    the convolutions among them, every time positive and the listed ones within the step;
+    --torch with --variant is a usage error."""
+    report_path = tmp_path / "torch_profile.json"
+    script = RUN.parent / "step_profile.py"
+    command = [sys.executable, str(script), "--quick", "--torch", "--json", str(report_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["backend"].startswith("plain PyTorch")
+    column = report["ms_per_step"]["self CPU"]
+    assert any("convolution" in r for r in report["rows"])
+    assert all(column[r] > 0 for r in report["rows"][:-2])
+    assert column["epoch / steps"] > 0
+    variant = ["--variant", "portaconv.backend._ops.SPLIT_POOL_MIN=1"]
+    bad = subprocess.run(
+        [sys.executable, str(script), "--quick", "--torch", *variant],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "does not apply with --torch" in bad.stderr
+
+
 def test_compiled_step_quick_run_writes_complete_json(tmp_path):
     """benchmarks/compiled_step.py --quick: the backend under test (compiled on torch and
     JAX, with aot_eager on torch: seconds, not inductor's minutes; numpy for the others)
