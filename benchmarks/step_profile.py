@@ -8,10 +8,12 @@
 The zoo network is built and trained as in ``benchmarks/train_bench.py`` (``build_model`` +
 ``DataLoader(shuffle)`` + ``Trainer.fit`` with Adam, float32, the NumPy backend unless
 ``PORTACONV_BACKEND`` says otherwise). Each layer's ``forward``/``backward`` (and the fused
-``forward_relu``/``backward_relu`` of a BatchNorm followed by a ReLU), the optimizer's step
-and the whole ``Trainer`` step are wrapped with a clock, so the table shows milliseconds
-per step as the training loop sees them, threads, caches and all; "rest of the step" is
-the loss, the gradient reset and the bookkeeping, "outside the step" the data loader.
+``forward_relu``/``backward_relu`` of a BatchNorm followed by a ReLU, ``forward_relu_pool``/
+``backward_relu_pool`` of one followed by a ReLU and a max pooling, whose row then holds
+the pooling's time too), the optimizer's step and the whole ``Trainer`` step are wrapped
+with a clock, so the table shows milliseconds per step as the training loop sees them,
+threads, caches and all; "rest of the step" is the loss, the gradient reset and the
+bookkeeping, "outside the step" the data loader.
 Each figure is the median over the timed epochs (one warm-up epoch first).
 
 ``--torch`` profiles the other side instead: the same network in the plain PyTorch loop
@@ -43,7 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_bench import LR, add_epoch_options, load_images  # noqa: E402
 
-WRAPPED = ("forward", "backward", "forward_relu", "backward_relu")
+WRAPPED = (
+    "forward",
+    "backward",
+    "forward_relu",
+    "backward_relu",
+    "forward_relu_pool",
+    "backward_relu_pool",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1042,17 +1042,86 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
             Z = F.batch_norm(A, running_M, running_V, BW, Bb, training=True)
             return F.relu(Z) if relu else Z
 
-        Z_ref, grads = torch_reference(torch_fn, {"A": A, "BW": BW, "Bb": Bb}, dLdZ)
-        expected = (Z_ref, grads["A"], grads["BW"], grads["Bb"], running_M.numpy(),
-                    running_V.numpy())  # fmt: skip
-        # float32: the inputs near 1000 carry 1e-4 of rounding into every statistic
-        tol = 1e-10 if dtype == "float64" else 2e-3
-        for got, want, what in zip(runs[0], expected, ("Z", "dLdA", "dLdBW", "dLdBb", "M", "V")):
-            assert got.dtype == np.dtype(dtype), what
-            scale = max(1.0, float(np.abs(want).max()))
-            np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
+        _assert_batchnorm_runs(runs, torch_fn, (A, BW, Bb), dLdZ, (running_M, running_V), dtype)
+
+
+def _assert_batchnorm_runs(runs, torch_fn, inputs, dLdZ, running, dtype) -> None:
+    """``runs``: two calls' (output, dL/dA, dL/dBW, dL/dBb, running mean, running variance),
+    each as ``torch_fn(A, BW, Bb)`` gives them in float64 (updating the torch tensors
+    ``running``), in ``dtype``; the second call the same bits as the first."""
+    A, BW, Bb = inputs
+    Z_ref, grads = torch_reference(torch_fn, {"A": A, "BW": BW, "Bb": Bb}, dLdZ)
+    expected = (Z_ref, grads["A"], grads["BW"], grads["Bb"], *(r.numpy() for r in running))
+    # float32: the inputs near 1000 carry 1e-4 of rounding into every statistic
+    tol = 1e-10 if dtype == "float64" else 2e-3
+    for got, want, what in zip(runs[0], expected, ("Z", "dLdA", "dLdBW", "dLdBb", "M", "V")):
+        assert got.dtype == np.dtype(dtype), what
+        scale = max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale, err_msg=what)
     for a, b in zip(runs[1], runs[0]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "geometry", ["2d", "2d-overlapping", "1d"]  # MaxPool2d(2), MaxPool2d(3, 2), MaxPool1d(2)
+)
+@pytest.mark.parametrize("scales", ["positive", "one negative", "one zero"])
+def test_batchnorm_relu_maxpool_pools_first_and_matches_torch(
+    monkeypatch, thread_count, workers, dtype, geometry, scales
+):
+    """BatchNorm + ReLU + max pooling in a Sequential on the NumPy fast path: with every
+    scale BW / sqrt(V + eps) positive the input is pooled first (the normalised activations
+    never written at full size); with a negative or a zero scale the three run in turn. Either
+    way PyTorch's output, dL/dA, dL/dBW, dL/dBb and running statistics (float64 reference),
+    windows with tied maxima and a channel with a large mean included; the same bits on a
+    second call; plain ``backward`` after the fused forward is refused."""
+    import portaconv.backend.norm as norm
+    from portaconv.models import Sequential
+
+    thread_count(workers)
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # small inputs take it, in many chunks
+    monkeypatch.setattr(norm, "MIN_ROWS", 1)
+    rng = np.random.default_rng(len(geometry) + workers)
+    shape = (6, 4, 9, 10) if geometry.startswith("2d") else (7, 4, 15)
+    C = shape[1]
+    A = np.round(rng.standard_normal(shape) * 2.0, 1)  # a 0.1 grid: many windows tie
+    A[:, 0] += 1000.0  # float32 would lose this channel's variance without the shift
+    A = A.astype(dtype)
+    BW, Bb = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    if scales == "one negative":
+        BW[2] = -0.7
+    elif scales == "one zero":
+        BW[1] = 0.0
+    kernel, stride = (3, 2) if geometry == "2d-overlapping" else (2, 2)
+    bn_cls, pool_cls = (
+        (L.BatchNorm2d, L.MaxPool2d) if geometry.startswith("2d") else (L.BatchNorm1d, L.MaxPool1d)
+    )
+    with use_backend("numpy", None, dtype):
+        bn, relu, pool = bn_cls(C), L.ReLU(), pool_cls(kernel, stride)
+        bn.BW, bn.Bb = BW.astype(dtype), Bb.astype(dtype)
+        model = Sequential(bn, relu, pool)
+        runs = []
+        for _ in range(2):
+            bn.running_M, bn.running_V = np.zeros(C, dtype), np.ones(C, dtype)
+            Z = model.forward(A)
+            assert bn._engine is not None and bn._engine.pooled is (scales == "positive")
+            dLdZ = np.random.default_rng(1).standard_normal(Z.shape).astype(dtype)
+            dLdA = model.backward(dLdZ)
+            runs.append((Z, dLdA, bn.dLdBW, bn.dLdBb, bn.running_M, bn.running_V))
+        if scales == "positive":
+            with pytest.raises(ValueError, match="backward_relu_pool"):
+                bn.backward(np.ones(A.shape, dtype))
+    running_M = torch.zeros(C, dtype=torch.float64)
+    running_V = torch.ones(C, dtype=torch.float64)
+    pool_fn = F.max_pool2d if geometry.startswith("2d") else F.max_pool1d
+
+    def torch_fn(A, BW, Bb):
+        Z = F.batch_norm(A, running_M, running_V, BW, Bb, training=True)
+        return pool_fn(F.relu(Z), kernel, stride)
+
+    _assert_batchnorm_runs(runs, torch_fn, (A, BW, Bb), dLdZ, (running_M, running_V), dtype)
 
 
 def test_batchnorm_chunks_cover_enough_rows_for_the_gil(monkeypatch, thread_count):
@@ -1104,8 +1173,9 @@ def test_batchnorm_relu_unfused_where_the_fast_path_does_not_run(monkeypatch, mo
 @pytest.mark.parametrize("input_grad", [False, True])
 def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, input_grad):
     """The zoo's cnn in training on NumPy, its first convolution on the NCHW engine and its
-    BatchNorm2d + ReLU pairs fused, against the same network in torch (float64): logits,
-    every parameter's gradient, and dL/dA when asked (None when not)."""
+    BatchNorm2d + ReLU + MaxPool2d blocks fused (pooled first), against the same network in
+    torch (float64): logits, every parameter's gradient, and dL/dA when asked (None when
+    not)."""
     import portaconv.backend.norm as norm
     from portaconv.models import build_model
 
@@ -1119,7 +1189,8 @@ def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, inpu
         model.train()
         logits = model.forward(X)
         assert isinstance(model.layers[0]._engine, NCHWConv2d)
-        assert all(bn._engine.relu for bn in model.layers if isinstance(bn, L.BatchNorm2d))
+        norms = [bn for bn in model.layers if isinstance(bn, L.BatchNorm2d)]
+        assert all(bn._engine.relu and bn._engine.pooled for bn in norms)  # each before a pool
         dLdZ = rng.standard_normal(logits.shape)
         dLdX = model.backward(dLdZ, input_grad=input_grad)
         grads = model.gradients()

@@ -18,6 +18,15 @@ and masks it (``dBZ = dLdA`` where ``A`` is not ``<= 0``, else 0, as the ReLU la
 backward does) in its first pass, one full pass over the activations fewer each way than
 the two layers in turn (``benchmarks/run.py``'s ``batchnorm2d_relu`` case).
 
+With a max pooling after the ReLU as well (``forward(..., pool)``, ``backward_pooled``) and
+every scale ``a`` positive, the statistics pass is followed by the pooling of Z itself and
+the map and ReLU of the pooled values only: ``pool(max(Z a + c, 0)) = max(pool(Z) a + c, 0)``
+because the map is nondecreasing. Backward's ReLU mask and channel sums then cover the
+pooled values (``dBZ`` is zero off the windows' maxima), the pooling's backward spreads the
+masked gradient to full size and the last pass makes dL/dZ of it in place: per step of the
+zoo ``cnn``, the two BatchNorm2d + ReLU + MaxPool2d blocks took 2-3 ms less than the three
+layers in turn (``benchmarks/step_profile.py``, BENCHMARKS.md).
+
 Nothing of the input's size is stored but the input itself (and with the ReLU, the
 output) by reference: backward recomputes ``Z - M`` per chunk. Per-chunk sums are added in
 chunk order, in float64 (C numbers a chunk), so the results are the same bits on every call.
@@ -59,8 +68,22 @@ class BatchNormTrain:
 
     def __init__(self, eps: float, relu: bool = False) -> None:
         self.eps, self.relu = eps, relu
+        self.pooled = False  # whether the last forward pooled first (``forward``'s pool)
 
-    def forward(self, Z: np.ndarray, BW: np.ndarray, Bb: np.ndarray) -> np.ndarray:
+    def forward(
+        self, Z: np.ndarray, BW: np.ndarray, Bb: np.ndarray, pool: Any = None
+    ) -> np.ndarray:
+        """The layer's output for ``Z``; with a max-pooling layer ``pool`` (and ``relu``),
+        ``pool``'s output of it when every channel's scale is positive (:attr:`pooled` says
+        whether it was; if not, the caller pools the full output)."""
+        self._statistics(Z, BW, Bb)
+        self.pooled = pool is not None and self.relu and bool(np.all(self._a > 0))
+        if self.pooled:
+            return self._pool_first(Z, pool)
+        return self._affine()
+
+    def _statistics(self, Z: np.ndarray, BW: np.ndarray, Bb: np.ndarray) -> None:
+        """M, V, inv_std and the per-channel map ``BZ = Z a + shift`` of the batch ``Z``."""
         N, C = Z.shape[0], Z.shape[1]
         Z3 = np.ascontiguousarray(Z).reshape(N, C, -1)
         L = Z3.shape[2]
@@ -89,23 +112,71 @@ class BatchNormTrain:
         a = (BW.astype(np.float64) * inv_std).astype(dtype)
         shift = (Bb.astype(np.float64) - mean * BW.astype(np.float64) * inv_std).astype(dtype)
         self._Z3, self.shape = Z3, Z.shape
-        self._a, self._M3 = a[:, None], self.M[:, None]
+        self._a, self._M3, self._shift = a[:, None], self.M[:, None], shift[:, None]
+
+    def _affine(self) -> np.ndarray:
+        """``BZ = Z a + shift`` (and the ReLU of it), chunk by chunk."""
+        Z3 = self._Z3
         out = np.empty_like(Z3)
 
         def affine(buf: Any, i: int, c: slice) -> None:
             np.multiply(Z3[c], self._a, out=out[c])
-            out[c] += shift[:, None]
+            out[c] += self._shift
             if self.relu:
                 np.maximum(out[c], 0, out=out[c])
 
         run_chunks(self._chunks, affine, lambda: None, self._threads)
         self._out3 = out if self.relu else None
-        return out.reshape(Z.shape)
+        return out.reshape(self.shape)
+
+    def _pool_first(self, Z: np.ndarray, pool: Any) -> np.ndarray:
+        """``pool(relu(BZ))`` as ``relu(pool(Z) a + shift)``: with every scale ``a > 0`` the
+        map is nondecreasing, also as rounded (``fl(fl(a x) + shift)`` never decreases
+        with x), so a window's largest ``BZ`` is the ``BZ`` of its largest ``Z``: the same
+        values, and ``pool`` remembers the same first maxima but where rounding makes two
+        different Z equal. The full-size map and ReLU are never computed."""
+        P = pool.forward(Z)
+        P3 = np.reshape(P, (P.shape[0], P.shape[1], -1))
+        out = np.empty_like(P3)
+
+        def affine(buf: Any, i: int, c: slice) -> None:
+            np.multiply(P3[c], self._a, out=out[c])
+            out[c] += self._shift
+            np.maximum(out[c], 0, out=out[c])
+
+        run_chunks(self._chunks, affine, lambda: None, self._threads)  # the batch's chunks
+        self._P3, self._out3 = P3, out
+        return out.reshape(P.shape)
 
     def normalised(self) -> np.ndarray:
         """``NZ = (Z - M) / sqrt(V + eps)`` of the last forward (computed on request)."""
         Z3 = self._Z3
         return ((Z3 - self._M3) * self.inv_std[:, None]).reshape(self.shape)
+
+    def backward_pooled(
+        self, dLdA: np.ndarray, pool: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Backward after a forward that pooled first: ``dLdA`` is the gradient of the
+        pooled ReLU output. The ReLU mask and the sums for dL/dBW and dL/dBb are taken at
+        the pooled size (``dBZ`` is zero but at each window's maximum, where Z is the pooled
+        value); ``pool.backward`` spreads the masked gradient to full size, and one pass over
+        each chunk turns it into dL/dZ in place."""
+        P3, out3 = self._P3, self._out3
+        dA3 = np.reshape(dLdA, P3.shape)
+        dP = np.empty_like(P3)
+
+        def sums(buf: Scratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
+            # A = max(., 0) is >= 0 or NaN: A != 0 is the ReLU's not (A <= 0), in one pass
+            np.multiply(dA3[c], out3[c] != 0, out=dP[c])
+            T = np.subtract(P3[c], self._M3, out=buf("T", P3[c].shape))
+            return _channel_sums(dP[c]), _channel_dots(T, dP[c])
+
+        parts = run_chunks(self._chunks, sums, lambda: Scratch(P3), self._threads)
+        db, dW = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        dBZ = pool.backward(dP.reshape(dLdA.shape))
+        N, C = self.shape[0], self.shape[1]
+        dY3 = np.reshape(dBZ, (N, C, -1))
+        return self._input_gradient(dY3, db, dW)
 
     def backward(self, dBZ: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(dLdZ, dLdBW, dLdBb)`` for the upstream gradient ``dBZ`` (the shape of Z; with
@@ -126,7 +197,19 @@ class BatchNormTrain:
 
         parts = run_chunks(self._chunks, sums, lambda: Scratch(Z3), self._threads)
         db = sum(p[0] for p in parts)
-        dW = sum(p[1] for p in parts) * self.inv_std.astype(np.float64)
+        dW = sum(p[1] for p in parts)
+        return self._input_gradient(dY3, db, dW, out=dZ)
+
+    def _input_gradient(
+        self, dY3: np.ndarray, db: np.ndarray, dW: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(dLdZ, dLdBW, dLdBb)`` from ``dBZ`` (as (N, C, L)) and its float64 channel
+        sums ``db = sum(dBZ)``, ``dW = sum(dBZ (Z - M))``; dL/dZ goes to ``out`` (which may
+        be ``dY3`` itself), else into ``dY3``."""
+        Z3 = self._Z3
+        C, L = Z3.shape[1], Z3.shape[2]
+        dZ = dY3 if out is None else out
+        dW = dW * self.inv_std.astype(np.float64)
         n = self.n
         a = self._a[:, 0].astype(np.float64)
         dtype = Z3.dtype
@@ -142,7 +225,7 @@ class BatchNormTrain:
             dZ[c] += offset
 
         run_chunks(self._chunks, grad, lambda: Scratch(Z3), self._threads)
-        return dZ.reshape(dBZ.shape), dW.astype(dtype), db.astype(dtype)
+        return dZ.reshape(self.shape), dW.astype(dtype), db.astype(dtype)
 
 
 def _channel_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:

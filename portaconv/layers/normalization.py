@@ -96,7 +96,12 @@ class _BatchNorm(Layer):
         but with ``relu.Z`` holding A too (``Z <= 0`` exactly where ``A <= 0``, all its
         backward reads). Elsewhere the two forwards run in turn.
         """
-        A = self._forward(Z, None, relu=True)
+        return self._relu_of(self._forward(Z, None, relu=True), relu)
+
+    def _relu_of(self, A: Any, relu: Any) -> Any:
+        """The ReLU of ``_forward(..., relu=True)``'s result ``A``: ``A`` itself where the
+        engine applied it (``relu`` left as its own forward would leave it), else
+        ``relu.forward(A)``."""
         if self._engine is None or not self._engine.relu:
             return relu.forward(A)
         relu.Z, relu.A, relu._spec = A, A, self._spec
@@ -109,7 +114,35 @@ class _BatchNorm(Layer):
             return self.backward(relu.backward(dLdA))
         return self.backward(dLdA)  # the engine masks dLdA with A's signs first
 
-    def _forward(self, Z: Any, eval: bool | None, relu: bool) -> Any:
+    def forward_relu_pool(self, Z: Any, relu: Any, pool: Any) -> Any:
+        """``pool.forward(relu.forward(self.forward(Z)))`` for the ``ReLU`` and max-pooling
+        layers that follow this one (``Sequential`` groups them); undo with
+        :meth:`backward_relu_pool`.
+
+        Where the NumPy fast path runs and every channel's scale ``BW / sqrt(V + eps)`` is
+        positive, ``Z`` is pooled first and the map and ReLU applied to the pooled values
+        (``backend/norm.py``): the same outputs, the full-size normalised activations
+        never written, and backward's sums taken at the pooled size. Else it is
+        :meth:`forward_relu`, then ``pool``.
+        """
+        A = self._forward(Z, None, relu=True, pool=pool)
+        if self._engine is not None and self._engine.pooled:
+            relu.Z, relu.A, relu._spec = A, A, self._spec
+            self._pooled_shape = tuple(A.shape)
+            return A
+        return pool.forward(self._relu_of(A, relu))
+
+    def backward_relu_pool(self, dLdA: Any, relu: Any, pool: Any) -> Any:
+        """``self.backward(relu.backward(pool.backward(dLdA)))`` after
+        :meth:`forward_relu_pool`, fused where its forward was."""
+        if self._engine is None or not self._engine.pooled:
+            return self.backward_relu(pool.backward(dLdA), relu)
+        self._gradient_arg(dLdA, "dLdA", self._pooled_shape, self._spec)
+        dLdZ, dLdBW, dLdBb = self._engine.backward_pooled(dLdA, pool)
+        self._set_grads(BW=dLdBW, Bb=dLdBb)
+        return self._as_input(dLdZ)
+
+    def _forward(self, Z: Any, eval: bool | None, relu: bool, pool: Any = None) -> Any:
         if eval is not None and not isinstance(eval, bool):
             raise TypeError(
                 f"{self.name}: eval must be True, False or None, got {type(eval).__name__}"
@@ -142,7 +175,7 @@ class _BatchNorm(Layer):
             V = xp.reshape(V, channel)
         elif use_batch and batch_norm_applies(Z):  # the same formulas, in cache-sized chunks
             self._engine = BatchNormTrain(self.eps, relu)
-            BZ = self._engine.forward(Z, BW, Bb)
+            BZ = self._engine.forward(Z, BW, Bb, pool)
             self.M, self.V = self._engine.M, self._engine.V
             self._update_running(running_M, running_V, n)
             self._NZ, self._batch_stats, self._spec = None, True, spec_of(Z)
@@ -191,6 +224,11 @@ class _BatchNorm(Layer):
         after an evaluation-mode forward it is the affine map's ``BW / sqrt(V + eps) dLdBZ``.
         """
         self._forward_done("_spec")
+        if self._engine is not None and self._engine.pooled:
+            raise ValueError(
+                f"{self.name}: the last forward was forward_relu_pool: its backward is "
+                "backward_relu_pool"
+            )
         if self._engine is not None:
             self._gradient_arg(dLdBZ, "dLdBZ", self._engine.shape, self._spec)
             dLdZ, dLdBW, dLdBb = self._engine.backward(dLdBZ)

@@ -167,8 +167,17 @@ class Model:
         Z = A
         pairs = _relu_pairs(self.layers)
         swapped = _pool_first(self.layers, pairs)
+        triples = _pooled_triples(self.layers, pairs)
         for i, layer in enumerate(self.layers):
             if i - 1 in pairs:  # the ReLU ran with the BatchNorm before it
+                continue
+            if i - 2 in triples:  # the pooling ran with the BatchNorm and ReLU before it
+                continue
+            if i in triples:
+                relu, pool = self.layers[i + 1], self.layers[i + 2]
+                where = f"layers[{i}:{i + 3}] {layer!r}, {relu!r}, {pool!r}"
+                with _layer_errors(self.name, where):
+                    Z = layer.forward_relu_pool(Z, relu, pool)
                 continue
             if i in swapped:  # the pooling after this ReLU first, then the ReLU
                 pool = self.layers[i + 1]
@@ -207,8 +216,17 @@ class Model:
         grad = dLdZ
         pairs = _relu_pairs(self.layers)
         swapped = _pool_first(self.layers, pairs)
+        triples = _pooled_triples(self.layers, pairs)
         for i in range(len(self.layers) - 1, first - 1, -1):
             layer = self.layers[i]
+            if i in triples or i - 1 in triples:  # part of the step at its pooling
+                continue
+            if i - 2 in triples:  # the pooling after a BatchNorm and a ReLU: the three
+                norm, relu = self.layers[i - 2], self.layers[i - 1]
+                where = f"layers[{i - 2}:{i + 1}] {norm!r}, {relu!r}, {layer!r}"
+                with _layer_errors(self.name, where):
+                    grad = norm.backward_relu_pool(grad, relu, layer)
+                continue
             if i in pairs:  # its ReLU's backward was part of this step (one step after it)
                 continue
             if i - 1 in swapped:  # a pooling that ran before its ReLU: the ReLU's turn
@@ -250,6 +268,21 @@ def _relu_pairs(layers: list[Any]) -> set[int]:
         i
         for i in range(len(layers) - 1)
         if hasattr(layers[i], "forward_relu") and type(layers[i + 1]) is ReLU
+    }
+
+
+def _pooled_triples(layers: list[Any], pairs: set[int]) -> set[int]:
+    """Indices of the BatchNorm layers paired with a ReLU (:func:`_relu_pairs`) that a max
+    pooling follows: the model runs the three as one step, ``forward_relu_pool`` and
+    ``backward_relu_pool``, which on NumPy in training pool the BatchNorm's input first
+    and normalise the pooled values (``portaconv/backend/norm.py``; the same results where
+    every channel's scale is positive, else the three in turn)."""
+    return {
+        i
+        for i in pairs
+        if i + 2 < len(layers)
+        and isinstance(layers[i + 2], (MaxPool1d, MaxPool2d))
+        and hasattr(layers[i], "forward_relu_pool")
     }
 
 

@@ -16,7 +16,10 @@ class Sequential(Model):
     A BatchNorm directly followed by a ReLU runs as one step (``forward_relu`` /
     ``backward_relu``: one pass over the activations each way on NumPy in training, the
     same results as the two layers in turn); a ReLU directly followed by a max pooling runs
-    after the pooling (the same results: max commutes with the ReLU), on fewer values.
+    after the pooling (the same results: max commutes with the ReLU), on fewer values; and a
+    BatchNorm, a ReLU and a max pooling in a row run as one step (``forward_relu_pool`` /
+    ``backward_relu_pool``: on NumPy in training the pooling first, on the BatchNorm's
+    input, where every channel's scale is positive).
 
     >>> from portaconv.layers import Linear, ReLU
     >>> net = Sequential(Linear(4, 16), ReLU(), Linear(16, 3))
