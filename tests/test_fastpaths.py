@@ -1124,6 +1124,42 @@ def test_batchnorm_relu_maxpool_pools_first_and_matches_torch(
     _assert_batchnorm_runs(runs, torch_fn, (A, BW, Bb), dLdZ, (running_M, running_V), dtype)
 
 
+def test_batchnorm_relu_maxpool_pooled_first_with_an_infinite_gradient(monkeypatch):
+    """The pooled-first BatchNorm + ReLU + MaxPool2d step given an upstream gradient with an
+    inf in one channel (its chunks then spread the gradient through the pooling's own
+    backward, which keeps masked-out zeros exact): the other channels' dL/dA, dL/dBW and
+    dL/dBb as PyTorch's, that channel's not finite anywhere, as PyTorch's."""
+    import portaconv.backend.norm as norm
+    from portaconv.models import Sequential
+
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 256)
+    monkeypatch.setattr(norm, "MIN_ROWS", 1)
+    rng = np.random.default_rng(9)
+    A = rng.standard_normal((5, 3, 6, 6))
+    dLdZ = rng.standard_normal((5, 3, 3, 3))
+    dLdZ[2, 1, 1, 1] = np.inf
+    with use_backend("numpy", None, "float64"):
+        bn = L.BatchNorm2d(3)
+        model = Sequential(bn, L.ReLU(), L.MaxPool2d(2))
+        Z = model.forward(A)
+        assert bn._engine.pooled
+        with np.errstate(invalid="ignore"):  # inf - inf in the channel with the inf
+            dLdA = model.backward(dLdZ)
+    running = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    BW, Bb = np.ones(3), np.zeros(3)
+    Z_ref, grads = torch_reference(
+        lambda A, BW, Bb: F.max_pool2d(F.relu(F.batch_norm(A, *running, BW, Bb, training=True)), 2),
+        {"A": A, "BW": BW, "Bb": Bb},
+        dLdZ,
+    )
+    np.testing.assert_allclose(Z, Z_ref, rtol=0, atol=1e-10)
+    for c in (0, 2):
+        np.testing.assert_allclose(dLdA[:, c], grads["A"][:, c], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(bn.dLdBW[c], grads["BW"][c], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(bn.dLdBb[c], grads["Bb"][c], rtol=0, atol=1e-10)
+    assert not np.isfinite(grads["A"][:, 1]).any() and not np.isfinite(dLdA[:, 1]).any()
+
+
 def test_batchnorm_chunks_cover_enough_rows_for_the_gil(monkeypatch, thread_count):
     """Each chunk of the NumPy batch-norm path covers at least ``MIN_ROWS`` (sample,
     channel) rows, so its per-channel dot products let the other threads run (NumPy keeps

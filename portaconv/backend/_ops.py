@@ -976,6 +976,17 @@ def _window_max_grad_numpy(dLdZ, argmax, in_shape, kernel_size, stride, out_size
     return dLdA
 
 
+def window_max_grad_into(
+    dLdZ: Any, argmax: Any, kernel_size: Sequence[int], stride: Sequence[int], out: Any
+) -> Any:
+    """:func:`window_max_grad` of NumPy arrays written into ``out`` (the input's shape),
+    on the calling thread: for callers that work through a batch in chunks and go on with
+    each chunk's gradient while it is in the cache. ``dLdZ`` must be finite (a product
+    would turn a masked-out position's 0 into NaN, see :func:`window_max_grad`)."""
+    out_size = argmax.shape[len(argmax.shape) - len(kernel_size) :]
+    return _window_max_grad_numpy(dLdZ, argmax, out.shape, kernel_size, stride, out_size, out)
+
+
 def _window_max_grad_native(dLdZ, argmax, in_shape, kernel_size, stride, out_size):
     xp, nd = array_namespace(dLdZ), len(kernel_size)
     lead, spatial = tuple(in_shape[:-nd]), tuple(in_shape[-nd:])

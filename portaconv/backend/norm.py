@@ -173,10 +173,17 @@ class BatchNormTrain:
 
         parts = run_chunks(self._chunks, sums, lambda: Scratch(P3), self._threads)
         db, dW = sum(p[0] for p in parts), sum(p[1] for p in parts)
-        dBZ = pool.backward(dP.reshape(dLdA.shape))
-        N, C = self.shape[0], self.shape[1]
-        dY3 = np.reshape(dBZ, (N, C, -1))
-        return self._input_gradient(dY3, db, dW)
+        dP = dP.reshape(dLdA.shape)
+        if not np.isfinite(dP).all():  # the pooling's own backward keeps masked-out 0s exact
+            dY3 = np.reshape(pool.backward(dP), self._Z3.shape)
+            return self._input_gradient(dY3, db, dW)
+        dZ = np.empty_like(self._Z3)
+        dZ4 = dZ.reshape(self.shape)
+
+        def spread(c: slice, dZc: np.ndarray) -> None:  # each chunk's dBZ, into its dL/dZ
+            pool.backward_into(dP[c], c, dZ4[c])
+
+        return self._input_gradient(dZ, db, dW, fill=spread)
 
     def backward(self, dBZ: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(dLdZ, dLdBW, dLdBb)`` for the upstream gradient ``dBZ`` (the shape of Z; with
@@ -201,11 +208,18 @@ class BatchNormTrain:
         return self._input_gradient(dY3, db, dW, out=dZ)
 
     def _input_gradient(
-        self, dY3: np.ndarray, db: np.ndarray, dW: np.ndarray, out: np.ndarray | None = None
+        self,
+        dY3: np.ndarray,
+        db: np.ndarray,
+        dW: np.ndarray,
+        out: np.ndarray | None = None,
+        fill: Any = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(dLdZ, dLdBW, dLdBb)`` from ``dBZ`` (as (N, C, L)) and its float64 channel
         sums ``db = sum(dBZ)``, ``dW = sum(dBZ (Z - M))``; dL/dZ goes to ``out`` (which may
-        be ``dY3`` itself), else into ``dY3``."""
+        be ``dY3`` itself), else into ``dY3``. With ``fill(chunk, part)``, each chunk's
+        ``dBZ`` is first written into its part of ``dY3`` by that call, in the chunk's
+        thread."""
         Z3 = self._Z3
         C, L = Z3.shape[1], Z3.shape[2]
         dZ = dY3 if out is None else out
@@ -218,6 +232,8 @@ class BatchNormTrain:
         slope = (-a * self.inv_std.astype(np.float64) * dW / n)[:, None].astype(dtype)
 
         def grad(buf: Scratch, i: int, c: slice) -> None:
+            if fill is not None:
+                fill(c, dY3[c])
             T = np.subtract(Z3[c], self._M3, out=buf("T", (c.stop - c.start, C, L)))
             np.multiply(T, slope, out=T)
             np.multiply(dY3[c], a_col, out=dZ[c])  # (with the ReLU, dY3 is dZ: in place)
