@@ -3,7 +3,7 @@
 
     python benchmarks/step_profile.py [--model lenet] [--epochs 5] [--images 4096]
                                       [--batch-size 128] [--variant MODULE.NAME=VALUE ...]
-                                      [--json FILE] [--quick] [--torch]
+                                      [--json FILE] [--quick] [--torch] [--default-malloc]
 
 The zoo network is built and trained as in ``benchmarks/train_bench.py`` (``build_model`` +
 ``DataLoader(shuffle)`` + ``Trainer.fit`` with Adam, float32, the NumPy backend unless
@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_bench import LR, add_epoch_options, load_images  # noqa: E402
+from train_bench import LR, add_epoch_options, load_images, steady_allocator  # noqa: E402
 
 WRAPPED = (
     "forward",
@@ -241,12 +241,14 @@ def profile_torch(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    allocator = "default" if args.default_malloc else steady_allocator()
     report = profile_torch(args) if args.torch else profile(args)
+    report["allocator"] = allocator
     columns = list(report["ms_per_step"])
     print(
         f"{report['model']} on {report['backend']}, {report['data']}, {report['images']} images, "
         f"batch {report['batch_size']}, threads {report['threads']}; "
-        f"ms per step, median of {report['epochs']} epochs"
+        f"ms per step, median of {report['epochs']} epochs; allocator: {allocator}"
     )
     if report["variant"]:
         print("variant: " + ", ".join(report["variant"]))

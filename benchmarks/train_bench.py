@@ -3,6 +3,7 @@ networks in a plain PyTorch loop, interleaved in one process.
 
     python benchmarks/train_bench.py [--models cnn,lenet,mlp] [--rounds 7] [--images 4096]
                                      [--batch-size 128] [--threads T] [--busy N] [--json FILE]
+                                     [--default-malloc]
 
 portaconv's side is what ``portaconv train`` does: ``build_model`` + ``DataLoader(shuffle)`` +
 ``Trainer.fit`` with Adam (no augmentation, no validation, no progress bar), on the NumPy
@@ -19,11 +20,22 @@ Data: the first ``--images`` Fashion-MNIST training images when the IDX files ar
 (``/usr/share/datasets/fashion-mnist``, ``--data-dir``), else seeded random 28x28 images
 (the time of a step does not depend on the pixels). ``--busy N`` runs N processes that
 spin on the CPU beside the measurement (a busy machine), and stops them afterwards.
+
+The C allocator: with glibc, the process first keeps freed memory for reuse
+(:func:`steady_allocator`), because by default glibc returns freed memory at the top of
+its heap to the kernel and the next allocations fault it back in page by page, and how
+often that happens depends on everything the process allocated before: with both libraries
+in one process, PyTorch's ``cnn`` epochs took ~500,000 page faults (1.4-1.6 s) or none
+(0.95-1.0 s) depending on the rounds before, which made its median bimodal. Held steady,
+each library runs as it does alone in its own process. ``--default-malloc`` leaves glibc's
+defaults (the earlier rounds' tables were measured so).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
@@ -59,11 +71,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def add_epoch_options(parser: argparse.ArgumentParser) -> None:
-    """The options every epoch benchmark shares: the data, the batch, the JSON report."""
+    """The options every epoch benchmark shares: the data, the batch, the JSON report, the
+    allocator."""
     parser.add_argument("--images", type=int, default=4096, help="images per epoch")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data-dir", help="where the Fashion-MNIST IDX files are")
     parser.add_argument("--json", metavar="FILE", help="write every number here")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's allocator as it is"
+    )
+
+
+#: glibc's ``mallopt`` parameters (``malloc.h``) and what :func:`steady_allocator` sets.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+TRIM_THRESHOLD = 1 << 30  # free memory kept at the top of the heap before returning it
+MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks below it come from the heap, reused
+
+
+def steady_allocator() -> str:
+    """Make glibc keep freed memory for reuse (``mallopt``: no trimming below 1 GiB, blocks
+    up to 32 MiB from the heap), as a process running one library alone settles into, so
+    neither library's epochs pay page faults that the other's allocations caused. Returns
+    what was done, for the report ("default" where glibc is not the C library)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return "default (no glibc mallopt)"
+    mmap_set = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    if not (mmap_set and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        return "default (mallopt refused)"
+    return f"glibc mallopt: trim threshold {TRIM_THRESHOLD}, mmap threshold {MMAP_THRESHOLD}"
 
 
 def comma_list(parser: argparse.ArgumentParser, option: str, value: str, known: Any) -> list:
@@ -202,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:  # before NumPy and torch start their thread pools
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)
+    allocator = "default" if args.default_malloc else steady_allocator()
     import torch
 
     from portaconv.backend import num_threads
@@ -261,11 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "machine": platform.platform(),
         "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")},
+        "allocator": allocator,
         "results": results,
     }
     print(
         f"data: {source}, {args.images} images, batch {args.batch_size}; threads: portaconv "
         f"{info['portaconv_threads']}, torch {info['torch_threads']}; busy processes: {args.busy}"
+        f"; allocator: {allocator}"
     )
     if args.json:
         with open(args.json, "w") as f:

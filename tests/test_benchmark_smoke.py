@@ -122,7 +122,8 @@ def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
 
 def test_train_bench_quick_run_writes_complete_json(tmp_path):
     """benchmarks/train_bench.py --quick: every zoo network trained on both sides, a ratio
-    per round, finite losses from both (each side really trained)."""
+    per round, finite losses from both (each side really trained), the allocator setting
+    recorded."""
     backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
     report_path = tmp_path / "train.json"
     script = RUN.parent / "train_bench.py"
@@ -134,6 +135,7 @@ def test_train_bench_quick_run_writes_complete_json(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(report_path.read_text())
+    assert report["allocator"].startswith(("glibc mallopt", "default"))
     assert [r["model"] for r in report["results"]] == ["cnn", "lenet", "mlp"]
     for r in report["results"]:
         assert len(r["ratios"]) == report["rounds"] and all(x > 0 for x in r["ratios"])
