@@ -14,7 +14,8 @@ number of threads. One round is one epoch of each, their order alternating from 
 round; the first round is a warm-up and is not counted. Before each timed epoch the process
 sleeps ``SETTLE_S`` so that the other library's idle threads have stopped spinning.
 Reported per network: the median of the per-round time ratios (portaconv / PyTorch) with
-its spread (lowest, highest), and both sides' images per second.
+its spread (lowest, highest), both sides' images per second, and the median page faults the
+process took during each side's epochs (portaconv / PyTorch).
 
 Data: the first ``--images`` Fashion-MNIST training images when the IDX files are found
 (``/usr/share/datasets/fashion-mnist``, ``--data-dir``), else seeded random 28x28 images
@@ -39,6 +40,7 @@ import ctypes.util
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -223,11 +225,20 @@ def make_pair(name: str, X: Any, y: Any, batch_size: int, backend: str) -> tuple
 SETTLE_S = 0.3
 
 
-def timed(step: Any) -> tuple[float, float]:
+def timed(step: Any, faults: list[int]) -> tuple[float, float]:
+    """(seconds, loss) of ``step()`` after ``SETTLE_S``; appends to ``faults`` the page
+    faults the process took meanwhile (memory the kernel had to hand back)."""
     time.sleep(SETTLE_S)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     loss = step()
-    return time.perf_counter() - start, loss
+    seconds = time.perf_counter() - start
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return seconds, loss
+
+
+def faults_text(faults: dict[str, float]) -> str:
+    return " / ".join(f"{v:,.0f}" for v in faults.values())
 
 
 def start_busy(count: int) -> list[subprocess.Popen]:
@@ -256,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             pc_epoch, torch_epoch = make_pair(name, X, y, args.batch_size, args.backend)
             pc_epoch(), torch_epoch()  # warm-up round
             ratios, pc_times, torch_times = [], [], []
+            faults: dict[str, list[int]] = {"portaconv": [], "torch": []}
             for r in range(args.rounds):
                 if r % 2 == 0:
-                    t_pc, pc_loss = timed(pc_epoch)
-                    t_torch, torch_loss = timed(torch_epoch)
+                    t_pc, pc_loss = timed(pc_epoch, faults["portaconv"])
+                    t_torch, torch_loss = timed(torch_epoch, faults["torch"])
                 else:
-                    t_torch, torch_loss = timed(torch_epoch)
-                    t_pc, pc_loss = timed(pc_epoch)
+                    t_torch, torch_loss = timed(torch_epoch, faults["torch"])
+                    t_pc, pc_loss = timed(pc_epoch, faults["portaconv"])
                 ratios.append(t_pc / t_torch)
                 pc_times.append(t_pc)
                 torch_times.append(t_torch)
@@ -275,13 +287,15 @@ def main(argv: list[str] | None = None) -> int:
                 "portaconv_images_per_s": args.images / statistics.median(pc_times),
                 "torch_images_per_s": args.images / statistics.median(torch_times),
                 "last_loss": {"portaconv": pc_loss, "torch": torch_loss},
+                "page_faults_per_epoch": {k: statistics.median(v) for k, v in faults.items()},
             }
             results.append(result)
             print(
                 f"{name:6s} portaconv/torch {result['median_ratio']:.2f}x "
                 f"(spread {result['min_ratio']:.2f}-{result['max_ratio']:.2f}, {args.rounds} "
                 f"rounds)  portaconv {result['portaconv_images_per_s']:.0f} img/s, torch "
-                f"{result['torch_images_per_s']:.0f} img/s",
+                f"{result['torch_images_per_s']:.0f} img/s; page faults per epoch "
+                f"{faults_text(result['page_faults_per_epoch'])}",
                 flush=True,
             )
     finally:

@@ -141,6 +141,7 @@ def test_train_bench_quick_run_writes_complete_json(tmp_path):
         assert len(r["ratios"]) == report["rounds"] and all(x > 0 for x in r["ratios"])
         assert r["min_ratio"] <= r["median_ratio"] <= r["max_ratio"]
         assert all(math.isfinite(v) for v in r["last_loss"].values())
+        assert r["page_faults_per_epoch"].keys() == {"portaconv", "torch"}
 
 
 def test_step_profile_quick_run_times_every_layer_and_restores_the_variant(tmp_path):
