@@ -26,10 +26,10 @@ The C allocator: with glibc, the process first keeps freed memory for reuse
 (:func:`steady_allocator`), because by default glibc returns freed memory at the top of
 its heap to the kernel and the next allocations fault it back in page by page, and how
 often that happens depends on everything the process allocated before: with both libraries
-in one process, PyTorch's ``cnn`` epochs took ~500,000 page faults (1.4-1.6 s) or none
-(0.95-1.0 s) depending on the rounds before, which made its median bimodal. Held steady,
-each library runs as it does alone in its own process. ``--default-malloc`` leaves glibc's
-defaults (the earlier rounds' tables were measured so).
+in one process, PyTorch's ``cnn`` epochs took 1,568 page faults each in one run and 316,685
+in the next (4,340 and 3,249 img/s; BENCHMARKS.md). Held steady, each library runs as it
+does alone in its own process. ``--default-malloc`` leaves glibc's defaults (the earlier
+rounds' tables were measured so).
 """
 
 from __future__ import annotations

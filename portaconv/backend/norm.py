@@ -23,9 +23,10 @@ every scale ``a`` positive, the statistics pass is followed by the pooling of Z 
 the map and ReLU of the pooled values only: ``pool(max(Z a + c, 0)) = max(pool(Z) a + c, 0)``
 because the map is nondecreasing. Backward's ReLU mask and channel sums then cover the
 pooled values (``dBZ`` is zero off the windows' maxima), the pooling's backward spreads the
-masked gradient to full size and the last pass makes dL/dZ of it in place: per step of the
-zoo ``cnn``, the two BatchNorm2d + ReLU + MaxPool2d blocks took 2-3 ms less than the three
-layers in turn (``benchmarks/step_profile.py``, BENCHMARKS.md).
+masked gradient to full size chunk by chunk and the last pass makes dL/dZ of each chunk
+while it is in the cache: per step of the zoo ``cnn``, its two BatchNorm2d + ReLU +
+MaxPool2d blocks took 11.8 ms forward and backward where the layers in turn took 16.1
+(``benchmarks/step_profile.py``, BENCHMARKS.md).
 
 Nothing of the input's size is stored but the input itself (and with the ReLU, the
 output) by reference: backward recomputes ``Z - M`` per chunk. Per-chunk sums are added in
