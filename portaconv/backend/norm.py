@@ -160,8 +160,9 @@ class BatchNormTrain:
         """Backward after a forward that pooled first: ``dLdA`` is the gradient of the
         pooled ReLU output. The ReLU mask and the sums for dL/dBW and dL/dBb are taken at
         the pooled size (``dBZ`` is zero but at each window's maximum, where Z is the pooled
-        value); ``pool.backward`` spreads the masked gradient to full size, and one pass over
-        each chunk turns it into dL/dZ in place."""
+        value); then, chunk by chunk, the pooling spreads the masked gradient to full size
+        (``pool.backward_into``) and the same pass turns it into dL/dZ while it is in the
+        cache."""
         P3, out3 = self._P3, self._out3
         dA3 = np.reshape(dLdA, P3.shape)
         dP = np.empty_like(P3)
@@ -178,13 +179,11 @@ class BatchNormTrain:
         if not np.isfinite(dP).all():  # the pooling's own backward keeps masked-out 0s exact
             dY3 = np.reshape(pool.backward(dP), self._Z3.shape)
             return self._input_gradient(dY3, db, dW)
-        dZ = np.empty_like(self._Z3)
-        dZ4 = dZ.reshape(self.shape)
 
-        def spread(c: slice, dZc: np.ndarray) -> None:  # each chunk's dBZ, into its dL/dZ
-            pool.backward_into(dP[c], c, dZ4[c])
+        def spread(c: slice, part: np.ndarray) -> None:  # the chunk's dBZ, into ``part``
+            pool.backward_into(dP[c], c, np.reshape(part, (part.shape[0], *self.shape[1:])))
 
-        return self._input_gradient(dZ, db, dW, fill=spread)
+        return self._input_gradient(np.empty_like(self._Z3), db, dW, fill=spread)
 
     def backward(self, dBZ: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(dLdZ, dLdBW, dLdBb)`` for the upstream gradient ``dBZ`` (the shape of Z; with

@@ -66,6 +66,7 @@ class _BatchNorm(Layer):
         self._inv_std = None  # 1 / sqrt(V + eps), shaped (1, C, 1, ...) to broadcast
         self._batch_stats = False  # whether the last forward used the batch statistics
         self._spec = None
+        self._pooled_shape: tuple[int, ...] | None = None  # forward_relu_pool's output
         #: A communicator to normalise over every rank's batch (``--sync-bn``); None: this
         #: process's batch alone.
         self.sync: Any = None

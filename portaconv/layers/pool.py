@@ -84,7 +84,6 @@ class _PoolNd(Layer):
         share = dLdZ / math.prod(kernel)
         return window_scatter(lambda k: share, dLdZ, self._in_shape, kernel, stride, out)
 
-
     def backward_into(self, dLdZ: Any, rows: slice, out: Any) -> Any:
         """What :meth:`backward` computes for the samples ``rows`` of the last forward's
         batch, from their upstream gradient ``dLdZ`` (finite, NumPy), written into ``out``
