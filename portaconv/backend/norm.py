@@ -180,8 +180,9 @@ class BatchNormTrain:
             dY3 = np.reshape(pool.backward(dP), self._Z3.shape)
             return self._input_gradient(dY3, db, dW)
 
-        def spread(c: slice, part: np.ndarray) -> None:  # the chunk's dBZ, into ``part``
-            pool.backward_into(dP[c], c, np.reshape(part, (part.shape[0], *self.shape[1:])))
+        def spread(c: slice, part: np.ndarray) -> None:  # the chunk's a dBZ, into ``part``
+            aP = np.multiply(dP[c], self._a.reshape(-1, *(1,) * (dP.ndim - 2)))  # a quarter
+            pool.backward_into(aP, c, np.reshape(part, (part.shape[0], *self.shape[1:])))
 
         return self._input_gradient(np.empty_like(self._Z3), db, dW, fill=spread)
 
@@ -218,8 +219,8 @@ class BatchNormTrain:
         """``(dLdZ, dLdBW, dLdBb)`` from ``dBZ`` (as (N, C, L)) and its float64 channel
         sums ``db = sum(dBZ)``, ``dW = sum(dBZ (Z - M))``; dL/dZ goes to ``out`` (which may
         be ``dY3`` itself), else into ``dY3``. With ``fill(chunk, part)``, each chunk's
-        ``dBZ`` is first written into its part of ``dY3`` by that call, in the chunk's
-        thread."""
+        ``a dBZ`` (scaled already: at the pooled size, a quarter of the work) is first
+        written into its part of ``dY3`` by that call, in the chunk's thread."""
         Z3 = self._Z3
         C, L = Z3.shape[1], Z3.shape[2]
         dZ = dY3 if out is None else out
@@ -233,10 +234,11 @@ class BatchNormTrain:
 
         def grad(buf: Scratch, i: int, c: slice) -> None:
             if fill is not None:
-                fill(c, dY3[c])
+                fill(c, dZ[c])  # a dBZ
             T = np.subtract(Z3[c], self._M3, out=buf("T", (c.stop - c.start, C, L)))
             np.multiply(T, slope, out=T)
-            np.multiply(dY3[c], a_col, out=dZ[c])  # (with the ReLU, dY3 is dZ: in place)
+            if fill is None:
+                np.multiply(dY3[c], a_col, out=dZ[c])  # (with the ReLU, dY3 is dZ: in place)
             dZ[c] += T
             dZ[c] += offset
 
