@@ -134,8 +134,9 @@ class BatchNormTrain:
         """``pool(relu(BZ))`` as ``relu(pool(Z) a + shift)``: with every scale ``a > 0`` the
         map is nondecreasing, also as rounded (``fl(fl(a x) + shift)`` never decreases
         with x), so a window's largest ``BZ`` is the ``BZ`` of its largest ``Z``: the same
-        values, and ``pool`` remembers the same first maxima but where rounding makes two
-        different Z equal. The full-size map and ReLU are never computed."""
+        values, and the same first maxima for the gradient, except where rounding makes the
+        ``BZ`` of two different Z equal (then the larger Z's, not the first). The full-size
+        map and ReLU are never computed."""
         P = pool.forward(Z)
         P3 = np.reshape(P, (P.shape[0], P.shape[1], -1))
         out = np.empty_like(P3)
@@ -180,8 +181,10 @@ class BatchNormTrain:
             dY3 = np.reshape(pool.backward(dP), self._Z3.shape)
             return self._input_gradient(dY3, db, dW)
 
+        a = self._a.reshape(-1, *(1,) * (dP.ndim - 2))  # (C, 1, ...) against dP
+
         def spread(c: slice, part: np.ndarray) -> None:  # the chunk's a dBZ, into ``part``
-            aP = np.multiply(dP[c], self._a.reshape(-1, *(1,) * (dP.ndim - 2)))  # a quarter
+            aP = np.multiply(dP[c], a)  # at the pooled size: a quarter of the work
             pool.backward_into(aP, c, np.reshape(part, (part.shape[0], *self.shape[1:])))
 
         return self._input_gradient(np.empty_like(self._Z3), db, dW, fill=spread)
@@ -235,10 +238,10 @@ class BatchNormTrain:
         def grad(buf: Scratch, i: int, c: slice) -> None:
             if fill is not None:
                 fill(c, dZ[c])  # a dBZ
+            else:
+                np.multiply(dY3[c], a_col, out=dZ[c])  # (with the ReLU, dY3 is dZ: in place)
             T = np.subtract(Z3[c], self._M3, out=buf("T", (c.stop - c.start, C, L)))
             np.multiply(T, slope, out=T)
-            if fill is None:
-                np.multiply(dY3[c], a_col, out=dZ[c])  # (with the ReLU, dY3 is dZ: in place)
             dZ[c] += T
             dZ[c] += offset
 
