@@ -20,6 +20,10 @@ variant's median time per call over the rounds. What it shows, and which constan
   (``backend/update.py``) on the zoo mlp's parameters.
 - ``maxpool``: 2x2 max pooling forward + backward on one thread against the batch shared
   between the threads (``SPLIT_POOL_MIN``), for the zoo cnn's pools and LeNet's.
+- ``forward product``: the row-gather convolution's forward product for one kernel row of
+  a chunk (``conv/rowgather.py``), on one thread, both ways round: ``R_ky @ W_ky`` into Z
+  (M, C_out) against ``W_ky^T @ R_ky^T`` into Z^T (C_out, M), with its GFLOP/s; for LeNet's
+  6 -> 16, ``run.py``'s 5x5 16 -> 32 and the zoo cnn's 32 -> 64, one chunk each.
 """
 
 from __future__ import annotations
@@ -127,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(title: str, medians: dict[str, float]) -> None:
         results[title] = medians
-        cells = "  ".join(f"{name} {us:8.1f} us" for name, us in medians.items())
+        cells = "  ".join(
+            f"{name} {v:.0f}" if name.endswith("GFLOP/s") else f"{name} {v:8.1f} us"
+            for name, v in medians.items()
+        )
         print(f"{title:34s} {cells}", flush=True)
 
     print(f"portaconv threads: {T}; times are medians over {args.rounds} rounds")
@@ -196,6 +203,24 @@ def main(argv: list[str] | None = None) -> int:
             10,
         ),
     )
+
+    # (C_out, K C, M): one kernel row's product over a chunk of the row-gather engine
+    for c_out, kc, m in [(16, 30, 6400), (32, 80, 5488), (64, 96, 4704)]:
+        rows = rng.standard_normal((m, kc)).astype(np.float32)  # R_ky, as stored
+        w = rng.standard_normal((kc, c_out)).astype(np.float32)  # W_ky
+        w_t = np.ascontiguousarray(w.T)
+        z, z_t = np.empty((m, c_out), np.float32), np.empty((c_out, m), np.float32)
+        medians = compare(
+            {
+                "R @ W": (held, lambda r=rows, w=w, z=z: np.matmul(r, w, out=z)),
+                "W^T @ R^T": (held, lambda r=rows, w=w_t, z=z_t: np.matmul(w, r.T, out=z)),
+            },
+            args.rounds,
+            50,
+        )
+        flop = 2 * c_out * kc * m
+        medians.update({f"{k} GFLOP/s": flop / us / 1e3 for k, us in list(medians.items())})
+        report(f"forward product {c_out}x{kc}x{m}", medians)
 
     x = rng.standard_normal((128, 6, 28, 28)).astype(np.float32)
     zero = np.zeros((), dtype=np.float32)

@@ -17,11 +17,15 @@ rounded up to a multiple of s with zero rows), so that the rows of kernel row ky
 a contiguous range, R[ky mod s, ky // s : ky // s + Ho], and the products are the same;
 dL/dA interleaves the classes back.
 
-    forward   Z^T (C_out, M)   = sum_ky W_ky^T @ R_ky^T     W_ky[(kx, c), o] = W[o, c, ky, kx]
+    forward   Z (M, C_out)     = sum_ky R_ky @ W_ky         W_ky[(kx, c), o] = W[o, c, ky, kx]
     dL/dW     dW_ky^T          = dY^T @ R_ky                dY^T: dL/dZ as (C_out, M)
     dL/dA     dR^T rows of ky += W_ky @ dY^T, then each kx adds its shifted slice into dA
 
-``Z^T`` reaches NCHW with the bias in one pass. The chunks (a few MiB of R each) are split
+``Z`` reaches NCHW with the bias in one pass. The forward products keep R_ky as BLAS's
+left operand, as it is stored: the same product the other way round, ``W_ky^T @ R_ky^T``
+into Z^T, runs much slower on OpenBLAS's AVX-512 kernels (``benchmarks/numpy_paths.py``,
+the "forward product" rows), and the pass to NCHW, which then reads Z with a stride of
+C_out, costs less than that. The chunks (a few MiB of R each) are split
 between ``num_threads()`` Python threads with OpenBLAS single-threaded (``_threads``): the
 copies, which NumPy runs on one thread, then run on all of them too. A forward keeps the
 R of every chunk for backward when they total at most ``keep_bytes``; otherwise backward
@@ -128,8 +132,8 @@ class RowGatherConv2d:
         per_sample = st * self._Hq * Wo * KC * A.itemsize
         self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
         keep = N * per_sample <= self.keep
-        # W_ky^T (K, C_out, K C): [ky, o, (kx, c)] = W[o, c, ky, kx]
-        self._WkT = np.ascontiguousarray(W.transpose(2, 0, 3, 1)).reshape(K, Co, KC)
+        # W_ky (K, K C, C_out): [ky, (kx, c), o] = W[o, c, ky, kx]
+        self._Wk = np.ascontiguousarray(W.transpose(2, 3, 1, 0)).reshape(K, KC, Co)
         Z = np.empty((N, Co, Ho, Wo), dtype=A.dtype)
         bias = np.reshape(b, (Co, 1, 1))
         self._A = A
@@ -140,12 +144,12 @@ class RowGatherConv2d:
             R = self._gather(buf, A[c], f"R{i}" if keep else "R")
             # each product after the first lands in the chunk's own Z, which the last
             # line overwrites: no scratch block of that size, and Z[c] is in the cache
-            ZT, T = buf("Z", (Co, M)), np.reshape(Z[c], (Co, M))
-            np.matmul(self._WkT[0], self._rows(R, 0).T, out=ZT)
+            ZM, T = buf("Z", (M, Co)), np.reshape(Z[c], (M, Co))
+            np.matmul(self._rows(R, 0), self._Wk[0], out=ZM)
             for ky in range(1, K):
-                np.matmul(self._WkT[ky], self._rows(R, ky).T, out=T)
-                ZT += T
-            np.add(ZT.reshape(Co, Ho, n, Wo).transpose(2, 0, 1, 3), bias, out=Z[c])
+                np.matmul(self._rows(R, ky), self._Wk[ky], out=T)
+                ZM += T
+            np.add(ZM.reshape(Ho, n, Wo, Co).transpose(1, 3, 0, 2), bias, out=Z[c])
             return R if keep else None
 
         kept = self._run(one_chunk)
@@ -153,7 +157,7 @@ class RowGatherConv2d:
         return Z
 
     def _input_gradient(
-        self, buf: PaddedScratch, R: np.ndarray, dYT: np.ndarray, Wk: list, dA: np.ndarray
+        self, buf: PaddedScratch, R: np.ndarray, dYT: np.ndarray, Wk: np.ndarray, dA: np.ndarray
     ) -> None:
         """dL/dA of a chunk into ``dA`` (n, C, H, W) for stride s > 1: the products go to the
         rows of R's parity classes (``R``'s memory, dead by now), then each kx adds its
@@ -189,7 +193,7 @@ class RowGatherConv2d:
         K, p, st = self._K, self.padding, self.stride
         KC = K * C
         dA = np.empty((N, C, H, Wd), dtype=dZ.dtype) if need_dA else None
-        Wk = [np.ascontiguousarray(w.T) for w in self._WkT]  # W_ky (K C, C_out)
+        Wk = self._Wk  # W_ky (K C, C_out)
         kept, self._kept = self._kept, {}  # used once: a second backward gathers again
 
         def one_chunk(buf: PaddedScratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
