@@ -235,6 +235,10 @@ def machine_info(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         "blas_env": blas_env(),
         "numpy_version": np.__version__,
         "numpy_blas": blas_name(),
+        # the kernels OpenBLAS picked (OPENBLAS_CORETYPE or the CPU), e.g. Haswell, SkylakeX
+        "openblas_kernels": (
+            portaconv.backend.blas_kernels() if hasattr(portaconv.backend, "blas_kernels") else None
+        ),
         "torch_version": torch.__version__,
         "portaconv_version": portaconv.__version__,
         # the im2row chunk budget of the convolutions (portaconv.backend.WORKSPACE_BYTES)
@@ -981,7 +985,8 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"threads: {THREADS} of {os.cpu_count()} CPUs (torch.get_num_threads()="
         f"{torch.get_num_threads()}; {'/'.join(THREAD_ENV)}={THREADS}); "
-        f"numpy {np.__version__} ({info['numpy_blas']})"
+        f"numpy {np.__version__} ({info['numpy_blas']}, kernels "
+        f"{info['openblas_kernels'] or 'unknown'})"
     )
     if info["blas_env"]:
         print("OpenBLAS settings: " + ", ".join(f"{k}={v}" for k, v in info["blas_env"].items()))

@@ -43,7 +43,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_bench import LR, add_epoch_options, load_images, steady_allocator  # noqa: E402
+from train_bench import (  # noqa: E402
+    LR,
+    add_epoch_options,
+    blas_text,
+    load_images,
+    steady_allocator,
+)
 
 WRAPPED = (
     "forward",
@@ -244,11 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     allocator = "default" if args.default_malloc else steady_allocator()
     report = profile_torch(args) if args.torch else profile(args)
     report["allocator"] = allocator
+    report["openblas"] = blas_text()
     columns = list(report["ms_per_step"])
     print(
         f"{report['model']} on {report['backend']}, {report['data']}, {report['images']} images, "
         f"batch {report['batch_size']}, threads {report['threads']}; "
-        f"ms per step, median of {report['epochs']} epochs; allocator: {allocator}"
+        f"ms per step, median of {report['epochs']} epochs; allocator: {allocator}; "
+        f"{report['openblas']}"
     )
     if report["variant"]:
         print("variant: " + ", ".join(report["variant"]))

@@ -107,6 +107,17 @@ def steady_allocator() -> str:
     return f"glibc mallopt: trim threshold {TRIM_THRESHOLD}, mmap threshold {MMAP_THRESHOLD}"
 
 
+def blas_text() -> str:
+    """Which kernels NumPy's OpenBLAS runs, and why: the machine may pin them with
+    ``OPENBLAS_CORETYPE`` (this development machine's environment pins Haswell's AVX2
+    kernels on an AVX-512 CPU, for older OpenBLAS builds; a current NumPy runs slower so)."""
+    from portaconv.backend import blas_kernels
+
+    pinned = os.environ.get("OPENBLAS_CORETYPE")
+    why = f"OPENBLAS_CORETYPE={pinned}" if pinned else "OPENBLAS_CORETYPE unset: the CPU's own"
+    return f"OpenBLAS kernels {blas_kernels() or 'unknown'} ({why})"
+
+
 def comma_list(parser: argparse.ArgumentParser, option: str, value: str, known: Any) -> list:
     """The names of a comma-separated option, each one of ``known`` (else a usage error)."""
     names = [name.strip() for name in value.split(",") if name.strip()]
@@ -147,7 +158,10 @@ def torch_twin(model: Any) -> Any:
     for layer in model:
         if isinstance(layer, L.Conv2d):
             twin = torch.nn.Conv2d(
-                layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size,
+                layer.stride,
                 layer.padding,
             )
         elif isinstance(layer, L.Linear):
@@ -315,13 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "machine": platform.platform(),
         "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")},
+        "openblas": blas_text(),
         "allocator": allocator,
         "results": results,
     }
     print(
         f"data: {source}, {args.images} images, batch {args.batch_size}; threads: portaconv "
         f"{info['portaconv_threads']}, torch {info['torch_threads']}; busy processes: {args.busy}"
-        f"; allocator: {allocator}"
+        f"; allocator: {allocator}; {info['openblas']}"
     )
     if args.json:
         with open(args.json, "w") as f:

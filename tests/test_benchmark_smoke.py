@@ -110,7 +110,13 @@ def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
     )
     assert done.returncode == 0, f"numpy_paths.py failed:\n{done.stdout}\n{done.stderr}"
     results = json.loads(report_path.read_text())["results"]
-    assert len(results) == 12
+    assert len(results) == 15
+    assert results["forward product 32x80x5488"].keys() == {
+        "R @ W",
+        "W^T @ R^T",
+        "R @ W GFLOP/s",
+        "W^T @ R^T GFLOP/s",
+    }
     assert results["dot: 2x10 products 16x6400x30"].keys() == {
         "in turn",
         "threads matmul",

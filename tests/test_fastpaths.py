@@ -17,6 +17,10 @@ float64 NumPy loop written here, never the fast path with the portable one alone
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -1065,7 +1069,8 @@ def _assert_batchnorm_runs(runs, torch_fn, inputs, dLdZ, running, dtype) -> None
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
-    "geometry", ["2d", "2d-overlapping", "1d"]  # MaxPool2d(2), MaxPool2d(3, 2), MaxPool1d(2)
+    "geometry",
+    ["2d", "2d-overlapping", "1d"],  # MaxPool2d(2), MaxPool2d(3, 2), MaxPool1d(2)
 )
 @pytest.mark.parametrize("scales", ["positive", "one negative", "one zero"])
 def test_batchnorm_relu_maxpool_pools_first_and_matches_torch(
@@ -1261,3 +1266,19 @@ def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, inpu
         np.testing.assert_allclose(dLdX, X_t.grad.numpy(), rtol=0, atol=1e-10)
     else:
         assert dLdX is None
+
+
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64") or not threads.blas_thread_control(),
+    reason="OPENBLAS_CORETYPE names x86-64 kernels; NumPy's bundled OpenBLAS not found here",
+)
+def test_blas_kernels_names_the_kernels_openblas_was_told_to_run():
+    """``blas_kernels`` reports OpenBLAS's own core name: in a fresh interpreter with
+    ``OPENBLAS_CORETYPE`` set (Nehalem's SSE4.2 kernels run on every x86-64 CPU that NumPy 2
+    supports), that name."""
+    code = "import portaconv.backend as b; print(b.blas_kernels())"
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Nehalem"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "Nehalem"

@@ -78,6 +78,7 @@ from ._random import (
     uniform,
 )
 from ._threads import (
+    blas_kernels,
     blas_thread_control,
     num_threads,
     run_threaded,
@@ -110,6 +111,7 @@ __all__ = [
     "astype",
     "batch_chunks",
     "bernoulli_mask",
+    "blas_kernels",
     "blas_thread_control",
     "channels_first_matrix",
     "check_compiles",

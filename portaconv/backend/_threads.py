@@ -39,13 +39,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# Symbol pairs (get, set), tried in order: NumPy's bundled scipy-openblas (64-bit integer
-# build, then 32-bit), then a plain OpenBLAS.
-_THREAD_SYMBOLS = (
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-)
+# Symbol spellings (prefix, suffix), tried in order: NumPy's bundled scipy-openblas (64-bit
+# integer build, then 32-bit), then a plain OpenBLAS; e.g. scipy_openblas_get_num_threads64_.
+_SPELLINGS = (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", ""))
 
 _UNSET = object()
 _openblas: Any = _UNSET  # (get, set) once looked up; None where not found
@@ -60,7 +56,8 @@ _pool_key: tuple[int, int] = (0, 0)  # (process id, threads) of the pool
 _task = threading.local()  # .running: this thread is running one of run_threaded's tasks
 
 
-def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None]] | None:
+def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None], Callable[[], Any]] | None:
+    """OpenBLAS's (get_num_threads, set_num_threads, get_corename) in NumPy's bundled library."""
     import numpy as np
 
     np_dir = os.path.dirname(np.__file__)
@@ -74,15 +71,20 @@ def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None]] | None:
                 lib = ctypes.CDLL(path)
             except OSError:
                 continue
-            for get_name, set_name in _THREAD_SYMBOLS:
-                get_fn, set_fn = getattr(lib, get_name, None), getattr(lib, set_name, None)
+            for prefix, suffix in _SPELLINGS:
+                get_fn, set_fn, core_fn = (
+                    getattr(lib, f"{prefix}{name}{suffix}", None)
+                    for name in ("get_num_threads", "set_num_threads", "get_corename")
+                )
                 if get_fn is not None and set_fn is not None:
                     get_fn.restype = ctypes.c_int
-                    return get_fn, set_fn
+                    if core_fn is not None:
+                        core_fn.restype = ctypes.c_char_p
+                    return get_fn, set_fn, core_fn
     return None
 
 
-def _blas() -> tuple[Callable[[], int], Callable[[Any], None]] | None:
+def _blas() -> tuple[Callable[[], int], Callable[[Any], None], Any] | None:
     global _openblas
     if _openblas is _UNSET:
         try:
@@ -95,6 +97,16 @@ def _blas() -> tuple[Callable[[], int], Callable[[Any], None]] | None:
 def blas_thread_control() -> bool:
     """Whether OpenBLAS's thread count can be read and set (NumPy's bundled OpenBLAS found)."""
     return _blas() is not None
+
+
+def blas_kernels() -> str | None:
+    """The CPU kernels NumPy's OpenBLAS runs ("Haswell", "SkylakeX", ...: what
+    ``OPENBLAS_CORETYPE`` or the CPU chose), for benchmark reports; None where unknown."""
+    blas = _blas()
+    if blas is None or blas[2] is None:
+        return None
+    name = blas[2]()
+    return name.decode(errors="replace").strip() if name else None
 
 
 def set_num_threads(n: int | None) -> None:
@@ -128,7 +140,7 @@ def num_threads() -> int:
 @contextlib.contextmanager
 def _single_threaded_blas() -> Iterator[None]:
     global _depth, _saved
-    get_fn, set_fn = _blas()
+    get_fn, set_fn, _ = _blas()
     with _lock:
         if _depth == 0:
             _saved = get_fn()
