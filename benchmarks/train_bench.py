@@ -111,11 +111,12 @@ def blas_text() -> str:
     """Which kernels NumPy's OpenBLAS runs, and why: the machine may pin them with
     ``OPENBLAS_CORETYPE`` (this development machine's environment pins Haswell's AVX2
     kernels on an AVX-512 CPU, for older OpenBLAS builds; a current NumPy runs slower so)."""
-    from portaconv.backend import blas_kernels
+    import portaconv.backend
 
+    kernels = getattr(portaconv.backend, "blas_kernels", lambda: None)()  # (older versions)
     pinned = os.environ.get("OPENBLAS_CORETYPE")
     why = f"OPENBLAS_CORETYPE={pinned}" if pinned else "OPENBLAS_CORETYPE unset: the CPU's own"
-    return f"OpenBLAS kernels {blas_kernels() or 'unknown'} ({why})"
+    return f"OpenBLAS kernels {kernels or 'unknown'} ({why})"
 
 
 def comma_list(parser: argparse.ArgumentParser, option: str, value: str, known: Any) -> list:
