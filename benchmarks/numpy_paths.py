@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ import portaconv.backend._ops as ops
 import portaconv.backend.update as update
 import portaconv.optim.optimizer as optimizer
 from portaconv.backend import (
+    blas_kernels,
     num_threads,
     relu,
     run_threaded,
@@ -137,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{title:34s} {cells}", flush=True)
 
-    print(f"portaconv threads: {T}; times are medians over {args.rounds} rounds")
+    print(
+        f"portaconv threads: {T}; times are medians over {args.rounds} rounds; "
+        f"OpenBLAS kernels {blas_kernels() or 'unknown'}"
+        + (f" (OPENBLAS_CORETYPE={pin})" if (pin := os.environ.get("OPENBLAS_CORETYPE")) else "")
+    )
     empty = [lambda: None] * max(2, T)
     report(
         "dispatch (run_threaded, empty)",
