@@ -471,6 +471,33 @@ def test_numpy_engine_matches_torch(
         np.testing.assert_array_equal(A, before)
 
 
+@pytest.mark.parametrize("cap_samples", [2, 3])
+def test_nchw_keeps_windows_up_to_its_own_cap(monkeypatch, cap_samples):
+    """The NCHW engine keeps its window matrices for backward only up to MAX_KEEP_BYTES
+    (below the library-wide KEEP_BYTES): a batch of 3 whose windows exceed a cap of 2
+    samples' worth is gathered again in backward, one within the cap of 3 is kept; both
+    give PyTorch's gradients (float64)."""
+    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30)
+    per_sample = 8 * 1 * 3 * 3 * 6 * 6  # float64, C K K windows of 6x6 outputs
+    monkeypatch.setattr(nchw, "MAX_KEEP_BYTES", cap_samples * per_sample)
+    rng = np.random.default_rng(cap_samples)
+    A = rng.standard_normal((3, 1, 6, 6))
+    W, b = rng.standard_normal((4, 1, 3, 3)), rng.standard_normal(4)
+    with use_backend("numpy", None, "float64") as bk:
+        layer = L.Conv2d(1, 4, 3, 1, 1, lambda *_: W, lambda *_: b)
+        Z = layer.forward(A)
+        assert isinstance(layer._engine, NCHWConv2d)
+        assert bool(layer._engine._kept) == (cap_samples >= 3)
+        dLdZ = rng.standard_normal(Z.shape)
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: F.conv2d(A, W, b, padding=1), {"A": A, "W": W, "b": b}, dLdZ
+        )
+        assert_close(Z, Z_ref, bk, "Z")
+        assert_close(layer.backward(dLdZ), grads["A"], bk, "dLdA")
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+        assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+
+
 @pytest.mark.parametrize("k,stride,padding", [(5, 1, 2), (1, 1, 0), (3, 2, 1)])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_nchw_conv_non_contiguous_input_and_gradient(

@@ -204,9 +204,10 @@ def scaled_add(
 WORKSPACE_BYTES = {"numpy": 4 * 2**20, "cpu": 32 * 2**20, "gpu": 512 * 2**20}
 
 #: Bytes of im2row matrices a convolution may keep from forward to backward (all of its
-#: chunks, or none). NumPy keeps up to 3 chunks' worth rather than gather them again
-#: (LeNet-5's two convolutions, 10 and 8 MiB at batch 128, then skip a gather each); beyond
-#: that, memory wins. Other libraries keep what fits in one chunk.
+#: chunks, or none). NumPy keeps up to 3 chunks' worth rather than gather them again (the
+#: zoo cnn's second convolution, 10.5 MiB of rows at batch 128, then skips a gather; the
+#: few-channel engine keeps less, ``conv.nchw.MAX_KEEP_BYTES``); beyond that, memory wins.
+#: Other libraries keep what fits in one chunk.
 KEEP_BYTES = {"numpy": 12 * 2**20}
 
 

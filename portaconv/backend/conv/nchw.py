@@ -25,8 +25,8 @@ of the backward's, ``benchmarks/step_profile.py``).
 Each is one ``np.matmul`` over the chunk's stack of samples (OpenBLAS per sample); the
 chunks are shared between :func:`~portaconv.backend.num_threads` threads as in the other
 engines (``_chunks``). A forward keeps X of every chunk for backward when they total at
-most ``keep_bytes``; otherwise backward gathers them again from the input, which it keeps
-by reference.
+most ``keep_bytes`` and :data:`MAX_KEEP_BYTES`; otherwise backward gathers them again from
+the input, which it keeps by reference.
 
 The layer takes it where :func:`nchw_applies` says (few input channels, strided, 1x1);
 ``benchmarks/conv_paths.py`` compares it with the other engines; tested against PyTorch
@@ -50,6 +50,16 @@ MAX_CHANNELS = 4
 #: Fewest output positions (H_out W_out) per sample for which the per-sample products pay
 #: with many input channels (below :data:`MAX_CHANNELS` they always do).
 MIN_POSITIONS = 100
+
+#: Most window matrices X (all chunks) forward keeps for backward, below ``keep_bytes``: X
+#: holds K*K copies of a few-channel input, and past a few MiB writing it out and reading
+#: it back cost more than gathering it again from the input in backward. Measured inside
+#: ``Trainer.fit`` (``benchmarks/step_profile.py --variant
+#: portaconv.backend.conv.nchw.MAX_KEEP_BYTES=...``, CPU's own OpenBLAS kernels): LeNet-5's
+#: first layer (9.8 MiB of windows at batch 128) gathering again, the whole step 6.26 ->
+#: 5.99 and 6.34 -> 6.07 ms (a third run 6.76 -> 6.73); the zoo cnn's (3x3, 3.8 MiB) kept,
+#: since gathering again cost its backward 0.25 ms for 0.08 ms saved in forward.
+MAX_KEEP_BYTES = 4 * 2**20
 
 
 def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: int) -> bool:
@@ -121,7 +131,7 @@ class NCHWConv2d:
         self._threads = num_threads()
         per_sample = CKK * L * A.itemsize
         self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
-        keep = N * per_sample <= self.keep and not self._pointwise
+        keep = N * per_sample <= min(self.keep, MAX_KEEP_BYTES) and not self._pointwise
         self._W = np.concatenate([W.reshape(Co, CKK), np.reshape(b, (Co, 1))], axis=1)
         Z = np.empty((N, Co, Ho, Wo), dtype=A.dtype)
         bias = np.reshape(b, (Co, 1))
