@@ -44,7 +44,7 @@ T = TypeVar("T")
 _SPELLINGS = (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", ""))
 
 _UNSET = object()
-_openblas: Any = _UNSET  # (get, set) once looked up; None where not found
+_openblas: Any = _UNSET  # (get, set, corename) once looked up; None where not found
 _requested: int | None = None  # from set_num_threads or PORTACONV_NUM_THREADS
 _env_read = False
 
