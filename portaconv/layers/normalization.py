@@ -127,10 +127,9 @@ class _BatchNorm(Layer):
         :meth:`forward_relu`, then ``pool``.
         """
         A = self._forward(Z, None, relu=True, pool=pool)
-        if self._engine is not None and self._engine.pooled:
-            relu.Z, relu.A, relu._spec = A, A, self._spec
+        if self._engine is not None and self._engine.pooled:  # A is pooled and ReLU'd
             self._pooled_shape = tuple(A.shape)
-            return A
+            return self._relu_of(A, relu)
         return pool.forward(self._relu_of(A, relu))
 
     def backward_relu_pool(self, dLdA: Any, relu: Any, pool: Any) -> Any:
