@@ -179,7 +179,7 @@ class RowGatherConv2d:
             np.matmul(Wk[ky], dYT, out=T)
             dRT[:, q, j * nW : j * nW + M] += T
         dR = dRT.reshape(K, C, st, Hq, n, Wo)
-        dX = buf("dX", (C, Hq, st, n, Wp))  # row h = j s + q
+        dX = buf("T", (C, Hq, st, n, Wp))  # T is dead: its memory. Row h = j s + q
         dX[...] = 0
         for kx in range(K):
             dX[..., kx : kx + st * (Wo - 1) + 1 : st] += dR[kx].transpose(0, 2, 1, 3, 4)
@@ -222,7 +222,7 @@ class RowGatherConv2d:
                 np.matmul(Wk[ky], dYT, out=T)
                 dRT[:, ky * nW : ky * nW + M] += T
             dR = dRT.reshape(K, C, Hp, n, Wo)
-            dXT = buf("dX", (C, H, n, Wp))
+            dXT = buf("T", (C, H, n, Wp))  # T is dead: its memory
             dXT[..., :Wo] = dR[0, :, p : p + H]
             dXT[..., Wo:] = 0
             for kx in range(1, K):
