@@ -24,6 +24,9 @@ variant's median time per call over the rounds. What it shows, and which constan
   a chunk (``conv/rowgather.py``), on one thread, both ways round: ``R_ky @ W_ky`` into Z
   (M, C_out) against ``W_ky^T @ R_ky^T`` into Z^T (C_out, M), with its GFLOP/s; for LeNet's
   6 -> 16, ``run.py``'s 5x5 16 -> 32 and the zoo cnn's 32 -> 64, one chunk each.
+- ``accumulated products``: the same chunks' sums over their 5 kernel rows, forward (into
+  Z) and for dL/dA (into dR^T's rows), as NumPy products into a scratch block each added
+  in a pass, against ``backend._ops.gemm`` letting OpenBLAS add each product (``beta = 1``).
 """
 
 from __future__ import annotations
@@ -227,6 +230,50 @@ def main(argv: list[str] | None = None) -> int:
         flop = 2 * c_out * kc * m
         medians.update({f"{k} GFLOP/s": flop / us / 1e3 for k, us in list(medians.items())})
         report(f"forward product {c_out}x{kc}x{m}", medians)
+
+    # One chunk's sums over the K = 5 kernel rows (shapes as above; rows offset by a row of
+    # the output, as in R): NumPy's product into a scratch block and an add, against BLAS
+    # adding each product itself (gemm's accumulate); forward into Z, dL/dA into dR^T's
+    # rows of each kernel row
+    for c_out, kc, m, row in [(16, 30, 6400, 640), (32, 80, 5488, 196), (64, 96, 4704, 336)]:
+        rows = rng.standard_normal((m + 4 * row, kc)).astype(np.float32)
+        w = rng.standard_normal((5, kc, c_out)).astype(np.float32)
+        dy_t = rng.standard_normal((c_out, m)).astype(np.float32)
+        z, dr_t = np.empty((m, c_out), np.float32), np.empty((kc, m + 4 * row), np.float32)
+        t, t_a = np.empty((m, c_out), np.float32), np.empty((kc, m), np.float32)
+
+        def forward_numpy(r=rows, w=w, z=z, t=t, row=row, m=m) -> None:
+            np.matmul(r[:m], w[0], out=z)
+            for ky in range(1, 5):
+                np.matmul(r[ky * row : ky * row + m], w[ky], out=t)
+                z += t
+
+        def forward_gemm(r=rows, w=w, z=z, row=row, m=m) -> None:
+            for ky in range(5):
+                ops.gemm(r[ky * row : ky * row + m], w[ky], z, accumulate=ky > 0)
+
+        def input_grad_numpy(w=w, d=dy_t, out=dr_t, t=t_a, row=row, m=m) -> None:
+            np.matmul(w[0], d, out=out[:, :m])
+            for ky in range(1, 5):
+                np.matmul(w[ky], d, out=t)
+                out[:, ky * row : ky * row + m] += t
+
+        def input_grad_gemm(w=w, d=dy_t, out=dr_t, row=row, m=m) -> None:
+            ops.gemm(w[0], d, out[:, :m])
+            for ky in range(1, 5):
+                ops.gemm(w[ky], d, out[:, ky * row : ky * row + m], accumulate=True)
+
+        medians = compare(
+            {
+                "forward matmul + add": (held, forward_numpy),
+                "forward gemm": (held, forward_gemm),
+                "dL/dA matmul + add": (held, input_grad_numpy),
+                "dL/dA gemm": (held, input_grad_gemm),
+            },
+            args.rounds,
+            20,
+        )
+        report(f"accumulated products, 5 kernel rows {c_out}x{kc}x{m}", medians)
 
     x = rng.standard_normal((128, 6, 28, 28)).astype(np.float32)
     zero = np.zeros((), dtype=np.float32)

@@ -639,7 +639,7 @@ def test_overlapping_threaded_calls_restore_the_blas_thread_count():
 def test_a_blas_count_set_during_a_threaded_call_is_kept():
     """The program (threadpoolctl, say) sets OpenBLAS's count while a threaded call runs:
     the call's end leaves that count, not the one from before the call."""
-    get_count, set_count, _ = threads._blas()
+    get_count, set_count, _, _ = threads._blas()
     start = get_count()
     wanted = 3 if start != 3 else 2
     try:
@@ -1309,3 +1309,50 @@ def test_blas_kernels_names_the_kernels_openblas_was_told_to_run():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "Nehalem"
+
+
+def _reference_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float64 by an elementwise sum (no BLAS)."""
+    return (a.astype(np.float64)[:, :, None] * b.astype(np.float64)[None, :, :]).sum(axis=1)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["openblas", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_writes_and_accumulates_into_strided_blocks(direct, dtype, monkeypatch):
+    """``gemm`` (the row-gather convolution's products) against a float64 elementwise sum:
+    plain and transposed operands, an output that is a column block of a wider matrix
+    (rows of a larger stride), overwriting and accumulating; the same through NumPy's
+    matmul where OpenBLAS's cblas is not used. The block's neighbours are left alone, and
+    with OpenBLAS every product is its call."""
+    calls = []
+    if direct:
+        real = ops.blas_gemm(np.dtype(dtype).name)
+        if real is None:
+            pytest.skip("NumPy's bundled OpenBLAS (its cblas_?gemm) was not found here")
+        monkeypatch.setattr(ops, "blas_gemm", lambda name: lambda *args: calls.append(real(*args)))
+    else:
+        monkeypatch.setattr(ops, "blas_gemm", lambda name: None)
+    rng = np.random.default_rng(7)
+    m, k, n = 13, 7, 5
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    operands_a = (rng.standard_normal((m, k)), np.asfortranarray(rng.standard_normal((m, k))))
+    operands_b = (rng.standard_normal((k, n)), np.asfortranarray(rng.standard_normal((k, n))))
+    for a in (x.astype(dtype, order="K") for x in operands_a):
+        for b in (x.astype(dtype, order="K") for x in operands_b):
+            wide = rng.standard_normal((m, n + 9)).astype(dtype)
+            before = wide.copy()
+            block = wide[:, 4 : 4 + n]
+            ops.gemm(a, b, block)
+            np.testing.assert_allclose(block, _reference_product(a, b), rtol=tol, atol=tol)
+            ops.gemm(a, b, block, accumulate=True)
+            np.testing.assert_allclose(block, 2 * _reference_product(a, b), rtol=tol, atol=tol)
+            np.testing.assert_array_equal(wide[:, :4], before[:, :4])
+            np.testing.assert_array_equal(wide[:, 4 + n :], before[:, 4 + n :])
+    assert len(calls) == (8 if direct else 0)
+    out = np.empty((n, m), dtype).T  # transposed: BLAS would write it the other way round
+    a, b = operands_a[0].astype(dtype), operands_b[0].astype(dtype)
+    ops.gemm(a, b, out)
+    np.testing.assert_allclose(out, _reference_product(a, b), rtol=tol, atol=tol)
+    assert len(calls) == (8 if direct else 0)  # NumPy's matmul wrote it
+    with pytest.raises(ValueError, match="do not agree"):
+        ops.gemm(np.ones((3, 4), dtype), np.ones((5, 2), dtype), np.empty((3, 2), dtype))

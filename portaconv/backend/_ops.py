@@ -37,7 +37,7 @@ from ._native import (
     take_add,
     window_argmax,
 )
-from ._threads import blas_held, in_threaded_task, num_threads, run_threaded
+from ._threads import blas_gemm, blas_held, in_threaded_task, num_threads, run_threaded
 
 # --------------------------------------------------------------------------- conversion
 
@@ -658,6 +658,63 @@ def dot(a: Any, b: Any, out: Any = None) -> Any:
     import numpy as np
 
     return np.dot(a, b) if out is None else np.dot(a, b, out=out)
+
+
+def _blas_layout(x: Any) -> tuple[bool, int] | None:
+    """(transposed, leading dimension) of a NumPy matrix as BLAS reads it in row-major
+    order, or None where it cannot (no unit stride, or a leading stride below a row)."""
+    rows, cols = x.shape
+    s0, s1 = x.strides
+    item = x.itemsize
+    if s1 == item and s0 % item == 0 and s0 // item >= max(1, cols):
+        return False, s0 // item
+    if s0 == item and s1 % item == 0 and s1 // item >= max(1, rows):
+        return True, s1 // item
+    return None
+
+
+def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> None:
+    """``out = a @ b``, or ``out += a @ b`` with ``accumulate``, for NumPy matrices.
+
+    OpenBLAS's ``cblas_?gemm`` (``blas_gemm``) is called directly where the three share a
+    float dtype and BLAS can read them as they lie: ``out`` may be a block of a larger
+    matrix (rows of any stride), and ``accumulate`` is BLAS's ``beta = 1``, so a sum of
+    products needs no scratch block and no pass to add each one (the row-gather
+    convolution's kernel rows: ``benchmarks/numpy_paths.py``, the "accumulated products"
+    rows). Elsewhere (another BLAS, other dtypes or layouts) NumPy's ``matmul``, the sum
+    through a temporary. ``ctypes`` releases the GIL for the call, as ``np.dot`` does."""
+    import numpy as np
+
+    (m, k), n = a.shape, b.shape[1]
+    if b.shape[0] != k or out.shape != (m, n):
+        raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} -> {out.shape} do not agree")
+    fn = blas_gemm(out.dtype.name) if a.dtype == b.dtype == out.dtype else None
+    layout_a, layout_b, layout_out = _blas_layout(a), _blas_layout(b), _blas_layout(out)
+    direct = fn is not None and None not in (layout_a, layout_b, layout_out)
+    direct = direct and not layout_out[0] and m * n * k > 0
+    if not (direct and a.flags.aligned and b.flags.aligned and out.flags.aligned):
+        if accumulate:
+            out += np.matmul(a, b)
+        else:
+            np.matmul(a, b, out=out)
+        return
+    no, yes = 111, 112  # CblasNoTrans, CblasTrans; 101 is CblasRowMajor
+    fn(
+        101,
+        yes if layout_a[0] else no,
+        yes if layout_b[0] else no,
+        m,
+        n,
+        k,
+        1.0,
+        a.ctypes.data,
+        layout_a[1],
+        b.ctypes.data,
+        layout_b[1],
+        1.0 if accumulate else 0.0,
+        out.ctypes.data,
+        layout_out[1],
+    )
 
 
 # A product is split between threads from this many multiply-adds (m n k) on. Handing

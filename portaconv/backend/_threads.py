@@ -1,4 +1,5 @@
-"""How many threads portaconv's NumPy fast paths use, and control of OpenBLAS's thread count.
+"""How many threads portaconv's NumPy fast paths use, and control of OpenBLAS's thread count
+(and its ``cblas_?gemm``, found with it: :func:`blas_gemm`).
 
 NumPy runs its copies and additions on one thread and its matrix products on OpenBLAS's
 threads. The row-gather convolution (``conv/rowgather.py``) instead splits its batch chunks between
@@ -56,8 +57,10 @@ _pool_key: tuple[int, int] = (0, 0)  # (process id, threads) of the pool
 _task = threading.local()  # .running: this thread is running one of run_threaded's tasks
 
 
-def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None], Callable[[], Any]] | None:
-    """OpenBLAS's (get_num_threads, set_num_threads, get_corename) in NumPy's bundled library."""
+def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None], Any, dict] | None:
+    """OpenBLAS's (get_num_threads, set_num_threads, get_corename, {dtype name: gemm}) in
+    NumPy's bundled library; the gemm entries are ``cblas_sgemm`` and ``cblas_dgemm`` with
+    their argument types set (:func:`blas_gemm`)."""
     import numpy as np
 
     np_dir = os.path.dirname(np.__file__)
@@ -80,11 +83,34 @@ def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None], Callable
                     get_fn.restype = ctypes.c_int
                     if core_fn is not None:
                         core_fn.restype = ctypes.c_char_p
-                    return get_fn, set_fn, core_fn
+                    return get_fn, set_fn, core_fn, _gemms(lib, prefix, suffix)
     return None
 
 
-def _blas() -> tuple[Callable[[], int], Callable[[Any], None], Any] | None:
+def _gemms(lib: Any, prefix: str, suffix: str) -> dict[str, Any]:
+    """``cblas_?gemm`` of the library spelt as its thread functions are, by dtype name. Only
+    scipy-openblas's spellings, whose suffix tells the size of an integer (``64_``: the
+    64-bit integer build); for another spelling, or none found, empty (NumPy's products)."""
+    if prefix != "scipy_openblas_":
+        return {}
+    size = ctypes.c_int64 if suffix == "64_" else ctypes.c_int
+    cblas = "scipy_cblas_"
+    found = {}
+    kinds = (("float32", "s", ctypes.c_float), ("float64", "d", ctypes.c_double))
+    for dtype, letter, scalar in kinds:
+        fn = getattr(lib, f"{cblas}{letter}gemm{suffix}", None)
+        if fn is None:
+            continue
+        # (order, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        enum, ptr = ctypes.c_int, ctypes.c_void_p
+        fn.argtypes = [enum, enum, enum, size, size, size, scalar, ptr, size, ptr, size, scalar]
+        fn.argtypes += [ptr, size]
+        fn.restype = None
+        found[dtype] = fn
+    return found
+
+
+def _blas() -> tuple[Callable[[], int], Callable[[Any], None], Any, dict] | None:
     global _openblas
     if _openblas is _UNSET:
         try:
@@ -107,6 +133,13 @@ def blas_kernels() -> str | None:
         return None
     name = blas[2]()
     return name.decode(errors="replace").strip() if name else None
+
+
+def blas_gemm(dtype_name: str) -> Any:
+    """OpenBLAS's ``cblas_?gemm`` for ``"float32"`` or ``"float64"`` (C's argument order,
+    ``ctypes`` releasing the GIL during the call), or None where it is not found."""
+    blas = _blas()
+    return None if blas is None else blas[3].get(dtype_name)
 
 
 def set_num_threads(n: int | None) -> None:
@@ -140,7 +173,7 @@ def num_threads() -> int:
 @contextlib.contextmanager
 def _single_threaded_blas() -> Iterator[None]:
     global _depth, _saved
-    get_fn, set_fn, _ = _blas()
+    get_fn, set_fn, _, _ = _blas()
     with _lock:
         if _depth == 0:
             _saved = get_fn()

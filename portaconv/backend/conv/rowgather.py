@@ -21,6 +21,8 @@ dL/dA interleaves the classes back.
     dL/dW     dW_ky^T          = dY^T @ R_ky                dY^T: dL/dZ as (C_out, M)
     dL/dA     dR^T rows of ky += W_ky @ dY^T, then each kx adds its shifted slice into dA
 
+The sums over kernel rows are BLAS's own (``gemm``'s ``accumulate``, ``beta = 1``): each
+product adds into Z, or into its rows of dR^T, with no scratch block and no pass to add it.
 ``Z`` reaches NCHW with the bias in one pass. The forward products keep R_ky as BLAS's
 left operand, as it is stored: the same product the other way round, ``W_ky^T @ R_ky^T``
 into Z^T, runs much slower on OpenBLAS's AVX-512 kernels (``benchmarks/numpy_paths.py``,
@@ -45,7 +47,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._ops import dot
+from .._ops import dot, gemm
 from .._threads import num_threads
 from ._chunks import PaddedScratch, plan_chunks, run_chunks
 
@@ -142,13 +144,9 @@ class RowGatherConv2d:
             n = c.stop - c.start
             M = Ho * n * Wo
             R = self._gather(buf, A[c], f"R{i}" if keep else "R")
-            # each product after the first lands in the chunk's own Z, which the last
-            # line overwrites: no scratch block of that size, and Z[c] is in the cache
-            ZM, T = buf("Z", (M, Co)), np.reshape(Z[c], (M, Co))
-            np.matmul(self._rows(R, 0), self._Wk[0], out=ZM)
-            for ky in range(1, K):
-                np.matmul(self._rows(R, ky), self._Wk[ky], out=T)
-                ZM += T
+            ZM = buf("Z", (M, Co))
+            for ky in range(K):  # BLAS adds each product after the first into ZM
+                gemm(self._rows(R, ky), self._Wk[ky], ZM, accumulate=ky > 0)
             np.add(ZM.reshape(Ho, n, Wo, Co).transpose(1, 3, 0, 2), bias, out=Z[c])
             return R if keep else None
 
@@ -167,19 +165,17 @@ class RowGatherConv2d:
         n = R.shape[2]
         nW, M = n * Wo, Ho * n * Wo
         dRT = np.reshape(R, (K * C, st, Hq * nW))  # columns (parity q, row j, sample, x)
-        T = buf("T", (K * C, M))
         for q in range(st):
             if q >= K:  # rows no kernel row reads
                 dRT[:, q] = 0
                 continue
-            np.matmul(Wk[q], dYT, out=dRT[:, q, :M])  # ky = q starts its class at row 0
+            gemm(Wk[q], dYT, dRT[:, q, :M])  # ky = q starts its class at row 0
             dRT[:, q, M:] = 0
-        for ky in range(st, K):
+        for ky in range(st, K):  # BLAS adds each product into its rows of dR^T
             q, j = ky % st, ky // st
-            np.matmul(Wk[ky], dYT, out=T)
-            dRT[:, q, j * nW : j * nW + M] += T
+            gemm(Wk[ky], dYT, dRT[:, q, j * nW : j * nW + M], accumulate=True)
         dR = dRT.reshape(K, C, st, Hq, n, Wo)
-        dX = buf("T", (C, Hq, st, n, Wp))  # T is dead: its memory. Row h = j s + q
+        dX = buf("dX", (C, Hq, st, n, Wp))  # row h = j s + q
         dX[...] = 0
         for kx in range(K):
             dX[..., kx : kx + st * (Wo - 1) + 1 : st] += dR[kx].transpose(0, 2, 1, 3, 4)
@@ -215,14 +211,12 @@ class RowGatherConv2d:
                 self._input_gradient(buf, R, dYT, Wk, dA[c])
                 return dWT, db
             dRT = np.reshape(R, (KC, Hp * nW))  # R is dead once dL/dW has it: same size
-            T = buf("T", (KC, M))
-            np.matmul(Wk[0], dYT, out=dRT[:, :M])  # BLAS writes the strided block directly
+            gemm(Wk[0], dYT, dRT[:, :M])  # BLAS writes the strided block directly
             dRT[:, M:] = 0
-            for ky in range(1, K):
-                np.matmul(Wk[ky], dYT, out=T)
-                dRT[:, ky * nW : ky * nW + M] += T
+            for ky in range(1, K):  # and adds each later product into its rows
+                gemm(Wk[ky], dYT, dRT[:, ky * nW : ky * nW + M], accumulate=True)
             dR = dRT.reshape(K, C, Hp, n, Wo)
-            dXT = buf("T", (C, H, n, Wp))  # T is dead: its memory
+            dXT = buf("dX", (C, H, n, Wp))
             dXT[..., :Wo] = dR[0, :, p : p + H]
             dXT[..., Wo:] = 0
             for kx in range(1, K):
