@@ -27,6 +27,12 @@ variant's median time per call over the rounds. What it shows, and which constan
 - ``accumulated products``: the same chunks' sums over their 5 kernel rows, forward (into
   Z) and for dL/dA (into dR^T's rows), as NumPy products into a scratch block each added
   in a pass, against ``backend._ops.gemm`` letting OpenBLAS add each product (``beta = 1``).
+- ``chunks at once``: one chunk's work in a convolution (LeNet's 6 -> 16 forward +
+  backward over 64 samples, portaconv at one thread) alone, then two such chunks at once
+  on two of portaconv's threads, then in two processes. What two processes lose against
+  one alone is what the two cores cost each other (caches and memory they share); what two
+  threads lose beyond that is what sharing one interpreter costs (its lock, taken between
+  NumPy calls).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from train_bench import steady_allocator
 
 import portaconv
 import portaconv.backend._ops as ops
@@ -55,7 +62,7 @@ from portaconv.backend import (
     single_threaded_blas,
     split_matmul,
 )
-from portaconv.layers import MaxPool2d
+from portaconv.layers import Conv2d, MaxPool2d
 from portaconv.models import build_model
 from portaconv.optim import Adam
 
@@ -127,8 +134,40 @@ def threads(n: int) -> Callable[[], Any]:
     return context
 
 
+def two_processes(tasks: list[Callable[[], None]], rounds: int, repeats: int) -> float:
+    """Median over ``rounds`` of the mean microseconds per call while two forked processes
+    each call their own task ``repeats`` times at once (started together at a barrier),
+    each with one thread of portaconv's and of OpenBLAS's."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+
+    def worker(task: Callable[[], None]) -> None:
+        times = []
+        with threads(1)():  # one thread each, OpenBLAS's too, as in the other variants
+            task()  # warm
+            for _ in range(rounds):
+                barrier.wait()
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    task()
+                times.append((time.perf_counter() - start) / repeats)
+        results.put(times)
+
+    procs = [ctx.Process(target=worker, args=(task,)) for task in tasks]
+    time.sleep(SETTLE_S)
+    for proc in procs:
+        proc.start()
+    per_round = [max(pair) for pair in zip(*(results.get() for _ in procs))]
+    for proc in procs:
+        proc.join()
+    return statistics.median(per_round) * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    allocator = steady_allocator()  # as train_bench.py: no page faults from freed blocks
     portaconv.set_backend("numpy", dtype="float32")
     rng = np.random.default_rng(0)
     T = num_threads()
@@ -144,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"portaconv threads: {T}; times are medians over {args.rounds} rounds; "
-        f"OpenBLAS kernels {blas_kernels() or 'unknown'}"
+        f"allocator: {allocator}; OpenBLAS kernels {blas_kernels() or 'unknown'}"
         + (f" (OPENBLAS_CORETYPE={pin})" if (pin := os.environ.get("OPENBLAS_CORETYPE")) else "")
     )
     empty = [lambda: None] * max(2, T)
@@ -274,6 +313,35 @@ def main(argv: list[str] | None = None) -> int:
             20,
         )
         report(f"accumulated products, 5 kernel rows {c_out}x{kc}x{m}", medians)
+
+    # Two chunks at once: LeNet's 6 -> 16 forward + backward over 64 samples (a chunk of
+    # its batch of 128) with portaconv at one thread, alone, then two such layers at once
+    # on two threads (run_threaded), then in two processes; at once, the pair ideally takes
+    # what one takes alone.
+    layers, data = [], []
+    for _ in range(2):
+        layers.append(Conv2d(6, 16, 5))
+        A = rng.standard_normal((64, 6, 14, 14)).astype(np.float32)
+        data.append((A, rng.standard_normal((64, 16, 10, 10)).astype(np.float32)))
+
+    def chunk_task(i: int) -> Callable[[], None]:
+        def task() -> None:
+            layers[i].forward(data[i][0])
+            layers[i].backward(data[i][1])
+
+        return task
+
+    tasks = [chunk_task(0), chunk_task(1)]
+    medians = compare(
+        {
+            "alone": (threads(1), tasks[0]),
+            "two threads": (threads(1), lambda: run_threaded(tasks)),
+        },
+        args.rounds,
+        20,
+    )
+    medians["two processes"] = two_processes(tasks, args.rounds, 20)
+    report("chunks at once, LeNet 6->16 N=64", medians)
 
     x = rng.standard_normal((128, 6, 28, 28)).astype(np.float32)
     zero = np.zeros((), dtype=np.float32)

@@ -110,7 +110,18 @@ def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
     )
     assert done.returncode == 0, f"numpy_paths.py failed:\n{done.stdout}\n{done.stderr}"
     results = json.loads(report_path.read_text())["results"]
-    assert len(results) == 15
+    assert len(results) == 19
+    assert results["accumulated products, 5 kernel rows 32x80x5488"].keys() == {
+        "forward matmul + add",
+        "forward gemm",
+        "dL/dA matmul + add",
+        "dL/dA gemm",
+    }
+    assert results["chunks at once, LeNet 6->16 N=64"].keys() == {
+        "alone",
+        "two threads",
+        "two processes",
+    }
     assert results["forward product 32x80x5488"].keys() == {
         "R @ W",
         "W^T @ R^T",
