@@ -673,6 +673,12 @@ def _blas_layout(x: Any) -> tuple[bool, int] | None:
     return None
 
 
+#: Whether :func:`gemm` calls OpenBLAS's ``cblas_?gemm`` itself where it can (False: NumPy's
+#: matmul and an add for every product, for comparisons such as ``benchmarks/step_profile.py
+#: --variant portaconv.backend._ops.DIRECT_GEMM=False``).
+DIRECT_GEMM = True
+
+
 def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> None:
     """``out = a @ b``, or ``out += a @ b`` with ``accumulate``, for NumPy matrices.
 
@@ -688,7 +694,8 @@ def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> None:
     (m, k), n = a.shape, b.shape[1]
     if b.shape[0] != k or out.shape != (m, n):
         raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} -> {out.shape} do not agree")
-    fn = blas_gemm(out.dtype.name) if a.dtype == b.dtype == out.dtype else None
+    same = a.dtype == b.dtype == out.dtype
+    fn = blas_gemm(out.dtype.name) if DIRECT_GEMM and same else None
     layout_a, layout_b, layout_out = _blas_layout(a), _blas_layout(b), _blas_layout(out)
     direct = fn is not None and None not in (layout_a, layout_b, layout_out)
     direct = direct and not layout_out[0] and m * n * k > 0
