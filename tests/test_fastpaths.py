@@ -178,9 +178,9 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
 ):
     """Forward and all gradients as PyTorch, with the batch in one chunk, or one or two
     samples per chunk, forward's matrices kept for backward (NumPy only) or gathered again
-    (the last chunk is then smaller than the reused scratch blocks). On a library with
-    native bodies (torch: the strided engine) also with them turned off (the portable
-    im2row engine)."""
+    (the last chunk is then smaller than the reused scratch blocks), and a second backward
+    the same bits. On a library with native bodies (torch: the strided engine) also with
+    them turned off (the portable im2row engine)."""
     monkeypatch.setattr(rowconv, "MIN_CHANNELS", 10**9)  # im2row; the row gather: below
     _without_nchw(monkeypatch)  # and the NCHW engine: below
     out = (size + 2 * padding - k) // stride + 1
@@ -217,10 +217,15 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
         dLdZ = rounded(rng.standard_normal(tuple(Z.shape)), bk.dtype_name)
         Z_ref, grads = torch_reference(torch_fn, {"A": A, "W": W, "b": b}, dLdZ)
         assert_close(Z, Z_ref, bk, "Z")
-        assert_close(layer.backward(on(bk, dLdZ)), grads["A"], bk, "dLdA")
-        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
-        assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+        first = [layer.backward(on(bk, dLdZ)), layer.dLdW, layer.dLdb]
+        assert_close(first[0], grads["A"], bk, "dLdA")
+        assert_close(first[1], grads["W"], bk, "dLdW")
+        assert_close(first[2], grads["b"], bk, "dLdb")
         np.testing.assert_array_equal(snapshot(A_bk), before)  # the input is not modified
+        # the first backward wrote dL/dA's rows over the kept ones: a second gathers again
+        second = [layer.backward(on(bk, dLdZ)), layer.dLdW, layer.dLdb]
+        for a, b_ in zip(first, second):
+            np.testing.assert_array_equal(snapshot(a), snapshot(b_))
 
     # torch: the strided engine, then the portable im2row engine; elsewhere the one engine
     for native in [True, False] if strided_native(bk.xp.zeros(1)) else [True]:

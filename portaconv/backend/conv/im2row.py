@@ -15,7 +15,9 @@ back while it sits in the cache, and peak memory does not grow with the batch). 
 chunks are shared between threads (``_chunks``), OpenBLAS single-threaded meanwhile. When the
 whole matrix is small (``keep_bytes``) forward keeps it for backward; otherwise backward
 gathers each chunk again from the input, which forward keeps by reference (as Chainer does):
-modify it in place before backward and dL/dW is wrong.
+modify it in place before backward and dL/dW is wrong. On NumPy dL/dA's rows take the
+memory of the chunk's rows once dL/dW has read them (one block less per thread), so a
+kept matrix serves one backward.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_numpy_array
 
 from .._ops import (
     Scratch,
@@ -106,12 +108,13 @@ class Im2RowConv:
             dZ_t = xp.matrix_transpose(dZ)
             dW = matmul(xp.matrix_transpose(rows), dZ_t)  # small: NumPy lets the threads run
             db = xp.sum(dZ, axis=1)
-            rows_shape = rows.shape
+            # the rows are dead once dL/dW has them: dL/dA's rows take their memory
+            rows_shape, block = rows.shape, _memory_of(rows)
             del rows
             if dA_all is not None:
-                d_rows = matmul_for_row2im(
-                    dZ_t, xp.matrix_transpose(W_rows), (K,) * nd, out, scratch("d", rows_shape)
-                )
+                if block is None:
+                    block = scratch("d", rows_shape)
+                d_rows = matmul_for_row2im(dZ_t, xp.matrix_transpose(W_rows), (K,) * nd, out, block)
                 padded = (n, *(size + 2 * p for size in in_size), C_in)
                 dA = row2im(d_rows, padded, (K,) * nd, (s,) * nd, out, scratch("dA", padded))
                 if p:
@@ -137,6 +140,17 @@ class Im2RowConv:
         A_last = to_channels_last(A, (p,) * nd, (K,) * nd, out, scratch("A_" + block, padded))
         shape = (n * math.prod(out), K**nd * C)
         return im2row(A_last, (K,) * nd, (s,) * nd, out, scratch(block, shape))
+
+
+def _memory_of(x: Any) -> Any:
+    """A NumPy array's memory as a flat array (C- or F-ordered ``x``), else None."""
+    if not is_numpy_array(x):
+        return None
+    if x.flags.c_contiguous:
+        return x.reshape(-1)
+    if x.flags.f_contiguous:
+        return x.T.reshape(-1)
+    return None
 
 
 def _weight_rows(W: Any) -> Any:
