@@ -2,13 +2,22 @@
 
     python benchmarks/run.py [--backend numpy|torch|cupy|jax|array_api_strict] [--device DEV]
                              [--repeats 5] [--threads T] [--quick] [--json FILE] [--cases REGEX]
+                             [--quiet-threads]
 
 Every case is the forward and backward pass of one layer (or one LeNet-5 training step) on
 the same float32 data: portaconv's explicit ``forward``/``backward`` on the chosen backend,
 and the same computation in ``torch.nn.functional`` with autograd on the same device with the
 same thread count. Each case runs ``--repeats`` rounds after one warm-up run, every round
 one run of each side, the side that goes first alternating from round to round, so that
-background load on a shared machine falls on both alike. The ratio reported is the median
+background load on a shared machine falls on both alike. Each timed run comes after a
+pause (``SETTLE_S``: no thread of the other library left spinning) and ``WARM_S`` of
+untimed runs of the same side, so each library runs as in a loop of its own steps, its
+threads as it leaves them: libgomp's (torch) spin between parallel regions, portaconv's
+sleep.
+OpenBLAS's idle threads sleep at once (``OPENBLAS_THREAD_TIMEOUT=4``; inside portaconv's
+layers OpenBLAS runs single-threaded anyway). ``--quiet-threads`` is the earlier protocol:
+``OMP_WAIT_POLICY=PASSIVE`` too, no pauses; it slows torch's small operations (its threads
+then sleep between them) and flatters portaconv. The ratio reported is the median
 of the per-round ratios (portaconv / torch) with their quartiles as its spread; the best
 time of each side is given too. On a GPU the device is synchronised before the clock is
 read, on both sides of every run.
@@ -77,6 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="two tiny cases, one repeat")
     parser.add_argument("--json", metavar="FILE", help="write every number and machine info")
     parser.add_argument("--cases", metavar="REGEX", help="run only cases whose name matches")
+    parser.add_argument(
+        "--quiet-threads",
+        action="store_true",
+        help="the earlier protocol: torch's idle threads sleep at once too "
+        "(OMP_WAIT_POLICY=PASSIVE) and runs follow each other without pauses; slows torch's "
+        "small operations",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -91,15 +107,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # and torch are imported: parse the command line first, import the array libraries after.
 ARGS = parse_args() if __name__ == "__main__" else None
 THREADS = (ARGS.threads if ARGS and ARGS.threads else None) or os.cpu_count() or 1
+QUIET_THREADS = bool(ARGS and ARGS.quiet_threads)
 if ARGS is not None:
     for _name in THREAD_ENV:
         os.environ[_name] = str(THREADS)
-    # Idle worker threads must not spin: OpenBLAS's keep a core busy for ~0.1 s after every
-    # call and libgomp's (torch) for a while after every parallel region, so in one process
-    # each library's idle threads steal the CPUs from the other (measured: torch 2-10x slower
-    # right after a NumPy product on 2 cores). A value already in the environment is kept.
+    # OpenBLAS's idle threads keep a core busy for ~0.1 s after every call they shared and
+    # libgomp's (torch) for a while after every parallel region, so in one process each
+    # library's spinning threads would steal the CPUs from the other's run (measured: torch
+    # 2-10x slower right after a NumPy product on 2 cores). OpenBLAS's sleep at once (inside
+    # portaconv's layers OpenBLAS runs single-threaded anyway); libgomp's keep torch's own
+    # policy, spinning, as in a program using torch, and each timed run waits them out
+    # (SETTLE_S). --quiet-threads makes libgomp's sleep at once too, which slows torch's
+    # small operations. A value already in the environment is kept.
     for _name, _value in QUIET_IDLE_ENV.items():
-        os.environ.setdefault(_name, _value)
+        if ARGS.quiet_threads or _name != "OMP_WAIT_POLICY":
+            os.environ.setdefault(_name, _value)
 
 import numpy as np  # noqa: E402
 
@@ -252,6 +274,7 @@ def machine_info(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         "torch_device": str(ctx.torch_device),
         "device_name": device_name(ctx),
         "repeats": args.repeats,
+        "quiet_threads": args.quiet_threads,
         "quick": args.quick,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -298,8 +321,20 @@ def runqueue_wait_s() -> float | None:
     return total_ns / 1e9
 
 
+#: Seconds of pause before every timed run (then an untimed run of the same step), unless
+#: ``--quiet-threads``: libgomp's idle threads (torch) spin a short while after a parallel
+#: region (``GOMP_SPINCOUNT``), and none should be left to take a CPU from the other
+#: library's run (portaconv's times matched those of ``--quiet-threads``). Not longer: on the
+#: 2-core development machine (a virtual machine) a run after 50 ms or more of idle cores
+#: took much longer, even after an untimed run.
+SETTLE_S = 0.02
+#: Seconds of untimed runs of a step before its timed run (after the pause): on that machine
+#: cores that have idled come back to speed only after a while of work.
+WARM_S = 0.05
+
+
 def best_times(
-    steps: list[Callable[[], Any]], ctx: Context, repeats: int
+    steps: list[Callable[[], Any]], ctx: Context, repeats: int, settle: float = 0.0
 ) -> tuple[list[list[float]], list[Any], float | None]:
     """``repeats`` rounds of timed runs, one of each step a round, after one warm-up run of each.
 
@@ -307,7 +342,11 @@ def best_times(
     b, a; ...), so that background load on a shared machine falls on every side alike and
     no side always runs right after the same other one. Returns every step's run times, in
     round order (pair them round by round), each warm-up result, and the CPU wait
-    (run-queue time of this process / wall time) over the timed runs.
+    (run-queue time of this process / wall time) over the timed runs. ``settle``: seconds
+    of pause before every timed run, then untimed runs of the same step for ``WARM_S``
+    (at least one), so each run starts with its own library's threads warm and no other's
+    spinning, as in a loop of one library's steps (the wait figure then counts the warm-up
+    runs too).
     """
     firsts = [step() for step in steps]
     ctx.sync()
@@ -316,8 +355,16 @@ def best_times(
     for r in range(repeats):
         for j in range(len(steps)):
             k = (r + j) % len(steps)
+            if settle:  # no other thread left spinning; then this step's own warm-up
+                time.sleep(settle)
+                warm = time.perf_counter()
+                steps[k]()
+                while time.perf_counter() - warm < WARM_S:
+                    steps[k]()
+                ctx.sync()
             times[k].append(_timed(steps[k], ctx))
-    wall, wait_after = time.perf_counter() - start, runqueue_wait_s()
+    wall = time.perf_counter() - start - settle * repeats * len(steps)  # minus the pauses
+    wait_after = runqueue_wait_s()
     wait = None if wait_before is None else (wait_after - wait_before) / wall
     return times, firsts, wait
 
@@ -790,7 +837,7 @@ def run_case(
     the same background load."""
     pair = case.build(ctx)
     steps = [pair.portaconv, pair.torch] + ([sgemm[0]] if case.flops else [])
-    runs, firsts, cpu_wait = best_times(steps, ctx, repeats)
+    runs, firsts, cpu_wait = best_times(steps, ctx, repeats, 0.0 if QUIET_THREADS else SETTLE_S)
     (pc_runs, torch_runs), (pc_first, torch_first) = runs[:2], firsts[:2]
     sgemm_gflops = 2 * sgemm[1] ** 3 / min(runs[2]) / 1e9 if case.flops else None
     del firsts
@@ -990,10 +1037,15 @@ def main(args: argparse.Namespace) -> int:
     )
     if info["blas_env"]:
         print("OpenBLAS settings: " + ", ".join(f"{k}={v}" for k, v in info["blas_env"].items()))
-    print(
-        "idle threads sleep instead of spinning: "
-        + ", ".join(f"{name}={os.environ.get(name)}" for name in QUIET_IDLE_ENV)
-    )
+    idle = ", ".join(f"{name}={os.environ.get(name)}" for name in QUIET_IDLE_ENV)
+    if QUIET_THREADS:
+        print(f"idle threads sleep instead of spinning: {idle}")
+    else:
+        print(
+            f"idle threads: OpenBLAS's sleep, libgomp's (torch) spin as by default ({idle}); "
+            f"before every timed run a {1000 * SETTLE_S:.0f} ms pause and {1000 * WARM_S:.0f} ms "
+            "of untimed runs of the same side"
+        )
     print(
         f"SGEMM ({sgemm['library']}, {sgemm['n']}x{sgemm['n']} float32): "
         f"{sgemm['gflops']:.1f} GFLOP/s"
