@@ -137,9 +137,11 @@ def threads(n: int) -> Callable[[], Any]:
 def two_processes(tasks: list[Callable[[], None]], rounds: int, repeats: int) -> float:
     """Median over ``rounds`` of the mean microseconds per call while two forked processes
     each call their own task ``repeats`` times at once (started together at a barrier),
-    each with one thread of portaconv's and of OpenBLAS's."""
+    each with one thread of portaconv's and of OpenBLAS's; NaN where processes cannot fork."""
     import multiprocessing
 
+    if "fork" not in multiprocessing.get_all_start_methods():  # Windows: no such row
+        return float("nan")
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(2), ctx.Queue()
 
