@@ -211,6 +211,24 @@ def test_torch_cuda_without_gpu_is_unavailable(keep_active):
         make_backend("torch", "cuda:0", "float64")
 
 
+def test_torch_cuda_without_index_names_the_device_tensors_land_on(monkeypatch):
+    """``"cuda"`` resolves to the current CUDA device, ``cuda:<index>``, the device a tensor
+    made on "cuda" reports (torch.device("cuda") != torch.device("cuda:0")), so arrays made
+    on the backend's device compare equal to it. Without a GPU, torch's CUDA queries are
+    stood in for: two devices, the second current."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+        assert make_backend("torch", "cuda").device == torch.device("cuda", 1)
+        assert make_backend("torch", "cuda:0").device == torch.device("cuda", 0)
+        return
+    backend = make_backend("torch", "cuda")
+    assert backend.device == torch.zeros(1, device="cuda").device
+    assert backend.device.index == torch.cuda.current_device()
+
+
 def test_jax_devices(keep_active):
     """jax: 'cpu', 'cpu:0' and None name JAX's CPU device here; a platform JAX lacks is
     unavailable (saying which), a device index past the last one or a malformed name is a

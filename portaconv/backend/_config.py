@@ -120,6 +120,8 @@ def _resolve_device(name: str, device: Any) -> tuple[Any, Any]:
                 f"torch device {str(dev)!r} does not exist: "
                 f"{torch.cuda.device_count()} GPU(s) visible"
             )
+        if dev.type == "cuda" and dev.index is None:  # "cuda": the one tensors then land on
+            dev = torch.device("cuda", torch.cuda.current_device())
         return xp, dev
     if name == "jax":
         return _resolve_jax_device(device)
