@@ -128,7 +128,9 @@ def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
         "R @ W GFLOP/s",
         "W^T @ R^T GFLOP/s",
     }
-    assert results["dot: 2x10 products 16x6400x30"].keys() == {
+    dot = [title for title in results if title.startswith("dot: ")]  # one pair a thread
+    assert len(dot) == 1, dot
+    assert results[dot[0]].keys() == {
         "in turn",
         "threads matmul",
         "threads dot",

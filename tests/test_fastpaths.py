@@ -51,7 +51,7 @@ from portaconv.backend import (
 )
 from portaconv.backend.conv import Im2RowConv, NCHWConv2d, StridedConv
 
-from .helpers import assert_close, on, rounded, snapshot, torch_reference
+from .helpers import assert_close, assert_same_result, on, rounded, snapshot, torch_reference
 
 # Channel counts on both sides of the layout choices (W_out >= K C and W_out >= C select
 # the transposed gather and scatter on NumPy) for the geometries below.
@@ -225,7 +225,7 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
         # the first backward wrote dL/dA's rows over the kept ones: a second gathers again
         second = [layer.backward(on(bk, dLdZ)), layer.dLdW, layer.dLdb]
         for a, b_ in zip(first, second):
-            np.testing.assert_array_equal(snapshot(a), snapshot(b_))
+            assert_same_result(snapshot(a), snapshot(b_), bk)
 
     # torch: the strided engine, then the portable im2row engine; elsewhere the one engine
     for native in [True, False] if strided_native(bk.xp.zeros(1)) else [True]:
@@ -1020,7 +1020,7 @@ def test_conv_second_backward_gives_the_same_gradients(monkeypatch, bk, keep):
     first = [snapshot(layer.backward(dLdZ)), snapshot(layer.dLdW), snapshot(layer.dLdb)]
     second = [snapshot(layer.backward(dLdZ)), snapshot(layer.dLdW), snapshot(layer.dLdb)]
     for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
+        assert_same_result(a, b, bk)
     _, grads = torch_reference(
         lambda A, W, b: F.conv2d(A, W, b, padding=1),
         {"A": snapshot(A), "W": snapshot(layer.W), "b": snapshot(layer.b)},

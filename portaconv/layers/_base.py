@@ -92,7 +92,9 @@ class Layer:
         Backward replaces the gradients rather than adds into them, so the zeros are made
         once per parameter and shared: read-only views of one zero (no zero fill per step,
         which the next backward would only overwrite)."""
-        zeros = self.__dict__.setdefault("_zero_grads", {})
+        zeros = getattr(self, "_zero_grads", None)  # not __dict__.setdefault: torch 2.11's
+        if zeros is None:  # compiler stops at it (graph break), as seen on a CUDA machine
+            zeros = self._zero_grads = {}
         for p in self.param_names:
             grad = getattr(self, "dLd" + p)
             zero = zeros.get(p)
