@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import portaconv.backend.conv.nchw as nchw  # noqa: E402
 import portaconv.backend.conv.rowgather as rowconv  # noqa: E402
 from portaconv.backend import num_threads, use_backend  # noqa: E402
-from portaconv.layers import Conv2d  # noqa: E402
+from portaconv.layers import Conv1d, Conv2d  # noqa: E402
 
 # C_in, C_out, K, stride, image size, padding, batch, input gradient needed
 SHAPES = [
@@ -52,12 +52,27 @@ SHAPES = [
     (256, 64, 1, 1, 7, 0, 64, True),  # 49 output positions
 ]
 
+# 1-d (Conv1d): C_in, C_out, K, stride, width, padding, batch, input gradient needed
+SHAPES_1D = [
+    (24, 8, 8, 4, 128, 0, 128, False),  # the handout's scanning MLP as a CNN: 31 positions
+    (8, 16, 1, 1, 31, 0, 128, True),
+    (32, 64, 3, 1, 128, 1, 64, True),  # benchmarks/run.py's 1-d cases
+    (16, 32, 5, 2, 256, 0, 64, True),
+    (32, 64, 3, 1, 64, 1, 64, True),
+    (32, 64, 3, 1, 32, 1, 64, True),
+    (64, 64, 5, 1, 100, 2, 64, True),
+    (2, 16, 5, 1, 200, 2, 64, True),
+    (64, 64, 3, 1, 8, 1, 128, True),  # few positions
+    (128, 128, 3, 2, 8, 1, 128, True),
+    (1, 16, 3, 1, 6, 0, 128, True),
+]
+
 # how each engine is forced: (nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowgather.MIN_CHANNELS)
 ENGINES = {"im2row": (0, 10**9, 10**9), "row gather": (0, 10**9, 1), "nchw": (10**9, 1, 10**9)}
 
 
-def engines_for(k: int, stride: int) -> list[str]:
-    row_gather = k > 1 and stride <= min(k, rowconv.MAX_STRIDE)
+def engines_for(k: int, stride: int, nd: int) -> list[str]:
+    row_gather = nd == 2 and k > 1 and stride <= min(k, rowconv.MAX_STRIDE)
     return ["im2row", *(["row gather"] if row_gather else []), "nchw"]
 
 
@@ -74,15 +89,17 @@ def main() -> None:
     )
     print("shape (C_in-C_out KxK stride size pad batch dL/dA) | engine median ms, ratio to im2row")
     with use_backend("numpy", None, "float32"):
-        for cin, cout, k, stride, size, pad, batch, input_grad in SHAPES:
-            label = f"{cin}-{cout} {k}x{k} s{stride} {size}x{size} p{pad} N{batch} dA={input_grad}"
+        shapes = [(2, *shape) for shape in SHAPES] + [(1, *shape) for shape in SHAPES_1D]
+        for nd, cin, cout, k, stride, size, pad, batch, input_grad in shapes:
+            kernel, image = ("x".join([str(k)] * nd), "x".join([str(size)] * nd))
+            label = f"{cin}-{cout} {kernel} s{stride} {image} p{pad} N{batch} dA={input_grad}"
             if args.shapes and not re.search(args.shapes, label):
                 continue
-            A = rng.standard_normal((batch, cin, size, size), dtype=np.float32)
-            layer = Conv2d(cin, cout, k, stride, pad)
+            A = rng.standard_normal((batch, cin, *(size,) * nd), dtype=np.float32)
+            layer = (Conv1d if nd == 1 else Conv2d)(cin, cout, k, stride, pad)
             layer.needs_input_grad = input_grad
             dZ = np.ones_like(layer.forward(A))
-            names = engines_for(k, stride)
+            names = engines_for(k, stride, nd)
             times: dict[str, list[float]] = {name: [] for name in names}
             for r in range(args.rounds + 2):  # the first two rounds are warm-up
                 for j in range(len(names)):

@@ -17,6 +17,7 @@ float64 NumPy loop written here, never the fast path with the portable one alone
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import subprocess
@@ -64,9 +65,11 @@ def _set_workspace(monkeypatch, budget: int) -> None:
 
 
 def _without_nchw(monkeypatch) -> None:
-    """The NCHW engine off: 2-d convolutions take the im2row or the row-gather engine."""
+    """The NCHW engine off: 2-d convolutions take the im2row or the row-gather engine, 1-d
+    ones the im2row engine."""
     monkeypatch.setattr(nchw, "MAX_CHANNELS", 0)
     monkeypatch.setattr(nchw, "MIN_POSITIONS", 10**9)
+    monkeypatch.setattr(nchw, "MIN_POSITIONS_1D", 10**9)
 
 
 @pytest.fixture
@@ -395,16 +398,21 @@ NCHW_CASES = [  # cin, cout, (H, W), k, stride, padding, n
     (8, 6, (10, 10), 1, 1, 0, 4),  # 1x1: the input is the window matrix, no copy
     (6, 4, (21, 20), 3, 2, 1, 3),  # many channels, strided
     (5, 3, (11, 11), 1, 2, 1, 3),  # 1x1, strided and padded: gathered
+    (3, 4, (17,), 3, 1, 1, 5),  # 1-d (Conv1d): a 2-d convolution of height 1
+    (16, 6, (40,), 5, 2, 0, 3),  # 1-d strided, the last input column unread
+    (2, 5, (9,), 4, 3, 2, 1),  # 1-d, batch 1, stride past the kernel, padding
+    (4, 3, (7,), 1, 1, 0, 4),  # 1-d pointwise: the input is the window matrix
 ]
 
 
 def _force_engine(monkeypatch, engine, cin, size, k, stride, padding, itemsize):
-    """Make 2-d convolutions take ``engine`` ("rowgather" or "nchw") whatever the shape;
+    """Make convolutions take ``engine`` ("rowgather" or "nchw") whatever the shape;
     returns its class and the bytes one sample's gathered matrix takes in it."""
     out = [(m + 2 * padding - k) // stride + 1 for m in size]
     if engine == "nchw":
         monkeypatch.setattr(nchw, "MAX_CHANNELS", 10**9)
-        return NCHWConv2d, itemsize * cin * k * k * out[0] * out[1]
+        monkeypatch.setattr(nchw, "MIN_POSITIONS_1D", 0)
+        return NCHWConv2d, itemsize * cin * k ** len(size) * math.prod(out)
     _without_nchw(monkeypatch)
     rows = -(-(size[0] + 2 * padding) // stride) * stride  # the padded height, rounded up
     return rowconv.RowGatherConv2d, itemsize * rows * out[1] * k * cin
@@ -433,10 +441,11 @@ def test_numpy_engine_matches_torch(
     keep,
     dtype,
 ):
-    """The row-gather and NCHW NumPy engines against float64 PyTorch: Z, dL/dA, dL/dW,
-    dL/db, with the batch in one chunk or in chunks of one or two samples (the last one
-    smaller, the chunks dealt to 1-3 threads), forward's matrices kept for backward or
-    gathered again; a second backward gives the same bits; dtype kept, input untouched."""
+    """The row-gather and NCHW NumPy engines (the NCHW one in 1-d too) against float64
+    PyTorch: Z, dL/dA, dL/dW, dL/db, with the batch in one chunk or in chunks of one or two
+    samples (the last one smaller, the chunks dealt to 1-3 threads), forward's matrices kept
+    for backward or gathered again; a second backward gives the same bits; dtype kept,
+    input untouched."""
     thread_count(workers)
     itemsize = np.dtype(dtype).itemsize
     engine_cls, per_sample = _force_engine(
@@ -446,11 +455,13 @@ def test_numpy_engine_matches_torch(
         _set_workspace(monkeypatch, per_chunk * per_sample * workers)
     monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
     rng = np.random.default_rng(cin * 100 + k * 10 + stride)
-    W = rng.uniform(-0.5, 0.5, (cout, cin, k, k)).astype(dtype)
+    nd = len(size)
+    layer_cls, conv = (L.Conv1d, F.conv1d) if nd == 1 else (L.Conv2d, F.conv2d)
+    W = rng.uniform(-0.5, 0.5, (cout, cin, *(k,) * nd)).astype(dtype)
     b = rng.uniform(-0.5, 0.5, cout).astype(dtype)
     A = rng.standard_normal((n, cin, *size)).astype(dtype)
     with use_backend("numpy", None, dtype) as bk:
-        layer = L.Conv2d(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
+        layer = layer_cls(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
         before = snapshot(A)
         Z = layer.forward(A)
         assert isinstance(layer._engine, engine_cls)
@@ -461,7 +472,7 @@ def test_numpy_engine_matches_torch(
         assert [c.start for c in chunks] == [0, *(c.stop for c in chunks[:-1])]
         dLdZ = rng.standard_normal(Z.shape).astype(dtype)
         Z_ref, grads = torch_reference(
-            lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
+            lambda A, W, b: conv(A, W, b, stride=stride, padding=padding),
             {"A": A, "W": W, "b": b},
             dLdZ,
         )

@@ -3,11 +3,12 @@
 One layer class, :class:`_ConvNd`, serves both. It validates its input, applies the dtype
 rule and keeps the bookkeeping of ``W``, ``b``, ``dLdW`` and ``dLdb``; the computation is an
 engine's (``portaconv.backend.conv``), chosen per call by ``conv_engine``: the portable
-im2row gather and matrix product for any library, stride and padding, or on NumPy, for 2-d
-convolutions, the NCHW engine (fewer than ``MAX_CHANNELS`` input channels, or strided or
-1x1 with enough output positions) and the row-gather engine (stride 1 or 2, at least
-``MIN_CHANNELS`` input channels). Strided convolution is computed directly, never as
-stride-1 convolution followed by downsampling (which would waste stride**d of the work).
+im2row gather and matrix product for any library, stride and padding, or on NumPy the NCHW
+engine (2-d with fewer than ``MAX_CHANNELS`` input channels, or strided or 1x1 with enough
+output positions; 1-d with enough output positions) and the row-gather engine (2-d, stride
+1 or 2, at least ``MIN_CHANNELS`` input channels). Strided convolution is computed
+directly, never as stride-1 convolution followed by downsampling (which would waste
+stride**d of the work).
 
 Shapes, with ``d`` spatial axes::
 

@@ -16,8 +16,9 @@ Z (N, C_out, *out). The layer (``portaconv.layers.conv``) validates its input, a
                     ``MIN_CHANNELS`` input channels: K-fold row gather (rows by parity
                     when strided), K products a pass, threaded chunks
 ``NCHWConv2d``      NumPy, 2-d, fewer than ``MAX_CHANNELS`` input channels (a grayscale
-                    first layer), or strided or 1x1 with ``MIN_POSITIONS`` outputs:
-                    per-sample products straight in NCHW, threaded chunks
+                    first layer), or strided or 1x1 with ``MIN_POSITIONS`` outputs; 1-d
+                    with ``MIN_POSITIONS_1D`` outputs (as height 1): per-sample
+                    products straight in NCHW, threaded chunks
 ``StridedConv``     libraries with strided views and a scatter-add (torch): im2col
                     as one view and one copy, col2im as one scatter-add
 ==================  ================================================================
@@ -39,7 +40,7 @@ def conv_engine(A: Any, nd: int, kernel_size: int, stride: int, padding: int) ->
     """The engine that computes a convolution of ``A`` (N, C_in, *in) best."""
     out_positions = math.prod([(n + 2 * padding - kernel_size) // stride + 1 for n in A.shape[2:]])
     if nchw_applies(A, nd, kernel_size, stride, out_positions):
-        return NCHWConv2d(kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A))
+        return NCHWConv2d(kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A), nd)
     if row_gather_applies(A, nd, kernel_size, stride, A.shape[1]):
         return RowGatherConv2d(padding, workspace_bytes(A), keep_bytes(A), stride)
     if strided_applies(A):

@@ -1,4 +1,5 @@
-"""NumPy fast path for 2-d convolution with few input channels: batched products in NCHW.
+"""NumPy fast path for 2-d convolution with few input channels, strided or 1x1, and for 1-d
+convolution: batched products in NCHW.
 
 With one input channel (a grayscale network's first layer) every im2row row holds only
 K*K values, and the portable engine spends more on laying out its matrix and on turning
@@ -12,10 +13,16 @@ of n samples, with Hp, Wp the zero-padded input size and L = Ho Wo::
                               ones; for a 1x1 kernel with stride 1 and no padding, the
                               input itself (no copy, no row of ones)
 
-    forward   Z[m]  (C_out, L)    = [W_mat | b] @ X[m]    W_mat = W as (C_out, C K K)
-    dL/dW     [dW_mat | db]       = sum_m dZ[m] @ X[m]^T  (per chunk, chunks in order)
-    dL/dA     dX[m]               = W_mat^T @ dZ[m], then each (ky, kx) adds its
-                                    strided slice into the padded dA
+    forward   Z[m]  (C_out, L)        = [W_mat | b] @ X[m]    W_mat = W as (C_out, C K K)
+    dL/dW     [dW_mat | db]^T         = sum_m X[m] @ dZ[m]^T  (per chunk, chunks in order)
+    dL/dA     dX[m]                   = W_mat^T @ dZ[m], then each (ky, kx) adds its
+                                        strided slice into the padded dA
+
+A 1-d convolution is a 2-d one of height 1 (kernel 1 x K). dL/dW is computed transposed,
+``X[m] @ dZ[m]^T``: OpenBLAS ran it 1.15-1.4x as fast as ``dZ[m] @ X[m]^T`` for these
+shapes (a long inner dimension L and a narrow result; the 3x3 stride-2 32 -> 64 at 28x28,
+32 samples, one thread: 1.23 against 1.67 ms), and ``benchmarks/run.py``'s ``conv1d_3``
+case went from 1.28x PyTorch's time to 1.11x with it.
 
 The row of ones puts the bias into the forward product and dL/db into the dL/dW one: the
 pass that added ``b`` to Z and the one that summed dZ are gone (on the zoo ``cnn``'s first
@@ -28,7 +35,8 @@ engines (``_chunks``). A forward keeps X of every chunk for backward when they t
 most ``keep_bytes`` and :data:`MAX_KEEP_BYTES`; otherwise backward gathers them again from
 the input, which it keeps by reference.
 
-The layer takes it where :func:`nchw_applies` says (few input channels, strided, 1x1);
+The layer takes it where :func:`nchw_applies` says (2-d: few input channels, strided, 1x1;
+1-d with enough output positions);
 ``benchmarks/conv_paths.py`` compares it with the other engines; tested against PyTorch
 in ``tests/test_fastpaths.py``.
 """
@@ -51,6 +59,11 @@ MAX_CHANNELS = 4
 #: with many input channels (below :data:`MAX_CHANNELS` they always do).
 MIN_POSITIONS = 100
 
+#: Fewest output positions per sample for which a 1-d convolution takes this engine at any
+#: stride and channel count (``benchmarks/conv_paths.py``'s 1-d shapes, paired, 2 threads:
+#: 0.60-0.87x the im2row engine's time from 31 positions up, 0.97x at 8, 1.13x at 4).
+MIN_POSITIONS_1D = 8
+
 #: Most window matrices X (all chunks) forward keeps for backward, below ``keep_bytes``: X
 #: holds K*K copies of a few-channel input, and past a few MiB writing it out and reading
 #: it back cost more than gathering it again from the input in backward. Measured inside
@@ -63,16 +76,21 @@ MAX_KEEP_BYTES = 4 * 2**20
 
 
 def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: int) -> bool:
-    """Whether a convolution of ``A`` takes the NCHW engine: 2-d on NumPy, with fewer than
-    :data:`MAX_CHANNELS` input channels (where the row gather does not pay), or strided or 1x1
-    (where it does not apply) with at least :data:`MIN_POSITIONS` output positions.
+    """Whether a convolution of ``A`` takes the NCHW engine (NumPy): 2-d with fewer than
+    :data:`MAX_CHANNELS` input channels (where the row gather does not pay), or strided or
+    1x1 (where it does not apply) with at least :data:`MIN_POSITIONS` output positions;
+    1-d with at least :data:`MIN_POSITIONS_1D`.
 
     Measured against the im2row engine (``benchmarks/conv_paths.py``, paired, 2 threads,
     a shared machine): 1 to 3 channels 0.57-0.82x its time (LeNet's and the zoo cnn's first
     layers 0.72 and 0.57x), stride 2 and 3 0.58-0.90x, 1x1 at 14x14 and 28x28 0.60x; but 1x1
     256 -> 64 at 7x7 (49 positions) 1.25x: each sample's product is then too narrow.
     """
-    if not isinstance(A, np.ndarray) or A.shape[0] == 0 or nd != 2:
+    if not isinstance(A, np.ndarray) or A.shape[0] == 0:
+        return False
+    if nd == 1:
+        return out_positions >= MIN_POSITIONS_1D
+    if nd != 2:
         return False
     if A.shape[1] < MAX_CHANNELS:
         return True
@@ -80,40 +98,46 @@ def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: 
 
 
 class NCHWConv2d:
-    """Forward and backward of a ``Conv2d`` on NumPy arrays (any float dtype, stride, padding).
+    """Forward and backward of a ``Conv2d`` (or, with ``nd=1``, a ``Conv1d``: a 2-d
+    convolution of height 1) on NumPy arrays (any float dtype, stride, padding).
 
-    ``forward(A, W, b)`` returns Z (N, C_out, H_out, W_out); ``backward(dZ, need_dA)``
-    returns ``(dA or None, dW, db)`` for the last forward. ``workspace`` bounds the gathered
+    ``forward(A, W, b)`` returns Z (N, C_out, *out); ``backward(dZ, need_dA)`` returns
+    ``(dA or None, dW, db)`` for the last forward. ``workspace`` bounds the gathered
     windows X of the chunks in work at once (each thread's chunk gets an equal share);
     ``keep`` bounds the X that forward may keep for backward.
     """
 
-    def __init__(self, kernel_size: int, stride: int, padding: int, workspace: int, keep: int):
-        self.K, self.stride, self.padding = kernel_size, stride, padding
+    def __init__(
+        self, kernel_size: int, stride: int, padding: int, workspace: int, keep: int, nd: int = 2
+    ):
+        self.K, self.stride, self.padding, self.nd = kernel_size, stride, padding, nd
         self.workspace, self.keep = workspace, keep
+        # (height, width) of the kernel, the stride and the padding
+        one = (1, 1, 0) if nd == 1 else (kernel_size, stride, padding)
+        self._kernel, self._step, self._pad = zip(one, (kernel_size, stride, padding))
         self._A: np.ndarray | None = None
         self._kept: dict[int, np.ndarray] = {}
 
     def _gather(self, buf: PaddedScratch, A: np.ndarray, block: str) -> np.ndarray:
-        """X (n, C K K + 1, L) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``; for
-        a pointwise layer (n, C, L), the input itself."""
+        """X (n, C Kh Kw + 1, L) of the chunk ``A`` (n, C, H, W), in ``buf``'s ``block``;
+        for a pointwise layer (n, C, L), the input itself."""
         n, C, H, Wd = A.shape
-        K, s, p = self.K, self.stride, self.padding
+        (Kh, Kw), (sh, sw), (ph, pw) = self._kernel, self._step, self._pad
         Ho, Wo = self._out
-        CKK, L = C * K * K, Ho * Wo
+        CKK, L = C * Kh * Kw, Ho * Wo
         if self._pointwise:  # X is the input itself (a copy only if it is not contiguous)
             return np.reshape(A, (n, C, H * Wd))
-        if p:
-            P = buf.padded("P", (n, C, H + 2 * p, Wd + 2 * p))
-            P[:, :, p : p + H, p : p + Wd] = A
+        if ph or pw:
+            P = buf.padded("P", (n, C, H + 2 * ph, Wd + 2 * pw))
+            P[:, :, ph : ph + H, pw : pw + Wd] = A
         else:
             P = A
         sN, sC, sH, sW = P.strides
         windows = as_strided(
-            P, (n, C, K, K, Ho, Wo), (sN, sC, sH, sW, s * sH, s * sW), writeable=False
+            P, (n, C, Kh, Kw, Ho, Wo), (sN, sC, sH, sW, sh * sH, sw * sW), writeable=False
         )
         X = buf(block, (n, CKK + 1, L))
-        np.copyto(X[:, :CKK].reshape(n, C, K, K, Ho, Wo), windows)
+        np.copyto(X[:, :CKK].reshape(n, C, Kh, Kw, Ho, Wo), windows)
         X[:, CKK] = 1  # the bias's row
         return X
 
@@ -122,12 +146,18 @@ class NCHWConv2d:
         return run_chunks(self._chunks, one_chunk, lambda: PaddedScratch(self._A), self._threads)
 
     def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.nd == 1:  # height 1
+            return self._forward(A[:, :, None], W[:, :, None], b)[:, :, 0]
+        return self._forward(A, W, b)
+
+    def _forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         N, C, H, Wd = A.shape
-        Co, K, s, p = W.shape[0], self.K, self.stride, self.padding
-        Ho, Wo = (H + 2 * p - K) // s + 1, (Wd + 2 * p - K) // s + 1
-        L, CKK = Ho * Wo, C * K * K
+        Co = W.shape[0]
+        (Kh, Kw), (sh, sw), (ph, pw) = self._kernel, self._step, self._pad
+        Ho, Wo = (H + 2 * ph - Kh) // sh + 1, (Wd + 2 * pw - Kw) // sw + 1
+        L, CKK = Ho * Wo, C * Kh * Kw
         self._out, self._Co = (Ho, Wo), Co
-        self._pointwise = K == 1 and s == 1 and p == 0
+        self._pointwise = Kh * Kw == 1 and sh * sw == 1 and ph + pw == 0
         self._threads = num_threads()
         per_sample = CKK * L * A.itemsize
         self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
@@ -154,12 +184,21 @@ class NCHWConv2d:
     def backward(
         self, dZ: np.ndarray, need_dA: bool = True
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        if self.nd == 1:  # height 1
+            dA, dW, db = self._backward(dZ[:, :, None], need_dA)
+            return (None if dA is None else dA[:, :, 0]), dW[:, :, 0], db
+        return self._backward(dZ, need_dA)
+
+    def _backward(
+        self, dZ: np.ndarray, need_dA: bool
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         N, C, H, Wd = self._A.shape
-        (Ho, Wo), Co, K, s, p = self._out, self._Co, self.K, self.stride, self.padding
+        (Ho, Wo), Co = self._out, self._Co
+        (Kh, Kw), (sh, sw), (ph, pw) = self._kernel, self._step, self._pad
         L = Ho * Wo
-        CKK = C * K * K
+        CKK = C * Kh * Kw
         dA = np.empty((N, C, H, Wd), dtype=dZ.dtype) if need_dA else None
-        W_T = np.ascontiguousarray(self._W[:, :CKK].T)  # (C K K, C_out)
+        W_T = np.ascontiguousarray(self._W[:, :CKK].T)  # (C Kh Kw, C_out)
         kept, self._kept = self._kept, {}  # used once: a second backward gathers again
 
         def one_chunk(buf: PaddedScratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -168,29 +207,29 @@ class NCHWConv2d:
             if X is None:
                 X = self._gather(buf, self._A[c], "X")
             dZc = np.reshape(dZ[c], (n, Co, L))  # a copy only when dZ is not contiguous
-            # (n, C_out, C K K + 1): the last column, against the row of ones, is dL/db
-            dWb = np.matmul(dZc, X.transpose(0, 2, 1)).sum(axis=0)
+            # (n, C K K + 1, C_out): the last row, against the row of ones, is dL/db
+            dWbT = np.matmul(X, dZc.transpose(0, 2, 1)).sum(axis=0)
             if self._pointwise:  # no row of ones: dL/db is its own sum
-                dW, db = dWb, np.sum(dZc, axis=(0, 2))
+                dW, db = dWbT.T, np.sum(dZc, axis=(0, 2))
             else:
-                dW, db = dWb[:, :CKK], dWb[:, CKK]
+                dW, db = dWbT[:CKK].T, dWbT[CKK]
             if not need_dA:
                 return dW, db
             if self._pointwise:
                 dA[c] = np.matmul(W_T, dZc).reshape(n, C, H, Wd)
                 return dW, db
             # X is dead: its rows of windows take dL/dX (BLAS writes the strided block)
-            dX = np.matmul(W_T, dZc, out=X[:, :CKK]).reshape(n, C, K, K, Ho, Wo)
-            dP = buf("dP", (n, C, H + 2 * p, Wd + 2 * p))
+            dX = np.matmul(W_T, dZc, out=X[:, :CKK]).reshape(n, C, Kh, Kw, Ho, Wo)
+            dP = buf("dP", (n, C, H + 2 * ph, Wd + 2 * pw))
             dP[...] = 0
-            for ky in range(K):
-                for kx in range(K):
-                    dP[:, :, ky : ky + s * Ho : s, kx : kx + s * Wo : s] += dX[:, :, ky, kx]
-            dA[c] = dP[:, :, p : p + H, p : p + Wd]
+            for ky in range(Kh):
+                for kx in range(Kw):
+                    dP[:, :, ky : ky + sh * Ho : sh, kx : kx + sw * Wo : sw] += dX[:, :, ky, kx]
+            dA[c] = dP[:, :, ph : ph + H, pw : pw + Wd]
             return dW, db
 
         parts = self._run(one_chunk)
         dW, db = parts[0]
         for dW_chunk, db_chunk in parts[1:]:  # in chunk order: the same sums however run
             dW, db = dW + dW_chunk, db + db_chunk
-        return dA, dW.reshape(Co, C, K, K), db
+        return dA, np.ascontiguousarray(dW).reshape(Co, C, Kh, Kw), db
