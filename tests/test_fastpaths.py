@@ -50,7 +50,7 @@ from portaconv.backend import (
     window_max,
     window_max_grad,
 )
-from portaconv.backend.conv import Im2RowConv, NCHWConv2d, StridedConv
+from portaconv.backend.conv import Im2RowConv, NCHWConv2d, StridedConv, TransposedConv
 
 from .helpers import assert_close, assert_same_result, on, rounded, snapshot, torch_reference
 
@@ -476,15 +476,24 @@ def test_numpy_engine_matches_torch(
             {"A": A, "W": W, "b": b},
             dLdZ,
         )
-        assert_close(Z, Z_ref, bk, "Z")
-        first = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
-        for got, name in zip(first, "AWb"):
-            assert got.dtype == np.dtype(dtype)
-            assert_close(got, grads[name], bk, "dLd" + name)
-        second = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
-        for a, b_ in zip(first, second):
-            np.testing.assert_array_equal(a, b_)
-        np.testing.assert_array_equal(A, before)
+        _check_layer_against(layer, A, before, Z, dLdZ, Z_ref, grads, bk, dtype)
+
+
+def _check_layer_against(layer, A, before, Z, dLdZ, Z_ref, grads, bk, dtype) -> list:
+    """Z and the gradients of one backward against PyTorch's, each in ``dtype``; a second
+    backward gives the same bits; the input is as it was (``before``). Returns the first
+    backward's [dL/dA, dL/dW, dL/db]."""
+    assert_close(Z, Z_ref, bk, "Z")
+    assert Z.dtype == np.dtype(dtype)
+    first = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
+    for got, name in zip(first, "AWb"):
+        assert got.dtype == np.dtype(dtype)
+        assert_close(got, grads[name], bk, "dLd" + name)
+    second = [layer.backward(dLdZ), layer.dLdW, layer.dLdb]
+    for a, b_ in zip(first, second):
+        np.testing.assert_array_equal(a, b_)
+    np.testing.assert_array_equal(A, before)
+    return first
 
 
 @pytest.mark.parametrize("cap_samples", [2, 3])
@@ -575,6 +584,68 @@ def test_each_numpy_engine_where_it_pays(cin, k, stride, size, engine):
         layer = L.Conv2d(cin, 2, k, stride)
         layer.forward(A)
         assert type(layer._engine) is engine
+
+
+# ------------------------------------------------------ transposed convolution (NumPy)
+
+TRANSPOSED_CASES = [  # cin, cout, in size, K, upsampling factor, n
+    (5, 3, (6, 7), 3, 2, 4),  # not square
+    (4, 6, (5, 5), 4, 3, 3),  # factor 3, even K
+    (3, 2, (4, 6), 2, 3, 1),  # batch 1, factor past the kernel: zero rows in Z
+    (2, 4, (5, 4), 3, 1, 3),  # factor 1: a "full" convolution
+    (6, 5, (4, 4), 1, 2, 3),  # 1x1: Z has zero rows and columns between the values
+    (3, 4, (9,), 3, 2, 5),  # 1-d
+    (4, 2, (7,), 5, 3, 2),
+    (2, 3, (8,), 1, 1, 3),  # 1-d 1x1, factor 1: pointwise
+]
+
+
+@pytest.mark.parametrize("cin,cout,size,K,k,n", TRANSPOSED_CASES)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("per_chunk", [None, 1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_transposed_engine_matches_torch(
+    monkeypatch, thread_count, cin, cout, size, K, k, n, workers, per_chunk, dtype
+):
+    """The NumPy transposed-convolution engine against float64 PyTorch
+    (``conv_transpose{1,2}d`` with the handout's weights flipped and swapped): Z, dL/dA,
+    dL/dW, dL/db, with the batch in one chunk or in chunks of one or two samples on 1-3
+    threads, input and gradient non-contiguous; a second backward gives the same bits;
+    without dL/dA the same dL/dW and dL/db."""
+    thread_count(workers)
+    nd = len(size)
+    itemsize = np.dtype(dtype).itemsize
+    if per_chunk is not None:  # the window matrix of one sample: C_out K^d x (input positions)
+        _set_workspace(monkeypatch, per_chunk * itemsize * cout * K**nd * math.prod(size) * workers)
+    layer_cls = L.ConvTranspose1d if nd == 1 else L.ConvTranspose2d
+    torch_fn = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
+    spatial = tuple(range(2, nd + 2))
+    rng = np.random.default_rng(cin * 100 + K * 10 + k)
+    W = rng.uniform(-0.5, 0.5, (cout, cin, *(K,) * nd)).astype(dtype)
+    b = rng.uniform(-0.5, 0.5, cout).astype(dtype)
+    A = np.swapaxes(rng.standard_normal((cin, n, *size)).astype(dtype), 0, 1)  # non-contiguous
+    with use_backend("numpy", None, dtype) as bk:
+        layer = layer_cls(cin, cout, K, k, lambda *_: W, lambda *_: b)
+        before = snapshot(A)
+        Z = layer.forward(A)
+        assert isinstance(layer._engine, TransposedConv)
+        chunks = layer._engine._conv._chunks
+        fewest = 1 if per_chunk is None else -(-n // per_chunk)
+        assert len(chunks) == min(n, -(-fewest // workers) * workers)
+        dLdZ = np.swapaxes(rng.standard_normal((Z.shape[1], *Z.shape[:1], *Z.shape[2:])), 0, 1)
+        dLdZ = dLdZ.astype(dtype)
+
+        def reference(A, W, b):
+            V = torch.flip(W, spatial).transpose(0, 1)
+            return torch_fn(A, V, b, stride=k, padding=K - 1)
+
+        Z_ref, grads = torch_reference(reference, {"A": A, "W": W, "b": b}, dLdZ)
+        first = _check_layer_against(layer, A, before, Z, dLdZ, Z_ref, grads, bk, dtype)
+        layer.needs_input_grad = False
+        layer.forward(A)
+        assert layer.backward(dLdZ) is None
+        np.testing.assert_array_equal(layer.dLdW, first[1])
+        np.testing.assert_array_equal(layer.dLdb, first[2])
 
 
 # ------------------------------------------------------------------------------ threads

@@ -93,6 +93,7 @@ from .conv import (
     StridedConv,
     conv_engine,
     row_gather_applies,
+    transposed_engine,
 )
 
 __all__ = [
@@ -120,6 +121,7 @@ __all__ = [
     "compile_step",
     "compiled_random",
     "conv_engine",
+    "transposed_engine",
     "conv_out_size",
     "erf",
     "erf_portable",

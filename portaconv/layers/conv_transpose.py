@@ -16,7 +16,9 @@ upsampling factor and padding is ``K - 1``.
 
 It is computed without materialising the zeros: the forward pass is the input-gradient of a
 stride-k convolution (a matrix product, then a col2im scatter), and the backward pass is a
-stride-k convolution of the gradient, so no work is spent on inserted zeros.
+stride-k convolution of the gradient, so no work is spent on inserted zeros. On NumPy an
+engine does this in threaded chunks (``portaconv.backend.conv.TransposedConv``); elsewhere
+the layer's own portable products below, on the whole batch at once.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend import astype, col2im, im2col, pad_spatial, split_matmul, swap_leading_axes
+from ..backend import (
+    astype,
+    col2im,
+    im2col,
+    pad_spatial,
+    split_matmul,
+    swap_leading_axes,
+    transposed_engine,
+)
 from ..checks import shape_str
 from ._base import Layer, fan_in_bound, spec_of
 
@@ -59,8 +69,10 @@ class _ConvTransposeNd(Layer):
         xp = array_namespace(self.W)
         self.dLdW = xp.zeros_like(self.W)
         self.dLdb = xp.zeros_like(self.b)
-        self._A2 = None  # the input as (C_in, N * L), kept for dLdW
+        self._A2 = None  # the input as (C_in, N * L), kept for dLdW (portable path)
+        self._engine: Any = None  # the engine that ran the last forward, if one did
         self._in_shape: tuple[int, ...] | None = None
+        self._spec: Any = None  # (namespace, device, dtype) of the last forward's computation
         self._out_shape: tuple[int, ...] | None = None
 
     def __repr__(self) -> str:
@@ -88,6 +100,13 @@ class _ConvTransposeNd(Layer):
                 f"{self.name}: kernel_size={K} is larger than the upsampled input "
                 f"{shape_str(upsampled)} (input {shape_str(in_size)}, upsampling_factor={k})"
             )
+        self._in_shape, self._spec = tuple(A.shape), spec_of(A)
+        self._engine = transposed_engine(A, nd, K, k)
+        if self._engine is not None:
+            self._A2 = None
+            Z = self._engine.forward(A, W, b)
+            self._out_shape = tuple(Z.shape)
+            return Z
         N, L = A.shape[0], math.prod(in_size)
         # Channels first (as in Conv): (C_in, N L) so the batch is one matrix product.
         A2 = xp.reshape(swap_leading_axes(A), (self.in_channels, N * L))
@@ -98,13 +117,16 @@ class _ConvTransposeNd(Layer):
         Z = Z[(..., *(slice(K - 1, K - 1 + n - K + 1) for n in upsampled))]
         Z = swap_leading_axes(Z + xp.reshape(b, (self.out_channels,) + (1,) * (nd + 1)))
         self._A2, self._out_shape = A2, tuple(Z.shape)
-        self._in_shape = tuple(A.shape)
         return Z
 
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C_out, *out) -> ``dLdA`` (N, C_in, *in); sets ``dLdW`` and ``dLdb``."""
-        self._forward_done("_A2")
-        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, spec_of(self._A2))
+        self._forward_done("_in_shape")
+        xp = self._gradient_arg(dLdZ, "dLdZ", self._out_shape, self._spec)
+        if self._engine is not None:
+            dA, dLdW, dLdb = self._engine.backward(dLdZ, self.needs_input_grad)
+            self._set_grads(W=dLdW, b=dLdb)
+            return self._as_input(dA)
         nd, K, k = self._nd, self.kernel_size, self.upsampling_factor
         N, in_size = self._in_shape[0], self._in_shape[2:]
         L = math.prod(in_size)

@@ -21,7 +21,12 @@ Z (N, C_out, *out). The layer (``portaconv.layers.conv``) validates its input, a
                     products straight in NCHW, threaded chunks
 ``StridedConv``     libraries with strided views and a scatter-add (torch): im2col
                     as one view and one copy, col2im as one scatter-add
+``TransposedConv``  NumPy, the handout's transposed convolution (1-d or 2-d) as a
+                    strided convolution run backwards on the NCHW engine
 ==================  ================================================================
+
+:func:`transposed_engine` returns None where no engine applies: the transposed layer then
+computes its portable products itself.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from .im2row import Im2RowConv
 from .nchw import MAX_CHANNELS, MIN_POSITIONS, NCHWConv2d, nchw_applies
 from .rowgather import MIN_CHANNELS, RowGatherConv2d, row_gather_applies
 from .strided import StridedConv, strided_applies
+from .transposed import TransposedConv, transposed_applies
 
 
 def conv_engine(A: Any, nd: int, kernel_size: int, stride: int, padding: int) -> Any:
@@ -48,6 +54,13 @@ def conv_engine(A: Any, nd: int, kernel_size: int, stride: int, padding: int) ->
     return Im2RowConv(nd, kernel_size, stride, padding, workspace_bytes(A), keep_bytes(A))
 
 
+def transposed_engine(A: Any, nd: int, kernel_size: int, factor: int) -> Any:
+    """The engine for the handout's transposed convolution of ``A``, or None (portable)."""
+    if transposed_applies(A):
+        return TransposedConv(nd, kernel_size, factor, workspace_bytes(A), keep_bytes(A))
+    return None
+
+
 __all__ = [
     "MAX_CHANNELS",
     "MIN_CHANNELS",
@@ -56,8 +69,11 @@ __all__ = [
     "NCHWConv2d",
     "RowGatherConv2d",
     "StridedConv",
+    "TransposedConv",
     "conv_engine",
     "nchw_applies",
     "row_gather_applies",
     "strided_applies",
+    "transposed_applies",
+    "transposed_engine",
 ]

@@ -43,6 +43,7 @@ in ``tests/test_fastpaths.py``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -141,9 +142,25 @@ class NCHWConv2d:
         X[:, CKK] = 1  # the bias's row
         return X
 
-    def _run(self, one_chunk: Any) -> list[Any]:
+    def _run(self, one_chunk: Any, like: np.ndarray) -> list[Any]:
         """``one_chunk(buffers, index, chunk)`` for every chunk, between the threads."""
-        return run_chunks(self._chunks, one_chunk, lambda: PaddedScratch(self._A), self._threads)
+        return run_chunks(self._chunks, one_chunk, lambda: PaddedScratch(like), self._threads)
+
+    def _plan(self, shape: tuple[int, ...], W: np.ndarray, b: np.ndarray, itemsize: int) -> int:
+        """The geometry, the chunks and [W_mat | b] of a convolution of inputs of ``shape``
+        (N, C, H, W); returns the bytes of one sample's window matrix."""
+        N, C, H, Wd = shape
+        Co = W.shape[0]
+        (Kh, Kw), (sh, sw), (ph, pw) = self._kernel, self._step, self._pad
+        Ho, Wo = (H + 2 * ph - Kh) // sh + 1, (Wd + 2 * pw - Kw) // sw + 1
+        CKK = C * Kh * Kw
+        self._in_shape, self._out, self._Co = shape, (Ho, Wo), Co
+        self._pointwise = Kh * Kw == 1 and sh * sw == 1 and ph + pw == 0
+        self._threads = num_threads()
+        per_sample = CKK * Ho * Wo * itemsize
+        self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
+        self._W = np.concatenate([W.reshape(Co, CKK), np.reshape(b, (Co, 1))], axis=1)
+        return per_sample
 
     def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         if self.nd == 1:  # height 1
@@ -151,18 +168,10 @@ class NCHWConv2d:
         return self._forward(A, W, b)
 
     def _forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-        N, C, H, Wd = A.shape
-        Co = W.shape[0]
-        (Kh, Kw), (sh, sw), (ph, pw) = self._kernel, self._step, self._pad
-        Ho, Wo = (H + 2 * ph - Kh) // sh + 1, (Wd + 2 * pw - Kw) // sw + 1
-        L, CKK = Ho * Wo, C * Kh * Kw
-        self._out, self._Co = (Ho, Wo), Co
-        self._pointwise = Kh * Kw == 1 and sh * sw == 1 and ph + pw == 0
-        self._threads = num_threads()
-        per_sample = CKK * L * A.itemsize
-        self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
+        per_sample = self._plan(A.shape, W, b, A.itemsize)
+        N, (Ho, Wo), Co = A.shape[0], self._out, self._Co
+        L, CKK = Ho * Wo, self._W.shape[1] - 1
         keep = N * per_sample <= min(self.keep, MAX_KEEP_BYTES) and not self._pointwise
-        self._W = np.concatenate([W.reshape(Co, CKK), np.reshape(b, (Co, 1))], axis=1)
         Z = np.empty((N, Co, Ho, Wo), dtype=A.dtype)
         bias = np.reshape(b, (Co, 1))
         self._A = A
@@ -177,7 +186,7 @@ class NCHWConv2d:
                 np.matmul(self._W, X, out=Zc)
             return X if keep else None
 
-        kept = self._run(one_chunk)
+        kept = self._run(one_chunk, A)
         self._kept = {i: X for i, X in enumerate(kept) if X is not None}
         return Z
 
@@ -189,12 +198,67 @@ class NCHWConv2d:
             return (None if dA is None else dA[:, :, 0]), dW[:, :, 0], db
         return self._backward(dZ, need_dA)
 
+    def input_gradient(
+        self, dZ: np.ndarray, shape: tuple[int, ...], W: np.ndarray, b: np.ndarray
+    ) -> np.ndarray:
+        """dL/dA alone, plus ``b`` (C,) on every position, for inputs of ``shape`` and
+        weights ``W``, with no forward before it (nothing of the input is needed): a
+        transposed convolution's forward."""
+        if self.nd == 1:  # height 1
+            shape = (*shape[:2], 1, shape[2])
+            return self._input_gradient_alone(dZ[:, :, None], shape, W[:, :, None], b)[:, :, 0]
+        return self._input_gradient_alone(dZ, shape, W, b)
+
+    def _input_gradient_alone(
+        self, dZ: np.ndarray, shape: tuple[int, ...], W: np.ndarray, b: np.ndarray
+    ) -> np.ndarray:
+        self._plan(shape, W, np.zeros(W.shape[0], W.dtype), dZ.itemsize)
+        dA = np.empty(shape, dtype=dZ.dtype)
+        W_T = np.ascontiguousarray(self._W[:, :-1].T)  # (C Kh Kw, C_out)
+
+        def one_chunk(buf: PaddedScratch, i: int, c: slice) -> None:
+            n = c.stop - c.start
+            block = buf("X", (n, W_T.shape[0], math.prod(self._out)))
+            self._input_gradient(buf, W_T, dZ[c], block, dA[c], b)
+
+        self._run(one_chunk, dZ)
+        return dA
+
+    def _input_gradient(
+        self,
+        buf: PaddedScratch,
+        W_T: np.ndarray,
+        dZ: np.ndarray,
+        block: Any,
+        dA: np.ndarray,
+        b: np.ndarray | None = None,
+    ) -> None:
+        """dL/dA of a chunk into ``dA`` (n, C, H, W), plus ``b`` (C,) where given: the
+        products go to ``block`` (n, C Kh Kw, L), then each (ky, kx) adds its strided slice
+        into the padded gradient, which starts as ``b``."""
+        n, C, H, Wd = dA.shape
+        (Ho, Wo), Co = self._out, self._Co
+        (Kh, Kw), (sh, sw), (ph, pw) = self._kernel, self._step, self._pad
+        dZc = np.reshape(dZ, (n, Co, Ho * Wo))  # a copy only when dZ is not contiguous
+        if self._pointwise:
+            np.matmul(W_T, dZc, out=dA.reshape(n, C, H * Wd))
+            if b is not None:
+                dA += np.reshape(b, (C, 1, 1))
+            return
+        dX = np.matmul(W_T, dZc, out=block).reshape(n, C, Kh, Kw, Ho, Wo)
+        dP = buf("dP", (n, C, H + 2 * ph, Wd + 2 * pw))
+        dP[...] = 0 if b is None else np.reshape(b, (C, 1, 1))
+        for ky in range(Kh):
+            for kx in range(Kw):
+                dP[:, :, ky : ky + sh * Ho : sh, kx : kx + sw * Wo : sw] += dX[:, :, ky, kx]
+        dA[...] = dP[:, :, ph : ph + H, pw : pw + Wd]
+
     def _backward(
         self, dZ: np.ndarray, need_dA: bool
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        N, C, H, Wd = self._A.shape
+        N, C, H, Wd = self._in_shape
         (Ho, Wo), Co = self._out, self._Co
-        (Kh, Kw), (sh, sw), (ph, pw) = self._kernel, self._step, self._pad
+        (Kh, Kw) = self._kernel
         L = Ho * Wo
         CKK = C * Kh * Kw
         dA = np.empty((N, C, H, Wd), dtype=dZ.dtype) if need_dA else None
@@ -213,22 +277,11 @@ class NCHWConv2d:
                 dW, db = dWbT.T, np.sum(dZc, axis=(0, 2))
             else:
                 dW, db = dWbT[:CKK].T, dWbT[CKK]
-            if not need_dA:
-                return dW, db
-            if self._pointwise:
-                dA[c] = np.matmul(W_T, dZc).reshape(n, C, H, Wd)
-                return dW, db
-            # X is dead: its rows of windows take dL/dX (BLAS writes the strided block)
-            dX = np.matmul(W_T, dZc, out=X[:, :CKK]).reshape(n, C, Kh, Kw, Ho, Wo)
-            dP = buf("dP", (n, C, H + 2 * ph, Wd + 2 * pw))
-            dP[...] = 0
-            for ky in range(Kh):
-                for kx in range(Kw):
-                    dP[:, :, ky : ky + sh * Ho : sh, kx : kx + sw * Wo : sw] += dX[:, :, ky, kx]
-            dA[c] = dP[:, :, ph : ph + H, pw : pw + Wd]
+            if need_dA:  # X is dead: its rows of windows take dL/dX
+                self._input_gradient(buf, W_T, dZc, X[:, :CKK], dA[c])
             return dW, db
 
-        parts = self._run(one_chunk)
+        parts = self._run(one_chunk, dZ)
         dW, db = parts[0]
         for dW_chunk, db_chunk in parts[1:]:  # in chunk order: the same sums however run
             dW, db = dW + dW_chunk, db + db_chunk
