@@ -201,8 +201,9 @@ class BatchNormTrain:
             dA3 = np.reshape(dBZ, (N, C, L))
 
         def sums(buf: Scratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
-            if self.relu:  # not (A <= 0): a NaN passes its gradient, as in the ReLU layer
-                np.multiply(dA3[c], np.logical_not(out3[c] <= 0), out=dY3[c])
+            if self.relu:  # A = max(., 0) is >= 0 or NaN: A != 0 is not (A <= 0), one pass;
+                # a NaN passes its gradient, as in the ReLU layer
+                np.multiply(dA3[c], out3[c] != 0, out=dY3[c])
             T = np.subtract(Z3[c], self._M3, out=buf("T", (c.stop - c.start, C, L)))
             return _channel_sums(dY3[c]), _channel_dots(T, dY3[c])
 
