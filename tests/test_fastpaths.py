@@ -496,6 +496,36 @@ def _check_layer_against(layer, A, before, Z, dLdZ, Z_ref, grads, bk, dtype) -> 
     return first
 
 
+@pytest.mark.parametrize(
+    "cin,cout,size,k,stride,padding,n", [case for case in NCHW_CASES if case[4] > 1]
+)
+def test_nchw_strided_input_gradient_either_way(
+    monkeypatch, cin, cout, size, k, stride, padding, n
+):
+    """Strided dL/dA by parity planes (the default) and by a strided add per kernel offset
+    (``PARITY_PLANES = False``): both PyTorch's (float64), in chunks of two samples."""
+    _force_engine(monkeypatch, "nchw", cin, size, k, stride, padding, 8)
+    nd = len(size)
+    _set_workspace(monkeypatch, 2 * 8 * cin * k**nd * math.prod(size))
+    layer_cls, conv = (L.Conv1d, F.conv1d) if nd == 1 else (L.Conv2d, F.conv2d)
+    rng = np.random.default_rng(k * 10 + stride)
+    W = rng.standard_normal((cout, cin, *(k,) * nd))
+    b = rng.standard_normal(cout)
+    A = rng.standard_normal((n, cin, *size))
+    with use_backend("numpy", None, "float64") as bk:
+        layer = layer_cls(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
+        dLdZ = rng.standard_normal(layer.forward(A).shape)
+        _, grads = torch_reference(
+            lambda A, W, b: conv(A, W, b, stride=stride, padding=padding),
+            {"A": A, "W": W, "b": b},
+            dLdZ,
+        )
+        for planes in (True, False):
+            monkeypatch.setattr(nchw, "PARITY_PLANES", planes)
+            layer.forward(A)
+            assert_close(layer.backward(dLdZ), grads["A"], bk, f"dLdA, PARITY_PLANES={planes}")
+
+
 @pytest.mark.parametrize("cap_samples", [2, 3])
 def test_nchw_keeps_windows_up_to_its_own_cap(monkeypatch, cap_samples):
     """The NCHW engine keeps its window matrices for backward only up to MAX_KEEP_BYTES

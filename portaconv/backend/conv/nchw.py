@@ -18,6 +18,16 @@ of n samples, with Hp, Wp the zero-padded input size and L = Ho Wo::
     dL/dA     dX[m]                   = W_mat^T @ dZ[m], then each (ky, kx) adds its
                                         strided slice into the padded dA
 
+Strided, dL/dA skips the scatter: the padded gradient's positions fall into sh sw parity
+planes (rows a + sh i, columns b + sw j), and the kernel offset (ky, kx) adds to plane
+(ky mod sh, kx mod sw) at a fixed shift (ky // sh, kx // sw). With dL/dZ laid out as dY
+(C_out, n F), each sample's Ho rows Wq (a plane's width) apart and zeros between, every
+offset's contribution is one product added by BLAS into its plane (``gemm``'s
+``accumulate``), ``W_tap (C, C_out) @ dY`` at that shift, the zeros keeping the rows and
+samples apart; then one strided copy per plane interleaves them into dA. (A strided add of
+K K blocks of Wo-value rows, NumPy's inner loops that short, cost more than the products it
+scattered; by planes the strided cases took 0.92-0.94x the time, paired in one process.)
+
 A 1-d convolution is a 2-d one of height 1 (kernel 1 x K). dL/dW is computed transposed,
 ``X[m] @ dZ[m]^T``: OpenBLAS ran it 1.15-1.4x as fast as ``dZ[m] @ X[m]^T`` for these
 shapes (a long inner dimension L and a narrow result; the 3x3 stride-2 32 -> 64 at 28x28,
@@ -49,6 +59,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .._ops import gemm
 from .._threads import num_threads
 from ._chunks import PaddedScratch, plan_chunks, run_chunks
 
@@ -64,6 +75,10 @@ MIN_POSITIONS = 100
 #: stride and channel count (``benchmarks/conv_paths.py``'s 1-d shapes, paired, 2 threads:
 #: 0.60-0.87x the im2row engine's time from 31 positions up, 0.97x at 8, 1.13x at 4).
 MIN_POSITIONS_1D = 8
+
+#: Whether strided dL/dA takes the parity planes (False: the products, then a strided add per
+#: kernel offset; for comparisons with ``benchmarks/step_profile.py --variant``).
+PARITY_PLANES = True
 
 #: Most window matrices X (all chunks) forward keeps for backward, below ``keep_bytes``: X
 #: holds K*K copies of a few-channel input, and past a few MiB writing it out and reading
@@ -160,6 +175,8 @@ class NCHWConv2d:
         per_sample = CKK * Ho * Wo * itemsize
         self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
         self._W = np.concatenate([W.reshape(Co, CKK), np.reshape(b, (Co, 1))], axis=1)
+        # W_tap (C, C_out) of every kernel offset, for dL/dA by parity planes
+        self._taps = np.ascontiguousarray(W.reshape(Co, C, Kh, Kw).transpose(2, 3, 1, 0))
         return per_sample
 
     def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -245,6 +262,9 @@ class NCHWConv2d:
             if b is not None:
                 dA += np.reshape(b, (C, 1, 1))
             return
+        if sh * sw > 1 and PARITY_PLANES:
+            self._input_gradient_by_planes(buf, dZ, dA, b)
+            return
         dX = np.matmul(W_T, dZc, out=block).reshape(n, C, Kh, Kw, Ho, Wo)
         dP = buf("dP", (n, C, H + 2 * ph, Wd + 2 * pw))
         dP[...] = 0 if b is None else np.reshape(b, (C, 1, 1))
@@ -252,6 +272,39 @@ class NCHWConv2d:
             for kx in range(Kw):
                 dP[:, :, ky : ky + sh * Ho : sh, kx : kx + sw * Wo : sw] += dX[:, :, ky, kx]
         dA[...] = dP[:, :, ph : ph + H, pw : pw + Wd]
+
+    def _input_gradient_by_planes(
+        self, buf: PaddedScratch, dZ: np.ndarray, dA: np.ndarray, b: np.ndarray | None
+    ) -> None:
+        """dL/dA of a chunk, strided: the module docstring's parity planes (products added
+        by BLAS into their planes, then the planes interleaved into ``dA``)."""
+        n, C, H, Wd = dA.shape
+        (Ho, Wo), Co = self._out, self._Co
+        (Kh, Kw), (sh, sw), (ph, pw) = self._kernel, self._step, self._pad
+        Hq, Wq = -(-(H + 2 * ph) // sh), -(-(Wd + 2 * pw) // sw)  # a plane's size
+        # one sample's stretch of a plane: the plane, and every product's reach in it
+        F = max(Hq * Wq, (Kh - 1) // sh * Wq + (Kw - 1) // sw + Ho * Wq)
+        dY = buf.padded("dY", (Co, n, F))  # dZ^T, its rows Wq apart: zeros between
+        dZ = np.reshape(dZ, (n, Co, Ho, Wo))
+        dY[:, :, : Ho * Wq].reshape(Co, n, Ho, Wq)[..., :Wo] = dZ.transpose(1, 0, 2, 3)
+        Q = buf("Q", (C, sh, sw, n * F))
+        Q[...] = 0 if b is None else np.reshape(b, (C, 1, 1, 1))
+        dY = dY.reshape(Co, n * F)
+        for ky in range(Kh):
+            for kx in range(Kw):
+                start = ky // sh * Wq + kx // sw
+                plane = Q[:, ky % sh, kx % sw, start:]
+                gemm(self._taps[ky, kx], dY[:, : plane.shape[1]], plane, accumulate=True)
+        for a in range(sh):  # plane (a, b) holds the padded rows a + sh i, columns b + sw j
+            y0 = (a - ph) % sh  # the first row of dA in it, and its row in the plane
+            for c in range(sw):
+                x0 = (c - pw) % sw
+                i0, j0 = (y0 + ph) // sh, (x0 + pw) // sw
+                ny, nx = len(range(y0, H, sh)), len(range(x0, Wd, sw))
+                plane = Q[:, a, c].reshape(C, n, F)[:, :, : Hq * Wq].reshape(C, n, Hq, Wq)
+                dA[:, :, y0::sh, x0::sw] = plane[:, :, i0 : i0 + ny, j0 : j0 + nx].transpose(
+                    1, 0, 2, 3
+                )
 
     def _backward(
         self, dZ: np.ndarray, need_dA: bool
