@@ -267,3 +267,30 @@ def test_op_count_prints_and_writes_counts(tmp_path):
         assert r["torch_ops"] == sum(r["torch_by_op"].values()) > 0
         assert math.isclose(r["ratio"], r["portaconv_ops"] / r["torch_ops"])
         assert f"{r['model']:6s} | {r['portaconv_ops']:9d} | {r['torch_ops']:7d}" in done.stdout
+
+
+def test_variant_pairs_times_both_settings():
+    """benchmarks/variant_pairs.py (NumPy only) prints a row per selected case with both
+    sides' times, their ratio and the difference of their results: the parity planes and
+    the strided adds of the NCHW engine's dL/dA compute the same numbers. A variant of a
+    name the module does not have is refused with exit status 2."""
+    script = RUN.parent / "variant_pairs.py"
+    variant = "portaconv.backend.conv.nchw.PARITY_PLANES=False"
+    command = [sys.executable, str(script), "--variant", variant, "--rounds", "2"]
+    done = subprocess.run(
+        [*command, "--cases", "s2_p1"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"variant_pairs.py failed:\n{done.stdout}\n{done.stderr}"
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("conv2d_3x3_s2")]
+    assert len(rows) == 1
+    default_ms, variant_ms, ratio = map(float, rows[0][1:4])
+    difference = float(rows[0][5])
+    assert default_ms > 0 and variant_ms > 0 and ratio > 0
+    assert difference < 1e-5
+    bad = subprocess.run(
+        [sys.executable, str(script), "--variant", "portaconv.backend.conv.nchw.NO_SUCH=1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "has no 'NO_SUCH'" in bad.stderr

@@ -526,6 +526,33 @@ def test_nchw_strided_input_gradient_either_way(
             assert_close(layer.backward(dLdZ), grads["A"], bk, f"dLdA, PARITY_PLANES={planes}")
 
 
+@pytest.mark.parametrize("transposed", [True, False])
+@pytest.mark.parametrize(
+    "cin,cout,size,k,stride",
+    [(1, 12, (9, 8), 3, 1), (3, 5, (7, 7), 3, 2), (6, 8, (5, 6), 1, 1), (4, 3, (11,), 3, 1)],
+)
+def test_nchw_weight_gradient_either_way(monkeypatch, transposed, cin, cout, size, k, stride):
+    """dL/dW (with dL/db) as ``X @ dZ^T`` where X has more rows than dZ, else and with
+    ``WEIGHT_GRADIENT_TRANSPOSED = False`` as ``dZ @ X^T``: PyTorch's numbers (float64)
+    either way, the cases on both sides of the rule."""
+    _force_engine(monkeypatch, "nchw", cin, size, k, stride, 0, 8)
+    monkeypatch.setattr(nchw, "WEIGHT_GRADIENT_TRANSPOSED", transposed)
+    nd = len(size)
+    layer_cls, conv = (L.Conv1d, F.conv1d) if nd == 1 else (L.Conv2d, F.conv2d)
+    rng = np.random.default_rng(cin + cout)
+    W, b = rng.standard_normal((cout, cin, *(k,) * nd)), rng.standard_normal(cout)
+    A = rng.standard_normal((3, cin, *size))
+    with use_backend("numpy", None, "float64") as bk:
+        layer = layer_cls(cin, cout, k, stride, 0, lambda *_: W, lambda *_: b)
+        dLdZ = rng.standard_normal(layer.forward(A).shape)
+        _, grads = torch_reference(
+            lambda A, W, b: conv(A, W, b, stride=stride), {"A": A, "W": W, "b": b}, dLdZ
+        )
+        assert_close(layer.backward(dLdZ), grads["A"], bk, "dLdA")
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+        assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+
+
 @pytest.mark.parametrize("cap_samples", [2, 3])
 def test_nchw_keeps_windows_up_to_its_own_cap(monkeypatch, cap_samples):
     """The NCHW engine keeps its window matrices for backward only up to MAX_KEEP_BYTES

@@ -18,7 +18,7 @@ of n samples, with Hp, Wp the zero-padded input size and L = Ho Wo::
     dL/dA     dX[m]                   = W_mat^T @ dZ[m], then each (ky, kx) adds its
                                         strided slice into the padded dA
 
-Strided, dL/dA skips the scatter: the padded gradient's positions fall into sh sw parity
+Strided in 2-d, dL/dA skips the scatter: the padded gradient's positions fall into sh sw parity
 planes (rows a + sh i, columns b + sw j), and the kernel offset (ky, kx) adds to plane
 (ky mod sh, kx mod sw) at a fixed shift (ky // sh, kx // sw). With dL/dZ laid out as dY
 (C_out, n F), each sample's Ho rows Wq (a plane's width) apart and zeros between, every
@@ -26,13 +26,17 @@ offset's contribution is one product added by BLAS into its plane (``gemm``'s
 ``accumulate``), ``W_tap (C, C_out) @ dY`` at that shift, the zeros keeping the rows and
 samples apart; then one strided copy per plane interleaves them into dA. (A strided add of
 K K blocks of Wo-value rows, NumPy's inner loops that short, cost more than the products it
-scattered; by planes the strided cases took 0.92-0.94x the time, paired in one process.)
+scattered. ``benchmarks/variant_pairs.py --variant
+portaconv.backend.conv.nchw.PARITY_PLANES=False``: the strided adds took 1.07x the time
+of the planes on ``run.py``'s 3x3 stride-2 case and on the transposed convolution, whose
+forward this is; a 1-d convolution's adds run along whole rows, and planes did not pay.)
 
-A 1-d convolution is a 2-d one of height 1 (kernel 1 x K). dL/dW is computed transposed,
-``X[m] @ dZ[m]^T``: OpenBLAS ran it 1.15-1.4x as fast as ``dZ[m] @ X[m]^T`` for these
-shapes (a long inner dimension L and a narrow result; the 3x3 stride-2 32 -> 64 at 28x28,
-32 samples, one thread: 1.23 against 1.67 ms), and ``benchmarks/run.py``'s ``conv1d_3``
-case went from 1.28x PyTorch's time to 1.11x with it.
+A 1-d convolution is a 2-d one of height 1 (kernel 1 x K). Where X has more rows than dZ
+(C K K + 1 > C_out), dL/dW is computed transposed, ``X[m] @ dZ[m]^T``, which OpenBLAS runs
+faster than ``dZ[m] @ X[m]^T`` (``benchmarks/variant_pairs.py --variant
+portaconv.backend.conv.nchw.WEIGHT_GRADIENT_TRANSPOSED=False``: the other way round took
+1.06-1.10x the time on ``run.py``'s strided, stride-2 1-d and transposed cases, 1.03x on
+its other 1-d case; on the 1x1 64 -> 128, where X has fewer rows, 0.96x).
 
 The row of ones puts the bias into the forward product and dL/db into the dL/dW one: the
 pass that added ``b`` to Z and the one that summed dZ are gone (on the zoo ``cnn``'s first
@@ -75,6 +79,10 @@ MIN_POSITIONS = 100
 #: stride and channel count (``benchmarks/conv_paths.py``'s 1-d shapes, paired, 2 threads:
 #: 0.60-0.87x the im2row engine's time from 31 positions up, 0.97x at 8, 1.13x at 4).
 MIN_POSITIONS_1D = 8
+
+#: Whether dL/dW is computed transposed, ``X @ dZ^T`` (False: ``dZ @ X^T``, for comparisons
+#: with ``benchmarks/variant_pairs.py``; the same numbers up to rounding).
+WEIGHT_GRADIENT_TRANSPOSED = True
 
 #: Whether strided dL/dA takes the parity planes (False: the products, then a strided add per
 #: kernel offset; for comparisons with ``benchmarks/step_profile.py --variant``).
@@ -262,7 +270,7 @@ class NCHWConv2d:
             if b is not None:
                 dA += np.reshape(b, (C, 1, 1))
             return
-        if sh * sw > 1 and PARITY_PLANES:
+        if sh > 1 and PARITY_PLANES:  # 2-d (1-d's strided adds run along whole rows)
             self._input_gradient_by_planes(buf, dZ, dA, b)
             return
         dX = np.matmul(W_T, dZc, out=block).reshape(n, C, Kh, Kw, Ho, Wo)
@@ -325,7 +333,10 @@ class NCHWConv2d:
                 X = self._gather(buf, self._A[c], "X")
             dZc = np.reshape(dZ[c], (n, Co, L))  # a copy only when dZ is not contiguous
             # (n, C K K + 1, C_out): the last row, against the row of ones, is dL/db
-            dWbT = np.matmul(X, dZc.transpose(0, 2, 1)).sum(axis=0)
+            if WEIGHT_GRADIENT_TRANSPOSED and X.shape[1] > Co:  # see the module docstring
+                dWbT = np.matmul(X, dZc.transpose(0, 2, 1)).sum(axis=0)
+            else:
+                dWbT = np.matmul(dZc, X.transpose(0, 2, 1)).sum(axis=0).T
             if self._pointwise:  # no row of ones: dL/db is its own sum
                 dW, db = dWbT.T, np.sum(dZc, axis=(0, 2))
             else:

@@ -26,10 +26,14 @@ import numpy as np
 
 from .nchw import NCHWConv2d
 
+#: Whether the layer takes this engine on NumPy (False: its portable products, for
+#: comparisons with ``benchmarks/variant_pairs.py``).
+ENGINE = True
+
 
 def transposed_applies(A: Any) -> bool:
     """Whether a transposed convolution of ``A`` takes this engine: NumPy arrays."""
-    return isinstance(A, np.ndarray) and A.shape[0] > 0
+    return ENGINE and isinstance(A, np.ndarray) and A.shape[0] > 0
 
 
 class TransposedConv:
