@@ -3,7 +3,8 @@
     python benchmarks/conv_paths.py [--rounds N] [--shapes REGEX]
 
 On NumPy ``Conv2d`` takes the NCHW engine (``portaconv/backend/conv/nchw.py``) for fewer
-than ``MAX_CHANNELS`` input channels, and for strided or 1x1 layers with at least
+than ``MAX_CHANNELS`` input channels or at most ``MAX_WINDOW`` values a window (C K K),
+and for strided or 1x1 layers with at least
 ``MIN_POSITIONS`` output positions; the row-gather engine (``rowgather.py``) for stride 1,
 K > 1 and at least ``MIN_CHANNELS`` input channels; the im2row engine otherwise. For each
 shape below this times one forward + backward of the same layer on every engine that can
@@ -43,7 +44,10 @@ SHAPES = [
     (4, 16, 5, 1, 28, 2, 64, True),
     (6, 16, 5, 1, 14, 0, 128, True),  # LeNet-5's second layer
     (16, 32, 5, 1, 28, 2, 32, True),  # benchmarks/run.py's 5x5 case
+    (7, 32, 3, 1, 28, 1, 64, True),  # 63 values a window: the NCHW engine's largest
     (8, 32, 3, 1, 28, 1, 64, True),
+    (8, 16, 2, 1, 28, 0, 64, True),  # 2x2
+    (16, 32, 2, 1, 14, 0, 64, True),
     (16, 32, 3, 2, 28, 1, 64, True),  # strided
     (32, 64, 3, 2, 28, 1, 64, True),
     (128, 128, 3, 2, 14, 1, 64, True),  # 49 output positions
@@ -67,8 +71,19 @@ SHAPES_1D = [
     (1, 16, 3, 1, 6, 0, 128, True),
 ]
 
-# how each engine is forced: (nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowgather.MIN_CHANNELS)
-ENGINES = {"im2row": (0, 10**9, 10**9), "row gather": (0, 10**9, 1), "nchw": (10**9, 1, 10**9)}
+# how each engine is forced: (nchw.MAX_CHANNELS, nchw.MAX_WINDOW, nchw.MIN_POSITIONS,
+# rowgather.MIN_CHANNELS)
+ENGINES = {
+    "im2row": (0, 0, 10**9, 10**9),
+    "row gather": (0, 0, 10**9, 1),
+    "nchw": (10**9, 10**9, 1, 10**9),
+}
+
+
+def _force(max_channels: int, max_window: int, min_positions: int, min_channels: int) -> None:
+    """Set the thresholds that choose the engine."""
+    nchw.MAX_CHANNELS, nchw.MAX_WINDOW, nchw.MIN_POSITIONS = max_channels, max_window, min_positions
+    rowconv.MIN_CHANNELS = min_channels
 
 
 def engines_for(k: int, stride: int, nd: int) -> list[str]:
@@ -82,10 +97,11 @@ def main() -> None:
     parser.add_argument("--shapes", metavar="REGEX", help="only shapes whose label matches")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    defaults = (nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowconv.MIN_CHANNELS)
+    defaults = (nchw.MAX_CHANNELS, nchw.MAX_WINDOW, nchw.MIN_POSITIONS, rowconv.MIN_CHANNELS)
     print(
         f"portaconv threads: {num_threads()}, nchw.MAX_CHANNELS = {defaults[0]}, "
-        f"nchw.MIN_POSITIONS = {defaults[1]}, rowgather.MIN_CHANNELS = {defaults[2]}"
+        f"nchw.MAX_WINDOW = {defaults[1]}, "
+        f"nchw.MIN_POSITIONS = {defaults[2]}, rowgather.MIN_CHANNELS = {defaults[3]}"
     )
     print("shape (C_in-C_out KxK stride size pad batch dL/dA) | engine median ms, ratio to im2row")
     with use_backend("numpy", None, "float32"):
@@ -104,12 +120,12 @@ def main() -> None:
             for r in range(args.rounds + 2):  # the first two rounds are warm-up
                 for j in range(len(names)):
                     name = names[(r + j) % len(names)]
-                    nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowconv.MIN_CHANNELS = ENGINES[name]
+                    _force(*ENGINES[name])
                     start = time.perf_counter()
                     layer.forward(A)
                     layer.backward(dZ)
                     times[name].append(time.perf_counter() - start)
-            nchw.MAX_CHANNELS, nchw.MIN_POSITIONS, rowconv.MIN_CHANNELS = defaults
+            _force(*defaults)
             base = np.array(times["im2row"][2:])
             cells = []
             for name in names:

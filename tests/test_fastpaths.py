@@ -68,6 +68,7 @@ def _without_nchw(monkeypatch) -> None:
     """The NCHW engine off: 2-d convolutions take the im2row or the row-gather engine, 1-d
     ones the im2row engine."""
     monkeypatch.setattr(nchw, "MAX_CHANNELS", 0)
+    monkeypatch.setattr(nchw, "MAX_WINDOW", 0)
     monkeypatch.setattr(nchw, "MIN_POSITIONS", 10**9)
     monkeypatch.setattr(nchw, "MIN_POSITIONS_1D", 10**9)
 
@@ -618,8 +619,12 @@ def test_nchw_conv_non_contiguous_input_and_gradient(
 @pytest.mark.parametrize(
     "cin,k,stride,size,engine",
     [
-        (4, 3, 1, 8, rowconv.RowGatherConv2d),  # the fewest channels the row gather takes
-        (3, 3, 1, 8, NCHWConv2d),  # fewer: NCHW, whatever the size
+        (8, 3, 1, 8, rowconv.RowGatherConv2d),  # 72 values a window: past MAX_WINDOW
+        (7, 3, 1, 8, NCHWConv2d),  # 63: NCHW
+        (16, 2, 1, 8, NCHWConv2d),  # 64
+        (4, 5, 1, 8, rowconv.RowGatherConv2d),  # 100, and the fewest channels it takes
+        (3, 5, 1, 8, NCHWConv2d),  # fewer: NCHW, whatever the size
+        (3, 3, 1, 8, NCHWConv2d),
         (1, 1, 1, 3, NCHWConv2d),
         (8, 1, 1, 10, NCHWConv2d),  # 1x1 with 100 output positions
         (8, 1, 1, 9, Im2RowConv),  # 81: too few
@@ -631,10 +636,11 @@ def test_nchw_conv_non_contiguous_input_and_gradient(
     ],
 )
 def test_each_numpy_engine_where_it_pays(cin, k, stride, size, engine):
-    """NCHW for fewer than MAX_CHANNELS input channels, or strided or 1x1 with at least
-    MIN_POSITIONS outputs; else the row gather for stride 1 or 2 (K > 1, K >= stride);
-    else im2row."""
+    """NCHW for fewer than MAX_CHANNELS input channels, stride 1 with at most MAX_WINDOW
+    values a window (K > 1), or strided or 1x1 with at least MIN_POSITIONS outputs; else
+    the row gather for stride 1 or 2 (K > 1, K >= stride); else im2row."""
     assert rowconv.MIN_CHANNELS == nchw.MAX_CHANNELS == 4 and nchw.MIN_POSITIONS == 100
+    assert nchw.MAX_WINDOW == 64
     assert rowconv.MAX_STRIDE == 2
     A = np.ones((2, cin, size, size), np.float32)
     with use_backend("numpy", None, "float32"):

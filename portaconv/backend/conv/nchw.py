@@ -71,6 +71,15 @@ from ._chunks import PaddedScratch, plan_chunks, run_chunks
 #: the row gather (``MIN_CHANNELS`` of ``rowgather``, the same number) does not pay.
 MAX_CHANNELS = 4
 
+#: Most values a window holds (C_in K K) for which a stride-1 2-d convolution (K > 1) takes
+#: this engine whatever its channel count: its gather is K K copies of the input, the row
+#: gather's K, but each product is as wide as the image (``benchmarks/conv_paths.py``,
+#: paired, 2 threads: 3x3 with 4 to 7 channels 0.67-0.75x im2row's time against the row
+#: gather's 0.82-0.98x, 2x2 with 8 and 16 0.72 and 0.75x against 0.87 and 0.80x; about
+#: even at 72 values, 3x3 with 8 channels; 5x5 with 4 channels, 100 values, 0.65x against
+#: the row gather's 0.55x).
+MAX_WINDOW = 64
+
 #: Fewest output positions (H_out W_out) per sample for which the per-sample products pay
 #: with many input channels (below :data:`MAX_CHANNELS` they always do).
 MIN_POSITIONS = 100
@@ -101,9 +110,10 @@ MAX_KEEP_BYTES = 4 * 2**20
 
 def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: int) -> bool:
     """Whether a convolution of ``A`` takes the NCHW engine (NumPy): 2-d with fewer than
-    :data:`MAX_CHANNELS` input channels (where the row gather does not pay), or strided or
-    1x1 (where it does not apply) with at least :data:`MIN_POSITIONS` output positions;
-    1-d with at least :data:`MIN_POSITIONS_1D`.
+    :data:`MAX_CHANNELS` input channels (where the row gather does not pay), stride 1 with
+    windows of at most :data:`MAX_WINDOW` values, or strided or 1x1 (where the row gather
+    does not apply) with at least :data:`MIN_POSITIONS` output positions; 1-d with at least
+    :data:`MIN_POSITIONS_1D`.
 
     Measured against the im2row engine (``benchmarks/conv_paths.py``, paired, 2 threads,
     a shared machine): 1 to 3 channels 0.57-0.82x its time (LeNet's and the zoo cnn's first
@@ -117,6 +127,8 @@ def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: 
     if nd != 2:
         return False
     if A.shape[1] < MAX_CHANNELS:
+        return True
+    if stride == 1 and kernel_size > 1 and A.shape[1] * kernel_size**2 <= MAX_WINDOW:
         return True
     return (stride > 1 or kernel_size == 1) and out_positions >= MIN_POSITIONS
 
