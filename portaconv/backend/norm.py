@@ -96,9 +96,10 @@ class BatchNormTrain:
             N, per_sample, CHUNK_BYTES * self._threads, self._threads, fewest
         )
         K = Z3[0].mean(axis=1, keepdims=True)  # (C, 1): a shift near each channel's mean
+        K_rows = _per_position(K, L)
 
         def stats(buf: Scratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
-            D = np.subtract(Z3[c], K, out=buf("D", (c.stop - c.start, C, L)))
+            D = np.subtract(Z3[c], K_rows, out=buf("D", (c.stop - c.start, C, L)))
             return _channel_sums(D), _channel_dots(D, D)
 
         parts = run_chunks(self._chunks, stats, lambda: Scratch(Z3), self._threads)
@@ -114,6 +115,9 @@ class BatchNormTrain:
         shift = (Bb.astype(np.float64) - mean * BW.astype(np.float64) * inv_std).astype(dtype)
         self._Z3, self.shape = Z3, Z.shape
         self._a, self._M3, self._shift = a[:, None], self.M[:, None], shift[:, None]
+        self._rows = {  # the same, each channel's value repeated along its L positions
+            name: _per_position(v, L) for name, v in (("a", a), ("M", self.M), ("shift", shift))
+        }
 
     def _affine(self) -> np.ndarray:
         """``BZ = Z a + shift`` (and the ReLU of it), chunk by chunk."""
@@ -121,8 +125,8 @@ class BatchNormTrain:
         out = np.empty_like(Z3)
 
         def affine(buf: Any, i: int, c: slice) -> None:
-            np.multiply(Z3[c], self._a, out=out[c])
-            out[c] += self._shift
+            np.multiply(Z3[c], self._rows["a"], out=out[c])
+            out[c] += self._rows["shift"]
             if self.relu:
                 np.maximum(out[c], 0, out=out[c])
 
@@ -140,10 +144,11 @@ class BatchNormTrain:
         P = pool.forward(Z)
         P3 = np.reshape(P, (P.shape[0], P.shape[1], -1))
         out = np.empty_like(P3)
+        a, shift = _per_position(self._a, P3.shape[2]), _per_position(self._shift, P3.shape[2])
 
         def affine(buf: Any, i: int, c: slice) -> None:
-            np.multiply(P3[c], self._a, out=out[c])
-            out[c] += self._shift
+            np.multiply(P3[c], a, out=out[c])
+            out[c] += shift
             np.maximum(out[c], 0, out=out[c])
 
         run_chunks(self._chunks, affine, lambda: None, self._threads)  # the batch's chunks
@@ -167,11 +172,12 @@ class BatchNormTrain:
         P3, out3 = self._P3, self._out3
         dA3 = np.reshape(dLdA, P3.shape)
         dP = np.empty_like(P3)
+        M = _per_position(self._M3, P3.shape[2])
 
         def sums(buf: Scratch, i: int, c: slice) -> tuple[np.ndarray, np.ndarray]:
             # A = max(., 0) is >= 0 or NaN: A != 0 is the ReLU's not (A <= 0), in one pass
             np.multiply(dA3[c], out3[c] != 0, out=dP[c])
-            T = np.subtract(P3[c], self._M3, out=buf("T", P3[c].shape))
+            T = np.subtract(P3[c], M, out=buf("T", P3[c].shape))
             return _channel_sums(dP[c]), _channel_dots(T, dP[c])
 
         parts = run_chunks(self._chunks, sums, lambda: Scratch(P3), self._threads)
@@ -181,7 +187,7 @@ class BatchNormTrain:
             dY3 = np.reshape(pool.backward(dP), self._Z3.shape)
             return self._input_gradient(dY3, db, dW)
 
-        a = self._a.reshape(-1, *(1,) * (dP.ndim - 2))  # (C, 1, ...) against dP
+        a = _per_position(self._a, P3.shape[2]).reshape(dP.shape[1:])  # (C, ...) as dP
 
         def spread(c: slice, part: np.ndarray) -> None:  # the chunk's a dBZ, into ``part``
             aP = np.multiply(dP[c], a)  # at the pooled size: a quarter of the work
@@ -204,7 +210,7 @@ class BatchNormTrain:
             if self.relu:  # A = max(., 0) is >= 0 or NaN: A != 0 is not (A <= 0), one pass;
                 # a NaN passes its gradient, as in the ReLU layer
                 np.multiply(dA3[c], out3[c] != 0, out=dY3[c])
-            T = np.subtract(Z3[c], self._M3, out=buf("T", (c.stop - c.start, C, L)))
+            T = np.subtract(Z3[c], self._rows["M"], out=buf("T", (c.stop - c.start, C, L)))
             return _channel_sums(dY3[c]), _channel_dots(T, dY3[c])
 
         parts = run_chunks(self._chunks, sums, lambda: Scratch(Z3), self._threads)
@@ -232,22 +238,32 @@ class BatchNormTrain:
         n = self.n
         a = self._a[:, 0].astype(np.float64)
         dtype = Z3.dtype
-        a_col = self._a
-        offset = (-a * db / n)[:, None].astype(dtype)
-        slope = (-a * self.inv_std.astype(np.float64) * dW / n)[:, None].astype(dtype)
+        a_rows, M_rows = self._rows["a"], self._rows["M"]
+        offset = _per_position((-a * db / n).astype(dtype), L)
+        slope = _per_position((-a * self.inv_std.astype(np.float64) * dW / n).astype(dtype), L)
 
         def grad(buf: Scratch, i: int, c: slice) -> None:
             if fill is not None:
                 fill(c, dZ[c])  # a dBZ
             else:
-                np.multiply(dY3[c], a_col, out=dZ[c])  # (with the ReLU, dY3 is dZ: in place)
-            T = np.subtract(Z3[c], self._M3, out=buf("T", (c.stop - c.start, C, L)))
+                np.multiply(dY3[c], a_rows, out=dZ[c])  # (with the ReLU, dY3 is dZ: in place)
+            T = np.subtract(Z3[c], M_rows, out=buf("T", (c.stop - c.start, C, L)))
             np.multiply(T, slope, out=T)
             dZ[c] += T
             dZ[c] += offset
 
         run_chunks(self._chunks, grad, lambda: Scratch(Z3), self._threads)
         return dZ.reshape(self.shape), dW.astype(dtype), db.astype(dtype)
+
+
+def _per_position(v: np.ndarray, L: int) -> np.ndarray:
+    """Per-channel values ``v`` (C,) or (C, 1) as a (C, L) array, each channel's value along
+    its L positions: against it a (n, C, L) chunk is contiguous over C and L together, so
+    NumPy runs one inner loop per sample, where against (C, 1) it runs one per row of L
+    values (for BatchNorm2d(32) at 28x28, a multiply of 64 samples 0.15 ms against 0.27;
+    the forward's map and ReLU 0.73 against 1.0 ms, one thread; the same numbers)."""
+    v = np.reshape(v, (-1, 1))
+    return np.ascontiguousarray(np.broadcast_to(v, (v.shape[0], L)))
 
 
 def _channel_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
