@@ -72,18 +72,18 @@ SHAPES_1D = [
 ]
 
 # how each engine is forced: (nchw.MAX_CHANNELS, nchw.MAX_WINDOW, nchw.MIN_POSITIONS,
-# rowgather.MIN_CHANNELS)
+# nchw.MIN_POSITIONS_1D, rowgather.MIN_CHANNELS)
 ENGINES = {
-    "im2row": (0, 0, 10**9, 10**9),
-    "row gather": (0, 0, 10**9, 1),
-    "nchw": (10**9, 10**9, 1, 10**9),
+    "im2row": (0, 0, 10**9, 10**9, 10**9),
+    "row gather": (0, 0, 10**9, 10**9, 1),
+    "nchw": (10**9, 10**9, 1, 0, 10**9),
 }
 
 
-def _force(max_channels: int, max_window: int, min_positions: int, min_channels: int) -> None:
-    """Set the thresholds that choose the engine."""
-    nchw.MAX_CHANNELS, nchw.MAX_WINDOW, nchw.MIN_POSITIONS = max_channels, max_window, min_positions
-    rowconv.MIN_CHANNELS = min_channels
+def _force(*thresholds: int) -> None:
+    """Set the thresholds that choose the engine (in ``ENGINES``' order)."""
+    nchw.MAX_CHANNELS, nchw.MAX_WINDOW, nchw.MIN_POSITIONS, nchw.MIN_POSITIONS_1D = thresholds[:4]
+    rowconv.MIN_CHANNELS = thresholds[4]
 
 
 def engines_for(k: int, stride: int, nd: int) -> list[str]:
@@ -97,11 +97,17 @@ def main() -> None:
     parser.add_argument("--shapes", metavar="REGEX", help="only shapes whose label matches")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    defaults = (nchw.MAX_CHANNELS, nchw.MAX_WINDOW, nchw.MIN_POSITIONS, rowconv.MIN_CHANNELS)
+    defaults = (
+        nchw.MAX_CHANNELS,
+        nchw.MAX_WINDOW,
+        nchw.MIN_POSITIONS,
+        nchw.MIN_POSITIONS_1D,
+        rowconv.MIN_CHANNELS,
+    )
     print(
         f"portaconv threads: {num_threads()}, nchw.MAX_CHANNELS = {defaults[0]}, "
-        f"nchw.MAX_WINDOW = {defaults[1]}, "
-        f"nchw.MIN_POSITIONS = {defaults[2]}, rowgather.MIN_CHANNELS = {defaults[3]}"
+        f"nchw.MAX_WINDOW = {defaults[1]}, nchw.MIN_POSITIONS = {defaults[2]}, "
+        f"nchw.MIN_POSITIONS_1D = {defaults[3]}, rowgather.MIN_CHANNELS = {defaults[4]}"
     )
     print("shape (C_in-C_out KxK stride size pad batch dL/dA) | engine median ms, ratio to im2row")
     with use_backend("numpy", None, "float32"):

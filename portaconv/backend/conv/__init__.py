@@ -16,9 +16,10 @@ Z (N, C_out, *out). The layer (``portaconv.layers.conv``) validates its input, a
                     ``MIN_CHANNELS`` input channels: K-fold row gather (rows by parity
                     when strided), K products a pass, threaded chunks
 ``NCHWConv2d``      NumPy, 2-d, fewer than ``MAX_CHANNELS`` input channels (a grayscale
-                    first layer), or strided or 1x1 with ``MIN_POSITIONS`` outputs; 1-d
-                    with ``MIN_POSITIONS_1D`` outputs (as height 1): per-sample
-                    products straight in NCHW, threaded chunks
+                    first layer), ``MAX_WINDOW`` values a window at stride 1, or strided
+                    or 1x1 with ``MIN_POSITIONS`` outputs; 1-d (as height 1) with few
+                    channels or ``MIN_POSITIONS_1D`` outputs: per-sample products
+                    straight in NCHW, threaded chunks
 ``StridedConv``     libraries with strided views and a scatter-add (torch): im2col
                     as one view and one copy, col2im as one scatter-add
 ``TransposedConv``  NumPy, the handout's transposed convolution (1-d or 2-d) as a

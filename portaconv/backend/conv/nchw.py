@@ -84,10 +84,11 @@ MAX_WINDOW = 64
 #: with many input channels (below :data:`MAX_CHANNELS` they always do).
 MIN_POSITIONS = 100
 
-#: Fewest output positions per sample for which a 1-d convolution takes this engine at any
-#: stride and channel count (``benchmarks/conv_paths.py``'s 1-d shapes, paired, 2 threads:
-#: 0.60-0.87x the im2row engine's time from 31 positions up, 0.97x at 8, 1.13x at 4).
-MIN_POSITIONS_1D = 8
+#: Fewest output positions per sample for which a 1-d convolution with at least
+#: :data:`MAX_CHANNELS` input channels takes this engine (with fewer it always does):
+#: ``benchmarks/conv_paths.py``'s 1-d shapes, paired, 2 threads, 0.57-0.78x the im2row
+#: engine's time from 31 positions up, 1.04x at 8 (64 channels); with one channel 0.66x at 4.
+MIN_POSITIONS_1D = 16
 
 #: Whether dL/dW is computed transposed, ``X @ dZ^T`` (False: ``dZ @ X^T``, for comparisons
 #: with ``benchmarks/variant_pairs.py``; the same numbers up to rounding).
@@ -112,8 +113,8 @@ def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: 
     """Whether a convolution of ``A`` takes the NCHW engine (NumPy): 2-d with fewer than
     :data:`MAX_CHANNELS` input channels (where the row gather does not pay), stride 1 with
     windows of at most :data:`MAX_WINDOW` values, or strided or 1x1 (where the row gather
-    does not apply) with at least :data:`MIN_POSITIONS` output positions; 1-d with at least
-    :data:`MIN_POSITIONS_1D`.
+    does not apply) with at least :data:`MIN_POSITIONS` output positions; 1-d with fewer
+    than :data:`MAX_CHANNELS` input channels or at least :data:`MIN_POSITIONS_1D` outputs.
 
     Measured against the im2row engine (``benchmarks/conv_paths.py``, paired, 2 threads,
     a shared machine): 1 to 3 channels 0.57-0.82x its time (LeNet's and the zoo cnn's first
@@ -123,7 +124,7 @@ def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: 
     if not isinstance(A, np.ndarray) or A.shape[0] == 0:
         return False
     if nd == 1:
-        return out_positions >= MIN_POSITIONS_1D
+        return A.shape[1] < MAX_CHANNELS or out_positions >= MIN_POSITIONS_1D
     if nd != 2:
         return False
     if A.shape[1] < MAX_CHANNELS:
