@@ -27,16 +27,18 @@ offset's contribution is one product added by BLAS into its plane (``gemm``'s
 samples apart; then one strided copy per plane interleaves them into dA. (A strided add of
 K K blocks of Wo-value rows, NumPy's inner loops that short, cost more than the products it
 scattered. ``benchmarks/variant_pairs.py --variant
-portaconv.backend.conv.nchw.PARITY_PLANES=False``: the strided adds took 1.07x the time
-of the planes on ``run.py``'s 3x3 stride-2 case and on the transposed convolution, whose
-forward this is; a 1-d convolution's adds run along whole rows, and planes did not pay.)
+portaconv.backend.conv.nchw.PARITY_PLANES=False``, two runs: the strided adds took
+1.03-1.07x the time of the planes on ``run.py``'s 3x3 stride-2 case and 1.07-1.10x on the
+transposed convolution, whose forward this is; a 1-d convolution's adds run along whole
+rows, and planes did not pay there.)
 
 A 1-d convolution is a 2-d one of height 1 (kernel 1 x K). Where X has more rows than dZ
 (C K K + 1 > C_out), dL/dW is computed transposed, ``X[m] @ dZ[m]^T``, which OpenBLAS runs
 faster than ``dZ[m] @ X[m]^T`` (``benchmarks/variant_pairs.py --variant
 portaconv.backend.conv.nchw.WEIGHT_GRADIENT_TRANSPOSED=False``: the other way round took
-1.06-1.10x the time on ``run.py``'s strided, stride-2 1-d and transposed cases, 1.03x on
-its other 1-d case; on the 1x1 64 -> 128, where X has fewer rows, 0.96x).
+1.06-1.10x the time on ``run.py``'s strided, stride-2 1-d and transposed cases, 1.03-1.05x
+on its other 1-d case, two runs; where X has fewer rows, as in the 1x1 64 -> 128, it was
+not faster).
 
 The row of ones puts the bias into the forward product and dL/db into the dL/dW one: the
 pass that added ``b`` to Z and the one that summed dZ are gone (on the zoo ``cnn``'s first
@@ -74,10 +76,10 @@ MAX_CHANNELS = 4
 #: Most values a window holds (C_in K K) for which a stride-1 2-d convolution (K > 1) takes
 #: this engine whatever its channel count: its gather is K K copies of the input, the row
 #: gather's K, but each product is as wide as the image (``benchmarks/conv_paths.py``,
-#: paired, 2 threads: 3x3 with 4 to 7 channels 0.67-0.75x im2row's time against the row
-#: gather's 0.82-0.98x, 2x2 with 8 and 16 0.72 and 0.75x against 0.87 and 0.80x; about
-#: even at 72 values, 3x3 with 8 channels; 5x5 with 4 channels, 100 values, 0.65x against
-#: the row gather's 0.55x).
+#: paired, 2 threads: 3x3 with 4 to 7 channels 0.67-0.80x im2row's time against the row
+#: gather's 0.82-1.00x, 2x2 with 8 and 16 0.72 and 0.75x against 0.85 and 0.79x; about
+#: even at 72 values, 3x3 with 8 channels (0.76 and 0.77x); 5x5 with 4 channels, 100
+#: values, 0.65x against the row gather's 0.56x).
 MAX_WINDOW = 64
 
 #: Fewest output positions (H_out W_out) per sample for which the per-sample products pay
