@@ -51,8 +51,8 @@ engines (``_chunks``). A forward keeps X of every chunk for backward when they t
 most ``keep_bytes`` and :data:`MAX_KEEP_BYTES`; otherwise backward gathers them again from
 the input, which it keeps by reference.
 
-The layer takes it where :func:`nchw_applies` says (2-d: few input channels, strided, 1x1;
-1-d with enough output positions);
+The layer takes it where :func:`nchw_applies` says (2-d: few input channels, small
+windows, strided, 1x1; 1-d with few channels or enough output positions);
 ``benchmarks/conv_paths.py`` compares it with the other engines; tested against PyTorch
 in ``tests/test_fastpaths.py``.
 """
@@ -97,7 +97,7 @@ MIN_POSITIONS_1D = 16
 WEIGHT_GRADIENT_TRANSPOSED = True
 
 #: Whether strided dL/dA takes the parity planes (False: the products, then a strided add per
-#: kernel offset; for comparisons with ``benchmarks/step_profile.py --variant``).
+#: kernel offset; for comparisons with ``benchmarks/variant_pairs.py``).
 PARITY_PLANES = True
 
 #: Most window matrices X (all chunks) forward keeps for backward, below ``keep_bytes``: X
