@@ -37,7 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     130. Any other exception is a bug in portaconv and keeps its traceback (status 1)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:  # argparse's own: an unknown option, a choice, a type
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -113,12 +117,25 @@ def _recipe(setting: str) -> str:
     return f"default: the dataset's recipe: {values}"
 
 
+class _UsageError(Exception):
+    """A mistake argparse found in the command line, as its one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a mistake is one line (``PROG: error: ...``), not the usage
+    text and the message: :func:`main` prints it and returns status 2 (its subcommands'
+    parsers are of this class too)."""
+
+    def error(self, message: str) -> Any:  # argparse's hook; it must not return
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .data import AUGMENTATIONS, DATASETS
     from .models.zoo import MODELS
     from .train.config import DEFAULTS, OPTIMIZERS, SCHEDULERS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="portaconv",
         description="Train and evaluate portaconv networks. Exit status: 0 done, 2 a "
         "mistake in the command line or a missing or damaged file (one line on stderr), "

@@ -53,6 +53,28 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
+    "argv,command,expected",
+    [
+        (["train", "--model", "nosuch"], "train", "argument --model: invalid choice: 'nosuch'"),
+        (["train", "--epochs", "x"], "train", "argument --epochs: invalid int value: 'x'"),
+        (["train", "--bogus"], None, "unrecognized arguments: --bogus"),
+        (["nosuch"], None, "argument command: invalid choice: 'nosuch'"),
+    ],
+)
+def test_argparse_mistakes_are_one_line_too(in_tmp, capsys, argv, command, expected):
+    """What argparse itself rejects (a choice, a type, an unknown option or command) is one
+    line and status 2 as well, without the usage text, and starts no run."""
+    if command is None:
+        status = main(argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(lines) == 1, lines
+        assert lines[0].startswith("portaconv: error: ") and expected in lines[0], lines
+    else:
+        fails(capsys, argv, expected, command=command)
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize(
     "argv,expected",
     [
         (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
