@@ -816,11 +816,15 @@ def all_cases(quick: bool) -> list[Case]:
 
 
 def max_relative_error(ours: tuple[Any, ...], reference: tuple[Any, ...]) -> float:
-    """Largest |difference| over the compared arrays, each relative to its largest |value|."""
+    """Largest |difference| over the compared arrays, each relative to its largest |value|
+    in ``reference`` (torch tensors, or arrays of any backend)."""
     worst = 0.0
     for a, b in zip(ours, reference, strict=True):
         a = np.asarray(portaconv.to_numpy(a), dtype=np.float64)
-        b = b.detach().cpu().double().numpy()
+        if isinstance(b, torch.Tensor):
+            b = b.detach().cpu().double().numpy()
+        else:
+            b = np.asarray(portaconv.to_numpy(b), dtype=np.float64)
         scale = max(float(np.max(np.abs(b))), 1e-30) if b.size else 1.0
         worst = max(worst, float(np.max(np.abs(a - b))) / scale if b.size else 0.0)
     return worst

@@ -62,15 +62,8 @@ def _paired_times(steps: list[Callable[[], Any]], rounds: int) -> list[list[floa
 
 
 def _copies(arrays: tuple[Any, ...]) -> list[np.ndarray]:
+    """The step's results as arrays of their own (a later step may reuse the layer's)."""
     return [np.array(portaconv.to_numpy(a), dtype=np.float64) for a in arrays]
-
-
-def _largest_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """Largest |a - b| over the arrays, each relative to b's largest |value|."""
-    return max(
-        float(np.max(np.abs(x - y))) / max(float(np.max(np.abs(y))), 1e-30) if y.size else 0.0
-        for x, y in zip(a, b, strict=True)
-    )
 
 
 def main() -> int:
@@ -102,7 +95,7 @@ def main() -> int:
         q1, med, q3 = np.percentile(ratios, [25, 50, 75])
         print(
             f"{case.name:37s} {1e3 * min(times[0]):10.3f}  {1e3 * min(times[1]):10.3f}  "
-            f"{med:15.3f}  {q1:.3f}-{q3:.3f}  {_largest_difference(*results):12.1e}"
+            f"{med:15.3f}  {q1:.3f}-{q3:.3f}  {run.max_relative_error(*results):12.1e}"
         )
     return 0
 

@@ -198,8 +198,9 @@ class NCHWConv2d:
         per_sample = CKK * Ho * Wo * itemsize
         self._chunks = plan_chunks(N, per_sample, self.workspace, self._threads)
         self._W = np.concatenate([W.reshape(Co, CKK), np.reshape(b, (Co, 1))], axis=1)
-        # W_tap (C, C_out) of every kernel offset, for dL/dA by parity planes
-        self._taps = np.ascontiguousarray(W.reshape(Co, C, Kh, Kw).transpose(2, 3, 1, 0))
+        # W_tap (C, C_out) of every kernel offset, for dL/dA by parity planes (2-d, strided)
+        taps = W.reshape(Co, C, Kh, Kw).transpose(2, 3, 1, 0)
+        self._taps = np.ascontiguousarray(taps) if sh > 1 else None
         return per_sample
 
     def forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
