@@ -9,6 +9,11 @@ variant's median time per call over the rounds. What it shows, and which constan
 
 - ``dispatch``: one ``run_threaded`` call of empty tasks, with OpenBLAS held and not: the
   cost of handing work to portaconv's threads (why small products and passes stay on one).
+- ``handoff``: one ``run_threaded`` call of tasks of ~150 us each (a NumPy pass), by
+  portaconv's pool (two locks per worker: ``backend/_threads.py``) against the same tasks
+  handed over through a ``concurrent.futures.ThreadPoolExecutor`` (submit, then ``wait``:
+  how ``run_threaded`` worked before 2026-11-30), and one such task alone on one thread
+  (the ideal: what each call costs beyond it is the handoff).
 - ``matmul``: ``Linear``-sized products on one thread against ``split_matmul``'s rows
   shared between the threads (``SPLIT_MATMUL_MIN``), and OpenBLAS's own threads unheld.
 - ``dot``: a product of at most 500 elements (LeNet's 6 -> 16 dL/dW, 16 x 6400 by
@@ -44,6 +49,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -200,6 +206,35 @@ def main(argv: list[str] | None = None) -> int:
             2000,
         ),
     )
+
+    source = rng.standard_normal(200_000).astype(np.float32)
+    sink = np.empty_like(source)
+
+    def pass_150us() -> None:  # GIL-free NumPy passes, ~150 us on the development machine
+        for _ in range(8):
+            np.multiply(source, 1.0001, out=sink)
+
+    tasks = [pass_150us] * max(2, T)
+    with ThreadPoolExecutor(len(tasks) - 1, "executor") as executor:
+
+        def by_executor() -> list[Any]:
+            futures = [executor.submit(task) for task in tasks[1:]]
+            first = tasks[0]()
+            wait(futures)
+            return [first, *(future.result() for future in futures)]
+
+        report(
+            "handoff (run_threaded, ~150 us tasks)",
+            compare(
+                {
+                    "pool": (held, lambda: run_threaded(tasks)),
+                    "executor": (held, by_executor),
+                    "one task alone": (held, pass_150us),
+                },
+                args.rounds,
+                200,
+            ),
+        )
 
     saved_min = ops.SPLIT_MATMUL_MIN
     ops.SPLIT_MATMUL_MIN = 1

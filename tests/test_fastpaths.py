@@ -946,13 +946,83 @@ def test_max_pool_shared_between_threads_is_torchs(thread_count, monkeypatch, ke
             np.testing.assert_allclose(layer.backward(dZ), At.grad.numpy(), rtol=1e-12, atol=0)
 
 
-def test_a_growing_pool_leaves_the_smaller_one_usable():
-    """A call that asks for more threads replaces the shared pool; a call of another thread
-    that still holds the smaller pool can submit to it (it was not shut down)."""
-    smaller = threads._executor(1)
-    larger = threads._executor(smaller._max_workers + 2)
-    assert larger is not smaller and threads._executor(1) is larger  # the pool only grows
-    assert smaller.submit(lambda: 7).result(timeout=10) == 7
+@needs_blas_control
+def test_a_call_while_another_thread_has_the_pool_runs_its_tasks_in_turn():
+    """While one thread of the program is inside a threaded call, another's call runs its
+    tasks one after another on its own thread: results in order, nothing waits on the first
+    call; afterwards the pool serves calls again."""
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+    holder = threading.Thread(
+        target=lambda: threads.run_threaded([lambda: release.wait(10), inside.set])
+    )
+    holder.start()
+    try:
+        assert inside.wait(10)
+        results = threads.run_threaded([lambda i=i: (i, threading.get_ident()) for i in range(3)])
+        assert results == [(i, threading.get_ident()) for i in range(3)]
+    finally:
+        release.set()
+        holder.join(10)
+    results = threads.run_threaded([lambda: threading.get_ident()] * 3)
+    assert len(set(results)) == 3
+
+
+@needs_blas_control
+def test_an_interrupted_wait_leaves_the_pool_to_new_threads(monkeypatch):
+    """A wait for a worker that ends in an exception (an interrupt, say) raises it and gives
+    up those threads (one may still run its task): the next call starts new ones."""
+    import threading
+
+    class Interrupted(BaseException):
+        pass
+
+    threads.run_threaded([lambda: None, lambda: None])
+    before = list(threads._workers)
+
+    def interrupted(self):
+        raise Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(threads._Worker, "wait", interrupted)
+        with pytest.raises(Interrupted):
+            threads.run_threaded([lambda: None, lambda: None])
+    ids = threads.run_threaded([lambda: threading.get_ident()] * 2)
+    assert not set(threads._workers) & set(before)
+    assert len(set(ids)) == 2
+
+
+_FORK_CHILD = """
+import os, threading
+from portaconv.backend import _threads as threads
+
+threads.run_threaded([lambda: None, lambda: None])
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    try:
+        ids = threads.run_threaded([lambda: threading.get_ident()] * 3)
+        os.write(write, f"{len(set(ids))} {threads._workers_pid == os.getpid()}".encode())
+    finally:
+        os._exit(0)
+os.close(write)
+print(os.read(read, 100).decode())
+os.waitpid(child, 0)
+"""
+
+
+@needs_blas_control
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_forked_child_starts_its_own_pool():
+    """A child forked after the parent used the pool (whose threads it does not inherit)
+    runs threaded calls on threads of its own. In a fresh interpreter: this one may hold
+    libraries (JAX) that must not be forked."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_CHILD], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3 True"
 
 
 @needs_blas_control

@@ -35,7 +35,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -52,8 +51,9 @@ _env_read = False
 _lock = threading.Lock()
 _depth = 0  # threaded calls running now
 _saved = 0  # OpenBLAS's thread count before the first of them
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] = (0, 0)  # (process id, threads) of the pool
+_workers: list[_Worker] = []  # the pool's threads (see _claim_workers)
+_workers_pid = 0  # the process they were started in
+_workers_busy = threading.Lock()  # held by the run_threaded call that has them
 _task = threading.local()  # .running: this thread is running one of run_threaded's tasks
 
 
@@ -230,34 +230,95 @@ def _as_task(task: Callable[[], T]) -> Callable[[], T]:
     return run
 
 
-def _executor(workers: int) -> ThreadPoolExecutor:
-    """A process-wide pool of at least ``workers`` threads (a new one after a fork).
+class _Worker:
+    """One thread of the pool: it sleeps on its ``go`` lock until handed a task, runs it and
+    releases ``done``. Two bare locks, where a ``ThreadPoolExecutor`` has a queue, a future
+    and a condition per task (Python code on both sides, under the GIL), so less time
+    passes between the caller's first task and the others' (``benchmarks/numpy_paths.py``,
+    the "handoff" row)."""
 
-    The pool only grows, and a replaced pool is never shut down here: another thread may be
-    submitting to it at this moment. Once no call holds it any more, it is garbage
-    collected and its idle threads exit (``concurrent.futures`` wakes them for that)."""
-    global _pool, _pool_key
-    pid = os.getpid()
+    def __init__(self) -> None:
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self._task: Callable[[], Any] | None = None
+        self._outcome: tuple[Any, BaseException | None] = (None, None)
+        threading.Thread(target=self._serve, name="portaconv", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._go.acquire()
+            task, self._task = self._task, None
+            try:
+                self._outcome = (task(), None)
+            except BaseException as error:  # handed to the caller, raised there
+                self._outcome = (None, error)
+            self._done.release()
+
+    def start(self, task: Callable[[], Any]) -> None:
+        self._task = task
+        self._go.release()
+
+    def wait(self) -> tuple[Any, BaseException | None]:
+        """(result, exception) of the task, once it has ended."""
+        self._done.acquire()
+        outcome, self._outcome = self._outcome, (None, None)
+        return outcome
+
+
+def _claim_workers(count: int) -> list[_Worker] | None:
+    """``count`` pool threads for the calling ``run_threaded`` call (started the first time
+    they are needed, again after a fork), or None while another thread of the program has
+    them: that call then runs its tasks in turn on its own thread (same results)."""
+    global _workers, _workers_pid, _workers_busy
     with _lock:
-        if _pool is None or _pool_key[0] != pid or _pool_key[1] < workers:
-            _pool, _pool_key = ThreadPoolExecutor(workers, "portaconv"), (pid, workers)
-        return _pool
+        if _workers_pid != os.getpid():  # a forked child has the list, not the threads
+            _workers, _workers_pid, _workers_busy = [], os.getpid(), threading.Lock()
+        busy = _workers_busy
+    if not busy.acquire(blocking=False):
+        return None
+    while len(_workers) < count:
+        _workers.append(_Worker())
+    return _workers[:count]
+
+
+def _release_workers(intact: bool) -> None:
+    """Give the pool back; ``intact=False`` (a wait was interrupted, a worker may still run
+    its task) starts the next call on new threads instead."""
+    global _workers
+    if not intact:
+        _workers = []
+    _workers_busy.release()
 
 
 def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
     """Run the tasks, one per thread, with OpenBLAS single-threaded meanwhile; their results
-    in order. The calling thread runs the first. Without OpenBLAS control, or with one task,
-    they run one after another in the calling thread (same results, same order)."""
+    in order. The calling thread runs the first, the pool's threads (:class:`_Worker`) the
+    others. Without OpenBLAS control, with one task, or while another thread of the program
+    has the pool, they run one after another in the calling thread (same results, same
+    order). An exception of the first task is raised, else the first of the others'; the
+    call never returns while a task still runs (it may write into the caller's arrays)."""
     if len(tasks) <= 1 or not blas_thread_control():
         return [task() for task in tasks]
-    with _single_threaded_blas():
-        pool = _executor(len(tasks) - 1)
-        futures = [pool.submit(_as_task(task)) for task in tasks[1:]]
-        try:
-            first = _as_task(tasks[0])()
-        finally:  # never return while a worker still writes into the caller's arrays
-            wait(futures)
-    return [first, *(future.result() for future in futures)]
+    workers = _claim_workers(len(tasks) - 1)
+    if workers is None:
+        return [task() for task in tasks]
+    intact = False
+    try:
+        with _single_threaded_blas():
+            for worker, task in zip(workers, tasks[1:]):
+                worker.start(_as_task(task))
+            try:
+                first = _as_task(tasks[0])()
+            finally:
+                outcomes = [worker.wait() for worker in workers]
+                intact = True
+    finally:
+        _release_workers(intact)
+    for _, error in outcomes:
+        if error is not None:
+            raise error
+    return [first, *(result for result, _ in outcomes)]
 
 
 def share_cores(processes: int) -> int | None:
