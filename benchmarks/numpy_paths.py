@@ -9,7 +9,7 @@ variant's median time per call over the rounds. What it shows, and which constan
 
 - ``dispatch``: one ``run_threaded`` call of empty tasks, with OpenBLAS held and not: the
   cost of handing work to portaconv's threads (why small products and passes stay on one).
-- ``handoff``: one ``run_threaded`` call of tasks of ~150 us each (a NumPy pass), by
+- ``handoff``: one ``run_threaded`` call of tasks of ~150 us each (a product each), by
   portaconv's pool (two locks per worker: ``backend/_threads.py``) against the same tasks
   handed over through a ``concurrent.futures.ThreadPoolExecutor`` (submit, then ``wait``:
   how ``run_threaded`` worked before 2026-11-30), and one such task alone on one thread
@@ -207,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
 
-    source = rng.standard_normal(200_000).astype(np.float32)
-    sink = np.empty_like(source)
+    square = rng.standard_normal((256, 256)).astype(np.float32)
 
-    def pass_150us() -> None:  # GIL-free NumPy passes, ~150 us on the development machine
-        for _ in range(8):
-            np.multiply(source, 1.0001, out=sink)
+    def product(out: np.ndarray) -> Callable[[], None]:
+        """A task of ~150 us (one OpenBLAS thread, operands in the core's cache): a product
+        into its own block, so the tasks share no memory bandwidth."""
+        return lambda: np.dot(square, square, out=out)
 
-    tasks = [pass_150us] * max(2, T)
+    tasks = [product(np.empty_like(square)) for _ in range(max(2, T))]
     with ThreadPoolExecutor(len(tasks) - 1, "executor") as executor:
 
         def by_executor() -> list[Any]:
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "pool": (held, lambda: run_threaded(tasks)),
                     "executor": (held, by_executor),
-                    "one task alone": (held, pass_150us),
+                    "one task alone": (held, tasks[0]),
                 },
                 args.rounds,
                 200,

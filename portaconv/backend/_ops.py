@@ -673,6 +673,18 @@ def _blas_layout(x: Any) -> tuple[bool, int] | None:
     return None
 
 
+_dtype_names: dict[Any, str] = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``dtype.name``, cached: NumPy builds that string on every access (~1.5 us, most of
+    what :func:`gemm` spent besides the call itself, all of it holding the GIL)."""
+    name = _dtype_names.get(dtype)
+    if name is None:
+        name = _dtype_names[dtype] = dtype.name
+    return name
+
+
 #: Whether :func:`gemm` calls OpenBLAS's ``cblas_?gemm`` itself where it can (False: NumPy's
 #: matmul and an add for every product, for comparisons such as ``benchmarks/step_profile.py
 #: --variant portaconv.backend._ops.DIRECT_GEMM=False``).
@@ -689,17 +701,18 @@ def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> None:
     convolution's kernel rows: ``benchmarks/numpy_paths.py``, the "accumulated products"
     rows). Elsewhere (another BLAS, other dtypes or layouts) NumPy's ``matmul``, the sum
     through a temporary. ``ctypes`` releases the GIL for the call, as ``np.dot`` does."""
-    import numpy as np
-
     (m, k), n = a.shape, b.shape[1]
     if b.shape[0] != k or out.shape != (m, n):
         raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} -> {out.shape} do not agree")
-    same = a.dtype == b.dtype == out.dtype
-    fn = blas_gemm(out.dtype.name) if DIRECT_GEMM and same else None
-    layout_a, layout_b, layout_out = _blas_layout(a), _blas_layout(b), _blas_layout(out)
-    direct = fn is not None and None not in (layout_a, layout_b, layout_out)
-    direct = direct and not layout_out[0] and m * n * k > 0
+    dtype = out.dtype
+    fn = blas_gemm(_dtype_name(dtype)) if DIRECT_GEMM and a.dtype == dtype == b.dtype else None
+    layout_a = layout_b = layout_out = None
+    if fn is not None and m * n * k > 0:
+        layout_a, layout_b, layout_out = _blas_layout(a), _blas_layout(b), _blas_layout(out)
+    direct = None not in (layout_a, layout_b, layout_out) and not layout_out[0]
     if not (direct and a.flags.aligned and b.flags.aligned and out.flags.aligned):
+        import numpy as np
+
         if accumulate:
             out += np.matmul(a, b)
         else:
