@@ -721,10 +721,14 @@ needs_blas_control = pytest.mark.skipif(
 
 
 @needs_blas_control
-def test_run_threaded_runs_tasks_on_threads_with_single_threaded_blas():
+@pytest.mark.parametrize("locks", [True, False], ids=["pool", "executor"])
+def test_run_threaded_runs_tasks_on_threads_with_single_threaded_blas(monkeypatch, locks):
     """Results in order; the tasks run on different threads while OpenBLAS is at 1 thread;
-    its count is restored after, also when a task raises."""
+    its count is restored after, also when a task raises. Through the pool's locks and
+    through an executor (``LOCK_HANDOFF = False``, for comparisons)."""
     import threading
+
+    monkeypatch.setattr(threads, "LOCK_HANDOFF", locks)
 
     get_count = threads._blas()[0]
     start = get_count()
