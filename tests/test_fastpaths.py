@@ -320,6 +320,42 @@ def test_row_conv_without_input_gradient(monkeypatch, thread_count, workers):
         assert_close(layer.dLdb, grads["b"], bk, "dLdb")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("stride,size", [(1, (14, 15)), (2, (14, 30))])
+@pytest.mark.parametrize("keep", [True, False])
+def test_row_conv_input_gradient_rows_4kib_apart(
+    monkeypatch, thread_count, dtype, stride, size, keep
+):
+    """Chunks whose dR^T rows would be a multiple of 4 KiB apart (2x2 kernel, padding 1:
+    16 rows of R by 16 outputs a sample, chunks of 4 samples) take rows one cache line
+    further apart in R's memory: Z and the gradients are still PyTorch's (float64)."""
+    thread_count(1)
+    cin, cout, k, padding, n, per_chunk = 4, 3, 2, 1, 8, 4
+    itemsize = np.dtype(dtype).itemsize
+    _, per_sample = _force_engine(monkeypatch, "rowgather", cin, size, k, stride, padding, itemsize)
+    _set_workspace(monkeypatch, per_chunk * per_sample)
+    monkeypatch.setitem(ops.KEEP_BYTES, "numpy", 2**30 if keep else 0)
+    length = 16 * per_chunk * 16  # R's rows in a chunk: (stride * H_q) * n * W_out
+    assert (length * itemsize) % 4096 == 0 and rowconv._pitch(length, itemsize) > length
+    rng = np.random.default_rng(stride)
+    W = rng.standard_normal((cout, cin, k, k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    A = rng.standard_normal((n, cin, *size)).astype(dtype)
+    with use_backend("numpy", None, dtype) as bk:
+        layer = L.Conv2d(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
+        before = snapshot(A)
+        Z = layer.forward(A)
+        assert isinstance(layer._engine, rowconv.RowGatherConv2d)
+        assert [c.stop - c.start for c in layer._engine._chunks] == [per_chunk, per_chunk]
+        dLdZ = rng.standard_normal(Z.shape).astype(dtype)
+        Z_ref, grads = torch_reference(
+            lambda A, W, b: F.conv2d(A, W, b, stride=stride, padding=padding),
+            {"A": A, "W": W, "b": b},
+            dLdZ,
+        )
+        _check_layer_against(layer, A, before, Z, dLdZ, Z_ref, grads, bk, dtype)
+
+
 @pytest.mark.parametrize(
     "engine,shape,conv,workspace",
     [
