@@ -267,10 +267,10 @@ class _Worker:
         return outcome
 
 
-def _claim_workers(count: int) -> list[_Worker] | None:
+def _claim_workers(count: int) -> tuple[list[_Worker], Any] | None:
     """``count`` pool threads for the calling ``run_threaded`` call (started the first time
-    they are needed, again after a fork), or None while another thread of the program has
-    them: that call then runs its tasks in turn on its own thread (same results)."""
+    they are needed, again after a fork) and the lock it then holds, or None while another
+    thread of the program has them: that call runs its tasks in turn on its own thread."""
     global _workers, _workers_pid, _workers_busy
     with _lock:
         if _workers_pid != os.getpid():  # a forked child has the list, not the threads
@@ -280,16 +280,16 @@ def _claim_workers(count: int) -> list[_Worker] | None:
         return None
     while len(_workers) < count:
         _workers.append(_Worker())
-    return _workers[:count]
+    return _workers[:count], busy
 
 
-def _release_workers(intact: bool) -> None:
-    """Give the pool back; ``intact=False`` (a wait was interrupted, a worker may still run
-    its task) starts the next call on new threads instead."""
+def _release_workers(busy: Any, intact: bool) -> None:
+    """Give the pool back (``busy``, the lock the call took); ``intact=False`` (a wait was
+    interrupted, a worker may still run its task) starts the next call on new threads."""
     global _workers
     if not intact:
         _workers = []
-    _workers_busy.release()
+    busy.release()
 
 
 #: Whether :func:`run_threaded` hands tasks to its pool threads through their locks (False:
@@ -328,9 +328,10 @@ def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
         return [task() for task in tasks]
     if not LOCK_HANDOFF:
         return _run_on_executor(tasks)
-    workers = _claim_workers(len(tasks) - 1)
-    if workers is None:
+    claimed = _claim_workers(len(tasks) - 1)
+    if claimed is None:
         return [task() for task in tasks]
+    workers, busy = claimed
     intact = False
     try:
         with _single_threaded_blas():
@@ -342,7 +343,7 @@ def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
                 outcomes = [worker.wait() for worker in workers]
                 intact = True
     finally:
-        _release_workers(intact)
+        _release_workers(busy, intact)
     for _, error in outcomes:
         if error is not None:
             raise error
