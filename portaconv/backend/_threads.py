@@ -298,16 +298,16 @@ def _release_workers(busy: Any, intact: bool) -> None:
 #: portaconv.backend._threads.LOCK_HANDOFF=False``).
 LOCK_HANDOFF = True
 
-_executor: ThreadPoolExecutor | None = None
+_executor: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)
 
 
 def _run_on_executor(tasks: Sequence[Callable[[], T]]) -> list[T]:
     """:func:`run_threaded` through an executor (``LOCK_HANDOFF = False``)."""
     global _executor
     with _lock:
-        if _executor is None or _executor._max_workers < len(tasks) - 1:
-            _executor = ThreadPoolExecutor(len(tasks) - 1, "portaconv-executor")
-        executor = _executor
+        if _executor is None or _executor[0] != os.getpid() or _executor[1] < len(tasks) - 1:
+            _executor = (os.getpid(), len(tasks) - 1, ThreadPoolExecutor(len(tasks) - 1))
+        executor = _executor[2]
     with _single_threaded_blas():
         futures = [executor.submit(_as_task(task)) for task in tasks[1:]]
         try:
