@@ -32,9 +32,10 @@ variant's median time per call over the rounds. What it shows, and which constan
 - ``accumulated products``: the same chunks' sums over their 5 kernel rows, forward (into
   Z) and for dL/dA (into dR^T's rows), as NumPy products into a scratch block each added
   in a pass, against ``backend._ops.gemm`` letting OpenBLAS add each product (``beta = 1``).
-- ``dL/dA rows apart``: the row-gather convolution's dL/dA products for one chunk into
-  dR^T (R's memory taken again) whose rows are a multiple of 4 KiB apart, against rows one
-  cache line further apart (``conv/rowgather.py``'s ``_pitch``).
+- ``dL/dA rows apart``: the row-gather convolution, forward + backward on one thread in
+  chunks whose dR^T (R's memory taken again for dL/dA's products) has rows a multiple of 4
+  KiB apart, against rows one cache line further apart (``conv/rowgather.py``'s
+  ``_pitch``).
 - ``chunks at once``: one chunk's work in a convolution (LeNet's 6 -> 16 forward +
   backward over 64 samples, portaconv at one thread) alone, then two such chunks at once
   on two of portaconv's threads, then in two processes. What two processes lose against
@@ -60,6 +61,7 @@ from train_bench import steady_allocator
 
 import portaconv
 import portaconv.backend._ops as ops
+import portaconv.backend.conv.rowgather as rowconv
 import portaconv.backend.update as update
 import portaconv.optim.optimizer as optimizer
 from portaconv.backend import (
@@ -354,30 +356,44 @@ def main(argv: list[str] | None = None) -> int:
         )
         report(f"accumulated products, 5 kernel rows {c_out}x{kc}x{m}", medians)
 
-    # dL/dA's products into dR^T whose rows are a multiple of 4 KiB apart (R's memory reused,
-    # rows of Hp n Wo elements; conv/rowgather.py's _pitch), against rows one cache line
-    # further apart: 5x5 16 -> 32 at 28x28 ("same" padding) in chunks of 8 samples (rows of
-    # 32 * 8 * 28 floats, 28 KiB), and 3x3 32 -> 64 at 14x14 in chunks of 32 (16 * 32 * 14)
-    for c_out, kc, k, hp, wo, n in [(32, 80, 5, 32, 28, 8), (64, 96, 3, 16, 14, 32)]:
-        length, m, row = hp * n * wo, (hp - k + 1) * n * wo, n * wo
-        w = rng.standard_normal((k, kc, c_out)).astype(np.float32)
-        dy_t = rng.standard_normal((c_out, m)).astype(np.float32)
-        blocks = {
-            "4 KiB multiple": np.empty((kc, length), np.float32),
-            "padded": np.empty((kc, length + 16), np.float32)[:, :length],
-        }
+    # The row-gather convolution with dR^T's rows (R's memory, taken again for dL/dA's
+    # products) a multiple of 4 KiB apart, against rows one cache line further apart
+    # (conv/rowgather.py's _pitch): forward + backward on one thread, in chunks of 8 samples
+    # (5x5 16 -> 32 at 28x28, "same" padding: rows of 32 * 8 * 28 floats, 28 KiB) and of 32
+    # (3x3 32 -> 64 at 14x14: rows of 16 * 32 * 14 floats, 28 KiB)
+    for c_in, c_out, k, size, n in [(16, 32, 5, 28, 8), (32, 64, 3, 14, 32)]:
+        pad = k // 2
+        a = rng.standard_normal((2 * n, c_in, size, size)).astype(np.float32)
+        w = rng.standard_normal((c_out, c_in, k, k)).astype(np.float32)
+        bias = np.zeros(c_out, np.float32)
+        per_sample = (size + 2 * pad) * size * k * c_in * 4  # R's bytes per sample
+        engine = rowconv.RowGatherConv2d(pad, n * per_sample, 0)
+        dz = rng.standard_normal(engine.forward(a, w, bias).shape).astype(np.float32)
 
-        def input_grad(out: np.ndarray, w=w, d=dy_t, row=row, m=m, k=k) -> None:
-            ops.gemm(w[0], d, out[:, :m])
-            for ky in range(1, k):
-                ops.gemm(w[ky], d, out[:, ky * row : ky * row + m], accumulate=True)
+        @contextlib.contextmanager
+        def rows_apart(plain: bool) -> Any:
+            saved = rowconv._pitch
+            if plain:
+                rowconv._pitch = lambda length, itemsize: length
+            try:
+                with threads(1)():
+                    yield
+            finally:
+                rowconv._pitch = saved
+
+        def step(engine=engine, a=a, w=w, bias=bias, dz=dz) -> None:
+            engine.forward(a, w, bias)
+            engine.backward(dz, True)
 
         medians = compare(
-            {name: (held, lambda out=out: input_grad(out)) for name, out in blocks.items()},
+            {
+                "4 KiB multiple": (lambda: rows_apart(True), step),
+                "padded": (lambda: rows_apart(False), step),
+            },
             args.rounds,
-            20,
+            10,
         )
-        report(f"dL/dA rows apart, {c_out}x{kc}x{m} K={k}", medians)
+        report(f"dL/dA rows apart, {c_in}->{c_out} {k}x{k} {size}x{size}, chunks of {n}", medians)
 
     # Two chunks at once: LeNet's 6 -> 16 forward + backward over 64 samples (a chunk of
     # its batch of 128) with portaconv at one thread, alone, then two such layers at once

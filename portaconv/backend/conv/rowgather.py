@@ -67,10 +67,11 @@ MAX_STRIDE = 2
 
 def _pitch(length: int, itemsize: int) -> int:
     """Elements from one row of dR^T to the next for rows of ``length`` elements: one cache
-    line more where the rows would be a multiple of 4 KiB apart. Then every row maps to the
-    same sets of the cache, and OpenBLAS ran dL/dA's products at 0.55x their rate (5x5
-    16 -> 32 at 28x28 in chunks of 8, rows 28 KiB apart) and 0.87x (3x3 32 -> 64 at 14x14
-    in chunks of 32); padded, at the rate of the chunk sizes around them."""
+    line more where the rows would be a multiple of 4 KiB apart (every row then starts in
+    the same cache sets). ``benchmarks/numpy_paths.py``, "dL/dA rows apart": the 5x5
+    16 -> 32 at 28x28 in chunks of 8 (rows 28 KiB apart) took 0.86x the time padded,
+    forward + backward on one thread; the 3x3 32 -> 64 at 14x14 in chunks of 32 (rows 28
+    KiB apart too) 1.02x, no gain."""
     return length + 64 // itemsize if (length * itemsize) % 4096 == 0 else length
 
 
