@@ -32,6 +32,9 @@ variant's median time per call over the rounds. What it shows, and which constan
 - ``accumulated products``: the same chunks' sums over their 5 kernel rows, forward (into
   Z) and for dL/dA (into dR^T's rows), as NumPy products into a scratch block each added
   in a pass, against ``backend._ops.gemm`` letting OpenBLAS add each product (``beta = 1``).
+- ``pass to NCHW``: the row-gather forward's last pass (a chunk's products plus the bias
+  into NCHW) with NumPy's inner loop along rows of W_out values against along rows of
+  C_out values (``conv/rowgather.py``, which takes the second).
 - ``dL/dA rows apart``: the row-gather convolution, forward + backward on one thread in
   chunks whose dR^T (R's memory taken again for dL/dA's products) has rows a multiple of 4
   KiB apart, against rows one cache line further apart (``conv/rowgather.py``'s
@@ -355,6 +358,36 @@ def main(argv: list[str] | None = None) -> int:
             20,
         )
         report(f"accumulated products, 5 kernel rows {c_out}x{kc}x{m}", medians)
+
+    # The row-gather forward's last pass: a chunk's Z (rows (y, sample, x) of C_out values)
+    # plus the bias into NCHW, NumPy's inner loop along Z's rows of W_out values (the output
+    # as it is) against along ZM's rows of C_out values (the output seen as NHWC)
+    for c_out, n, h in [(16, 64, 10), (32, 7, 28), (64, 16, 14)]:
+        zm = rng.standard_normal((h * n * h, c_out)).astype(np.float32)
+        bias = rng.standard_normal(c_out).astype(np.float32)
+        z = np.empty((n, c_out, h, h), np.float32)
+        y = zm.reshape(h, n, h, c_out)
+        report(
+            f"pass to NCHW, {n}x{c_out}x{h}x{h}",
+            compare(
+                {
+                    "along W_out": (
+                        held,
+                        lambda y=y, b=bias, z=z: np.add(
+                            y.transpose(1, 3, 0, 2), b[:, None, None], out=z
+                        ),
+                    ),
+                    "along C_out": (
+                        held,
+                        lambda y=y, b=bias, z=z: np.add(
+                            y.transpose(1, 0, 2, 3), b, out=z.transpose(0, 2, 3, 1)
+                        ),
+                    ),
+                },
+                args.rounds,
+                100,
+            ),
+        )
 
     # The row-gather convolution with dR^T's rows (R's memory, taken again for dL/dA's
     # products) a multiple of 4 KiB apart, against rows one cache line further apart

@@ -111,7 +111,7 @@ def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
     )
     assert done.returncode == 0, f"numpy_paths.py failed:\n{done.stdout}\n{done.stderr}"
     results = json.loads(report_path.read_text())["results"]
-    assert len(results) == 22
+    assert len(results) == 25
     assert results["handoff (run_threaded, ~150 us tasks)"].keys() == {
         "pool",
         "executor",

@@ -157,7 +157,6 @@ class RowGatherConv2d:
         # W_ky (K, K C, C_out): [ky, (kx, c), o] = W[o, c, ky, kx]
         self._Wk = np.ascontiguousarray(W.transpose(2, 3, 1, 0)).reshape(K, KC, Co)
         Z = np.empty((N, Co, Ho, Wo), dtype=A.dtype)
-        bias = np.reshape(b, (Co, 1, 1))
         self._A = A
 
         def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray | None:
@@ -167,7 +166,10 @@ class RowGatherConv2d:
             ZM = buf("Z", (M, Co))
             for ky in range(K):  # BLAS adds each product after the first into ZM
                 gemm(self._rows(R, ky), self._Wk[ky], ZM, accumulate=ky > 0)
-            np.add(ZM.reshape(Ho, n, Wo, Co).transpose(1, 3, 0, 2), bias, out=Z[c])
+            # into Z seen as (n, Ho, Wo, C_out): NumPy's inner loop then runs along ZM's
+            # rows of C_out values, not along Z's rows of W_out (0.73-0.88x the time)
+            Y = ZM.reshape(Ho, n, Wo, Co).transpose(1, 0, 2, 3)
+            np.add(Y, b, out=Z[c].transpose(0, 2, 3, 1))
             return R if keep else None
 
         kept = self._run(one_chunk)
