@@ -320,6 +320,28 @@ def test_row_conv_without_input_gradient(monkeypatch, thread_count, workers):
         assert_close(layer.dLdb, grads["b"], bk, "dLdb")
 
 
+@pytest.mark.parametrize("nhwc", [True, False], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("cin,cout,size,k,stride,padding,n", ROW_CASES[:2] + ROW_CASES[5:7])
+def test_row_conv_forward_pass_either_way(
+    monkeypatch, thread_count, nhwc, cin, cout, size, k, stride, padding, n
+):
+    """The forward's pass to NCHW with Z seen as NHWC (``NHWC_PASS_MIN_CHANNELS`` at 1)
+    and as it is: PyTorch's Z (float64, chunks of two samples between two threads)."""
+    thread_count(2)
+    _, per_sample = _force_engine(monkeypatch, "rowgather", cin, size, k, stride, padding, 8)
+    _set_workspace(monkeypatch, 2 * per_sample * 2)
+    monkeypatch.setattr(rowconv, "NHWC_PASS_MIN_CHANNELS", 1 if nhwc else 10**9)
+    rng = np.random.default_rng(cout * 10 + k)
+    W, b = rng.standard_normal((cout, cin, k, k)), rng.standard_normal(cout)
+    A = rng.standard_normal((n, cin, *size))
+    with use_backend("numpy", None, "float64") as bk:
+        layer = L.Conv2d(cin, cout, k, stride, padding, lambda *_: W, lambda *_: b)
+        Z = layer.forward(A)
+        assert isinstance(layer._engine, rowconv.RowGatherConv2d)
+        Z_ref = F.conv2d(*(torch.from_numpy(x) for x in (A, W, b)), stride=stride, padding=padding)
+        assert_close(Z, Z_ref.numpy(), bk, "Z")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("stride,size", [(1, (14, 15)), (2, (14, 30))])
 @pytest.mark.parametrize("keep", [True, False])

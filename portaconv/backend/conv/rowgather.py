@@ -58,6 +58,12 @@ from ._chunks import PaddedScratch, plan_chunks, run_chunks
 #: LeNet's padded 5x5 1->6 without dL/dA ran 12-16 % faster on the row gather.)
 MIN_CHANNELS = 4
 
+#: Fewest output channels for which the forward's pass to NCHW (a chunk's Z, rows of C_out
+#: values, plus the bias) writes Z seen as NHWC, so that NumPy's inner loop runs along
+#: those rows; with fewer it runs along Z's rows of W_out values (``benchmarks/
+#: numpy_paths.py``, "pass to NCHW": 0.77x the time with 32 and 64 channels, 1.14x with 16).
+NHWC_PASS_MIN_CHANNELS = 32
+
 #: Largest stride the row gather takes (with K >= stride: every row of R is read). Strided
 #: layers with many output positions take the NCHW engine first (``nchw.MIN_POSITIONS``);
 #: below that, 3x3 stride 2 128 -> 128 at 14x14 (49 outputs) measured 0.97x im2row's time
@@ -157,6 +163,7 @@ class RowGatherConv2d:
         # W_ky (K, K C, C_out): [ky, (kx, c), o] = W[o, c, ky, kx]
         self._Wk = np.ascontiguousarray(W.transpose(2, 3, 1, 0)).reshape(K, KC, Co)
         Z = np.empty((N, Co, Ho, Wo), dtype=A.dtype)
+        bias = np.reshape(b, (Co, 1, 1))
         self._A = A
 
         def one_chunk(buf: PaddedScratch, i: int, c: slice) -> np.ndarray | None:
@@ -166,10 +173,11 @@ class RowGatherConv2d:
             ZM = buf("Z", (M, Co))
             for ky in range(K):  # BLAS adds each product after the first into ZM
                 gemm(self._rows(R, ky), self._Wk[ky], ZM, accumulate=ky > 0)
-            # into Z seen as (n, Ho, Wo, C_out): NumPy's inner loop then runs along ZM's
-            # rows of C_out values, not along Z's rows of W_out (0.73-0.88x the time)
-            Y = ZM.reshape(Ho, n, Wo, Co).transpose(1, 0, 2, 3)
-            np.add(Y, b, out=Z[c].transpose(0, 2, 3, 1))
+            Y = ZM.reshape(Ho, n, Wo, Co)
+            if Co >= NHWC_PASS_MIN_CHANNELS:  # NumPy's inner loop along ZM's rows
+                np.add(Y.transpose(1, 0, 2, 3), b, out=Z[c].transpose(0, 2, 3, 1))
+            else:  # along Z's rows of W_out values
+                np.add(Y.transpose(1, 3, 0, 2), bias, out=Z[c])
             return R if keep else None
 
         kept = self._run(one_chunk)
