@@ -677,8 +677,8 @@ _dtype_names: dict[Any, str] = {}
 
 
 def _dtype_name(dtype: Any) -> str:
-    """``dtype.name``, cached: NumPy builds that string on every access (~1.5 us, most of
-    what :func:`gemm` spent besides the call itself, all of it holding the GIL)."""
+    """``dtype.name``, cached: NumPy builds that string anew on every access, and
+    :func:`gemm` asks for it on every product, holding the GIL."""
     name = _dtype_names.get(dtype)
     if name is None:
         name = _dtype_names[dtype] = dtype.name
