@@ -7,7 +7,10 @@ threads. The row-gather convolution (``conv/rowgather.py``) instead splits its b
 and products both use every thread. It keeps as many threads busy as BLAS alone would: by
 default :func:`num_threads` *is* OpenBLAS's thread count (``OPENBLAS_NUM_THREADS``, or a
 threadpoolctl limit, applies). ``PORTACONV_NUM_THREADS`` or :func:`set_num_threads`
-overrides it; 1 turns the threading off.
+overrides it; 1 turns the threading off. The threads are one pool per process
+(:func:`run_threaded`: the caller runs the first task, a pool thread each other one, handed
+over through a pair of locks); a call made while another thread of the program has the
+pool runs its tasks one after another on its own thread.
 
 A model whose layers thread their own work holds OpenBLAS at 1 thread for its whole forward
 and backward (:func:`single_threaded_blas`): OpenBLAS's idle threads spin for ~0.1 s after
