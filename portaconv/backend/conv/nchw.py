@@ -208,6 +208,14 @@ class NCHWConv2d:
             return self._forward(A[:, :, None], W[:, :, None], b)[:, :, 0]
         return self._forward(A, W, b)
 
+    def prepare(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> None:
+        """What ``forward(A, W, b)`` sets up for :meth:`backward`, without computing Z (for
+        a caller that needs only dL/dW and dL/db): backward gathers the windows from A."""
+        if self.nd == 1:  # height 1
+            A, W = A[:, :, None], W[:, :, None]
+        self._plan(A.shape, W, b, A.itemsize)
+        self._A, self._kept = A, {}
+
     def _forward(self, A: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         per_sample = self._plan(A.shape, W, b, A.itemsize)
         N, (Ho, Wo), Co = A.shape[0], self._out, self._Co

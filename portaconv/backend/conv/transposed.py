@@ -63,8 +63,12 @@ class TransposedConv:
     def backward(
         self, dZ: np.ndarray, need_dA: bool = True
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        C_in = self._V.shape[0]
-        dA = self._conv.forward(dZ, self._V, np.zeros(C_in, dtype=self._V.dtype))
+        zeros = np.zeros(self._V.shape[0], dtype=self._V.dtype)
+        if need_dA:
+            dA = self._conv.forward(dZ, self._V, zeros)
+        else:  # dL/dW alone: the convolution's set-up without its products
+            dA = None
+            self._conv.prepare(dZ, self._V, zeros)
         _, dV, _ = self._conv.backward(self._A, need_dA=False)
         db = np.sum(dZ, axis=(0, *range(2, self.nd + 2)))
-        return (dA if need_dA else None), self._flipped(dV), db
+        return dA, self._flipped(dV), db
