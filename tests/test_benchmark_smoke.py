@@ -299,3 +299,36 @@ def test_variant_pairs_times_both_settings():
         timeout=300,
     )
     assert bad.returncode == 2 and "has no 'NO_SUCH'" in bad.stderr
+
+
+def test_products_floor_replays_the_engines_products():
+    """benchmarks/products_floor.py (NumPy only) prints, per selected case, the three times
+    and the ratios; the products it replays are those the engine made: LeNet's 6 -> 16 layer
+    on the row gather runs K = 5 products per kernel row and pass (forward, dL/dW, dL/dA)
+    for each chunk, and the 3x3 stride-2 layer on the NCHW engine its per-chunk products."""
+    script = RUN.parent / "products_floor.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--rounds", "1", "--cases", "lenet_conv2|s2_p1_32"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"products_floor.py failed:\n{done.stdout}\n{done.stderr}"
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:]}
+    assert set(rows) == {"conv2d_3x3_s2_p1_32-64_28x28", "lenet_conv2_5x5_p0_6-16_14x14_N128"}
+    for name, row in rows.items():
+        torch_ms, pc_ms, products_ms = map(float, row[:3])
+        counts = [int(c) for c in row[3].split("+")]
+        assert torch_ms > 0 and pc_ms > 0 and products_ms > 0, name
+        assert all(c > 0 for c in counts), name
+        pc_ratio, products_ratio = map(float, row[4:6])
+        assert pc_ratio > 0 and products_ratio > 0, name
+    # row gather: per chunk 5 forward products, 5 for dL/dW, 5 for dL/dA
+    assert sum(int(c) for c in rows["lenet_conv2_5x5_p0_6-16_14x14_N128"][3].split("+")) % 15 == 0
+    bad = subprocess.run(
+        [sys.executable, str(script), "--cases", "no_such_case"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "no case matches" in bad.stderr
