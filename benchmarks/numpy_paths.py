@@ -39,9 +39,10 @@ variant's median time per call over the rounds. What it shows, and which constan
   chunks whose dR^T (R's memory taken again for dL/dA's products) has rows a multiple of 4
   KiB apart, against rows one cache line further apart (``conv/rowgather.py``'s
   ``_pitch``).
-- ``chunks at once``: one chunk's work in a convolution (LeNet's 6 -> 16 forward +
-  backward over 64 samples, portaconv at one thread) alone, then two such chunks at once
-  on two of portaconv's threads, then in two processes. What two processes lose against
+- ``chunks at once``: one chunk's work in a convolution (forward + backward, portaconv at
+  one thread: LeNet's 6 -> 16 over 64 samples, ``run.py``'s 5x5 16 -> 32 and 3x3 32 -> 64
+  over 32) alone, then two such chunks at once on two of portaconv's threads, then in two
+  processes. What two processes lose against
   one alone is what the two cores cost each other (caches and memory they share); what two
   threads lose beyond that is what sharing one interpreter costs (its lock, taken between
   NumPy calls).
@@ -428,34 +429,42 @@ def main(argv: list[str] | None = None) -> int:
         )
         report(f"dL/dA rows apart, {c_in}->{c_out} {k}x{k} {size}x{size}, chunks of {n}", medians)
 
-    # Two chunks at once: LeNet's 6 -> 16 forward + backward over 64 samples (a chunk of
-    # its batch of 128) with portaconv at one thread, alone, then two such layers at once
-    # on two threads (run_threaded), then in two processes; at once, the pair ideally takes
-    # what one takes alone.
-    layers, data = [], []
-    for _ in range(2):
-        layers.append(Conv2d(6, 16, 5))
-        A = rng.standard_normal((64, 6, 14, 14)).astype(np.float32)
-        data.append((A, rng.standard_normal((64, 16, 10, 10)).astype(np.float32)))
+    # Two chunks at once: a convolution's forward + backward over a chunk of its batch with
+    # portaconv at one thread, alone, then two such layers at once on two threads
+    # (run_threaded), then in two processes; at once, the pair ideally takes what one takes
+    # alone. LeNet's 6 -> 16 over 64 samples (half its batch of 128), and run.py's 5x5
+    # 16 -> 32 and 3x3 32 -> 64 over 32 samples (half their batch of 64).
+    for c_in, c_out, k, size, pad, n, label in (
+        (6, 16, 5, 14, 0, 64, "LeNet 6->16 N=64"),
+        (16, 32, 5, 28, 2, 32, "5x5 16->32 28x28 N=32"),
+        (32, 64, 3, 14, 1, 32, "3x3 32->64 14x14 N=32"),
+    ):
+        layers, data = [], []
+        out = size + 2 * pad - k + 1
+        for _ in range(2):
+            layers.append(Conv2d(c_in, c_out, k, padding=pad))
+            A = rng.standard_normal((n, c_in, size, size)).astype(np.float32)
+            data.append((A, rng.standard_normal((n, c_out, out, out)).astype(np.float32)))
 
-    def chunk_task(i: int) -> Callable[[], None]:
-        def task() -> None:
-            layers[i].forward(data[i][0])
-            layers[i].backward(data[i][1])
+        def chunk_task(i: int, layers=layers, data=data) -> Callable[[], None]:
+            def task() -> None:
+                layers[i].forward(data[i][0])
+                layers[i].backward(data[i][1])
 
-        return task
+            return task
 
-    tasks = [chunk_task(0), chunk_task(1)]
-    medians = compare(
-        {
-            "alone": (threads(1), tasks[0]),
-            "two threads": (threads(1), lambda: run_threaded(tasks)),
-        },
-        args.rounds,
-        20,
-    )
-    medians["two processes"] = two_processes(tasks, args.rounds, 20)
-    report("chunks at once, LeNet 6->16 N=64", medians)
+        tasks = [chunk_task(0), chunk_task(1)]
+        repeats = max(2, 20 * 64 * 100 // (n * out * out))  # ~20 of LeNet's, fewer large
+        medians = compare(
+            {
+                "alone": (threads(1), tasks[0]),
+                "two threads": (threads(1), lambda tasks=tasks: run_threaded(tasks)),
+            },
+            args.rounds,
+            repeats,
+        )
+        medians["two processes"] = two_processes(tasks, args.rounds, repeats)
+        report(f"chunks at once, {label}", medians)
 
     x = rng.standard_normal((128, 6, 28, 28)).astype(np.float32)
     zero = np.zeros((), dtype=np.float32)

@@ -111,7 +111,13 @@ def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
     )
     assert done.returncode == 0, f"numpy_paths.py failed:\n{done.stdout}\n{done.stderr}"
     results = json.loads(report_path.read_text())["results"]
-    assert len(results) == 25
+    assert len(results) == 27
+    for layer in ("LeNet 6->16 N=64", "5x5 16->32 28x28 N=32", "3x3 32->64 14x14 N=32"):
+        assert results[f"chunks at once, {layer}"].keys() == {
+            "alone",
+            "two threads",
+            "two processes",
+        }
     assert results["handoff (run_threaded, ~150 us tasks)"].keys() == {
         "pool",
         "executor",
@@ -305,7 +311,8 @@ def test_products_floor_replays_the_engines_products():
     """benchmarks/products_floor.py (NumPy only) prints, per selected case, the three times
     and the ratios; the products it replays are those the engine made: LeNet's 6 -> 16 layer
     on the row gather runs K = 5 products per kernel row and pass (forward, dL/dW, dL/dA)
-    for each chunk, and the 3x3 stride-2 layer on the NCHW engine its per-chunk products."""
+    for each chunk, in two phases (forward, backward), and the 3x3 stride-2 layer on the
+    NCHW engine its per-chunk products."""
     script = RUN.parent / "products_floor.py"
     done = subprocess.run(
         [sys.executable, str(script), "--rounds", "1", "--cases", "lenet_conv2|s2_p1_32"],
@@ -318,13 +325,13 @@ def test_products_floor_replays_the_engines_products():
     assert set(rows) == {"conv2d_3x3_s2_p1_32-64_28x28", "lenet_conv2_5x5_p0_6-16_14x14_N128"}
     for name, row in rows.items():
         torch_ms, pc_ms, products_ms = map(float, row[:3])
-        counts = [int(c) for c in row[3].split("+")]
+        count, word, phases = row[3:6]
         assert torch_ms > 0 and pc_ms > 0 and products_ms > 0, name
-        assert all(c > 0 for c in counts), name
-        pc_ratio, products_ratio = map(float, row[4:6])
+        assert word == "in" and int(count) > 0 and int(phases) == 2, name
+        pc_ratio, products_ratio = map(float, row[6:8])
         assert pc_ratio > 0 and products_ratio > 0, name
     # row gather: per chunk 5 forward products, 5 for dL/dW, 5 for dL/dA
-    assert sum(int(c) for c in rows["lenet_conv2_5x5_p0_6-16_14x14_N128"][3].split("+")) % 15 == 0
+    assert int(rows["lenet_conv2_5x5_p0_6-16_14x14_N128"][3]) % 15 == 0
     bad = subprocess.run(
         [sys.executable, str(script), "--cases", "no_such_case"],
         capture_output=True,
