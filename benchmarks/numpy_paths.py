@@ -42,10 +42,9 @@ variant's median time per call over the rounds. What it shows, and which constan
 - ``chunks at once``: one chunk's work in a convolution (forward + backward, portaconv at
   one thread: LeNet's 6 -> 16 over 64 samples, ``run.py``'s 5x5 16 -> 32 and 3x3 32 -> 64
   over 32) alone, then two such chunks at once on two of portaconv's threads, then in two
-  processes. What two processes lose against
-  one alone is what the two cores cost each other (caches and memory they share); what two
-  threads lose beyond that is what sharing one interpreter costs (its lock, taken between
-  NumPy calls).
+  processes. What two processes lose against one alone is what the two cores cost each
+  other (caches and memory they share); what two threads lose beyond that is what sharing
+  one interpreter costs (its lock, taken between NumPy calls).
 """
 
 from __future__ import annotations

@@ -209,6 +209,8 @@ def main() -> int:
         help="keep glibc's allocator as it starts (see above), not the steady one",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     torch.set_num_threads(os.cpu_count() or 1)
     # else torch's large blocks came from fresh pages on every call
     allocator = "glibc's default" if args.glibc_default else steady_allocator()
