@@ -18,6 +18,13 @@ from pathlib import Path
 
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/<name> <args>``, its output captured."""
+    command = [sys.executable, str(RUN.parent / name), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
 CASE_KEYS = {
     "name",
     "group",
@@ -285,12 +292,8 @@ def test_variant_pairs_times_both_settings():
     sides' times, their ratio and the difference of their results: the parity planes and
     the strided adds of the NCHW engine's dL/dA compute the same numbers. A variant of a
     name the module does not have is refused with exit status 2."""
-    script = RUN.parent / "variant_pairs.py"
     variant = "portaconv.backend.conv.nchw.PARITY_PLANES=False"
-    command = [sys.executable, str(script), "--variant", variant, "--rounds", "2"]
-    done = subprocess.run(
-        [*command, "--cases", "s2_p1"], capture_output=True, text=True, timeout=300
-    )
+    done = run_script("variant_pairs.py", "--variant", variant, "--rounds", "2", "--cases", "s2_p1")
     assert done.returncode == 0, f"variant_pairs.py failed:\n{done.stdout}\n{done.stderr}"
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("conv2d_3x3_s2")]
     assert len(rows) == 1
@@ -298,12 +301,7 @@ def test_variant_pairs_times_both_settings():
     difference = float(rows[0][5])
     assert default_ms > 0 and variant_ms > 0 and ratio > 0
     assert difference < 1e-5
-    bad = subprocess.run(
-        [sys.executable, str(script), "--variant", "portaconv.backend.conv.nchw.NO_SUCH=1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = run_script("variant_pairs.py", "--variant", "portaconv.backend.conv.nchw.NO_SUCH=1")
     assert bad.returncode == 2 and "has no 'NO_SUCH'" in bad.stderr
 
 
@@ -313,13 +311,7 @@ def test_products_floor_replays_the_engines_products():
     on the row gather runs K = 5 products per kernel row and pass (forward, dL/dW, dL/dA)
     for each chunk, in two phases (forward, backward), and the 3x3 stride-2 layer on the
     NCHW engine its per-chunk products."""
-    script = RUN.parent / "products_floor.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--rounds", "1", "--cases", "lenet_conv2|s2_p1_32"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_script("products_floor.py", "--rounds", "1", "--cases", "lenet_conv2|s2_p1_32")
     assert done.returncode == 0, f"products_floor.py failed:\n{done.stdout}\n{done.stderr}"
     rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:]}
     assert set(rows) == {"conv2d_3x3_s2_p1_32-64_28x28", "lenet_conv2_5x5_p0_6-16_14x14_N128"}
@@ -332,10 +324,5 @@ def test_products_floor_replays_the_engines_products():
         assert pc_ratio > 0 and products_ratio > 0, name
     # row gather: per chunk 5 forward products, 5 for dL/dW, 5 for dL/dA
     assert int(rows["lenet_conv2_5x5_p0_6-16_14x14_N128"][3]) % 15 == 0
-    bad = subprocess.run(
-        [sys.executable, str(script), "--cases", "no_such_case"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = run_script("products_floor.py", "--cases", "no_such_case")
     assert bad.returncode == 2 and "no case matches" in bad.stderr
