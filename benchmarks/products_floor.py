@@ -56,47 +56,27 @@ import portaconv.backend.conv.nchw as nchw  # noqa: E402
 import portaconv.backend.conv.rowgather as rowgather  # noqa: E402
 from portaconv.backend import single_threaded_blas  # noqa: E402
 from portaconv.backend.conv._chunks import run_chunks  # noqa: E402
-from portaconv.layers import Conv2d  # noqa: E402
 
 #: (module, name) of every product call recorded: the engines' own BLAS entry points.
 RECORDED = ((rowgather, "gemm"), (rowgather, "dot"), (nchw, "gemm"))
 
 
-def lenet_case(name: str, c_in: int, c_out: int, size: int, padding: int, need_dA: bool):
-    """One of LeNet-5's 5x5 convolutions at batch 128 as a training step runs it: without
-    dL/dA for the first layer (the Trainer skips it), with it for the second."""
-    N, K = 128, 5
-    out = run.out_size(size, K, 1, padding)
-
-    def build(ctx: run.Context) -> run.Pair:
-        bound = 1 / np.sqrt(c_in * K * K)
-        W, b = ctx.uniform(bound, c_out, c_in, K, K), ctx.uniform(bound, c_out)
-        A, dLdZ = ctx.randn(N, c_in, size, size), ctx.randn(N, c_out, out, out)
-        layer = Conv2d(
-            c_in, c_out, K, 1, padding, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b
-        )
-        layer.needs_input_grad = need_dA
-        A_pc, dLdZ_pc = ctx.pc(A), ctx.pc(dLdZ)
-        A_t, W_t, b_t, dLdZ_t = ctx.pt(A, need_dA), ctx.pt(W, True), ctx.pt(b, True), ctx.pt(dLdZ)
-        wrt = (A_t, W_t, b_t) if need_dA else (W_t, b_t)
-
-        def run_pc() -> Any:
-            return layer.forward(A_pc), layer.backward(dLdZ_pc), layer.dLdW, layer.dLdb
-
-        def run_torch() -> Any:
-            Z = torch.nn.functional.conv2d(A_t, W_t, b_t, padding=padding)
-            return Z.detach(), *torch.autograd.grad(Z, wrt, dLdZ_t)
-
-        return run.Pair(run_pc, run_torch)
-
-    flops = run.conv_flops(N, c_in, c_out, K, 2, out * out) * (1 if need_dA else 2 / 3)
-    return run.Case(name, "layer", build, flops, N, size * size)
-
-
 def lenet_cases() -> list[run.Case]:
+    """LeNet-5's 5x5 convolutions at batch 128 as a training step runs them: without dL/dA
+    for the first layer (the Trainer skips it), with it for the second."""
     return [
-        lenet_case("lenet_conv1_5x5_p2_1-6_28x28_N128_no_dA", 1, 6, 28, 2, False),
-        lenet_case("lenet_conv2_5x5_p0_6-16_14x14_N128", 6, 16, 14, 0, True),
+        run.conv_case(
+            "lenet_conv1_5x5_p2_1-6_28x28_N128_no_dA",
+            2,
+            128,
+            1,
+            6,
+            5,
+            28,
+            padding=2,
+            input_grad=False,
+        ),
+        run.conv_case("lenet_conv2_5x5_p0_6-16_14x14_N128", 2, 128, 6, 16, 5, 14),
     ]
 
 

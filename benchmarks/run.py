@@ -564,8 +564,11 @@ def conv_case(
     stride: int = 1,
     padding: int = 0,
     group: str = "layer",
+    input_grad: bool = True,
 ) -> Case:
-    """Conv1d or Conv2d forward + backward against F.conv1d / F.conv2d + autograd."""
+    """Conv1d or Conv2d forward + backward against F.conv1d / F.conv2d + autograd; with
+    ``input_grad=False`` without dL/dA on both sides (a network's first layer, as the
+    Trainer runs it)."""
     layer_cls, torch_conv = (Conv1d, F.conv1d) if nd == 1 else (Conv2d, F.conv2d)
     out = out_size(size, K, stride, padding)
 
@@ -579,23 +582,26 @@ def conv_case(
         layer = layer_cls(
             c_in, c_out, K, stride, padding, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b
         )
+        layer.needs_input_grad = input_grad
         A_pc, dLdZ_pc = ctx.pc(A), ctx.pc(dLdZ)
 
         def run_pc():
             Z = layer.forward(A_pc)
             dLdA = layer.backward(dLdZ_pc)
-            return Z, dLdA, layer.dLdW, layer.dLdb
+            return (Z, *((dLdA,) if input_grad else ()), layer.dLdW, layer.dLdb)
 
-        A_t, W_t, b_t = ctx.pt(A, True), ctx.pt(W, True), ctx.pt(b, True)
+        A_t, W_t, b_t = ctx.pt(A, input_grad), ctx.pt(W, True), ctx.pt(b, True)
         dLdZ_t = ctx.pt(dLdZ)
+        wrt = (A_t, W_t, b_t) if input_grad else (W_t, b_t)
 
         def run_torch():
             Z = torch_conv(A_t, W_t, b_t, stride=stride, padding=padding)
-            return (Z.detach(), *torch.autograd.grad(Z, (A_t, W_t, b_t), dLdZ_t))
+            return (Z.detach(), *torch.autograd.grad(Z, wrt, dLdZ_t))
 
         return Pair(run_pc, run_torch)
 
-    flops = conv_flops(N, c_in, c_out, K, nd, out**nd)
+    # forward, dL/dW and dL/dA each cost one forward's multiply-adds
+    flops = conv_flops(N, c_in, c_out, K, nd, out**nd) * (1 if input_grad else 2 / 3)
     return Case(name, group, build, flops, N, size**nd)
 
 
