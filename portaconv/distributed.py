@@ -35,7 +35,9 @@ from typing import Any, TypeVar
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from .backend import manual_seed, share_cores, to_numpy
+from .backend._arrays import to_numpy
+from .backend._delegate import share_cores
+from .backend._random import manual_seed
 
 __all__ = [
     "Communicator",

@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 
 import portaconv
+import portaconv.backend._config as _config
+import portaconv.backend._random as _random
 from portaconv import layers as L
 from portaconv.backend import (
     BACKENDS,
     DTYPES,
     BackendUnavailableError,
-    _config,
-    _random,
-    erf_portable,
     get_backend,
     make_backend,
     set_backend,
@@ -30,6 +29,7 @@ from portaconv.backend import (
     to_numpy,
     use_backend,
 )
+from portaconv.backend._special import erf_portable
 
 from .helpers import assert_on_backend, on, rounded
 from .layer_specs import WITH_INIT_FNS, WITH_PARAMS

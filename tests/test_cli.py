@@ -106,7 +106,7 @@ def test_bad_thread_count_in_the_environment_is_one_line_before_any_file(
 ):
     """PORTACONV_NUM_THREADS is read when the settings are, not at the first convolution
     (which left a run directory with a config and no epoch behind)."""
-    import portaconv.backend._threads as threads
+    import portaconv.backend.fast.threads as threads
 
     monkeypatch.setenv("PORTACONV_NUM_THREADS", value)
     monkeypatch.setattr(threads, "_env_read", False)

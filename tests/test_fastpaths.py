@@ -28,29 +28,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import portaconv.backend._ops as ops
-import portaconv.backend._threads as threads
-import portaconv.backend.conv.nchw as nchw
-import portaconv.backend.conv.rowgather as rowconv
+import portaconv.backend.fast.blas as ops
+import portaconv.backend.fast.numpy_ops as numpy_ops
+import portaconv.backend.fast.nchw as nchw
+import portaconv.backend.fast.rowgather as rowconv
+import portaconv.backend.fast.threads as threads
 import portaconv.layers as L
-from portaconv.backend import (
-    Scratch,
-    batch_chunks,
+from portaconv.backend import execution_plan, fast_paths, use_backend
+from portaconv.backend._arrays import slice_add
+from portaconv.backend._conv import ReferenceConv
+from portaconv.backend._windows import pad_spatial, window_max, window_max_grad
+from portaconv.backend.fast.blas import Scratch, batch_chunks, matmul
+from portaconv.backend.fast.im2row import (
+    Im2RowConv,
     channels_first_matrix,
     im2row,
-    matmul,
-    native_paths,
-    pad_spatial,
     row2im,
     set_batch,
-    slice_add,
-    strided_native,
     to_channels_last,
-    use_backend,
-    window_max,
-    window_max_grad,
 )
-from portaconv.backend.conv import Im2RowConv, NCHWConv2d, StridedConv, TransposedConv
+from portaconv.backend.fast.nchw import NCHWConv2d
+from portaconv.backend.fast.strided import StridedConv
+from portaconv.backend.fast.transposed import TransposedConv
 
 from .helpers import assert_close, assert_same_result, on, rounded, snapshot, torch_reference
 
@@ -208,12 +207,13 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
         # on NumPy each of the threads gets its share of the budget, and the chunk count is a
         # multiple of the thread count (one more chunk each rather than an idle thread), at most
         # one chunk per sample
-        workers = threads.num_threads() if bk.name == "numpy" else 1
-        chunks = 1 if per_chunk is None else -(-n // max(1, per_chunk // workers))
-        assert len(layer._engine._chunks) == min(n, -(-chunks // workers) * workers)
-        kept = (keep and bk.name == "numpy") or per_chunk is None
-        kept_name = "_cols" if isinstance(layer._engine, StridedConv) else "_rows"
-        assert (getattr(layer._engine, kept_name) is not None) is kept
+        if not isinstance(layer._engine, ReferenceConv):  # the reference keeps no chunks
+            workers = threads.num_threads() if bk.name == "numpy" else 1
+            chunks = 1 if per_chunk is None else -(-n // max(1, per_chunk // workers))
+            assert len(layer._engine._chunks) == min(n, -(-chunks // workers) * workers)
+            kept = (keep and bk.name == "numpy") or per_chunk is None
+            kept_name = "_cols" if isinstance(layer._engine, StridedConv) else "_rows"
+            assert (getattr(layer._engine, kept_name) is not None) is kept
 
         def torch_fn(A, W, b):
             return conv(A, W, b, stride=stride, padding=padding)
@@ -231,9 +231,9 @@ def test_conv_matches_torch_whole_batch_and_in_chunks(
         for a, b_ in zip(first, second):
             assert_same_result(snapshot(a), snapshot(b_), bk)
 
-    # torch: the strided engine, then the portable im2row engine; elsewhere the one engine
-    for native in [True, False] if strided_native(bk.xp.zeros(1)) else [True]:
-        with native_paths(native):
+    # NumPy and torch: their fast engine, then the reference; elsewhere the reference alone
+    for mode in ["auto", "never"] if bk.name in ("numpy", "torch") else ["auto"]:
+        with fast_paths(mode):
             check()
 
 
@@ -558,11 +558,9 @@ def _check_layer_against(layer, A, before, Z, dLdZ, Z_ref, grads, bk, dtype) -> 
 @pytest.mark.parametrize(
     "cin,cout,size,k,stride,padding,n", [case for case in NCHW_CASES if case[4] > 1]
 )
-def test_nchw_strided_input_gradient_either_way(
-    monkeypatch, cin, cout, size, k, stride, padding, n
-):
-    """Strided dL/dA by parity planes (the default) and by a strided add per kernel offset
-    (``PARITY_PLANES = False``): both PyTorch's (float64), in chunks of two samples."""
+def test_nchw_strided_input_gradient(monkeypatch, cin, cout, size, k, stride, padding, n):
+    """Strided dL/dA (by parity planes in 2-d): PyTorch's (float64), in chunks of two
+    samples."""
     _force_engine(monkeypatch, "nchw", cin, size, k, stride, padding, 8)
     nd = len(size)
     _set_workspace(monkeypatch, 2 * 8 * cin * k**nd * math.prod(size))
@@ -579,23 +577,18 @@ def test_nchw_strided_input_gradient_either_way(
             {"A": A, "W": W, "b": b},
             dLdZ,
         )
-        for planes in (True, False):
-            monkeypatch.setattr(nchw, "PARITY_PLANES", planes)
-            layer.forward(A)
-            assert_close(layer.backward(dLdZ), grads["A"], bk, f"dLdA, PARITY_PLANES={planes}")
+        layer.forward(A)
+        assert_close(layer.backward(dLdZ), grads["A"], bk, "dLdA")
 
 
-@pytest.mark.parametrize("transposed", [True, False])
 @pytest.mark.parametrize(
     "cin,cout,size,k,stride",
     [(1, 12, (9, 8), 3, 1), (3, 5, (7, 7), 3, 2), (6, 8, (5, 6), 1, 1), (4, 3, (11,), 3, 1)],
 )
-def test_nchw_weight_gradient_either_way(monkeypatch, transposed, cin, cout, size, k, stride):
-    """dL/dW (with dL/db) as ``X @ dZ^T`` where X has more rows than dZ, else and with
-    ``WEIGHT_GRADIENT_TRANSPOSED = False`` as ``dZ @ X^T``: PyTorch's numbers (float64)
-    either way, the cases on both sides of the rule."""
+def test_nchw_weight_gradient_either_way(monkeypatch, cin, cout, size, k, stride):
+    """dL/dW (with dL/db) as ``X @ dZ^T`` where X has more rows than dZ, else as
+    ``dZ @ X^T``: PyTorch's numbers (float64), the cases on both sides of the rule."""
     _force_engine(monkeypatch, "nchw", cin, size, k, stride, 0, 8)
-    monkeypatch.setattr(nchw, "WEIGHT_GRADIENT_TRANSPOSED", transposed)
     nd = len(size)
     layer_cls, conv = (L.Conv1d, F.conv1d) if nd == 1 else (L.Conv2d, F.conv2d)
     rng = np.random.default_rng(cin + cout)
@@ -779,14 +772,10 @@ needs_blas_control = pytest.mark.skipif(
 
 
 @needs_blas_control
-@pytest.mark.parametrize("locks", [True, False], ids=["pool", "executor"])
-def test_run_threaded_runs_tasks_on_threads_with_single_threaded_blas(monkeypatch, locks):
+def test_run_threaded_runs_tasks_on_threads_with_single_threaded_blas():
     """Results in order; the tasks run on different threads while OpenBLAS is at 1 thread;
-    its count is restored after, also when a task raises. Through the pool's locks and
-    through an executor (``LOCK_HANDOFF = False``, for comparisons)."""
+    its count is restored after, also when a task raises."""
     import threading
-
-    monkeypatch.setattr(threads, "LOCK_HANDOFF", locks)
 
     get_count = threads._blas()[0]
     start = get_count()
@@ -924,8 +913,6 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count)
     seen = []
 
     class Probe:
-        threads_own_work = True
-
         def forward(self, A):
             seen.append(("forward", get_count(), threads.num_threads()))
             return A
@@ -936,10 +923,11 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count)
 
     thread_count(2)
     with use_backend("numpy", None, "float32"):
-        model = Sequential(L.Linear(300, 200), Probe())
-    A = np.ones((64, 300), np.float32)
-    model.forward(A)
-    model.backward(np.ones((64, 200), np.float32))
+        model = Sequential(L.Conv1d(3, 4, 1), Probe())
+        mlp = Sequential(L.Linear(300, 200), Probe())
+    A = np.ones((64, 3, 100), np.float32)
+    Z = model.forward(A)
+    model.backward(np.ones(Z.shape, np.float32))
     assert seen == [("forward", 1, 2), ("backward", 1, 2)]
     assert get_count() == start
     thread_count(1)
@@ -948,12 +936,15 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count)
     assert seen == [("forward", start, 1)]
     thread_count(2)
     seen.clear()
-    Probe.threads_own_work = False
-    model.forward(A)
+    mlp.forward(np.ones((64, 300), np.float32))
     assert seen == [("forward", start, 2)]
+    with fast_paths("never"):  # the reference half shares no work between threads
+        seen.clear()
+        model.forward(A)
+        assert seen == [("forward", start, 2)]
     with use_backend("numpy", None, "float32"):
-        assert Sequential(L.Conv2d(1, 2, 3), L.Flatten()).threads_own_work
-        assert not Sequential(L.Flatten(), L.Linear(4, 2), L.ReLU()).threads_own_work
+        assert execution_plan([L.Conv2d(1, 2, 3), L.Flatten()]).threads_own_work
+        assert not execution_plan([L.Flatten(), L.Linear(4, 2), L.ReLU()]).threads_own_work
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -962,7 +953,7 @@ def test_relu_layer_threaded_is_torchs(thread_count, monkeypatch, shape, dtype):
     """ReLU's forward and backward on NumPy (parts on 1-3 threads for large arrays, sizes
     not a multiple of the zero row) are torch's relu and its gradient, bit for bit, with
     NaN, +-0 and +-inf among the inputs; so is a non-contiguous input."""
-    monkeypatch.setattr(ops, "SPLIT_ELEMENTWISE_MIN", 1 << 16)
+    monkeypatch.setattr(numpy_ops, "SPLIT_ELEMENTWISE_MIN", 1 << 16)
     rng = np.random.default_rng(sum(shape))
     Z = rng.standard_normal(shape).astype(dtype)
     flat = Z.reshape(-1)
@@ -986,7 +977,7 @@ def test_max_pool_shared_between_threads_is_torchs(thread_count, monkeypatch, ke
     """MaxPool2d and MaxPool1d on NumPy with the batch shared between 1-3 threads (5 and
     7 samples: uneven parts): torch's output and gradient; windows that overlap add up; a
     NaN in one sample sends the whole call to the portable loop, still torch's result."""
-    import portaconv.backend._ops as ops_module
+    import portaconv.backend.fast.numpy_ops as ops_module
 
     monkeypatch.setattr(ops_module, "SPLIT_POOL_MIN", 64)
     rng = np.random.default_rng(kernel * 10 + stride)
@@ -1057,7 +1048,7 @@ def test_an_interrupted_wait_leaves_the_pool_to_new_threads(monkeypatch):
 
 _FORK_CHILD = """
 import os, threading
-from portaconv.backend import _threads as threads
+import portaconv.backend.fast.threads as threads
 
 threads.run_threaded([lambda: None, lambda: None])
 read, write = os.pipe()
@@ -1309,6 +1300,11 @@ def test_conv_second_backward_gives_the_same_gradients(monkeypatch, bk, keep):
 # ------------------------------------------------------- batch norm and linear on threads
 
 
+def _norm_engine(model, bn):
+    """The NumPy batch-norm pass that ran ``bn`` in ``model``'s last forward, or None."""
+    return next(step._engine for step in model._ran.steps if getattr(step, "norm", None) is bn)
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("shape", [(13, 3, 6, 5), (9, 4, 7), (21, 5)], ids=["2d", "1d-L", "1d"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -1319,7 +1315,8 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
     running statistics and gradients, a channel with a large mean included, and the same
     bits on every call; after the fused pass the ReLU layer keeps what its own backward
     needs, and the two layers' own backward agree with the fused one."""
-    import portaconv.backend.norm as norm
+    import portaconv.backend.fast.norm as norm
+
     from portaconv.models import Sequential
 
     thread_count(workers)
@@ -1336,18 +1333,20 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
     with use_backend("numpy", None, dtype):
         layer, act = cls(C), L.ReLU()
         layer.BW, layer.Bb = BW.astype(dtype), Bb.astype(dtype)
-        model = Sequential(layer, act) if relu else layer
+        model = Sequential(layer, act) if relu else Sequential(layer)
         runs = []
         for _ in range(2):
             layer.running_M, layer.running_V = np.zeros(C, dtype), np.ones(C, dtype)
             Z = model.forward(A)
-            assert layer._engine is not None, "the fast path ran"
-            assert layer._engine.relu is relu
+            assert _norm_engine(model, layer) is not None, "the fast path ran"
+            assert _norm_engine(model, layer).relu is relu
             dLdA = model.backward(dLdZ)
             runs.append((Z, dLdA, layer.dLdBW, layer.dLdBb, layer.running_M, layer.running_V))
-        if relu:
+        if relu:  # the layers' own backward, the reference, after the fused forward
             np.testing.assert_array_equal(act.A, Z)
-            np.testing.assert_array_equal(layer.backward(act.backward(dLdZ)), dLdA)
+            tol = 1e-12 if dtype == "float64" else 1e-4
+            own = layer.backward(act.backward(dLdZ))
+            np.testing.assert_allclose(own, dLdA, rtol=tol, atol=tol * np.abs(dLdA).max())
         running_M = torch.zeros(C, dtype=torch.float64)
         running_V = torch.ones(C, dtype=torch.float64)
 
@@ -1391,7 +1390,8 @@ def test_batchnorm_relu_maxpool_pools_first_and_matches_torch(
     way PyTorch's output, dL/dA, dL/dBW, dL/dBb and running statistics (float64 reference),
     windows with tied maxima and a channel with a large mean included; the same bits on a
     second call; plain ``backward`` after the fused forward is refused."""
-    import portaconv.backend.norm as norm
+    import portaconv.backend.fast.norm as norm
+
     from portaconv.models import Sequential
 
     thread_count(workers)
@@ -1420,12 +1420,13 @@ def test_batchnorm_relu_maxpool_pools_first_and_matches_torch(
         for _ in range(2):
             bn.running_M, bn.running_V = np.zeros(C, dtype), np.ones(C, dtype)
             Z = model.forward(A)
-            assert bn._engine is not None and bn._engine.pooled is (scales == "positive")
+            engine = _norm_engine(model, bn)
+            assert engine is not None and engine.pooled is (scales == "positive")
             dLdZ = np.random.default_rng(1).standard_normal(Z.shape).astype(dtype)
             dLdA = model.backward(dLdZ)
             runs.append((Z, dLdA, bn.dLdBW, bn.dLdBb, bn.running_M, bn.running_V))
         if scales == "positive":
-            with pytest.raises(ValueError, match="backward_relu_pool"):
+            with pytest.raises(ValueError, match="backpropagate through the model"):
                 bn.backward(np.ones(A.shape, dtype))
     running_M = torch.zeros(C, dtype=torch.float64)
     running_V = torch.ones(C, dtype=torch.float64)
@@ -1443,7 +1444,8 @@ def test_batchnorm_relu_maxpool_pooled_first_with_an_infinite_gradient(monkeypat
     inf in one channel (its chunks then spread the gradient through the pooling's own
     backward, which keeps masked-out zeros exact): the other channels' dL/dA, dL/dBW and
     dL/dBb as PyTorch's, that channel's not finite anywhere, as PyTorch's."""
-    import portaconv.backend.norm as norm
+    import portaconv.backend.fast.norm as norm
+
     from portaconv.models import Sequential
 
     monkeypatch.setattr(norm, "CHUNK_BYTES", 256)
@@ -1456,7 +1458,7 @@ def test_batchnorm_relu_maxpool_pooled_first_with_an_infinite_gradient(monkeypat
         bn = L.BatchNorm2d(3)
         model = Sequential(bn, L.ReLU(), L.MaxPool2d(2))
         Z = model.forward(A)
-        assert bn._engine.pooled
+        assert _norm_engine(model, bn).pooled
         with np.errstate(invalid="ignore"):  # inf - inf in the channel with the inf
             dLdA = model.backward(dLdZ)
     running = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
@@ -1478,7 +1480,7 @@ def test_batchnorm_chunks_cover_enough_rows_for_the_gil(monkeypatch, thread_coun
     """Each chunk of the NumPy batch-norm path covers at least ``MIN_ROWS`` (sample,
     channel) rows, so its per-channel dot products let the other threads run (NumPy keeps
     the GIL through a matmul of at most 500 results); the chunks still cover the batch."""
-    import portaconv.backend.norm as norm
+    import portaconv.backend.fast.norm as norm
 
     thread_count(2)
     monkeypatch.setattr(norm, "CHUNK_BYTES", 256)  # bytes alone would give 1-sample chunks
@@ -1494,7 +1496,8 @@ def test_batchnorm_chunks_cover_enough_rows_for_the_gil(monkeypatch, thread_coun
 def test_batchnorm_relu_unfused_where_the_fast_path_does_not_run(monkeypatch, mode):
     """Evaluation mode, an input below the fast path's size, or another activation: the
     layers run in turn (no fused pass), with PyTorch's results all the same."""
-    import portaconv.backend.norm as norm
+    import portaconv.backend.fast.norm as norm
+
     from portaconv.models import Sequential
 
     monkeypatch.setattr(norm, "CHUNK_BYTES", 2**30 if mode == "portable" else 256)
@@ -1508,7 +1511,8 @@ def test_batchnorm_relu_unfused_where_the_fast_path_does_not_run(monkeypatch, mo
         if mode == "eval":
             model.eval()
         out = model.forward(A)
-        assert bn._engine is None or not bn._engine.relu
+        engine = _norm_engine(model, bn)
+        assert engine is None or not engine.relu
         dLdA = model.backward(dLdZ)
     running_M, running_V = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
     out_ref, grads = torch_reference(
@@ -1526,7 +1530,8 @@ def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, inpu
     BatchNorm2d + ReLU + MaxPool2d blocks fused (pooled first), against the same network in
     torch (float64): logits, every parameter's gradient, and dL/dA when asked (None when
     not)."""
-    import portaconv.backend.norm as norm
+    import portaconv.backend.fast.norm as norm
+
     from portaconv.models import build_model
 
     thread_count(2)
@@ -1540,7 +1545,8 @@ def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, inpu
         logits = model.forward(X)
         assert isinstance(model.layers[0]._engine, NCHWConv2d)
         norms = [bn for bn in model.layers if isinstance(bn, L.BatchNorm2d)]
-        assert all(bn._engine.relu and bn._engine.pooled for bn in norms)  # each before a pool
+        engines = [_norm_engine(model, bn) for bn in norms]
+        assert all(e.relu and e.pooled for e in engines)  # each before a pool
         dLdZ = rng.standard_normal(logits.shape)
         dLdX = model.backward(dLdZ, input_grad=input_grad)
         grads = model.gradients()
@@ -1585,7 +1591,7 @@ def test_blas_kernels_names_the_kernels_openblas_was_told_to_run():
     """``blas_kernels`` reports OpenBLAS's own core name: in a fresh interpreter with
     ``OPENBLAS_CORETYPE`` set (Nehalem's SSE4.2 kernels run on every x86-64 CPU that NumPy 2
     supports), that name."""
-    code = "import portaconv.backend as b; print(b.blas_kernels())"
+    code = "import portaconv.backend.fast.threads as t; print(t.blas_kernels())"
     env = {**os.environ, "OPENBLAS_CORETYPE": "Nehalem"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

@@ -4,7 +4,7 @@ training step.
 
 The layer tests (tests/test_layers.py) run every layer on the native bodies wherever the
 backend has them (torch). Here the same PyTorch-oracle tests run again with them turned off
-(``native_paths(False)``), so the portable bodies stay tested on torch as well as on NumPy
+(``fast_paths("never")``), so the portable bodies stay tested on torch as well as on NumPy
 and array-api-strict. The operation count is deterministic (a count, not a timing): one
 LeNet training step through portaconv's torch backend dispatches at most twice the aten
 operations of the same step in plain PyTorch.
@@ -20,17 +20,9 @@ import pytest
 
 import portaconv
 import portaconv.layers as L
-from portaconv.backend import (
-    col2im,
-    im2col,
-    native_paths,
-    scaled_add,
-    shared_zeros,
-    strided_native,
-    updates_in_place,
-    window_max,
-    window_max_grad,
-)
+from portaconv.backend import fast_paths
+from portaconv.backend._arrays import scaled_add, shared_zeros, updates_in_place
+from portaconv.backend._windows import col2im, im2col, window_max, window_max_grad
 
 from . import test_layers as layer_tests
 from .helpers import assert_close, on, snapshot
@@ -43,7 +35,7 @@ NATIVE_CASES = [c for c in layer_tests.CASES if issubclass(c.cls, NATIVE_LAYERS)
 
 
 def _needs_native(bk) -> None:
-    if not strided_native(bk.xp.zeros(1, device=bk.device)):
+    if bk.name != "torch":
         pytest.skip(f"{bk.name} has no native bodies: it runs the portable ones everywhere")
 
 
@@ -53,7 +45,7 @@ def _needs_native(bk) -> None:
 def test_portable_bodies_match_torch(bk, rng):
     """tests/test_layers.py's oracle test of every convolution and max-pooling row."""
     _needs_native(bk)
-    with native_paths(False):
+    with fast_paths("never"):
         for case in NATIVE_CASES:
             try:
                 layer_tests.test_forward_backward_match_torch(case, bk, rng)
@@ -63,14 +55,14 @@ def test_portable_bodies_match_torch(bk, rng):
 
 def test_portable_conv_and_pool_any_geometry_match_torch(bk64):
     _needs_native(bk64)
-    with native_paths(False):
+    with fast_paths("never"):
         layer_tests.test_conv_any_geometry_matches_torch(bk64=bk64)
         layer_tests.test_pool_any_geometry_matches_torch(bk64=bk64)
 
 
 def test_portable_maxpool_ties_and_nan_match_torch(bk, rng):
     _needs_native(bk)
-    with native_paths(False):
+    with fast_paths("never"):
         for cls, nd in [(L.MaxPool1d, 1), (L.MaxPool2d, 2)]:
             layer_tests.test_maxpool_ties_match_torch(bk, rng, cls, nd)
         layer_tests.test_maxpool_propagates_nan(bk)
@@ -82,9 +74,9 @@ def test_native_paths_switch_chooses_the_engine(bk):
     A = on(bk, np.ones((1, 2, 5, 5)))
     layer.forward(A)
     assert type(layer._engine).__name__ == "StridedConv"
-    with native_paths(False):
+    with fast_paths("never"):
         layer.forward(A)
-        assert type(layer._engine).__name__ == "Im2RowConv"
+        assert type(layer._engine).__name__ == "ReferenceConv"
 
 
 # ------------------------------------------------- native bodies against float64 loops

@@ -25,7 +25,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import portaconv
-from portaconv.backend import get_rng_state, host_rng, set_rng_state, to_numpy
+from portaconv.backend._arrays import to_numpy
+from portaconv.backend._random import get_rng_state, host_rng, set_rng_state
 from portaconv.layers import Linear
 from portaconv.layers.dropout import Dropout, Dropout1d, Dropout2d
 from portaconv.layers.normalization import BatchNorm1d, BatchNorm2d

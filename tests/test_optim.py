@@ -20,7 +20,7 @@ from array_api_compat import array_namespace
 
 import portaconv
 import portaconv.optim as optim
-from portaconv.backend import to_numpy, updates_in_place
+from portaconv.backend._arrays import to_numpy, updates_in_place
 from portaconv.layers import Conv2d, Linear, ReLU
 from portaconv.optim import init
 
@@ -157,13 +157,14 @@ class Plain:
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_numpy_adam_fused_pass_is_the_portable_update(name, dtype, monkeypatch):
-    """NumPy's Adam takes its parameters through one chunked pass (backend/update.py),
+    """NumPy's Adam takes its parameters through one chunked pass (backend/fast/update.py),
     whatever portaconv's thread count (1-3): the same bits as the portable per-parameter
     update after 3 steps, with a parameter across chunk boundaries and a transposed
     gradient; a parameter that is not contiguous is left to the portable update. torch's
     float64 Adam within float rounding."""
-    import portaconv.backend._threads as threads
-    from portaconv.backend import update
+    import portaconv.backend.fast.threads as threads
+    import portaconv.backend.fast.update as update
+    from portaconv.backend import fast_paths
 
     real_update = update.adam_update
     monkeypatch.setattr(threads, "_env_read", True)
@@ -179,19 +180,17 @@ def test_numpy_adam_fused_pass_is_the_portable_update(name, dtype, monkeypatch):
 
         def spy(items, *args):
             seen.append(sorted(p.size for p, *_ in items))
-            return real_update(items if fused else [], *args)
+            return real_update(items, *args)
 
-        monkeypatch.setattr(optim.optimizer, "adam_update", spy)
-        if not fused:
-            monkeypatch.setattr(optim.optimizer, "fusable", lambda *a: False)
+        monkeypatch.setattr(update, "adam_update", spy)
         params = {k: v.copy() for k, v in start.items()}
         params["f"] = np.asfortranarray(params["f"])
         model = Plain(params)
         opt = getattr(optim, name)(model, **kwargs)
-        for g in steps:
-            model.grads = dict(g, t=np.ascontiguousarray(g["t"].T).T)
-            opt.step()
-        monkeypatch.setattr(optim.optimizer, "fusable", update.fusable)
+        with fast_paths("auto" if fused else "never"):  # "never": the portable update
+            for g in steps:
+                model.grads = dict(g, t=np.ascontiguousarray(g["t"].T).T)
+                opt.step()
         return params, seen
 
     portable, seen = run(1, fused=False)

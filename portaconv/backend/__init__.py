@@ -1,18 +1,41 @@
-"""Backend selection and the gap-fillers the array API standard leaves open.
+"""Backend selection, the fast-paths switch, and the gap-fillers of the array API standard.
 
-This is the only place in portaconv that knows which array library is in use.
+This is the only place in portaconv that knows which array library is in use. Its public
+surface (``__all__``) is what users call; the layers, models and optimizers import the
+gap-fillers from its modules (``_arrays``, ``_windows``, ``_conv``, ``_special``,
+``_random``, ``_compile``, ``_delegate``). Everything that exists for speed on one library
+lives in the private package ``portaconv.backend.fast``, reached only through them.
+
+==========================  ===========================================================
+``set_backend``             choose the array library (``"numpy"``, ``"torch"``, ``"jax"``,
+                            ``"cupy"``, ``"array_api_strict"``), device and float dtype;
+                            also ``PORTACONV_BACKEND``, ``PORTACONV_DEVICE``,
+                            ``PORTACONV_DTYPE``
+``use_backend``             the same for a ``with`` block
+``get_backend``             the active :class:`Backend` (``xp``, ``device``, ``dtype``)
+``make_backend``            a :class:`Backend` without making it active
+``Backend``                 a library, device and dtype
+``BackendUnavailableError`` the library or device asked for cannot run here
+``BACKENDS``, ``DTYPES``    the names ``set_backend`` accepts
+``to_backend``              an array of any library (or a list) on the active backend
+``to_numpy``                any supported array as a NumPy array
+``manual_seed``             seed every random stream portaconv draws from
+``get_rng_state``           the random streams' state, for a checkpoint
+``set_rng_state``           restore it
+``num_threads``             threads the NumPy fast paths share their work between
+``set_num_threads``         set it (None: ``PORTACONV_NUM_THREADS``, else OpenBLAS's count)
+``fast_paths``              ``with fast_paths("never")``: the reference code alone;
+                            ``"auto"``: fast bodies where they apply; ``conv=`` forces a
+                            convolution engine; also ``PORTACONV_FAST_PATHS``
+``fast_paths_mode``         the mode in force
+``CONV_ENGINES``            the names ``fast_paths(conv=...)`` accepts
+``execution_plan``          the steps a model runs its layers as (fused groups included)
+``COMPILING_BACKENDS``      the backends whose training step can be compiled
+==========================  ===========================================================
 """
 
-from ._compile import (
-    COMPILING_BACKENDS,
-    check_compiles,
-    compile_step,
-    compiled_random,
-    scalar_array,
-    set_step_random_state,
-    step_random_state,
-    tracing_for,
-)
+from ._arrays import to_backend, to_numpy
+from ._compile import COMPILING_BACKENDS
 from ._config import (
     BACKENDS,
     DTYPES,
@@ -23,159 +46,30 @@ from ._config import (
     set_backend,
     use_backend,
 )
-from ._native import native_paths, strided_native
-from ._ops import (
-    KEEP_BYTES,
-    WORKSPACE_BYTES,
-    Scratch,
-    astype,
-    batch_chunks,
-    channels_first_matrix,
-    col2im,
-    conv_out_size,
-    erf,
-    erf_portable,
-    im2col,
-    im2row,
-    is_gpu_array,
-    keep_bytes,
-    kernel_offsets,
-    matmul,
-    matmul_for_row2im,
-    on_host,
-    pad_spatial,
-    relu,
-    relu_grad,
-    row2im,
-    scaled_add,
-    set_batch,
-    shared_zeros,
-    slice_add,
-    slice_set,
-    split_evenly,
-    split_matmul,
-    supplied_dtype,
-    swap_leading_axes,
-    to_backend,
-    to_channels_last,
-    to_numpy,
-    updates_in_place,
-    window_index,
-    window_max,
-    window_max_grad,
-    window_max_grad_into,
-    window_scatter,
-    windows,
-    workspace_bytes,
-)
-from ._random import (
-    bernoulli_mask,
-    check_rng_state,
-    get_rng_state,
-    host_rng,
-    manual_seed,
-    set_rng_state,
-    uniform,
-)
-from ._threads import (
-    blas_kernels,
-    blas_thread_control,
-    num_threads,
-    run_threaded,
-    set_num_threads,
-    share_cores,
-    single_threaded_blas,
-)
-from .conv import (
-    MIN_CHANNELS,
-    Im2RowConv,
-    RowGatherConv2d,
-    StridedConv,
-    conv_engine,
-    row_gather_applies,
-    transposed_engine,
-)
+from ._delegate import execution_plan
+from ._random import get_rng_state, manual_seed, set_rng_state
+from ._switch import CONV_ENGINES, fast_paths, fast_paths_mode
+from .fast.threads import num_threads, set_num_threads
 
 __all__ = [
     "BACKENDS",
     "COMPILING_BACKENDS",
+    "CONV_ENGINES",
     "DTYPES",
-    "KEEP_BYTES",
-    "MIN_CHANNELS",
-    "WORKSPACE_BYTES",
     "Backend",
     "BackendUnavailableError",
-    "Im2RowConv",
-    "RowGatherConv2d",
-    "Scratch",
-    "StridedConv",
-    "astype",
-    "batch_chunks",
-    "bernoulli_mask",
-    "blas_kernels",
-    "blas_thread_control",
-    "channels_first_matrix",
-    "check_compiles",
-    "check_rng_state",
-    "col2im",
-    "compile_step",
-    "compiled_random",
-    "conv_engine",
-    "transposed_engine",
-    "conv_out_size",
-    "erf",
-    "erf_portable",
+    "execution_plan",
+    "fast_paths",
+    "fast_paths_mode",
     "get_backend",
     "get_rng_state",
-    "host_rng",
-    "im2col",
-    "im2row",
-    "is_gpu_array",
-    "keep_bytes",
-    "kernel_offsets",
     "make_backend",
     "manual_seed",
-    "matmul",
-    "matmul_for_row2im",
-    "native_paths",
     "num_threads",
-    "on_host",
-    "pad_spatial",
-    "relu",
-    "relu_grad",
-    "row2im",
-    "row_gather_applies",
-    "scalar_array",
-    "run_threaded",
-    "scaled_add",
     "set_backend",
-    "set_batch",
     "set_num_threads",
-    "single_threaded_blas",
-    "split_matmul",
     "set_rng_state",
-    "set_step_random_state",
-    "share_cores",
-    "shared_zeros",
-    "slice_add",
-    "slice_set",
-    "split_evenly",
-    "step_random_state",
-    "strided_native",
-    "supplied_dtype",
-    "swap_leading_axes",
     "to_backend",
-    "to_channels_last",
     "to_numpy",
-    "tracing_for",
-    "uniform",
-    "updates_in_place",
     "use_backend",
-    "window_index",
-    "window_max",
-    "window_max_grad",
-    "window_max_grad_into",
-    "window_scatter",
-    "windows",
-    "workspace_bytes",
 ]

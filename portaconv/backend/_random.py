@@ -31,8 +31,8 @@ from array_api_compat import (
     is_torch_array,
 )
 
+from ._arrays import to_backend
 from ._config import Backend
-from ._ops import to_backend
 
 # ------------------------------------------------------------------- one stream per device
 

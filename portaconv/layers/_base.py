@@ -10,15 +10,9 @@ from typing import Any
 import array_api_compat
 from array_api_compat import array_namespace, device
 
-from ..backend import (
-    astype,
-    get_backend,
-    shared_zeros,
-    supplied_dtype,
-    to_backend,
-    to_numpy,
-    uniform,
-)
+from ..backend._arrays import astype, shared_zeros, supplied_dtype, to_backend, to_numpy
+from ..backend._config import get_backend
+from ..backend._random import uniform
 from ..checks import check_array, check_int, check_state_keys, shape_str
 
 
@@ -43,10 +37,6 @@ class Layer:
     #: convolutions then skip that product and ``backward`` returns None, as PyTorch skips
     #: the gradient of an input that does not require one.
     needs_input_grad: bool = True
-    #: Whether the layer's NumPy engine shares its work between portaconv's own threads
-    #: (convolutions, batch normalisation): a model of such layers holds OpenBLAS at one
-    #: thread while it runs (``backend.single_threaded_blas``).
-    threads_own_work: bool = False
     #: The dtype of the input the last forward received (its dLdA is returned in it).
     _input_dtype: Any = None
 

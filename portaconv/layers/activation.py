@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..backend import erf, relu, relu_grad
+from ..backend._special import erf
+from ..backend._windows import relu, relu_grad
 from ._base import Layer, spec_of
 
 _SQRT_2 = math.sqrt(2.0)

@@ -30,7 +30,8 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend import conv_engine, conv_out_size
+from ..backend._conv import conv_engine
+from ..backend._windows import conv_out_size
 from ..checks import shape_str
 from ._base import Layer, fan_in_bound, spec_of
 
@@ -42,7 +43,6 @@ class _ConvNd(Layer):
 
     _nd = 0
     param_names = ("W", "b")
-    threads_own_work = True
 
     def __init__(
         self,

@@ -29,15 +29,9 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend import (
-    astype,
-    col2im,
-    im2col,
-    pad_spatial,
-    split_matmul,
-    swap_leading_axes,
-    transposed_engine,
-)
+from ..backend._arrays import astype
+from ..backend._conv import transposed_engine
+from ..backend._windows import col2im, im2col, matmul, pad_spatial, swap_leading_axes
 from ..checks import shape_str
 from ._base import Layer, fan_in_bound, spec_of
 
@@ -110,7 +104,7 @@ class _ConvTransposeNd(Layer):
         N, L = A.shape[0], math.prod(in_size)
         # Channels first (as in Conv): (C_in, N L) so the batch is one matrix product.
         A2 = xp.reshape(swap_leading_axes(A), (self.in_channels, N * L))
-        cols = split_matmul(xp.matrix_transpose(self._kernel_matrix(W)), A2)
+        cols = matmul(xp.matrix_transpose(self._kernel_matrix(W)), A2)
         cols = xp.reshape(cols, (self.out_channels, K**nd, N, *in_size))
         full = (self.out_channels, N, *(k * (n - 1) + K for n in in_size))
         Z = col2im(cols, full, (K,) * nd, (k,) * nd, in_size)
@@ -133,10 +127,10 @@ class _ConvTransposeNd(Layer):
         dZ_full = pad_spatial(swap_leading_axes(dLdZ), (K - 1,) * nd)
         cols = im2col(dZ_full, (K,) * nd, (k,) * nd, in_size)
         cols = xp.reshape(cols, (self.out_channels * K**nd, N * L))
-        dA = split_matmul(self._kernel_matrix(astype(self.W, dLdZ.dtype)), cols)
+        dA = matmul(self._kernel_matrix(astype(self.W, dLdZ.dtype)), cols)
         dA = swap_leading_axes(xp.reshape(dA, (self.in_channels, N, *in_size)))
 
-        dV = split_matmul(self._A2, xp.matrix_transpose(cols))
+        dV = matmul(self._A2, xp.matrix_transpose(cols))
         dV = xp.reshape(dV, (self.in_channels, self.out_channels, *(K,) * nd))
         spatial = tuple(range(2, nd + 2))
         dLdW = xp.flip(xp.permute_dims(dV, (1, 0, *spatial)), axis=spatial)

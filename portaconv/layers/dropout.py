@@ -18,7 +18,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ..backend import bernoulli_mask
+from ..backend._random import bernoulli_mask
 from ._base import Layer, spec_of
 
 

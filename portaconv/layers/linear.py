@@ -8,7 +8,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ..backend import split_matmul
+from ..backend._windows import matmul
 from ..checks import shape_str
 from ._base import Layer, fan_in_bound, spec_of
 
@@ -60,9 +60,9 @@ class Linear(Layer):
         if b.ndim == 2:  # the handout's column bias
             b = xp.reshape(b, (self.out_features,))
         if A.ndim > 2:  # leading axes beyond N: one row each
-            Z = split_matmul(xp.reshape(A, (-1, self.in_features)), xp.matrix_transpose(W))
+            Z = matmul(xp.reshape(A, (-1, self.in_features)), xp.matrix_transpose(W))
             return xp.reshape(Z, (*A.shape[:-1], self.out_features)) + b
-        return split_matmul(A, xp.matrix_transpose(W)) + b
+        return matmul(A, xp.matrix_transpose(W)) + b
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_A")
@@ -73,10 +73,10 @@ class Linear(Layer):
             rows = math.prod(shape[:-1])
             dZ = xp.reshape(dLdZ, (rows, self.out_features))
             A = xp.reshape(self._A, (rows, self.in_features))
-        self._set_grads(W=split_matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
+        self._set_grads(W=matmul(xp.matrix_transpose(dZ), A), b=xp.sum(dZ, axis=0))
         if not self.needs_input_grad:
             return None
-        dA = split_matmul(dZ, self._W)
+        dA = matmul(dZ, self._W)
         return self._as_input(xp.reshape(dA, self._A.shape) if dLdZ.ndim > 2 else dA)
 
     def _check_bias(self) -> None:

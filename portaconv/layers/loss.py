@@ -7,7 +7,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
-from ..backend import astype, on_host
+from ..backend._arrays import astype, on_host
 from ..checks import shape_str
 from ._base import Layer
 

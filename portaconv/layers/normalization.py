@@ -27,8 +27,8 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
-from ..backend import astype, get_backend, to_numpy
-from ..backend.norm import BatchNormTrain, batch_norm_applies
+from ..backend._arrays import astype, to_numpy
+from ..backend._config import get_backend
 from ..checks import shape_str
 from ._base import Layer, spec_of
 
@@ -38,7 +38,6 @@ class _BatchNorm(Layer):
 
     param_names = ("BW", "Bb")
     buffer_names = ("running_M", "running_V")
-    threads_own_work = True
     _ndims: tuple[int, ...] = ()
     _layout = ""
 
@@ -60,13 +59,11 @@ class _BatchNorm(Layer):
         self.running_M = xp.zeros(shape, **place)
         self.running_V = xp.ones(shape, **place)
         # what forward leaves for backward
-        self._NZ = None  # the normalised input, shape of Z (portable path)
-        self._engine: Any = None  # the NumPy fast path, when it ran the last forward
+        self._NZ = None  # the normalised input, shape of Z
         self.M = self.V = None  # the statistics used by the last forward, (C,)
         self._inv_std = None  # 1 / sqrt(V + eps), shaped (1, C, 1, ...) to broadcast
         self._batch_stats = False  # whether the last forward used the batch statistics
         self._spec = None
-        self._pooled_shape: tuple[int, ...] | None = None  # forward_relu_pool's output
         #: A communicator to normalise over every rank's batch (``--sync-bn``); None: this
         #: process's batch alone.
         self.sync: Any = None
@@ -86,68 +83,37 @@ class _BatchNorm(Layer):
         ``eval=None`` follows the layer's mode (:meth:`train` / :meth:`eval`); ``True`` or
         ``False`` overrides it for this call (the handout's signature).
         """
-        return self._forward(Z, eval, relu=False)
+        use_batch = self.training if eval is None else not eval
+        Z, BW, Bb, running_M, running_V = self._checked_input(Z, eval)
+        xp = array_namespace(Z)
+        axes = (0, *range(2, Z.ndim))
+        n = math.prod([Z.shape[a] for a in axes])  # values per channel
+        channel = (1, self.num_features, *(1,) * (Z.ndim - 2))
+        if use_batch and self.sync is not None:
+            M, V, n, self._share = _global_statistics(self.sync, Z, axes)
+        elif use_batch:
+            M, V = xp.mean(Z, axis=axes), None
+        else:
+            M, V = running_M, running_V
+        centered = Z - xp.reshape(M, channel)
+        if V is None:
+            V = xp.mean(centered * centered, axis=axes)  # biased, as torch
+        self.M, self.V = M, V
+        if use_batch:
+            self._update_running(running_M, running_V, n)
+        self._inv_std = 1 / xp.sqrt(xp.reshape(V, channel) + self.eps)
+        self._NZ = centered * self._inv_std
+        self._batch_stats = use_batch
+        return xp.reshape(BW, channel) * self._NZ + xp.reshape(Bb, channel)
 
-    def forward_relu(self, Z: Any, relu: Any) -> Any:
-        """``relu.forward(self.forward(Z))``, the ``ReLU`` layer ``relu`` following this one
-        (``Sequential`` pairs them); undo with :meth:`backward_relu`.
-
-        Where the NumPy fast path runs (training mode), the two are one pass over each
-        chunk (``backend/norm.py``), and ``relu`` is left as its own forward would leave it
-        but with ``relu.Z`` holding A too (``Z <= 0`` exactly where ``A <= 0``, all its
-        backward reads). Elsewhere the two forwards run in turn.
-        """
-        return self._relu_of(self._forward(Z, None, relu=True), relu)
-
-    def _relu_of(self, A: Any, relu: Any) -> Any:
-        """The ReLU of ``_forward(..., relu=True)``'s result ``A``: ``A`` itself where the
-        engine applied it (``relu`` left as its own forward would leave it), else
-        ``relu.forward(A)``."""
-        if self._engine is None or not self._engine.relu:
-            return relu.forward(A)
-        relu.Z, relu.A, relu._spec = A, A, self._spec
-        return A
-
-    def backward_relu(self, dLdA: Any, relu: Any) -> Any:
-        """``self.backward(relu.backward(dLdA))`` after :meth:`forward_relu`, fused where
-        its forward was."""
-        if self._engine is None or not self._engine.relu:
-            return self.backward(relu.backward(dLdA))
-        return self.backward(dLdA)  # the engine masks dLdA with A's signs first
-
-    def forward_relu_pool(self, Z: Any, relu: Any, pool: Any) -> Any:
-        """``pool.forward(relu.forward(self.forward(Z)))`` for the ``ReLU`` and max-pooling
-        layers that follow this one (``Sequential`` groups them); undo with
-        :meth:`backward_relu_pool`.
-
-        Where the NumPy fast path runs and every channel's scale ``BW / sqrt(V + eps)`` is
-        positive, ``Z`` is pooled first and the map and ReLU applied to the pooled values
-        (``backend/norm.py``): the same outputs, the full-size normalised activations
-        never written, and backward's sums taken at the pooled size. Else it is
-        :meth:`forward_relu`, then ``pool``.
-        """
-        A = self._forward(Z, None, relu=True, pool=pool)
-        if self._engine is not None and self._engine.pooled:  # A is pooled and ReLU'd
-            self._pooled_shape = tuple(A.shape)
-            return self._relu_of(A, relu)
-        return pool.forward(self._relu_of(A, relu))
-
-    def backward_relu_pool(self, dLdA: Any, relu: Any, pool: Any) -> Any:
-        """``self.backward(relu.backward(pool.backward(dLdA)))`` after
-        :meth:`forward_relu_pool`, fused where its forward was."""
-        if self._engine is None or not self._engine.pooled:
-            return self.backward_relu(pool.backward(dLdA), relu)
-        self._gradient_arg(dLdA, "dLdA", self._pooled_shape, self._spec)
-        dLdZ, dLdBW, dLdBb = self._engine.backward_pooled(dLdA, pool)
-        self._set_grads(BW=dLdBW, Bb=dLdBb)
-        return self._as_input(dLdZ)
-
-    def _forward(self, Z: Any, eval: bool | None, relu: bool, pool: Any = None) -> Any:
+    def _checked_input(self, Z: Any, eval: bool | None) -> tuple[Any, ...]:
+        """``Z`` checked and, with the parameters and buffers, in the dtype forward computes
+        in: ``(Z, BW, Bb, running_M, running_V)``."""
         if eval is not None and not isinstance(eval, bool):
             raise TypeError(
                 f"{self.name}: eval must be True, False or None, got {type(eval).__name__}"
             )
-        xp = self._array_arg(Z, "Z", self._layout, range(0, 64))
+        self._array_arg(Z, "Z", self._layout, range(0, 64))
         if Z.ndim not in self._ndims:
             want = " or ".join(str(n) for n in self._ndims)
             raise ValueError(
@@ -155,46 +121,28 @@ class _BatchNorm(Layer):
                 f"got {Z.ndim} dimensions with shape {shape_str(Z.shape)}"
             )
         self._axis_size(Z, "Z", 1, "num_features", self.num_features)
-        Z, BW, Bb, running_M, running_V = self._promote(Z, "Z", *self.buffer_names)
+        promoted = self._promote(Z, "Z", *self.buffer_names)
         use_batch = self.training if eval is None else not eval
-        axes = (0, *range(2, Z.ndim))
-        n = math.prod([Z.shape[a] for a in axes])  # values per channel
-        channel = (1, self.num_features, *(1,) * (Z.ndim - 2))
-
-        self._engine = None
-        if use_batch and n <= 1:
+        if use_batch and math.prod(Z.shape) // self.num_features <= 1:
             raise ValueError(
                 f"{self.name}: training needs more than one value per channel, "
                 f"got input of shape {shape_str(Z.shape)}"
             )
-        if use_batch and self.sync is not None:
-            M, V, n, self._share = _global_statistics(self.sync, Z, axes)
-            self.M, self.V = M, V
-            self._update_running(running_M, running_V, n)
-            centered = Z - xp.reshape(M, channel)
-            V = xp.reshape(V, channel)
-        elif use_batch and batch_norm_applies(Z):  # the same formulas, in cache-sized chunks
-            self._engine = BatchNormTrain(self.eps, relu)
-            BZ = self._engine.forward(Z, BW, Bb, pool)
-            self.M, self.V = self._engine.M, self._engine.V
-            self._update_running(running_M, running_V, n)
-            self._NZ, self._batch_stats, self._spec = None, True, spec_of(Z)
-            return BZ
-        elif use_batch:
-            M = xp.mean(Z, axis=axes, keepdims=True)
-            centered = Z - M
-            V = xp.mean(centered * centered, axis=axes, keepdims=True)  # biased, as torch
-            self.M, self.V = xp.reshape(M, (-1,)), xp.reshape(V, (-1,))
-            self._update_running(running_M, running_V, n)
-        else:
-            self.M, self.V = running_M, running_V
-            centered = Z - xp.reshape(self.M, channel)
-            V = xp.reshape(self.V, channel)
-        self._inv_std = 1 / xp.sqrt(V + self.eps)
-        self._NZ = centered * self._inv_std
-        self._batch_stats = use_batch
-        self._spec = spec_of(Z)
-        return xp.reshape(BW, channel) * self._NZ + xp.reshape(Bb, channel)
+        self._spec, self._ndim = spec_of(promoted[0]), Z.ndim
+        return promoted
+
+    def _record_batch_statistics(
+        self, M: Any, V: Any, n: int, running_M: Any, running_V: Any, NZ: Any, inv_std: Any
+    ) -> None:
+        """What a training-mode forward computed elsewhere (a step of the backend's plan)
+        leaves on the layer: the batch statistics, the running ones moved towards them, a
+        function that computes ``NZ`` (None where the step pooled the input first: its
+        backward then belongs to the step) and ``1 / sqrt(V + eps)`` (C,)."""
+        self.M, self.V = M, V
+        self._update_running(running_M, running_V, n)
+        channel = (1, self.num_features, *(1,) * (self._ndim - 2))
+        self._NZ, self._batch_stats = NZ, True
+        self._inv_std = array_namespace(inv_std).reshape(inv_std, channel)
 
     def _update_running(self, running_M: Any, running_V: Any, n: int) -> None:
         """Move the running statistics towards the batch's; the buffers keep their own dtype
@@ -208,13 +156,10 @@ class _BatchNorm(Layer):
     @property
     def NZ(self) -> Any:
         """The normalised input of the last forward, ``(Z - M) / sqrt(V + eps)``."""
-        return self._engine.normalised() if self._engine is not None else self._NZ
+        return self._NZ() if callable(self._NZ) else self._NZ
 
     def backward(self, dLdBZ: Any) -> Any:
         """``dLdBZ`` (N, C, *spatial) -> ``dLdZ``; sets ``dLdBW`` and ``dLdBb``.
-
-        (After :meth:`forward_relu`'s fused pass, the ReLU's mask is applied to ``dLdBZ``
-        first: a no-op on a gradient the ReLU layer's backward has already masked.)
 
         ``dLdBb = sum(dLdBZ)``, ``dLdBW = sum(dLdBZ NZ)`` over every axis but 1. After a
         training-mode forward the batch statistics depend on Z too:
@@ -224,17 +169,12 @@ class _BatchNorm(Layer):
         after an evaluation-mode forward it is the affine map's ``BW / sqrt(V + eps) dLdBZ``.
         """
         self._forward_done("_spec")
-        if self._engine is not None and self._engine.pooled:
+        if self._NZ is None:
             raise ValueError(
-                f"{self.name}: the last forward was forward_relu_pool: its backward is "
-                "backward_relu_pool"
+                f"{self.name}: the last forward pooled its input first, fused with the ReLU "
+                "and max pooling after it (a model's step); backpropagate through the model"
             )
-        if self._engine is not None:
-            self._gradient_arg(dLdBZ, "dLdBZ", self._engine.shape, self._spec)
-            dLdZ, dLdBW, dLdBb = self._engine.backward(dLdBZ)
-            self._set_grads(BW=dLdBW, Bb=dLdBb)
-            return self._as_input(dLdZ)
-        NZ = self._NZ
+        NZ = self.NZ
         xp = self._gradient_arg(dLdBZ, "dLdBZ", tuple(NZ.shape), self._spec)
         axes = (0, *range(2, NZ.ndim))
         channel = (1, self.num_features, *(1,) * (NZ.ndim - 2))

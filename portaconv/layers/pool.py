@@ -16,14 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..backend import (
-    conv_out_size,
-    window_max,
-    window_max_grad,
-    window_max_grad_into,
-    window_scatter,
-    windows,
-)
+from ..backend._windows import conv_out_size, window_max, window_max_grad, window_scatter, windows
 from ..checks import shape_str
 from ._base import Layer, spec_of
 
@@ -83,16 +76,6 @@ class _PoolNd(Layer):
             return window_max_grad(dLdZ, self._argmax, self._in_shape, kernel, stride, out)
         share = dLdZ / math.prod(kernel)
         return window_scatter(lambda k: share, dLdZ, self._in_shape, kernel, stride, out)
-
-    def backward_into(self, dLdZ: Any, rows: slice, out: Any) -> Any:
-        """What :meth:`backward` computes for the samples ``rows`` of the last forward's
-        batch, from their upstream gradient ``dLdZ`` (finite, NumPy), written into ``out``
-        (their part of dL/dA): for a caller working through the batch in chunks (the
-        BatchNorm + ReLU + max-pooling step). Max pooling only."""
-        if not self._max:
-            raise TypeError(f"{self.name}: backward_into is for max pooling")
-        kernel, stride, _ = self._geometry()
-        return window_max_grad_into(dLdZ, self._argmax[rows], kernel, stride, out)
 
 
 class MaxPool1d(_PoolNd):

@@ -11,7 +11,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
-from ..backend import slice_set
+from ..backend._arrays import slice_set
 from ..checks import shape_str
 from ._base import Layer, spec_of
 

@@ -16,7 +16,7 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..backend import conv_out_size
+from ..backend._windows import conv_out_size
 from ..checks import check_array, check_int
 from ..layers import Conv1d, Flatten, Linear
 from ._model import Model, _is_layer_like, _layer_errors, _shape

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import get_backend, supplied_dtype, to_backend
+from ..backend._arrays import supplied_dtype, to_backend
+from ..backend._config import get_backend
 from ..checks import check_array
 from ..layers import Conv1d, Flatten, ReLU
 from ._model import Model, _shape

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..backend import conv_out_size
+from ..backend._windows import conv_out_size
 from ..checks import check_int
 from ..layers import (
     BatchNorm1d,

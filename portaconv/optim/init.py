@@ -26,7 +26,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..backend import get_backend, host_rng, to_backend
+from ..backend._arrays import to_backend
+from ..backend._config import get_backend
+from ..backend._random import host_rng
 from ..checks import check_int, check_real, shape_str
 
 _LINEAR = (

@@ -21,8 +21,8 @@ from typing import Any
 import array_api_compat
 from array_api_compat import array_namespace, device
 
-from ..backend import scaled_add, to_numpy, updates_in_place
-from ..backend.update import adam_update, fusable
+from ..backend._arrays import scaled_add, to_numpy, updates_in_place
+from ..backend._delegate import fused_adam
 from ..checks import check_int, check_real, check_state_dict, shape_str
 
 
@@ -366,25 +366,27 @@ class Adam(Optimizer):
         self.amsgrad = amsgrad
 
     def step(self) -> None:
-        """As :meth:`Optimizer.step`. The NumPy parameters (without amsgrad or an L2 term)
-        go through ``backend.update.adam_update`` together: one pass over cache-sized
-        chunks, with the bits of the portable update."""
+        """As :meth:`Optimizer.step`. Parameters that the backend has a fused update for
+        (``backend._delegate.fused_adam``; without amsgrad or an L2 term) go through it
+        together, with the bits of the update here."""
         if self.amsgrad or (self.weight_decay != 0 and not self._decoupled_weight_decay):
             super().step()
             return
-        fused = []
+        fused, update = [], None
         for param_name, (p, g) in self._parameters_and_gradients().items():
             state = self.state.setdefault(param_name, {})
             buffers = (state.get("exp_avg", p), state.get("exp_avg_sq", p))
-            if not fusable(p, g, *buffers):
+            body = fused_adam(p, g, *buffers)
+            if body is None:
                 self._update_named(param_name, p, g)
                 continue
+            update = body
             self._init_state(p, state)
             if self.weight_decay != 0:  # AdamW's decay first, as in _update
                 scaled_add(p, None, 0.0, 1 - self.lr * self.weight_decay)
             fused.append((p, g, state["exp_avg"], state["exp_avg_sq"], *self._scales(state)))
         if fused:
-            adam_update(fused, *self.betas, self.eps)
+            update(fused, *self.betas, self.eps)
         self.step_count += 1
 
     def _init_state(self, p: Any, state: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..backend import (
+from ..backend._compile import (
     check_compiles,
     compile_step,
     compiled_random,

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ..backend import check_rng_state, get_rng_state, set_rng_state, to_numpy
+from ..backend._arrays import to_numpy
+from ..backend._random import check_rng_state, get_rng_state, set_rng_state
 from ..checks import check_int
 from ..distributed import on_root
 from ..layers import CrossEntropyLoss

@@ -13,10 +13,7 @@ input has Z's shape and whose output has A's::
 so the work on the inserted zeros is never done, and the NCHW engine
 (:class:`~.nchw.NCHWConv2d`, 1-d or 2-d) computes all three in its threaded chunks. The
 portable layer does the same products on the whole batch at once, in one thread, through
-``im2col`` and ``col2im``: ``benchmarks/variant_pairs.py --variant
-portaconv.backend.conv.transposed.ENGINE=False`` took 1.81x the time on ``run.py``'s
-``convtranspose2d`` case (3x3, k = 2, 32 -> 16 at 14x14, batch 64), whose ratio to
-PyTorch went from 1.79x to 1.28-1.32x, its peak memory from 15.7 to 9.8 MiB (BENCHMARKS.md).
+``im2col`` and ``col2im``.
 """
 
 from __future__ import annotations
@@ -27,14 +24,10 @@ import numpy as np
 
 from .nchw import NCHWConv2d
 
-#: Whether the layer takes this engine on NumPy (False: its portable products, for
-#: comparisons with ``benchmarks/variant_pairs.py``).
-ENGINE = True
-
 
 def transposed_applies(A: Any) -> bool:
     """Whether a transposed convolution of ``A`` takes this engine: NumPy arrays."""
-    return ENGINE and isinstance(A, np.ndarray) and A.shape[0] > 0
+    return isinstance(A, np.ndarray) and A.shape[0] > 0
 
 
 class TransposedConv:

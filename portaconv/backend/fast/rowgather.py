@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._ops import dot, gemm
-from .._threads import num_threads
 from ._chunks import PaddedScratch, plan_chunks, run_chunks
+from .blas import dot, gemm
+from .threads import num_threads
 
 #: Fewest input channels for which the row gather pays (``benchmarks/conv_paths.py``, the
 #: two paths interleaved, 2 threads, three runs): with 1 to 3 channels im2row was 1.1-1.5x

@@ -24,8 +24,9 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from .._native import strided_native
-from .._ops import batch_chunks, col2im, im2col, pad_spatial, swap_leading_axes
+from .._windows import col2im, im2col, pad_spatial, swap_leading_axes
+from .blas import batch_chunks
+from .native import applies as strided_native
 
 
 def strided_applies(A: Any) -> bool:

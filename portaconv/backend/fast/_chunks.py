@@ -16,8 +16,8 @@ from typing import Any
 
 from array_api_compat import is_numpy_array
 
-from .._ops import Scratch, batch_chunks, split_evenly
-from .._threads import num_threads, run_threaded
+from .blas import Scratch, batch_chunks, split_evenly
+from .threads import num_threads, run_threaded
 
 
 def threads_for(A: Any) -> int:

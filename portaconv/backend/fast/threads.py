@@ -38,7 +38,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -295,31 +294,6 @@ def _release_workers(busy: Any, intact: bool) -> None:
     busy.release()
 
 
-#: Whether :func:`run_threaded` hands tasks to its pool threads through their locks (False:
-#: through a ``concurrent.futures.ThreadPoolExecutor``, as before 2026-11-30, for
-#: comparisons such as ``benchmarks/step_profile.py --variant
-#: portaconv.backend._threads.LOCK_HANDOFF=False``).
-LOCK_HANDOFF = True
-
-_executor: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)
-
-
-def _run_on_executor(tasks: Sequence[Callable[[], T]]) -> list[T]:
-    """:func:`run_threaded` through an executor (``LOCK_HANDOFF = False``)."""
-    global _executor
-    with _lock:
-        if _executor is None or _executor[0] != os.getpid() or _executor[1] < len(tasks) - 1:
-            _executor = (os.getpid(), len(tasks) - 1, ThreadPoolExecutor(len(tasks) - 1))
-        executor = _executor[2]
-    with _single_threaded_blas():
-        futures = [executor.submit(_as_task(task)) for task in tasks[1:]]
-        try:
-            first = _as_task(tasks[0])()
-        finally:
-            wait(futures)
-    return [first, *(future.result() for future in futures)]
-
-
 def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
     """Run the tasks, one per thread, with OpenBLAS single-threaded meanwhile; their results
     in order. The calling thread runs the first, the pool's threads (:class:`_Worker`) the
@@ -329,8 +303,6 @@ def run_threaded(tasks: Sequence[Callable[[], T]]) -> list[T]:
     call never returns while a task still runs (it may write into the caller's arrays)."""
     if len(tasks) <= 1 or not blas_thread_control():
         return [task() for task in tasks]
-    if not LOCK_HANDOFF:
-        return _run_on_executor(tasks)
     claimed = _claim_workers(len(tasks) - 1)
     if claimed is None:
         return [task() for task in tasks]

@@ -65,9 +65,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._ops import gemm
-from .._threads import num_threads
 from ._chunks import PaddedScratch, plan_chunks, run_chunks
+from .blas import gemm
+from .threads import num_threads
 
 #: Input channels below which a 2-d convolution on NumPy always takes this engine: where
 #: the row gather (``MIN_CHANNELS`` of ``rowgather``, the same number) does not pay.
@@ -91,14 +91,6 @@ MIN_POSITIONS = 100
 #: ``benchmarks/conv_paths.py``'s 1-d shapes, paired, 2 threads, 0.57-0.78x the im2row
 #: engine's time from 31 positions up, 1.04x at 8 (64 channels); with one channel 0.66x at 4.
 MIN_POSITIONS_1D = 16
-
-#: Whether dL/dW is computed transposed, ``X @ dZ^T`` (False: ``dZ @ X^T``, for comparisons
-#: with ``benchmarks/variant_pairs.py``; the same numbers up to rounding).
-WEIGHT_GRADIENT_TRANSPOSED = True
-
-#: Whether strided dL/dA takes the parity planes (False: the products, then a strided add per
-#: kernel offset; for comparisons with ``benchmarks/variant_pairs.py``).
-PARITY_PLANES = True
 
 #: Most window matrices X (all chunks) forward keeps for backward, below ``keep_bytes``: X
 #: holds K*K copies of a few-channel input, and past a few MiB writing it out and reading
@@ -294,7 +286,7 @@ class NCHWConv2d:
             if b is not None:
                 dA += np.reshape(b, (C, 1, 1))
             return
-        if sh > 1 and PARITY_PLANES:  # 2-d (1-d's strided adds run along whole rows)
+        if sh > 1:  # 2-d (1-d's strided adds run along whole rows)
             self._input_gradient_by_planes(buf, dZ, dA, b)
             return
         dX = np.matmul(W_T, dZc, out=block).reshape(n, C, Kh, Kw, Ho, Wo)
@@ -357,7 +349,7 @@ class NCHWConv2d:
                 X = self._gather(buf, self._A[c], "X")
             dZc = np.reshape(dZ[c], (n, Co, L))  # a copy only when dZ is not contiguous
             # (n, C K K + 1, C_out): the last row, against the row of ones, is dL/db
-            if WEIGHT_GRADIENT_TRANSPOSED and X.shape[1] > Co:  # see the module docstring
+            if X.shape[1] > Co:  # see the module docstring
                 dWbT = np.matmul(X, dZc.transpose(0, 2, 1)).sum(axis=0)
             else:
                 dWbT = np.matmul(dZc, X.transpose(0, 2, 1)).sum(axis=0).T

@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from ._ops import Scratch
-from ._threads import num_threads
-from .conv._chunks import plan_chunks, run_chunks
+from ._chunks import plan_chunks, run_chunks
+from .blas import Scratch
+from .numpy_ops import window_max_grad_into
+from .threads import num_threads
 
 #: Bytes of activations one chunk covers (measured on the 2-core development machine,
 #: BatchNorm2d(32) at batch 128 and 28x28, forward and backward: 1 MiB chunks 2.4 and 3.8 ms,
@@ -167,7 +168,7 @@ class BatchNormTrain:
         pooled ReLU output. The ReLU mask and the sums for dL/dBW and dL/dBb are taken at
         the pooled size (``dBZ`` is zero but at each window's maximum, where Z is the pooled
         value); then, chunk by chunk, the pooling spreads the masked gradient to full size
-        (``pool.backward_into``) and the same pass turns it into dL/dZ while it is in the
+        (:func:`_pool_backward_into`) and the same pass turns it into dL/dZ while it is in the
         cache."""
         P3, out3 = self._P3, self._out3
         dA3 = np.reshape(dLdA, P3.shape)
@@ -191,7 +192,7 @@ class BatchNormTrain:
 
         def spread(c: slice, part: np.ndarray) -> None:  # the chunk's a dBZ, into ``part``
             aP = np.multiply(dP[c], a)  # at the pooled size: a quarter of the work
-            pool.backward_into(aP, c, np.reshape(part, (part.shape[0], *self.shape[1:])))
+            _pool_backward_into(pool, aP, c, np.reshape(part, (part.shape[0], *self.shape[1:])))
 
         return self._input_gradient(np.empty_like(self._Z3), db, dW, fill=spread)
 
@@ -278,3 +279,11 @@ def _channel_sums(x: np.ndarray) -> np.ndarray:
     """Per-channel sums of a chunk (n, C, L): along L first (contiguous, pairwise, in the
     array's dtype), then the n rows, returned in float64 for the sum over chunks."""
     return x.sum(axis=2).sum(axis=0, dtype=np.float64)
+
+
+def _pool_backward_into(pool: Any, dLdZ: np.ndarray, rows: slice, out: np.ndarray) -> None:
+    """The max-pooling layer ``pool``'s backward for the samples ``rows`` of its last
+    forward's batch, from their upstream gradient ``dLdZ`` (finite), written into ``out``
+    (their part of dL/dA)."""
+    kernel, stride, _ = pool._geometry()
+    window_max_grad_into(dLdZ, pool._argmax[rows], kernel, stride, out)

@@ -1,9 +1,10 @@
 """Native bodies for a library with strided views and a scatter-add: few, large operations.
 
-On a GPU every operation the library dispatches is at least one kernel launch (5-20 us),
-so the portable loops over kernel offsets (a slice and an add per offset) would bind a
+On a GPU every operation the library dispatches is at least one kernel launch, so the
+portable loops over kernel offsets (a slice and an add per offset) would bind a
 small network's step to its launches. Where the library has the two routines that make a
-loop unnecessary, the gap-fillers of ``_ops`` use them instead, behind the same signature:
+loop unnecessary, the portable functions of ``backend._windows`` hand their calls to these
+bodies (:data:`BODIES`), behind the same signature:
 
 - ``as_strided``: every window of an array as one view, so im2col (and the max-pool's
   windows) is that view and one copy;
@@ -13,39 +14,26 @@ loop unnecessary, the gap-fillers of ``_ops`` use them instead, behind the same 
 
 Only PyTorch takes them for now (CuPy has ``as_strided`` and ``cupyx.scatter_add`` and
 would need two lines each here, but no GPU has been available to test them on). The
-portable bodies stay tested on torch too: :func:`native_paths` turns these off.
+portable bodies stay tested on torch too: ``fast_paths("never")`` turns these off.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from array_api_compat import array_namespace, device, is_torch_array
 
-_enabled = True
+from .._arrays import astype
 
 
-@contextlib.contextmanager
-def native_paths(enabled: bool = True) -> Iterator[None]:
-    """Within the block, use (``enabled=True``) or skip the native bodies, so the portable
-    ones can be run, and tested, on a library that has native ones."""
-    global _enabled
-    before, _enabled = _enabled, bool(enabled)
-    try:
-        yield
-    finally:
-        _enabled = before
-
-
-def strided_native(x: Any) -> bool:
-    """Whether arrays like ``x`` take the native strided-view and scatter-add bodies: not
-    inside ``torch.compile`` (their index tables are built with NumPy and cached, which it
-    cannot trace; the portable bodies trace, and the compiler fuses them)."""
-    if not (_enabled and is_torch_array(x)):
+def applies(x: Any) -> bool:
+    """Whether arrays like ``x`` take the native strided-view and scatter-add bodies: torch
+    tensors, not inside ``torch.compile`` (their index tables are built with NumPy and
+    cached, which it cannot trace; the portable bodies trace, and the compiler fuses them)."""
+    if not is_torch_array(x):
         return False
     import torch
 
@@ -150,3 +138,61 @@ def _table_values(np: Any, kind: str, *geometry: Any) -> Any:
         starts = tuple(g * s for g, s in zip(grid, stride))
         return np.ravel_multi_index(starts, in_size)
     raise ValueError(f"index_table: unknown kind {kind!r}")
+
+
+# ---------------------------------------------------------- bodies of the portable functions
+
+
+def pad_spatial(x: Any, padding: Sequence[int]) -> Any:
+    """``pad_spatial`` as the library's pad, one operation."""
+    return pad(x, padding)
+
+
+def im2col(x: Any, kernel_size: Sequence[int], stride: Sequence[int], out_size: Sequence[int]):
+    """``im2col``: every window as one strided view, then one copy."""
+    xp = array_namespace(x)
+    view = strided_windows(x, kernel_size, stride, out_size, kernel_axis=1)
+    return xp.reshape(view, (x.shape[0], math.prod(kernel_size), x.shape[1], *out_size))
+
+
+def col2im(cols: Any, in_shape, kernel_size, stride, out_size) -> Any:
+    """``col2im``: one scatter-add of every column at once, at positions from an index
+    table made once per geometry."""
+    xp = array_namespace(cols)
+    C, N, spatial = in_shape[0], in_shape[1], tuple(in_shape[2:])
+    geometry = (N, spatial, tuple(kernel_size), tuple(stride), tuple(out_size))
+    index = index_table(cols, "col2im", *geometry)
+    x = xp.zeros((C, N * math.prod(spatial)), dtype=cols.dtype, device=device(cols))
+    x = index_add(x, 1, index, xp.reshape(cols, (C, -1)))
+    return xp.reshape(x, tuple(in_shape))
+
+
+def window_max(x: Any, kernel_size, stride, out_size) -> tuple[Any, Any]:
+    """``window_max``: the windows as one strided view, one copy and one reduction that
+    gives both (``argmax`` then in int64)."""
+    lead = x.ndim - len(kernel_size)
+    views = strided_windows(x, kernel_size, stride, out_size, kernel_axis=lead)
+    views = array_namespace(x).reshape(views, (*x.shape[:lead], math.prod(kernel_size), *out_size))
+    return window_argmax(views, lead)
+
+
+def window_max_grad(dLdZ, argmax, in_shape, kernel_size, stride, out_size) -> Any:
+    """``window_max_grad``: one scatter-add of every element to the flat input position its
+    window start and offset name."""
+    xp, nd = array_namespace(dLdZ), len(kernel_size)
+    lead, spatial = tuple(in_shape[:-nd]), tuple(in_shape[-nd:])
+    offsets = index_table(dLdZ, "offsets", spatial, tuple(kernel_size))
+    starts = index_table(dLdZ, "window_starts", spatial, tuple(stride), tuple(out_size))
+    offset = take(offsets, xp.reshape(astype(argmax, xp.int64), (*lead, -1)))
+    dLdA = xp.zeros((*lead, math.prod(spatial)), dtype=dLdZ.dtype, device=device(dLdZ))
+    dLdA = take_add(dLdA, offset + starts, xp.reshape(dLdZ, (*lead, -1)))
+    return xp.reshape(dLdA, tuple(in_shape))
+
+
+BODIES = {
+    "pad_spatial": pad_spatial,
+    "im2col": im2col,
+    "col2im": col2im,
+    "window_max": window_max,
+    "window_max_grad": window_max_grad,
+}
