@@ -1,0 +1,132 @@
+"""What a training checkpoint must hold before it is used: the entries the
+:class:`~portaconv.train.Trainer` writes (:func:`check_training_state`) and the run's
+metadata that :func:`~portaconv.train.experiment.run_experiment` adds
+(:func:`check_run_meta`).
+
+Each check is a ``ValueError`` naming the entry, what it holds and what was expected; the
+callers prefix the checkpoint's path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ..backend import check_rng_state
+from ..models.zoo import MODELS
+from .config import RECIPES
+
+FORMAT = "portaconv-checkpoint-1"  # the format entry of a training checkpoint
+
+
+#: The entries of a training checkpoint (:meth:`Trainer.checkpoint_state`) and their types.
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "model": (dict,),
+    "optimizer": (dict,),
+    "scheduler": (dict, type(None)),
+    "rng": (dict,),
+    "history": (list,),
+    "train_seconds": (int, float),
+    "train_images": (int,),
+    "meta": (dict,),
+}
+
+
+def check_training_state(state: Any) -> None:
+    """``ValueError`` unless ``state`` has every entry of a training checkpoint, typed as
+    :meth:`Trainer.checkpoint_state` writes it (what a damaged or foreign file lacks)."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"not a portaconv training checkpoint (format {found!r}, expected {FORMAT!r})"
+        )
+    missing = [name for name in _STATE_TYPES if name not in state]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {', '.join(missing)}")
+    for name, types in _STATE_TYPES.items():
+        value = state[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(
+                f"the checkpoint's {name} is {type(value).__name__} {value!r:.60}, "
+                f"expected {expected}"
+            )
+    if state["epoch"] < 0 or len(state["history"]) != state["epoch"]:
+        raise ValueError(
+            f"the checkpoint's epoch {state['epoch']} does not match its history of "
+            f"{len(state['history'])} epochs"
+        )
+    best = state.get("best_epoch")
+    if best is not None and not (_is_count(best) and best <= state["epoch"]):
+        raise ValueError(
+            f"the checkpoint's best_epoch is {best!r:.60}, expected null or an epoch from 1 to "
+            f"{state['epoch']}"
+        )
+    if not all(isinstance(record, dict) for record in state["history"]):
+        raise ValueError("the checkpoint's history holds entries that are not records")
+    try:
+        check_rng_state(state["rng"])
+    except ValueError as exc:
+        raise ValueError(f"the checkpoint's random state rng is not usable ({exc})") from None
+
+
+def _is_count(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_numbers(values: Any) -> bool:
+    """A non-empty list of finite numbers."""
+
+    def finite(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    return isinstance(values, list) and len(values) > 0 and all(map(finite, values))
+
+
+#: What :func:`check_run_meta` asks of a checkpoint's metadata: (entry, what it must be, test).
+_META_ENTRIES: list[tuple[str, str, Callable[[Any], bool]]] = [
+    ("config", "the run's settings", lambda v: isinstance(v, dict)),
+    ("config.dataset", f"one of {sorted(RECIPES)}", lambda v: v in RECIPES),
+    ("config.seed", "a non-negative integer", lambda v: _is_count(v, 0)),
+    ("config.subset", "null or a positive integer", lambda v: v is None or _is_count(v)),
+    ("model", "the model's description", lambda v: isinstance(v, dict)),
+    ("model.name", f"one of {sorted(MODELS)}", lambda v: v in MODELS),
+    (
+        "model.input_shape",
+        "a list of positive integers",
+        lambda v: isinstance(v, list) and all(map(_is_count, v)),
+    ),
+    ("model.classes", "an integer of at least 2", lambda v: _is_count(v, 2)),
+    ("normalisation", "the input's mean and std", lambda v: isinstance(v, dict)),
+    ("normalisation.mean", "a list of numbers", _is_numbers),
+    ("normalisation.std", "a list of positive numbers", lambda v: _is_numbers(v) and min(v) > 0),
+    (
+        "fold",
+        "null or [index, k]",
+        lambda v: (
+            v is None or isinstance(v, list) and len(v) == 2 and all(map(_is_count, v, (0, 2)))
+        ),
+    ),
+]
+
+
+def check_run_meta(meta: dict[str, Any]) -> None:
+    """``ValueError`` unless a checkpoint's ``meta`` describes a run as :func:`run_experiment`
+    writes it (the settings, the model, the input normalisation), naming the first entry
+    that is missing or malformed."""
+    for entry, what, ok in _META_ENTRIES:
+        value = meta
+        for key in entry.split("."):
+            if not isinstance(value, dict) or key not in value:
+                raise ValueError(f"its metadata lacks {entry} ({what})")
+            value = value[key]
+        if not ok(value):
+            raise ValueError(f"its metadata's {entry} is {value!r:.60}, expected {what}")
+    norm = meta["normalisation"]
+    if len(norm["mean"]) != len(norm["std"]):
+        raise ValueError(
+            f"its metadata's normalisation has {len(norm['mean'])} means but "
+            f"{len(norm['std'])} standard deviations"
+        )
