@@ -13,6 +13,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
+from array_api_compat import array_namespace
+
 from ..backend import check_rng_state
 from ..models.zoo import MODELS
 from .config import RECIPES
@@ -70,6 +73,43 @@ def check_training_state(state: Any) -> None:
         check_rng_state(state["rng"])
     except ValueError as exc:
         raise ValueError(f"the checkpoint's random state rng is not usable ({exc})") from None
+    check_finite(state["model"], "weights")  # the parameters and buffers (BatchNorm's)
+    check_finite(state["optimizer"], "optimizer state")
+
+
+def check_finite(tree: Any, what: str, prefix: str = "") -> None:
+    """``ValueError`` naming the first array (any backend's) or number in the nested dicts
+    and lists of ``tree`` that holds a NaN or an infinity. A trainer never saves non-finite
+    weights (it stops the run first), so they come from a damaged or altered file: evaluated,
+    they would score as a constant prediction, and resumed, diverge at the first step."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, dict | list | tuple):
+            check_finite(value, what, f"{name}.")
+            continue
+        bad, size = _non_finite(value)
+        if bad:
+            values = "value" if bad == 1 else "values"
+            verb = "hold" if what == "weights" else "holds"
+            raise ValueError(
+                f"its {what} {name} {verb} {bad} non-finite {values} (NaN or infinity) of "
+                f"{size}"
+            )
+
+
+def _non_finite(value: Any) -> tuple[int, int]:
+    """(count of NaN and infinite entries, count of entries) of a float or a floating array;
+    (0, 0) for anything else (integers, strings, None)."""
+    if isinstance(value, float):
+        return (0 if math.isfinite(value) else 1), 1
+    if not array_api_compat.is_array_api_obj(value) or isinstance(value, int | complex):
+        return 0, 0
+    xp = array_namespace(value)
+    if not xp.isdtype(value.dtype, ("real floating", "complex floating")):
+        return 0, 0
+    bad = int(xp.sum(xp.astype(xp.logical_not(xp.isfinite(value)), xp.int64)))
+    return bad, math.prod(int(n) for n in value.shape)
 
 
 def _is_count(value: Any, minimum: int = 1) -> bool:
