@@ -14,8 +14,9 @@ from ..backend import get_backend
 from ..checks import check_int
 from ..data import DataLoader, normalize
 from ..models import build_model
+from .checkpoint_checks import check_run_data
 from .prepare import choose_backend, load_split
-from .rundir import run_state
+from .rundir import checkpoint_errors, run_state
 from .trainer import Trainer
 
 
@@ -43,6 +44,8 @@ def evaluate_checkpoint(
     X, y = data.X_test, data.y_test
     if subset:
         X, y = X[:subset], y[:subset]
+    with checkpoint_errors(path):  # before the model's weights are allocated
+        check_run_data(meta, X.shape[1:], len(data.classes))
     norm = meta["normalisation"]
     X = normalize(X, norm["mean"], norm["std"])
     spec = meta["model"]

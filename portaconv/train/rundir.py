@@ -9,11 +9,13 @@ A fresh run never replaces another's checkpoints (:func:`refuse_to_overwrite`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from .. import __version__
 from ..backend import get_backend
 from ._json import dumps
 from .checkpoint import load_checkpoint
-from .checkpoint_checks import check_run_meta, check_training_state
+from .checkpoint_checks import check_run_data, check_run_meta, check_training_state
 from .config import WHO, TrainConfig, flag
 from .trainer import CHECKPOINT
 
@@ -59,12 +61,19 @@ def _checkpoint_of_run(out: Path) -> Path | None:
 def run_state(path: Path) -> dict[str, Any]:
     """A run's checkpoint, checked to be a training checkpoint with the run's metadata."""
     state = load_checkpoint(path)
-    try:
+    with checkpoint_errors(path):
         check_training_state(state)
         check_run_meta(state["meta"])
+    return state
+
+
+@contextlib.contextmanager
+def checkpoint_errors(path: Path) -> Iterator[None]:
+    """A ``ValueError`` raised inside (a check of the checkpoint's entries) names ``path``."""
+    try:
+        yield
     except ValueError as exc:
         raise ValueError(f"checkpoint {path}: {exc}") from exc
-    return state
 
 
 def with_run_settings(config: TrainConfig) -> TrainConfig:
@@ -114,6 +123,8 @@ def check_resumable(
         return
     state = run_state(out / CHECKPOINT)
     meta = state["meta"]
+    with checkpoint_errors(out / CHECKPOINT):
+        check_run_data(meta, data["input_shape"], len(data["classes"]))
     more = []
     if meta["fold"] != (None if fold is None else list(fold)):
         more.append(f"fold {fold} (the run's: {meta['fold']})")
