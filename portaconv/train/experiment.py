@@ -1,132 +1,60 @@
 """One training run from a dataset name to a summary: what ``portaconv train`` does.
 
 :func:`run_experiment` loads the dataset, standardises it with statistics of the training
-split, holds out a validation split, builds the model, the optimizer and the scheduler, fits
-with a :class:`~portaconv.train.Trainer`, evaluates on the test split and writes
-``summary.json`` beside the checkpoints, metrics and plots. :func:`evaluate_checkpoint`
-rebuilds the model from a checkpoint alone and evaluates it again.
+split, holds out a validation split (:mod:`~portaconv.train.prepare`), builds the model, the
+optimizer and the scheduler, fits with a :class:`~portaconv.train.Trainer`, evaluates on the
+test split and writes ``summary.json`` beside the checkpoints, metrics and plots
+(:mod:`~portaconv.train.rundir`). :func:`evaluate_checkpoint`
+(:mod:`~portaconv.train.evaluation`) rebuilds the model from a checkpoint alone and
+evaluates it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import platform
 import shlex
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from ..backend import BackendUnavailableError, get_backend, manual_seed, num_threads, set_backend
-from ..checks import check_int
-from ..data import (
-    AUGMENTATIONS,
-    DataLoader,
-    Dataset,
-    load_dataset,
-    mean_std,
-    normalize,
-    train_val_split,
-)
+from ..backend import get_backend, manual_seed, num_threads
+from ..data import AUGMENTATIONS, DataLoader
 from ..distributed import Communicator, is_root, on_root, seed_rank, sync_batch_norm, world
 from ..layers import CrossEntropyLoss
 from ..models import build_model
-from ..models.zoo import MODELS
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, ExponentialLR, StepLR
 from . import plots
-from ._json import dumps
-from .checkpoint import load_checkpoint
-from .config import (
-    RECIPES,
-    WHO,
-    TrainConfig,
-    flag,
+from .checkpoint_checks import check_run_meta
+from .config import WHO, TrainConfig
+from .evaluation import evaluate_checkpoint
+from .prepare import choose_backend, fetch, load_split, prepare_data
+from .rundir import (
+    check_resumable,
+    refuse_to_overwrite,
+    with_run_settings,
+    write_config,
+    write_results,
 )
-from .trainer import CHECKPOINT, Trainer, check_training_state
+from .trainer import Trainer
 
-
-def choose_backend(
-    backend: str | None = None, device: str | None = None, dtype: str | None = None
-) -> None:
-    """Make the named backend, device and dtype the active ones (None: keep the current).
-
-    A device the backend's library cannot parse is a ``ValueError`` in portaconv's words
-    (torch raises a ``RuntimeError`` for ``torch.device("bogus")``)."""
-    if backend is None and device is None and dtype is None:
-        return
-    try:
-        set_backend(backend, device, dtype)
-    except BackendUnavailableError:
-        raise  # a RuntimeError too, with its own words
-    except RuntimeError as exc:
-        if device is None:
-            raise
-        name = backend or get_backend().name
-        raise ValueError(
-            f"--device {device!r} is not a device the {name} backend knows (e.g. cpu, cuda, cuda:1)"
-        ) from exc
-
-
-def load_split(
-    dataset: str,
-    fold: tuple[int, int] | None = None,
-    seed: int = 0,
-    data_dir: str | None = None,
-    download: bool = True,
-) -> Dataset:
-    """The data set's train/test split, or with ``fold=(i, k)`` its cross-validation split
-    ``i`` of ``k`` (folds drawn with ``seed``)."""
-    options = {} if fold is None else {"fold": tuple(fold), "seed": seed}
-    return load_dataset(dataset, data_dir=data_dir, download=download, **options)
-
-
-def _fetch(config: TrainConfig, fold: tuple[int, int] | None) -> None:
-    """Load the run's data once, downloading what is missing (and keep nothing)."""
-    load_split(config.dataset, fold, config.seed, config.data_dir, config.download)
-
-
-def prepare_data(
-    config: TrainConfig, fold: tuple[int, int] | None = None, dataset: Dataset | None = None
-) -> dict[str, Any]:
-    """Dataset arrays, standardised with statistics of the training split, with a stratified
-    validation split held out of the training set; ``fold=(i, k)``: cross-validation split
-    ``i`` of ``k``. ``dataset`` (a :class:`~portaconv.data.Dataset`) replaces the named one."""
-    data = dataset or load_split(
-        config.dataset, fold, config.seed, config.data_dir, config.download
-    )
-    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
-    if config.subset:
-        X_train, y_train = X_train[: config.subset], y_train[: config.subset]
-        X_test, y_test = X_test[: config.subset], y_test[: config.subset]
-    val = None
-    images = len(y_train)
-    if config.val_fraction > 0:
-        X_train, y_train, X_val, y_val = train_val_split(
-            X_train, y_train, config.val_fraction, config.seed
-        )
-        val = (X_val, y_val)
-    if len(y_train) < 2 or (val is not None and len(val[1]) == 0):
-        held = "" if val is None else f" and {len(val[1])} to validate on"
-        raise ValueError(
-            f"{WHO}: {images} training images are too few: they leave {len(y_train)} to "
-            f"train on{held} (--val-fraction {config.val_fraction:g} of each class, and each "
-            "class keeps one training image); use a larger --subset"
-        )
-    mean, std = (a.ravel().tolist() for a in mean_std(X_train))
-    return {
-        "train": (normalize(X_train, mean, std), y_train),
-        "val": None if val is None else (normalize(val[0], mean, std), val[1]),
-        "test": (normalize(X_test, mean, std), y_test),
-        "mean": mean,
-        "std": std,
-        "classes": list(data.classes),
-        "input_shape": tuple(int(n) for n in X_train.shape[1:]),
-    }
+#: Importable from here as before the run-directory, data and evaluation code moved out.
+__all__ = [
+    "check_run_meta",
+    "choose_backend",
+    "evaluate_checkpoint",
+    "load_split",
+    "make_optimizer",
+    "make_scheduler",
+    "prepare_data",
+    "run_experiment",
+    "train_model",
+    "with_run_settings",
+    "write_config",
+]
 
 
 def make_optimizer(config: TrainConfig, model: Any) -> Any:
@@ -168,7 +96,7 @@ def run_experiment(
     else:
         summary, confusion = _cross_validate(config, log, command, comm)
     if is_root(comm):
-        _write_results(Path(config.out), summary, confusion)
+        write_results(Path(config.out), summary, confusion)
     return summary
 
 
@@ -180,7 +108,7 @@ def _resolve_config(config: TrainConfig, comm: Communicator | None) -> TrainConf
         config = with_run_settings(config)
     config = config.resolved()
     if not config.resume:
-        _refuse_to_overwrite(Path(config.out))
+        refuse_to_overwrite(Path(config.out))
     ranks = 1 if comm is None else comm.size
     if ranks > 1 and config.compile:
         raise ValueError(
@@ -195,164 +123,11 @@ def _resolve_config(config: TrainConfig, comm: Communicator | None) -> TrainConf
     return config
 
 
-#: What defines a run and its input pipeline: a resumed run keeps them.
-_FIXED = (
-    "dataset",
-    "model",
-    "folds",
-    "optimizer",
-    "scheduler",
-    "batch_size",
-    "momentum",
-    "weight_decay",
-    "label_smoothing",
-    "warmup_epochs",
-    "augment",
-    "val_fraction",
-    "seed",
-    "subset",
-)
-#: What a resumed run may change (epochs and lr re-plan the schedule); when not given, it
-#: and the backend settings are the run's.
-_CHANGEABLE = ("epochs", "lr", "patience", "backend", "device", "dtype", "data_dir")
-
-
-def _checkpoint_of_run(out: Path) -> Path | None:
-    for path in (out / CHECKPOINT, out / "fold-0" / CHECKPOINT):
-        if path.exists():
-            return path
-    return None
-
-
-def _run_state(path: Path) -> dict[str, Any]:
-    """A run's checkpoint, checked to be a training checkpoint with the run's metadata."""
-    state = load_checkpoint(path)
-    try:
-        check_training_state(state)
-        check_run_meta(state["meta"])
-    except ValueError as exc:
-        raise ValueError(f"checkpoint {path}: {exc}") from exc
-    return state
-
-
-def with_run_settings(config: TrainConfig) -> TrainConfig:
-    """For ``--resume``: ``config`` with each setting it leaves unset taken from the run in
-    ``config.out`` (not from the recipe); a setting that defines the run (:data:`_FIXED`)
-    and differs from the run's is a ``ValueError`` that lists every difference."""
-    if config.out is None:
-        raise ValueError(f"{WHO}: --resume needs --out DIR, the run directory to continue")
-    path = _checkpoint_of_run(Path(config.out))
-    if path is None:
-        return config  # nothing to continue: a fresh run, the trainer says so
-    saved = _run_state(path)["meta"]["config"]
-    _refuse_changes(config, saved, Path(config.out), [])
-    unset = {
-        name: saved[name]
-        for name in (*_FIXED, *_CHANGEABLE)
-        if getattr(config, name) is None and name in saved
-    }
-    return dataclasses.replace(config, **unset)
-
-
-def _refuse_changes(config: TrainConfig, saved: dict[str, Any], out: Path, more: list[str]) -> None:
-    differences = [
-        f"{flag(name)} {getattr(config, name)} (the run's: {saved[name]})"
-        for name in _FIXED
-        if getattr(config, name) is not None
-        and name in saved
-        and getattr(config, name) != saved[name]
-    ]
-    differences += more
-    if differences:
-        raise ValueError(
-            f"{WHO}: --resume: the run in {out} is {saved['dataset']}/{saved['model']}; it "
-            f"cannot continue with {'; '.join(differences)}. Leave these options out to "
-            "continue it, or give another --out for a new run"
-        )
-
-
-def _check_resumable(
-    config: TrainConfig, data: dict[str, Any], fold: tuple[int, int] | None
-) -> None:
-    """Before a resumed run (one directory, one fold) starts: its checkpoint was trained as
-    ``config`` says, on the same images (the normalisation statistics agree), for no more
-    than ``config.epochs`` epochs."""
-    out = Path(config.out)
-    if not (out / CHECKPOINT).exists():
-        return
-    state = _run_state(out / CHECKPOINT)
-    meta = state["meta"]
-    more = []
-    if meta["fold"] != (None if fold is None else list(fold)):
-        more.append(f"fold {fold} (the run's: {meta['fold']})")
-    norm = meta["normalisation"]
-    same_images = (
-        len(norm["mean"]) == len(data["mean"])
-        and np.allclose(norm["mean"], data["mean"], rtol=1e-6, atol=0)
-        and np.allclose(norm["std"], data["std"], rtol=1e-6, atol=0)
-    )
-    if not same_images:
-        more.append(
-            "training images whose per-channel mean and standard deviation differ from the "
-            f"run's ({_rounded(data['mean'])}, {_rounded(data['std'])} against "
-            f"{_rounded(norm['mean'])}, {_rounded(norm['std'])}: other data files?)"
-        )
-    _refuse_changes(config, meta["config"], out, more)
-    if state["epoch"] > config.epochs:
-        raise ValueError(
-            f"{WHO}: --resume --epochs {config.epochs}: {out} has trained "
-            f"{state['epoch']} epochs already; give --epochs {state['epoch']} or more"
-        )
-
-
-def _rounded(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
-
-
-def _refuse_to_overwrite(out: Path) -> None:
-    """A fresh run never replaces another run's checkpoints."""
-    for checkpoint in [out / CHECKPOINT, *sorted(out.glob(f"fold-*/{CHECKPOINT}"))]:
-        if checkpoint.exists():
-            raise ValueError(
-                f"{WHO}: --out {out} already holds a run ({checkpoint}); continue it with "
-                "--resume, or choose another --out"
-            )
-
-
-def write_config(
-    config: TrainConfig, out: Path, fold: tuple[int, int] | None, command: str | None
-) -> Path:
-    """``out/config.json``, written when a run starts (again when it is resumed): every
-    setting after the recipe was applied, the backend, device and dtype in use, the fold,
-    the command line and the versions."""
-    backend = get_backend()
-    record = {
-        **dataclasses.asdict(config),
-        "backend": backend.name,
-        "device": str(backend.device),
-        "dtype": backend.dtype_name,
-        "fold": None if fold is None else list(fold),
-        "command": command or shlex.join(["portaconv", *sys.argv[1:]]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "portaconv": __version__,
-        "python": platform.python_version(),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.json"
-    path.write_text(dumps(record, indent=2) + "\n")
-    return path
-
-
 def _title(config: TrainConfig) -> str:
     """The plots' title: the run's dataset, model and backend."""
     backend = get_backend()
     where = f"{backend.name} on {backend.device} ({backend.dtype_name})"
     return f"{config.dataset}, {config.model}, {where}"
-
-
-def _write_results(out: Path, summary: dict[str, Any], confusion: np.ndarray) -> None:
-    (out / "summary.json").write_text(dumps(summary, indent=2) + "\n")
-    (out / "confusion_matrix.json").write_text(dumps(confusion.tolist()) + "\n")
 
 
 def _cross_validate(
@@ -365,7 +140,7 @@ def _cross_validate(
         fold_config = dataclasses.replace(config, out=str(Path(config.out) / f"fold-{i}"))
         summary, fold_confusion, classes = _train_and_test(fold_config, (i, k), log, command, comm)
         if is_root(comm):
-            _write_results(Path(fold_config.out), summary, fold_confusion)
+            write_results(Path(fold_config.out), summary, fold_confusion)
         runs.append(summary)
         confusion = confusion + fold_confusion
     count = int(confusion.sum())
@@ -506,7 +281,7 @@ def _train_and_test(
     confusion matrix and the class names."""
     backend = get_backend()
     if comm is not None:  # rank 0 downloads what is missing before the others look for it
-        on_root(comm, lambda: _fetch(config, fold))
+        on_root(comm, lambda: fetch(config, fold))
     data = prepare_data(config, fold)
     num_classes = len(data["classes"])
     meta = {
@@ -518,7 +293,7 @@ def _train_and_test(
     }
     out = Path(config.out)
     if config.resume:
-        on_root(comm, lambda: _check_resumable(config, data, fold))
+        on_root(comm, lambda: check_resumable(config, data, fold))
     if is_root(comm):
         write_config(config, out, fold, command)
     trainer = train_model(config, data, out, meta, log, comm)
@@ -562,115 +337,3 @@ def _train_and_test(
         "out": str(out),
     }
     return summary, test["confusion"], data["classes"]
-
-
-def _is_count(value: Any, minimum: int = 1) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _is_numbers(values: Any) -> bool:
-    """A non-empty list of finite numbers."""
-
-    def finite(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    return isinstance(values, list) and len(values) > 0 and all(map(finite, values))
-
-
-#: What :func:`check_run_meta` asks of a checkpoint's metadata: (entry, what it must be, test).
-_META_ENTRIES: list[tuple[str, str, Callable[[Any], bool]]] = [
-    ("config", "the run's settings", lambda v: isinstance(v, dict)),
-    ("config.dataset", f"one of {sorted(RECIPES)}", lambda v: v in RECIPES),
-    ("config.seed", "a non-negative integer", lambda v: _is_count(v, 0)),
-    ("config.subset", "null or a positive integer", lambda v: v is None or _is_count(v)),
-    ("model", "the model's description", lambda v: isinstance(v, dict)),
-    ("model.name", f"one of {sorted(MODELS)}", lambda v: v in MODELS),
-    (
-        "model.input_shape",
-        "a list of positive integers",
-        lambda v: isinstance(v, list) and all(map(_is_count, v)),
-    ),
-    ("model.classes", "an integer of at least 2", lambda v: _is_count(v, 2)),
-    ("normalisation", "the input's mean and std", lambda v: isinstance(v, dict)),
-    ("normalisation.mean", "a list of numbers", _is_numbers),
-    ("normalisation.std", "a list of positive numbers", lambda v: _is_numbers(v) and min(v) > 0),
-    (
-        "fold",
-        "null or [index, k]",
-        lambda v: (
-            v is None or isinstance(v, list) and len(v) == 2 and all(map(_is_count, v, (0, 2)))
-        ),
-    ),
-]
-
-
-def check_run_meta(meta: dict[str, Any]) -> None:
-    """``ValueError`` unless a checkpoint's ``meta`` describes a run as :func:`run_experiment`
-    writes it (the settings, the model, the input normalisation), naming the first entry
-    that is missing or malformed."""
-    for entry, what, ok in _META_ENTRIES:
-        value = meta
-        for key in entry.split("."):
-            if not isinstance(value, dict) or key not in value:
-                raise ValueError(f"its metadata lacks {entry} ({what})")
-            value = value[key]
-        if not ok(value):
-            raise ValueError(f"its metadata's {entry} is {value!r:.60}, expected {what}")
-    norm = meta["normalisation"]
-    if len(norm["mean"]) != len(norm["std"]):
-        raise ValueError(
-            f"its metadata's normalisation has {len(norm['mean'])} means but "
-            f"{len(norm['std'])} standard deviations"
-        )
-
-
-def evaluate_checkpoint(
-    path: str | Path,
-    data_dir: str | None = None,
-    backend: str | None = None,
-    device: str | None = None,
-    subset: int | None = None,
-) -> dict[str, Any]:
-    """Rebuild the model a checkpoint was trained as, load its weights, evaluate on the test
-    split of its dataset (standardised with the statistics stored in the checkpoint); a
-    cross-validation fold's checkpoint is evaluated on its own held-out fold, and one of a
-    run on a ``subset`` on that subset's test images (unless ``subset`` says otherwise)."""
-    if subset is not None:
-        check_int("portaconv evaluate", "--subset", subset)
-    state = _run_state(Path(path))
-    meta = state["meta"]
-    choose_backend(backend, device)
-    config = meta["config"]
-    data_dir = data_dir or config.get("data_dir")
-    if subset is None:
-        subset = config["subset"]  # test on what the run tested on
-    data = load_split(config["dataset"], meta.get("fold"), config.get("seed", 0), data_dir)
-    X, y = data.X_test, data.y_test
-    if subset:
-        X, y = X[:subset], y[:subset]
-    norm = meta["normalisation"]
-    X = normalize(X, norm["mean"], norm["std"])
-    spec = meta["model"]
-    model = build_model(spec["name"], spec["input_shape"], spec["classes"])
-    try:
-        model.load_state_dict(state["model"])
-    except (ValueError, TypeError) as exc:  # arrays that do not fit the model it names
-        raise ValueError(
-            f"checkpoint {path}: its weights are not those of the {spec['name']} its metadata "
-            f"names ({exc})"
-        ) from exc
-    result = Trainer(model, progress=False).evaluate(
-        DataLoader(X, y, batch_size=256), spec["classes"]
-    )
-    return {
-        "checkpoint": str(path),
-        "dataset": config["dataset"],
-        "model": spec["name"],
-        "fold": meta.get("fold"),
-        "epoch": state["epoch"],
-        "subset": subset,
-        "backend": get_backend().name,
-        "test_images": result["count"],
-        "test_accuracy": result["accuracy"],
-        "test_loss": result["loss"],
-    }

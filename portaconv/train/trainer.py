@@ -30,20 +30,19 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ..backend._arrays import to_numpy
-from ..backend._random import check_rng_state, get_rng_state, set_rng_state
+from ..backend import get_rng_state, set_rng_state, to_numpy
 from ..checks import check_int
 from ..distributed import on_root
 from ..layers import CrossEntropyLoss
 from . import plots
 from ._json import dumps
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoint_checks import FORMAT, check_training_state
 from .compiled import CompiledStep
 
 CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
 METRICS = "metrics.jsonl"
-FORMAT = "portaconv-checkpoint-1"  # the format entry of a training checkpoint
 
 
 class TrainingDivergedError(ArithmeticError):
@@ -455,62 +454,6 @@ class Trainer:
             path = self.out_dir / "confusion_matrix.png"
             written += plots.plot_confusion(confusion, names, path, title)
         return written
-
-
-#: The entries of a training checkpoint (:meth:`Trainer.checkpoint_state`) and their types.
-_STATE_TYPES: dict[str, tuple[type, ...]] = {
-    "epoch": (int,),
-    "model": (dict,),
-    "optimizer": (dict,),
-    "scheduler": (dict, type(None)),
-    "rng": (dict,),
-    "history": (list,),
-    "train_seconds": (int, float),
-    "train_images": (int,),
-    "meta": (dict,),
-}
-
-
-def check_training_state(state: Any) -> None:
-    """``ValueError`` unless ``state`` has every entry of a training checkpoint, typed as
-    :meth:`Trainer.checkpoint_state` writes it (what a damaged or foreign file lacks)."""
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
-            f"not a portaconv training checkpoint (format {found!r}, expected {FORMAT!r})"
-        )
-    missing = [name for name in _STATE_TYPES if name not in state]
-    if missing:
-        raise ValueError(f"the checkpoint lacks {', '.join(missing)}")
-    for name, types in _STATE_TYPES.items():
-        value = state[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise ValueError(
-                f"the checkpoint's {name} is {type(value).__name__} {value!r:.60}, "
-                f"expected {expected}"
-            )
-    if state["epoch"] < 0 or len(state["history"]) != state["epoch"]:
-        raise ValueError(
-            f"the checkpoint's epoch {state['epoch']} does not match its history of "
-            f"{len(state['history'])} epochs"
-        )
-    best = state.get("best_epoch")
-    if best is not None and not (_is_int(best) and 1 <= best <= state["epoch"]):
-        raise ValueError(
-            f"the checkpoint's best_epoch is {best!r:.60}, expected null or an epoch from 1 to "
-            f"{state['epoch']}"
-        )
-    if not all(isinstance(record, dict) for record in state["history"]):
-        raise ValueError("the checkpoint's history holds entries that are not records")
-    try:
-        check_rng_state(state["rng"])
-    except ValueError as exc:
-        raise ValueError(f"the checkpoint's random state rng is not usable ({exc})") from None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _best_of(state: dict[str, Any]) -> tuple[float | None, int | None]:
