@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 import portaconv.backend.fast.blas as ops
-import portaconv.backend.fast.numpy_ops as numpy_ops
 import portaconv.backend.fast.nchw as nchw
+import portaconv.backend.fast.numpy_ops as numpy_ops
 import portaconv.backend.fast.rowgather as rowconv
 import portaconv.backend.fast.threads as threads
 import portaconv.layers as L
@@ -1316,7 +1316,6 @@ def test_batchnorm_fast_path_matches_torch(monkeypatch, thread_count, workers, s
     bits on every call; after the fused pass the ReLU layer keeps what its own backward
     needs, and the two layers' own backward agree with the fused one."""
     import portaconv.backend.fast.norm as norm
-
     from portaconv.models import Sequential
 
     thread_count(workers)
@@ -1391,7 +1390,6 @@ def test_batchnorm_relu_maxpool_pools_first_and_matches_torch(
     windows with tied maxima and a channel with a large mean included; the same bits on a
     second call; plain ``backward`` after the fused forward is refused."""
     import portaconv.backend.fast.norm as norm
-
     from portaconv.models import Sequential
 
     thread_count(workers)
@@ -1445,7 +1443,6 @@ def test_batchnorm_relu_maxpool_pooled_first_with_an_infinite_gradient(monkeypat
     backward, which keeps masked-out zeros exact): the other channels' dL/dA, dL/dBW and
     dL/dBb as PyTorch's, that channel's not finite anywhere, as PyTorch's."""
     import portaconv.backend.fast.norm as norm
-
     from portaconv.models import Sequential
 
     monkeypatch.setattr(norm, "CHUNK_BYTES", 256)
@@ -1497,7 +1494,6 @@ def test_batchnorm_relu_unfused_where_the_fast_path_does_not_run(monkeypatch, mo
     """Evaluation mode, an input below the fast path's size, or another activation: the
     layers run in turn (no fused pass), with PyTorch's results all the same."""
     import portaconv.backend.fast.norm as norm
-
     from portaconv.models import Sequential
 
     monkeypatch.setattr(norm, "CHUNK_BYTES", 2**30 if mode == "portable" else 256)
@@ -1531,7 +1527,6 @@ def test_zoo_cnn_on_the_fast_paths_matches_torch(monkeypatch, thread_count, inpu
     torch (float64): logits, every parameter's gradient, and dL/dA when asked (None when
     not)."""
     import portaconv.backend.fast.norm as norm
-
     from portaconv.models import build_model
 
     thread_count(2)
