@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="threads for both (default: all)")
     parser.add_argument("--busy", type=int, default=0, help="CPU-spinning processes beside it")
     parser.add_argument("--backend", choices=harness.BACKENDS, default="numpy")
+    parser.add_argument(
+        "--device", help="portaconv's device (cuda, 0 for cupy, gpu for jax); PyTorch's mirrors it"
+    )
     parser.add_argument("--baseline", metavar="PATH", help="a checkout of the other version")
     parser.add_argument("--profile", action="store_true", help="time each layer in the step")
     parser.add_argument("--json", metavar="FILE", help="write every number here")
@@ -99,9 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- one epoch
 
 
-def make_pair(name: str, X: Any, y: Any, batch_size: int, backend: str) -> tuple[Any, Any]:
-    """(one portaconv epoch, one PyTorch epoch) as callables, each returning its mean loss;
-    also the portaconv trainer (for ``--profile``)."""
+def make_pair(name: str, X: Any, y: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """(one portaconv epoch, one PyTorch epoch) as callables, each returning its mean loss
+    (read on the host: the device has finished); the first carries the portaconv trainer
+    (for ``--profile``). PyTorch runs on the device that mirrors portaconv's."""
     import torch
 
     import portaconv
@@ -110,7 +114,8 @@ def make_pair(name: str, X: Any, y: Any, batch_size: int, backend: str) -> tuple
     from portaconv.optim import Adam
     from portaconv.train import Trainer
 
-    portaconv.set_backend(backend, dtype="float32")
+    batch_size = args.batch_size
+    device = harness.make_context(args.backend, args.device).torch_device
     portaconv.manual_seed(0)
     model = build_model(name, X.shape[1:], 10)
     trainer = Trainer(model, Adam(model, lr=harness.LR[name]), progress=False, log=lambda _: None)
@@ -119,15 +124,15 @@ def make_pair(name: str, X: Any, y: Any, batch_size: int, backend: str) -> tuple
     def portaconv_epoch() -> float:
         return trainer.fit(loader, epochs=trainer.epoch + 1)[-1]["train_loss"]
 
-    net = harness.torch_twin(model)
+    net = harness.torch_twin(model).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=harness.LR[name])
-    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    X_t, y_t = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
     generator = torch.Generator().manual_seed(0)
 
     def torch_epoch() -> float:
         net.train()
         total, seen = 0.0, 0
-        order = torch.randperm(len(X_t), generator=generator)
+        order = torch.randperm(len(X_t), generator=generator).to(device)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
@@ -184,7 +189,7 @@ def worker_main(args: argparse.Namespace) -> int:
         request = json.loads(line)
         with harness.quiet_stdout():
             if request["cmd"] == "setup":
-                pc, pt = make_pair(request["model"], X, y, args.batch_size, args.backend)
+                pc, pt = make_pair(request["model"], X, y, args)
                 epochs = {"portaconv": pc, "torch": pt}
                 answer: dict[str, Any] = {"ok": True}
             elif request["cmd"] == "run":
@@ -205,6 +210,7 @@ class Worker:
         command += ["--images", str(args.images), "--batch-size", str(args.batch_size)]
         command += ["--threads", str(args.threads_used)]
         command += ["--data-dir", args.data_dir] if args.data_dir else []
+        command += ["--device", args.device] if args.device else []
         command += ["--default-malloc"] if args.default_malloc else []
         path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
         self.process = subprocess.Popen(
@@ -254,7 +260,7 @@ def current_root() -> str:
 def compare_torch(args: argparse.Namespace, X: Any, y: Any) -> list[dict[str, Any]]:
     results = []
     for name in args.models:
-        pc_epoch, torch_epoch = make_pair(name, X, y, args.batch_size, args.backend)
+        pc_epoch, torch_epoch = make_pair(name, X, y, args)
         sides = {
             "portaconv": Side(lambda e=pc_epoch: timed_epoch(e)),
             "torch": Side(lambda e=torch_epoch: timed_epoch(e)),
@@ -363,7 +369,7 @@ def profile(args: argparse.Namespace, X: Any, y: Any) -> list[dict[str, Any]]:
     steps = -(-args.images // args.batch_size)
     results = []
     for name in args.models:
-        pc_epoch, torch_epoch = make_pair(name, X, y, args.batch_size, args.backend)
+        pc_epoch, torch_epoch = make_pair(name, X, y, args)
         trainer = pc_epoch.trainer
         clock = Clock()
         labels = []
@@ -445,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds=args.rounds,
         busy_processes=args.busy,
         backend=args.backend,
+        device=args.device,
         baseline=args.baseline,
         allocator=allocator,
     )
