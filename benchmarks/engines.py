@@ -165,13 +165,16 @@ def build_sides(case: harness.Case, ctx: harness.Context) -> tuple[dict, dict, l
     return steps, firsts, skipped
 
 
-def time_case(case: harness.Case, ctx: harness.Context, rounds: int) -> dict[str, Any]:
+def time_case(
+    case: harness.Case, ctx: harness.Context, rounds: int, quick: bool = False
+) -> dict[str, Any]:
     pair = case.build(ctx)
     steps, firsts, skipped = build_sides(case, ctx)
     reference = host_copies(pair.torch())
     sides = {"torch": harness.timer(pair.torch, ctx.sync)}
     sides.update({name: harness.timer(step, ctx.sync) for name, step in steps.items()})
-    timing = harness.paired_rounds(sides, rounds, settle=SETTLE_S, warm=WARM_S)
+    pause = {} if quick else {"settle": SETTLE_S, "warm": WARM_S}
+    timing = harness.paired_rounds(sides, rounds, **pause)
     rows = {"torch": {"best_s": min(timing.times["torch"]), "runs_s": timing.times["torch"]}}
     for name in steps:
         runs = timing.times[name]
@@ -284,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for case in cases:
         results.append(
-            count_case(case, ctx) if args.count_ops else time_case(case, ctx, args.rounds)
+            count_case(case, ctx)
+            if args.count_ops
+            else time_case(case, ctx, args.rounds, args.quick)
         )
         print(f"  done {case.name}", file=sys.stderr, flush=True)
     (print_counts if args.count_ops else print_timings)(results)

@@ -20,7 +20,6 @@ import sys
 
 import harness
 import numpy as np
-import torch
 
 from portaconv.data import DataLoader, Dataset, load_iris, stratified_folds
 from portaconv.train.config import TrainConfig
@@ -59,6 +58,8 @@ def standardised(X: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def logistic_regression(X, y, X_test):
+    import torch
+
     X, X_test = standardised(X.astype(np.float64), X_test.astype(np.float64))
     torch.manual_seed(0)
     model = torch.nn.Linear(X.shape[1], 3).double()

@@ -119,7 +119,9 @@ def peak_bytes(ctx: harness.Context, side: str, step: Any) -> tuple[int | None, 
     return None, "not measured"
 
 
-def run_case(case: harness.Case, ctx: harness.Context, repeats: int, sgemm: Any) -> dict:
+def run_case(
+    case: harness.Case, ctx: harness.Context, repeats: int, sgemm: Any, quick: bool = False
+) -> dict:
     pair = case.build(ctx)
     sides = {
         "portaconv": harness.timer(pair.portaconv, ctx.sync),
@@ -128,7 +130,8 @@ def run_case(case: harness.Case, ctx: harness.Context, repeats: int, sgemm: Any)
     if case.flops:
         sides["sgemm"] = harness.timer(sgemm[0], ctx.sync)
     error = harness.max_relative_error(pair.portaconv(), pair.torch()) if pair.compare else None
-    timing = harness.paired_rounds(sides, repeats, settle=SETTLE_S, warm=WARM_S)
+    pause = {} if quick else {"settle": SETTLE_S, "warm": WARM_S}
+    timing = harness.paired_rounds(sides, repeats, **pause)
     pc, pt = timing.times["portaconv"], timing.times["torch"]
     stats = harness.ratio_stats(pc, pt)
     del pair
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     sgemm = sgemm_step(ctx, args.quick)
     results = []
     for case in cases:
-        results.append(run_case(case, ctx, args.repeats, sgemm))
+        results.append(run_case(case, ctx, args.repeats, sgemm, args.quick))
         print(f"  done {case.name}", file=sys.stderr, flush=True)
     print_results(results)
     layers = [r["ratio"] for r in results if r["group"] == "layer"]

@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 rounds of 256 images (smoke)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.settle = 0.0 if args.quick else SETTLE_S  # no pauses in the smoke test
     if args.quick:
         args.rounds, args.images = 2, 256
     args.models = harness.comma_list(parser, "--models", args.models, harness.MODELS)
@@ -265,7 +266,7 @@ def compare_torch(args: argparse.Namespace, X: Any, y: Any) -> list[dict[str, An
             "portaconv": Side(lambda e=pc_epoch: timed_epoch(e)),
             "torch": Side(lambda e=torch_epoch: timed_epoch(e)),
         }
-        timing = harness.paired_rounds(sides, args.rounds, settle=SETTLE_S)
+        timing = harness.paired_rounds(sides, args.rounds, settle=args.settle)
         stats = harness.ratio_stats(timing.times["portaconv"], timing.times["torch"])
         result = summary(name, stats, sides, args)
         results.append(result)
@@ -294,7 +295,7 @@ def compare_baseline(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "baseline": Side(lambda: workers["baseline"].ask(cmd="run", side="portaconv")),
                 "torch": Side(lambda: workers["current"].ask(cmd="run", side="torch")),
             }
-            timing = harness.paired_rounds(sides, args.rounds, settle=SETTLE_S)
+            timing = harness.paired_rounds(sides, args.rounds, settle=args.settle)
             t = timing.times
             stats = harness.ratio_stats(t["current"], t["baseline"])
             result = summary(name, stats, sides, args)
@@ -384,13 +385,13 @@ def profile(args: argparse.Namespace, X: Any, y: Any) -> list[dict[str, Any]]:
         torch_rows: list[dict[str, float]] = []
         for _ in range(args.rounds):
             clock.seconds.clear()
-            time.sleep(SETTLE_S)
+            time.sleep(args.settle)
             wall = timed_epoch(pc_epoch)["seconds"]
             row = {label: 1e3 * s / steps for label, s in clock.seconds.items()}
             row["rest (loss, loader, bookkeeping)"] = 1e3 * wall / steps - sum(row.values())
             row["whole epoch / steps"] = 1e3 * wall / steps
             pc_rows.append(row)
-            time.sleep(SETTLE_S)
+            time.sleep(args.settle)
             with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
                 wall = timed_epoch(torch_epoch)["seconds"]
             row = {e.key: e.self_cpu_time_total / 1e3 / steps for e in prof.key_averages()}
