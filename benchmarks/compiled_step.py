@@ -9,7 +9,7 @@ Each portaconv side is ``Trainer(model, Adam, compile=...)``'s own step (forward
 backward, Adam update) on one fixed batch, the network built from the same seed on each
 backend in float32; JAX and torch through ``compile=True`` (``jax.jit``; ``torch.compile``
 with ``--torch-compiler``, PORTACONV_TORCH_COMPILER), NumPy eager. Plain PyTorch is the same
-network (benchmarks/train_bench.py's twin, portaconv's initial weights) with autograd and
+network (``harness.torch_twin``, portaconv's initial weights) with autograd and
 ``torch.optim.Adam``, eager. A side's compile time is the wall time of its first compiled
 step (the step before it runs eagerly and creates the optimizer's state); inductor keeps a
 cache on disk, so a second run compiles faster: the report says how long it took this time.
@@ -25,22 +25,20 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 from typing import Any
 
-from train_bench import LR, comma_list, torch_twin
+import harness
 
 SIDES = ("jax", "torch", "numpy")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="lenet", choices=sorted(LR), help="zoo network")
+    parser.add_argument("--model", default="lenet", choices=sorted(harness.LR), help="zoo network")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (after a warm-up)")
     parser.add_argument("--steps", type=int, default=10, help="steps of each side per round")
@@ -58,9 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.steps = 2, 2
-    sides = comma_list(parser, "--sides", args.sides, SIDES)
-    if args.rounds < 1 or args.steps < 1 or args.batch_size < 2:
-        parser.error("need --rounds >= 1, --steps >= 1 and --batch-size >= 2")
+    sides = harness.comma_list(parser, "--sides", args.sides, SIDES)
+    harness.at_least(
+        parser, rounds=(args.rounds, 1), steps=(args.steps, 1), batch_size=(args.batch_size, 2)
+    )
     args.sides = sides
     return args
 
@@ -76,11 +75,20 @@ def portaconv_side(backend: str, model_name: str, X: Any, y: Any) -> tuple[Any, 
     with portaconv.use_backend(backend, dtype="float32") as chosen:
         portaconv.manual_seed(0)
         model = build_model(model_name, X.shape[1:], 10)
-        trainer = Trainer(model, Adam(model, LR[model_name]), progress=False, compile=compiled)
-        step = trainer.compiled_step or trainer._step
+        lr = harness.LR[model_name]
+        trainer = Trainer(model, Adam(model, lr), progress=False, compile=compiled)
         X_b = portaconv.to_backend(X, chosen)
         y_b = chosen.xp.asarray(y, device=chosen.device)
     model.train()
+
+    def eager_step(X: Any, y: Any) -> tuple[Any, None]:  # what Trainer.fit runs per batch
+        loss = trainer.criterion.forward(model.forward(X), y)
+        trainer.optimizer.zero_grad()
+        model.backward(trainer.criterion.backward(), input_grad=False)
+        trainer.optimizer.step()
+        return loss, None
+
+    step = trainer.compiled_step or eager_step
 
     def one_step() -> float:
         return float(step(X_b, y_b)[0])
@@ -101,8 +109,8 @@ def torch_side(model_name: str, X: Any, y: Any) -> Any:
 
     with portaconv.use_backend("numpy", dtype="float32"):
         portaconv.manual_seed(0)
-        net = torch_twin(build_model(model_name, X.shape[1:], 10))
-    optimizer = torch.optim.Adam(net.parameters(), lr=LR[model_name])
+        net = harness.torch_twin(build_model(model_name, X.shape[1:], 10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=harness.LR[model_name])
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
     net.train()
 
@@ -124,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["PORTACONV_TORCH_COMPILER"] = args.torch_compiler
     import numpy as np
-    import torch
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((args.batch_size, 1, 28, 28)).astype(np.float32)
@@ -147,13 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return (time.perf_counter() - start) / args.steps
 
     names = list(steps)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(args.rounds + 1):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        measured = {name: timed(steps[name]) for name in order}
-        if r:  # round 0 warms up
-            for name, seconds in measured.items():
-                times[name].append(seconds)
+    sides = {name: (lambda step=steps[name]: timed(step)) for name in names}
+    times = harness.paired_rounds(sides, args.rounds).times  # a warm-up round first
     results = []
     for name in names:
         ratios = [t / ref for t, ref in zip(times[name], times["pytorch"], strict=True)]
@@ -175,22 +177,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['min_ratio']:.2f}-{result['max_ratio']:.2f}, {args.rounds} rounds)",
             flush=True,
         )
-    info = {
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "model": args.model,
-        "batch_size": args.batch_size,
-        "rounds": args.rounds,
-        "steps_per_round": args.steps,
-        "torch_compiler": args.torch_compiler,
-        "left_out": missing,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.platform(),
-        "results": results,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(info, f, indent=2)
+    info = harness.machine_info(
+        model=args.model,
+        batch_size=args.batch_size,
+        rounds=args.rounds,
+        steps_per_round=args.steps,
+        torch_compiler=args.torch_compiler,
+        left_out=missing,
+        results=results,
+    )
+    print(harness.header(info))
+    harness.write_json(args.json, info)
     return 0
 
 

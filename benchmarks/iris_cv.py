@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import harness
 import numpy as np
-import torch
 
 from portaconv.data import DataLoader, Dataset, load_iris, stratified_folds
 from portaconv.train.config import TrainConfig
@@ -58,6 +58,8 @@ def standardised(X: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def logistic_regression(X, y, X_test):
+    import torch
+
     X, X_test = standardised(X.astype(np.float64), X_test.astype(np.float64))
     torch.manual_seed(0)
     model = torch.nn.Linear(X.shape[1], 3).double()
@@ -86,22 +88,31 @@ def lda(X, y, X_test):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=1, help="fold draws (seeds 0..R-1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="two recipes of 3 epochs, one outer fold (smoke)"
+    )
     args = parser.parse_args(argv)
+    harness.at_least(parser, repeats=(args.repeats, 1))
+    grid = [dict(entry, epochs=3) for entry in GRID[::3]] if args.quick else GRID
     iris = load_iris()
     X = np.concatenate([iris.X_train, iris.X_test])
     y = np.concatenate([iris.y_train, iris.y_test])
     nested = 0
-    per_recipe = np.zeros(len(GRID))
+    per_recipe = np.zeros(len(grid))
     baselines = np.zeros(2)
-    chosen = np.zeros(len(GRID), dtype=int)
+    chosen = np.zeros(len(grid), dtype=int)
+    total = 0
     for seed in range(args.repeats):
         for i, test in enumerate(stratified_folds(y, 5, seed)):
+            if args.quick and i:
+                break
+            total += len(test)
             train = np.setdiff1d(np.arange(len(y)), test)
-            inner = [cv_accuracy(r, X[train], y[train], seed) for r in GRID]
+            inner = [cv_accuracy(r, X[train], y[train], seed) for r in grid]
             pick = int(np.argmax(inner))  # ties go to the earlier entry
             chosen[pick] += 1
             outer = [
-                np.sum(network_predictions(r, X[train], y[train], X[test]) == y[test]) for r in GRID
+                np.sum(network_predictions(r, X[train], y[train], X[test]) == y[test]) for r in grid
             ]
             per_recipe += outer
             nested += outer[pick]
@@ -113,10 +124,10 @@ def main(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-    total = args.repeats * len(y)
+    print(harness.header(harness.machine_info()))
     print(f"Iris, {args.repeats} x 5-fold cross-validation ({total} test predictions)")
     print(f"  nested (recipe chosen by inner CV): {nested / total:.4f}")
-    for entry, (recipe, correct, picks) in enumerate(zip(GRID, per_recipe, chosen, strict=True)):
+    for entry, (recipe, correct, picks) in enumerate(zip(grid, per_recipe, chosen, strict=True)):
         text = ", ".join(f"{k}={v}" for k, v in recipe.items())
         print(f"  entry {entry} ({text}): {correct / total:.4f}  chosen {picks}x")
     print(f"  logistic regression: {baselines[0] / total:.4f}  LDA: {baselines[1] / total:.4f}")

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import harness
+
 HERE = Path(__file__).resolve()
 MPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT": "1",
@@ -131,8 +133,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="the global batch")
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 steps (smoke test)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.steps, args.batch = 1, 2, 16
+    harness.at_least(parser, ranks=(args.ranks, 2), rounds=(args.rounds, 1), steps=(args.steps, 1))
+    if args.model not in harness.MODELS:
+        parser.error(f"--model: choose from {', '.join(harness.MODELS)}")
+    if args.batch % args.ranks:
+        parser.error(f"--batch {args.batch} does not split evenly over {args.ranks} ranks")
     if args.worker:
         worker(args.steps, args.batch, args.model)
         return
@@ -164,6 +174,7 @@ def main() -> None:
         "cost_model": cost_model(step_one, one["bytes_per_step"]),
     }
     ips = result["images_per_second"]
+    print(harness.header(harness.machine_info()))
     print(f"zoo {args.model}, global batch {args.batch}, one thread a rank, {args.rounds} rounds")
     for r in speed:
         s = ips[str(r)]
@@ -184,8 +195,7 @@ def main() -> None:
             f"{row['compute_ms']:.2f} ms, all-reduce {row['allreduce_ms']:.2f} ms, "
             f"efficiency {row['efficiency']:.2f}"
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json(args.json, {"machine": harness.machine_info(), **result})
 
 
 if __name__ == "__main__":

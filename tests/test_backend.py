@@ -64,24 +64,32 @@ def _valid_names_pattern() -> str:
 @pytest.mark.parametrize("name", ["nonsense", "NumPy", "mxnet", ""])
 def test_set_backend_unknown_name_lists_valid_names(keep_active, name):
     before = get_backend()
-    with pytest.raises(ValueError, match=rf"unknown portaconv backend {name!r}; " +
-                       _valid_names_pattern()):
+    with pytest.raises(
+        ValueError, match=rf"unknown portaconv backend {name!r}; " + _valid_names_pattern()
+    ):
         set_backend(name)
     assert get_backend() is before, "a failed set_backend must leave the choice alone"
 
 
 def test_environment_unknown_name_lists_valid_names(fresh_config):
     fresh_config.setenv("PORTACONV_BACKEND", "tensorflow")
-    with pytest.raises(ValueError, match=r"unknown portaconv backend 'tensorflow'; " +
-                       _valid_names_pattern() + r".*PORTACONV_BACKEND"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown portaconv backend 'tensorflow'; "
+        + _valid_names_pattern()
+        + r".*PORTACONV_BACKEND",
+    ):
         get_backend()
     assert _config._active is None
 
 
 def test_environment_unknown_dtype(fresh_config):
     fresh_config.setenv("PORTACONV_DTYPE", "float16")
-    with pytest.raises(ValueError, match=r"unknown portaconv dtype 'float16'; valid dtypes are "
-                       r"float32, float64"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown portaconv dtype 'float16'; valid dtypes are "
+        r"float32, float64",
+    ):
         get_backend()
 
 
@@ -113,8 +121,10 @@ def test_environment_defaults(fresh_config):
 @pytest.mark.parametrize("dtype", ["float16", "int32", "double", "f8"])
 def test_unknown_dtype(keep_active, dtype):
     before = get_backend()
-    with pytest.raises(ValueError, match=rf"unknown portaconv dtype {dtype!r}; valid dtypes are "
-                       + ", ".join(DTYPES)):
+    with pytest.raises(
+        ValueError,
+        match=rf"unknown portaconv dtype {dtype!r}; valid dtypes are " + ", ".join(DTYPES),
+    ):
         set_backend("numpy", dtype=dtype)
     with pytest.raises(ValueError, match=rf"unknown portaconv dtype {dtype!r}"):
         set_backend(dtype=dtype)
@@ -165,17 +175,26 @@ def test_set_backend_dtype_keeps_library_and_device(keep_active, backend_choice)
 def test_import_does_not_import_optional_libraries():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTACONV_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    code = ("import portaconv, portaconv.layers, sys; "
-            "bad = [m for m in ('torch', 'cupy') if m in sys.modules]; "
-            "assert not bad, bad")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "import portaconv, portaconv.layers, sys; "
+        "bad = [m for m in ('torch', 'cupy') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     # choosing an unavailable backend in the environment is an error when it is used, not
     # at import time
     env["PORTACONV_BACKEND"] = "no_such_backend"
-    result = subprocess.run([sys.executable, "-c", "import portaconv, portaconv.layers"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import portaconv, portaconv.layers"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -189,15 +208,19 @@ def test_cupy_missing_names_the_extra(keep_active):
     assert get_backend() is before
 
 
-@pytest.mark.parametrize("name, module, extra", [
-    ("torch", "torch", "portaconv[torch]"),
-    ("array_api_strict", "array_api_strict", "portaconv[strict]"),
-    ("jax", "jax", "portaconv[jax]"),
-])
+@pytest.mark.parametrize(
+    "name, module, extra",
+    [
+        ("torch", "torch", "portaconv[torch]"),
+        ("array_api_strict", "array_api_strict", "portaconv[strict]"),
+        ("jax", "jax", "portaconv[jax]"),
+    ],
+)
 def test_missing_library_names_the_extra(monkeypatch, name, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    with pytest.raises(BackendUnavailableError,
-                       match=rf"{name!r} needs the package {module!r}.*{re.escape(extra)}"):
+    with pytest.raises(
+        BackendUnavailableError, match=rf"{name!r} needs the package {module!r}.*{re.escape(extra)}"
+    ):
         make_backend(name)
 
 
@@ -389,12 +412,34 @@ def test_default_init_bounds_match_pytorch(bk64, keep_rng, spec):
 
 # ---------------------------------------------------------------------- portable erf
 
-ERF_POINTS = np.concatenate([
-    np.linspace(-30.0, 30.0, 12001),
-    [0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 7.9, -7.9, 8.1, -8.1, 8.0, -8.0,
-     np.nextafter(1.0, 0.0), np.nextafter(8.0, 0.0), 1e-300, -1e-300, 5e-324, 1e-8, -1e-8,
-     26.0, -26.0],
-])
+ERF_POINTS = np.concatenate(
+    [
+        np.linspace(-30.0, 30.0, 12001),
+        [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            7.9,
+            -7.9,
+            8.1,
+            -8.1,
+            8.0,
+            -8.0,
+            np.nextafter(1.0, 0.0),
+            np.nextafter(8.0, 0.0),
+            1e-300,
+            -1e-300,
+            5e-324,
+            1e-8,
+            -1e-8,
+            26.0,
+            -26.0,
+        ],
+    ]
+)
 
 
 @pytest.mark.parametrize("name", ["numpy", "array_api_strict", "torch"])
@@ -418,5 +463,9 @@ def test_erf_portable_keeps_float32(bk):
     y = erf_portable(x)
     assert_on_backend(y, bk, "erf_portable")
     expected = np.array([math.erf(v) for v in to_numpy(x).astype(np.float64)])
-    np.testing.assert_allclose(to_numpy(y).astype(np.float64), expected,
-                               rtol=0, atol=1e-15 if bk.dtype_name == "float64" else 1e-6)
+    np.testing.assert_allclose(
+        to_numpy(y).astype(np.float64),
+        expected,
+        rtol=0,
+        atol=1e-15 if bk.dtype_name == "float64" else 1e-6,
+    )

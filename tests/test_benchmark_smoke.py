@@ -1,328 +1,331 @@
-"""Smoke test of benchmarks/run.py: it runs end to end on the current backend and writes the
-JSON report it promises. Timings are not asserted (benchmarks are not tests); only that every
-number is there and every time is positive.
+"""Smoke tests of the benchmark scripts: each runs end to end at tiny sizes (``--quick``),
+prints its rows and writes the JSON it promises, and answers a bad argument with exit
+status 2. Timings are not asserted (benchmarks are not tests; these run at the same time on
+a shared machine), only that every number is there and every time is positive.
 
-The backend is the one ``PORTACONV_BACKEND`` names (numpy when unset), as in the rest of the
-suite; a GPU backend without a GPU fails here like everywhere else.
+Backend-independent: every script runs on NumPy (``PORTACONV_BACKEND=numpy``) whatever
+the suite's backend. The quick runs are started together, in one fixture, and each test
+waits for its own: the file takes about as long as the slowest script.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
-import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py"))
+TIMEOUT = 240
 
 
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    """``python benchmarks/<name> <args>``, its output captured."""
-    command = [sys.executable, str(RUN.parent / name), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+def script_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PORTACONV_DEVICE"}
+    env["PORTACONV_BACKEND"] = "numpy"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
 
 
-CASE_KEYS = {
-    "name",
-    "group",
-    "portaconv_s",
-    "torch_s",
-    "ratio",
-    "flops",
-    "portaconv_gflops",
-    "portaconv_pct_sgemm",
-    "portaconv_peak_bytes",
-    "torch_peak_bytes",
-    "max_rel_error",
-    "portaconv_runs_s",
-    "torch_runs_s",
+def run_script(name: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/<name> <args>`` to its end, its output captured."""
+    command = [sys.executable, str(BENCH / name), *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT, env=script_env(**env)
+    )
+
+
+def mpiexec() -> str | None:
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+class Launched:
+    """A script started in the background; ``result()`` waits for it."""
+
+    def __init__(self, directory: Path, key: str, name: str, *args: str, **env: str) -> None:
+        self.stdout_path, self.stderr_path = directory / f"{key}.out", directory / f"{key}.err"
+        with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, str(BENCH / name), *args],
+                stdout=out,
+                stderr=err,
+                text=True,
+                env=script_env(**env),
+                cwd=directory,
+            )
+
+    def result(self) -> tuple[int, str, str]:
+        code = self.process.wait(timeout=TIMEOUT)
+        return code, self.stdout_path.read_text(), self.stderr_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every quick run, started at once; the JSON reports go to the same folder."""
+    d = tmp_path_factory.mktemp("bench")
+    commands = {
+        "run": ("run.py", "--quick", "--backend", "numpy", "--json", str(d / "run.json")),
+        "engines": ("engines.py", "--quick", "--backend", "numpy", "--json", str(d / "e.json")),
+        "train": ("train_bench.py", "--quick", "--models", "lenet", "--json", str(d / "t.json")),
+        "baseline": (
+            "train_bench.py",
+            "--quick",
+            "--models",
+            "lenet",
+            "--baseline",
+            str(ROOT),
+            "--json",
+            str(d / "b.json"),
+        ),
+        "profile": ("train_bench.py", "--quick", "--profile", "--models", "lenet", "--rounds", "1"),
+        "compiled": (
+            "compiled_step.py",
+            "--quick",
+            "--model",
+            "mlp",
+            "--batch-size",
+            "8",
+            "--sides",
+            "numpy",
+            "--json",
+            str(d / "c.json"),
+        ),
+        "iris": ("iris_cv.py", "--quick"),
+        "gpu": ("gpu_check.py", "--dry-run"),
+    }
+    if mpiexec():
+        commands["mpi"] = ("mpi_scaling.py", "--quick", "--json", str(d / "m.json"))
+    launched = {
+        key: Launched(d, key, *command, **({"OUT": str(d / "gpu_out")} if key == "gpu" else {}))
+        for key, command in commands.items()
+    }
+    yield d, launched
+    for run in launched.values():
+        if run.process.poll() is None:
+            run.process.kill()
+
+
+def finished(runs, key: str) -> tuple[str, str]:
+    code, out, err = runs[1][key].result()
+    assert code == 0, f"{key} failed ({code}):\n{out}\n{err}"
+    return out, err
+
+
+def report(runs, name: str) -> dict:
+    return json.loads((runs[0] / name).read_text())
+
+
+# ----------------------------------------------------------------------------- the rules
+
+ALLOWED_BACKEND_NAMES = {
+    "set_backend",
+    "use_backend",
+    "get_backend",
+    "to_backend",
+    "to_numpy",
+    "num_threads",
+    "set_num_threads",
+    "fast_paths",
+}
+PUBLIC_MODULES = {
+    "portaconv",
+    "portaconv.backend",
+    "portaconv.layers",
+    "portaconv.models",
+    "portaconv.optim",
+    "portaconv.train",
+    "portaconv.train.config",
+    "portaconv.train.experiment",
+    "portaconv.data",
+    "portaconv.distributed",
 }
 
 
-def test_quick_run_writes_complete_json(tmp_path):
-    backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
-    report_path = tmp_path / "bench.json"
-    command = [
-        sys.executable,
-        str(RUN),
-        "--quick",
-        "--backend",
-        backend,
-        "--json",
-        str(report_path),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"run.py failed:\n{done.stdout}\n{done.stderr}"
-    assert "pc/torch" in done.stdout  # the table was printed
+def own_private_names() -> set[str]:
+    """Private functions, methods and attributes the benchmark scripts define themselves."""
+    names = set()
+    for script in SCRIPTS:
+        for node in ast.walk(ast.parse((BENCH / script).read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("_"):
+                names.add(node.name)
+    return names
 
-    report = json.loads(report_path.read_text())
-    assert {"machine", "sgemm", "memory_methods", "cases", "summary"} <= report.keys()
 
-    machine = report["machine"]
-    for key in ("platform", "cpu_count", "threads", "torch_version", "numpy_version"):
-        assert key in machine, key
-    assert machine["backend"] == backend
-    assert machine["device_name"]
-    assert report["sgemm"]["gflops"] > 0
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_use_portaconvs_public_api_only(script):
+    """No private portaconv module or name, no ``portaconv.backend`` name outside the
+    public set, no private attribute of anything, no ``sys.path`` edit."""
+    tree = ast.parse((BENCH / script).read_text())
+    own = own_private_names()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("portaconv"):
+            assert node.module in PUBLIC_MODULES, (script, node.module)
+            if node.module == "portaconv.backend":
+                for alias in node.names:
+                    assert alias.name in ALLOWED_BACKEND_NAMES, (script, alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("portaconv"):
+                    assert alias.name in PUBLIC_MODULES, (script, alias.name)
+        elif isinstance(node, ast.Attribute):
+            private = node.attr.startswith("_") and not node.attr.startswith("__")
+            private = private and node.attr not in own
+            assert not private, (script, node.attr, node.lineno)
+            value = node.value
+            if isinstance(value, ast.Attribute) and value.attr == "backend":
+                if isinstance(value.value, ast.Name) and value.value.id == "portaconv":
+                    allowed = node.attr in ALLOWED_BACKEND_NAMES or node.attr.startswith("__")
+                    assert allowed, (script, node.attr)
+        if isinstance(node, ast.Attribute) and node.attr == "path":
+            assert not (isinstance(node.value, ast.Name) and node.value.id == "sys"), script
 
-    cases = report["cases"]
-    assert [c["group"] for c in cases] == ["layer", "network"]
+
+BAD_ARGUMENTS = {
+    "run.py": ["--repeats", "0"],
+    "engines.py": ["--count-ops", "--backend", "numpy"],
+    "train_bench.py": ["--models", "nope"],
+    "compiled_step.py": ["--sides", "nope"],
+    "mpi_scaling.py": ["--ranks", "1"],
+    "iris_cv.py": ["--repeats", "0"],
+    "gpu_check.py": ["--backends", "nope"],
+}
+
+
+def test_every_script_has_a_bad_argument_case():
+    assert set(BAD_ARGUMENTS) == set(SCRIPTS) - {"harness.py"}
+
+
+@pytest.mark.parametrize("script", sorted(BAD_ARGUMENTS))
+def test_a_bad_argument_is_a_usage_error(script):
+    done = run_script(script, *BAD_ARGUMENTS[script])
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "usage:" in done.stderr
+
+
+def test_train_bench_baseline_must_hold_portaconv(tmp_path):
+    done = run_script("train_bench.py", "--baseline", str(tmp_path))
+    assert done.returncode == 2 and "holds no portaconv" in done.stderr
+
+
+# ----------------------------------------------------------------------------- the runs
+
+
+def test_run_quick(runs):
+    out, _ = finished(runs, "run")
+    assert "pc/torch" in out and "machine:" in out
+    data = report(runs, "run.json")
+    assert data["machine"]["cpu"] and data["machine"]["backend"] == "numpy"
+    cases = data["cases"]
+    assert [c["group"] for c in cases] == ["layer"] * 3 + ["network"]
     for case in cases:
-        assert CASE_KEYS <= case.keys(), case["name"]
-        assert case["portaconv_s"] > 0 and case["torch_s"] > 0, case["name"]
-        assert math.isclose(case["ratio"], case["portaconv_s"] / case["torch_s"])
-        assert case["flops"] > 0 and case["portaconv_gflops"] > 0
-        assert case["portaconv_peak_bytes"] >= 0 and case["torch_peak_bytes"] >= 0
-        # the two libraries computed the same thing (float32 rounding only)
+        assert case["name"] in out
+        assert case["portaconv_s"] > 0 and case["torch_s"] > 0
+        assert len(case["ratios"]) == 2 and case["ratio"] > 0
         assert case["max_rel_error"] < 1e-3, case["name"]
-
-    summary = report["summary"]
-    assert summary["geomean_ratio_layers"] > 0
-    assert summary["lenet_step_ratio"] > 0
+    assert data["summary"]["geomean_ratio_layers"] > 0
 
 
-def test_conv_paths_runs_and_times_every_engine():
-    """benchmarks/conv_paths.py (NumPy only, whatever the suite's backend) prints a row per
-    shape with a positive time for every engine that can compute it (the row gather for
-    2-d with K > 1 only: every 2-d shape there has stride 1 or 2) and im2row's own ratio 1."""
-    script = RUN.parent / "conv_paths.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, f"conv_paths.py failed:\n{done.stdout}\n{done.stderr}"
-    rows = [line for line in done.stdout.splitlines() if "| im2row " in line]
-    assert len(rows) >= 15
-    for row in rows:
-        cells = dict(
-            (m.group(1), (float(m.group(2)), float(m.group(3))))
-            for m in re.finditer(r"(im2row|row gather|nchw) ([\d.]+) ms ([\d.]+)", row)
-        )
-        row_gather = "x" in row.split()[1] and " 1x1 " not in row  # 2-d, K > 1
-        assert set(cells) == {"im2row", "nchw"} | ({"row gather"} if row_gather else set())
-        assert all(t > 0 and r > 0 for t, r in cells.values()), row
-        assert cells["im2row"][1] == 1.0, row
+def test_engines_quick(runs):
+    code, out, err = runs[1]["engines"].result()
+    import portaconv.backend
+
+    if not hasattr(portaconv.backend, "fast_paths"):  # until main's switch lands
+        assert code != 0 and "has no portaconv.backend.fast_paths" in err
+        return
+    assert code == 0, f"engines.py failed:\n{out}\n{err}"
+    cases = report(runs, "e.json")["cases"]
+    names = [c["name"] for c in cases]
+    assert names[-2:] == ["lenet_train_step_N8", "adam_step_mlp"]
+    for case in cases:
+        variants = case["variants"]
+        assert {"torch", "auto", "never"} <= variants.keys(), case["name"]
+        if case["name"].startswith("tiny_conv"):
+            engines = {
+                f"conv={e}" for e in ("reference", "im2row", "nchw", "row_gather", "strided")
+            }
+            assert engines <= variants.keys()
+            assert variants["conv=reference"] is not None  # the portable engine takes anything
+        for name, row in variants.items():
+            if row is not None and name != "torch":
+                assert row["best_s"] > 0 and row["ratio_to_torch"] > 0
+                assert row["max_rel_error"] is None or row["max_rel_error"] < 1e-3, name
+    assert "/auto" in out
 
 
-def test_numpy_paths_quick_run_writes_every_comparison(tmp_path):
-    """benchmarks/numpy_paths.py --quick (NumPy only): every comparison with a positive
-    time for each of its variants."""
-    report_path = tmp_path / "paths.json"
-    done = subprocess.run(
-        [sys.executable, str(RUN.parent / "numpy_paths.py"), "--quick", "--json", str(report_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, f"numpy_paths.py failed:\n{done.stdout}\n{done.stderr}"
-    results = json.loads(report_path.read_text())["results"]
-    assert len(results) == 27
-    for layer in ("LeNet 6->16 N=64", "5x5 16->32 28x28 N=32", "3x3 32->64 14x14 N=32"):
-        assert results[f"chunks at once, {layer}"].keys() == {
-            "alone",
-            "two threads",
-            "two processes",
-        }
-    assert results["handoff (run_threaded, ~150 us tasks)"].keys() == {
-        "pool",
-        "executor",
-        "one task alone",
-    }
-    assert results["accumulated products, 5 kernel rows 32x80x5488"].keys() == {
-        "forward matmul + add",
-        "forward gemm",
-        "dL/dA matmul + add",
-        "dL/dA gemm",
-    }
-    assert results["chunks at once, LeNet 6->16 N=64"].keys() == {
-        "alone",
-        "two threads",
-        "two processes",
-    }
-    assert results["forward product 32x80x5488"].keys() == {
-        "R @ W",
-        "W^T @ R^T",
-        "R @ W GFLOP/s",
-        "W^T @ R^T GFLOP/s",
-    }
-    dot = [title for title in results if title.startswith("dot: ")]  # one pair a thread
-    assert len(dot) == 1, dot
-    assert results[dot[0]].keys() == {
-        "in turn",
-        "threads matmul",
-        "threads dot",
-    }
-    assert results["adam step, zoo mlp (535k params)"].keys() == {"portable", "fused"}
-    assert all(us > 0 for variants in results.values() for us in variants.values())
+def test_train_bench_quick(runs):
+    out, _ = finished(runs, "train")
+    assert "lenet  portaconv/torch" in out
+    data = report(runs, "t.json")
+    assert data["allocator"].startswith(("glibc mallopt", "default"))
+    (result,) = data["results"]
+    assert len(result["ratios"]) == data["rounds"] == 2
+    assert result["min_ratio"] <= result["median_ratio"] <= result["max_ratio"]
+    assert all(math.isfinite(v) for v in result["last_loss"].values())
+    assert result["page_faults_per_epoch"].keys() == {"portaconv", "torch"}
 
 
-def test_train_bench_quick_run_writes_complete_json(tmp_path):
-    """benchmarks/train_bench.py --quick: every zoo network trained on both sides, a ratio
-    per round, finite losses from both (each side really trained), the allocator setting
-    recorded."""
-    backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
-    report_path = tmp_path / "train.json"
-    script = RUN.parent / "train_bench.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--backend", backend, "--json", str(report_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
-    assert report["allocator"].startswith(("glibc mallopt", "default"))
-    assert [r["model"] for r in report["results"]] == ["cnn", "lenet", "mlp"]
-    for r in report["results"]:
-        assert len(r["ratios"]) == report["rounds"] and all(x > 0 for x in r["ratios"])
-        assert r["min_ratio"] <= r["median_ratio"] <= r["max_ratio"]
-        assert all(math.isfinite(v) for v in r["last_loss"].values())
-        assert r["page_faults_per_epoch"].keys() == {"portaconv", "torch"}
+def test_train_bench_baseline_quick(runs):
+    """Two versions (here the same tree twice), each in its worker, in paired rounds."""
+    out, _ = finished(runs, "baseline")
+    assert "lenet  current/baseline" in out
+    (result,) = report(runs, "b.json")["results"]
+    assert result["images_per_s"].keys() == {"current", "baseline", "torch"}
+    assert len(result["ratios"]) == 2 and all(r > 0 for r in result["ratios"])
+    assert result["current_to_torch"] > 0 and result["baseline_to_torch"] > 0
+    assert all(math.isfinite(v) for v in result["last_loss"].values())
 
 
-def test_step_profile_quick_run_times_every_layer_and_restores_the_variant(tmp_path):
-    """benchmarks/step_profile.py --quick with a --variant: a row for each layer call of
-    LeNet's step and a column for each setting, every layer time positive, the parts of the
-    step no larger than the step; a bad --variant is a usage error."""
-    backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
-    report_path = tmp_path / "profile.json"
-    script = RUN.parent / "step_profile.py"
-    variant = "portaconv.backend._ops.SPLIT_POOL_MIN=1"
-    env = {**os.environ, "PORTACONV_BACKEND": backend}
-    result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--variant", variant, "--json", str(report_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
-    assert report["backend"] == backend and report["variant"] == [variant]
-    table = report["ms_per_step"]
-    assert table.keys() == {"defaults", "variant"}
-    layer_rows = [r for r in report["rows"] if "]" in r]
-    assert sum("Conv2d" in r for r in layer_rows) == 4  # 2 convolutions, forward and backward
-    for column in table.values():
-        assert all(column[r] > 0 for r in layer_rows)
-        assert sum(column[r] for r in layer_rows) < column["whole step"]
-    bad = subprocess.run(
-        [sys.executable, str(script), "--quick", "--variant", "portaconv.backend._ops.NOPE=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert bad.returncode == 2 and "has no 'NOPE'" in bad.stderr
+def test_train_bench_profile_quick(runs):
+    out, _ = finished(runs, "profile")
+    rows = [line for line in out.splitlines() if "] Conv2d(" in line]
+    assert len(rows) == 4  # LeNet's two convolutions, forward and backward
+    assert all(float(line.split()[-1]) > 0 for line in rows)
+    assert "optimizer step" in out and "whole epoch / steps" in out
+    assert "PyTorch, ms per step by aten operation" in out
 
 
-def test_step_profile_torch_lists_pytorch_operations(tmp_path):
-    """benchmarks/step_profile.py --quick --torch: the PyTorch twin's step by aten operation,
-    the convolutions among them, every time positive and the listed ones within the step;
-    --torch with --variant is a usage error."""
-    report_path = tmp_path / "torch_profile.json"
-    script = RUN.parent / "step_profile.py"
-    command = [sys.executable, str(script), "--quick", "--torch", "--json", str(report_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
-    assert report["backend"].startswith("plain PyTorch")
-    column = report["ms_per_step"]["self CPU"]
-    assert any("convolution" in r for r in report["rows"])
-    assert all(column[r] > 0 for r in report["rows"][:-2])
-    assert column["epoch / steps"] > 0
-    variant = ["--variant", "portaconv.backend._ops.SPLIT_POOL_MIN=1"]
-    bad = subprocess.run(
-        [sys.executable, str(script), "--quick", "--torch", *variant],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert bad.returncode == 2 and "does not apply with --torch" in bad.stderr
+def test_compiled_step_quick(runs):
+    finished(runs, "compiled")
+    data = report(runs, "c.json")
+    assert [r["side"] for r in data["results"]] == ["pytorch", "numpy"]
+    for r in data["results"]:
+        assert len(r["step_seconds"]) == data["rounds"] and all(t > 0 for t in r["step_seconds"])
+        assert r["compiled"] is False and r["compile_seconds"] is None
 
 
-def test_compiled_step_quick_run_writes_complete_json(tmp_path):
-    """benchmarks/compiled_step.py --quick: the backend under test (compiled on torch and
-    JAX, with aot_eager on torch: seconds, not inductor's minutes; numpy for the others)
-    against plain PyTorch, a time per round each and a compile time where it compiles."""
-    backend = os.environ.get("PORTACONV_BACKEND", "").strip() or "numpy"
-    side = backend if backend in ("jax", "torch") else "numpy"
-    report_path = tmp_path / "compiled.json"
-    script = RUN.parent / "compiled_step.py"
-    command = [sys.executable, str(script), "--quick", "--model", "mlp", "--batch-size", "8"]
-    command += ["--sides", side, "--torch-compiler", "aot_eager", "--json", str(report_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
-    assert [r["side"] for r in report["results"]] == ["pytorch", side]
-    for r in report["results"]:
-        assert len(r["step_seconds"]) == report["rounds"] and all(t > 0 for t in r["step_seconds"])
-        assert r["min_ratio"] <= r["median_ratio_to_pytorch"] <= r["max_ratio"]
-        assert r["compiled"] == (r["side"] in ("jax", "torch"))
-        assert (r["compile_seconds"] is not None) == r["compiled"]
-        assert r["compile_seconds"] is None or r["compile_seconds"] > 0
+def test_iris_cv_quick(runs):
+    out, _ = finished(runs, "iris")
+    assert "nested (recipe chosen by inner CV)" in out
+    assert out.count("chosen") == 3  # the nested line and two grid entries
 
 
-def test_op_count_prints_and_writes_counts(tmp_path):
-    """benchmarks/op_count.py (torch backend, whatever the suite's): a row per network, and
-    in the JSON both sides' counts, their ratio and the counts by operation."""
-    report_path = tmp_path / "ops.json"
-    script = RUN.parent / "op_count.py"
-    command = [sys.executable, str(script), "--models", "lenet,mlp", "--batch-size", "8"]
-    done = subprocess.run(
-        [*command, "--top", "3", "--json", str(report_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, f"op_count.py failed:\n{done.stdout}\n{done.stderr}"
-    assert "most frequent" in done.stdout
-    report = json.loads(report_path.read_text())
-    assert [r["model"] for r in report["results"]] == ["lenet", "mlp"]
-    for r in report["results"]:
-        assert r["portaconv_ops"] == sum(r["portaconv_by_op"].values()) > 0
-        assert r["torch_ops"] == sum(r["torch_by_op"].values()) > 0
-        assert math.isclose(r["ratio"], r["portaconv_ops"] / r["torch_ops"])
-        assert f"{r['model']:6s} | {r['portaconv_ops']:9d} | {r['torch_ops']:7d}" in done.stdout
+def test_mpi_scaling_quick(runs):
+    if "mpi" not in runs[1]:
+        pytest.skip("no mpiexec here")
+    out, _ = finished(runs, "mpi")
+    assert "scaling efficiency on 2" in out
+    data = report(runs, "m.json")
+    assert data["images_per_second"].keys() == {"1", "2"} and data["bytes_per_step"] > 0
 
 
-def test_variant_pairs_times_both_settings():
-    """benchmarks/variant_pairs.py (NumPy only) prints a row per selected case with both
-    sides' times, their ratio and the difference of their results: the parity planes and
-    the strided adds of the NCHW engine's dL/dA compute the same numbers. A variant of a
-    name the module does not have is refused with exit status 2."""
-    variant = "portaconv.backend.conv.nchw.PARITY_PLANES=False"
-    done = run_script("variant_pairs.py", "--variant", variant, "--rounds", "2", "--cases", "s2_p1")
-    assert done.returncode == 0, f"variant_pairs.py failed:\n{done.stdout}\n{done.stderr}"
-    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("conv2d_3x3_s2")]
-    assert len(rows) == 1
-    default_ms, variant_ms, ratio = map(float, rows[0][1:4])
-    difference = float(rows[0][5])
-    assert default_ms > 0 and variant_ms > 0 and ratio > 0
-    assert difference < 1e-5
-    bad = run_script("variant_pairs.py", "--variant", "portaconv.backend.conv.nchw.NO_SUCH=1")
-    assert bad.returncode == 2 and "has no 'NO_SUCH'" in bad.stderr
-
-
-def test_products_floor_replays_the_engines_products():
-    """benchmarks/products_floor.py (NumPy only) prints, per selected case, the three times
-    and the ratios; the products it replays are those the engine made: LeNet's 6 -> 16 layer
-    on the row gather runs K = 5 products per kernel row and pass (forward, dL/dW, dL/dA)
-    for each chunk, in two phases (forward, backward), and the 3x3 stride-2 layer on the
-    NCHW engine its per-chunk products."""
-    done = run_script("products_floor.py", "--rounds", "1", "--cases", "lenet_conv2|s2_p1_32")
-    assert done.returncode == 0, f"products_floor.py failed:\n{done.stdout}\n{done.stderr}"
-    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:]}
-    assert set(rows) == {"conv2d_3x3_s2_p1_32-64_28x28", "lenet_conv2_5x5_p0_6-16_14x14_N128"}
-    for name, row in rows.items():
-        torch_ms, pc_ms, products_ms = map(float, row[:3])
-        count, word, phases = row[3:6]
-        assert torch_ms > 0 and pc_ms > 0 and products_ms > 0, name
-        assert word == "in" and int(count) > 0 and int(phases) == 2, name
-        pc_ratio, products_ratio = map(float, row[6:8])
-        assert pc_ratio > 0 and products_ratio > 0, name
-    # row gather: per chunk 5 forward products, 5 for dL/dW, 5 for dL/dA
-    assert int(rows["lenet_conv2_5x5_p0_6-16_14x14_N128"][3]) % 15 == 0
-    bad = run_script("products_floor.py", "--cases", "no_such_case")
-    assert bad.returncode == 2 and "no case matches" in bad.stderr
+def test_gpu_check_dry_run(runs):
+    out, _ = finished(runs, "gpu")
+    out_dir = runs[0] / "gpu_out"
+    log = (out_dir / "gpu_check.log").read_text()
+    assert log.strip() == out.strip()
+    for backend in ("cupy", "torch", "jax"):
+        for step in ("start", "tests", "train", "benchmark"):
+            assert f"=== {backend}: {step} (cap " in log, (backend, step)
+    assert "PORTACONV_DEVICE=cuda" in log and "tests/test_layers.py" in log
+    rows = json.loads((out_dir / "gpu_check.json").read_text())
+    assert [r["backend"] for r in rows] == ["cupy", "torch", "jax"]
+    assert all(r["status"] == "dry run" for r in rows)

@@ -86,12 +86,18 @@ def _hyper_cases():
             for kind, value, exc, tail in bad_values:
                 if value is None and arg == "stride" and "Pool" in spec.name:
                     continue  # pools take stride=None as "stride = kernel"
-                yield pytest.param(spec, {arg: value}, exc, rx(spec.name, rf"{arg} must be {tail}"),
-                                   id=f"{spec.name}-{arg}-{kind}")
+                yield pytest.param(
+                    spec,
+                    {arg: value},
+                    exc,
+                    rx(spec.name, rf"{arg} must be {tail}"),
+                    id=f"{spec.name}-{arg}-{kind}",
+                )
     for spec in SPECS:  # the other hyper-parameters: each layer lists its own on one row
         for bad in spec.bad_hyper:
-            yield pytest.param(spec, bad.kwargs, bad.exc, rx(spec.name, bad.pattern),
-                               id=f"{spec.name}-{bad.id}")
+            yield pytest.param(
+                spec, bad.kwargs, bad.exc, rx(spec.name, bad.pattern), id=f"{spec.name}-{bad.id}"
+            )
 
 
 @pytest.mark.parametrize("spec, kwargs, exc, pattern", list(_hyper_cases()))
@@ -110,15 +116,21 @@ def test_integer_like_hyper_parameters_are_accepted(bk64, spec):
             assert getattr(layer, k) == v and type(getattr(layer, k)) is int
 
 
-@pytest.mark.parametrize("cls, kwargs, arg", [
-    (L.Conv2d, dict(in_channels=2, out_channels=3, stride=1), "kernel_size"),
-    (L.MaxPool2d, dict(stride=1), "kernel"),
-    (L.Upsample1d, {}, "upsampling_factor"),
-], ids=["Conv2d", "MaxPool2d", "Upsample1d"])
+@pytest.mark.parametrize(
+    "cls, kwargs, arg",
+    [
+        (L.Conv2d, dict(in_channels=2, out_channels=3, stride=1), "kernel_size"),
+        (L.MaxPool2d, dict(stride=1), "kernel"),
+        (L.Upsample1d, {}, "upsampling_factor"),
+    ],
+    ids=["Conv2d", "MaxPool2d", "Upsample1d"],
+)
 def test_zero_d_float_array_as_hyper_parameter(cls, kwargs, arg):
     """A 0-d float array has ``__index__`` but is no integer; NumPy's own error must not leak."""
-    with pytest.raises(TypeError, match=rx(
-            cls.__name__, rf"{arg} must be an integer, got array\(2\.\) of type ndarray$")):
+    with pytest.raises(
+        TypeError,
+        match=rx(cls.__name__, rf"{arg} must be an integer, got array\(2\.\) of type ndarray$"),
+    ):
         cls(**kwargs, **{arg: np.array(2.0)})
 
 
@@ -131,24 +143,35 @@ def _forward_cases():
         rows = [
             ("list", pylist(shape), TypeError, rf"{arg} must be an array {layout}, got list$", ()),
             ("float", const(1.5), TypeError, rf"{arg} must be an array {layout}, got float$", ()),
-            ("int-dtype", ints(shape), TypeError,
-             rf"{arg} must be a real floating-point array \(float32 or float64\), "
-             r"got dtype \S*int64$", ()),
+            (
+                "int-dtype",
+                ints(shape),
+                TypeError,
+                rf"{arg} must be a real floating-point array \(float32 or float64\), "
+                r"got dtype \S*int64$",
+                (),
+            ),
         ]
         if spec.ranks:  # one rank too few, one too many
             lo, hi = min(spec.ranks), max(spec.ranks)
             ranks = " or ".join(str(r) for r in spec.ranks)
             for bad in (shape[: lo - 1], (*shape, *(2,) * (hi + 1 - len(shape)))):
-                rows.append((
-                    f"{len(bad)}-d", floats(bad), ValueError,
-                    rf"{arg} must have {ranks} dimensions {layout}, "
-                    rf"got {len(bad)} dimensions with shape {sh(bad)}$", (),
-                ))
+                rows.append(
+                    (
+                        f"{len(bad)}-d",
+                        floats(bad),
+                        ValueError,
+                        rf"{arg} must have {ranks} dimensions {layout}, "
+                        rf"got {len(bad)} dimensions with shape {sh(bad)}$",
+                        (),
+                    )
+                )
         for bad in spec.bad_inputs:
             rows.append((bad.id, floats(bad.shape), bad.exc, bad.pattern, bad.marks))
         for kind, make_input, exc, pattern, marks in rows:
-            yield pytest.param(spec, make_input, exc, rx(spec.name, pattern),
-                               id=f"{spec.id}-{kind}", marks=marks)
+            yield pytest.param(
+                spec, make_input, exc, rx(spec.name, pattern), id=f"{spec.id}-{kind}", marks=marks
+            )
 
 
 @pytest.mark.parametrize("spec, make_input, exc, pattern", list(_forward_cases()))
@@ -194,35 +217,55 @@ def test_backward_rejects_gradient(bk64, spec):
     g = spec.grad
 
     for _, bad in _wrong_shapes(out):
-        with pytest.raises(ValueError, match=rx(
-                spec.name, rf"{g} must have the shape of the forward output {sh(out)}, "
-                           rf"got {sh(bad)}$")):
+        with pytest.raises(
+            ValueError,
+            match=rx(
+                spec.name,
+                rf"{g} must have the shape of the forward output {sh(out)}, "
+                rf"got {sh(bad)}$",
+            ),
+        ):
             layer.backward(floats(bad)(bk64))
-    with pytest.raises(TypeError, match=rx(spec.name, rf"{g} must be an array of shape {sh(out)}, "
-                                                      r"got list$")):
+    with pytest.raises(
+        TypeError,
+        match=rx(
+            spec.name,
+            rf"{g} must be an array of shape {sh(out)}, "
+            r"got list$",
+        ),
+    ):
         layer.backward(data(out).tolist())
-    with pytest.raises(TypeError, match=rx(
-            spec.name, rf"{g} has dtype \S*int64 but forward ran in \S*float64$")):
+    with pytest.raises(
+        TypeError, match=rx(spec.name, rf"{g} has dtype \S*int64 but forward ran in \S*float64$")
+    ):
         layer.backward(ints(out)(bk64))
 
     other = other_library(bk64)
-    with pytest.raises(TypeError, match=rx(
-            spec.name, rf"{g} is {a_library(other.name)} array but forward ran on "
-                       rf"{LIBRARY[bk64.name]} arrays$")):
+    with pytest.raises(
+        TypeError,
+        match=rx(
+            spec.name,
+            rf"{g} is {a_library(other.name)} array but forward ran on "
+            rf"{LIBRARY[bk64.name]} arrays$",
+        ),
+    ):
         layer.backward(floats(out)(other))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=_row_id)
 @pytest.mark.parametrize("layer_dtype, grad_dtype", DTYPE_PAIRS)
-def test_backward_rejects_gradient_of_another_dtype(backend_choice, spec, layer_dtype,
-                                                    grad_dtype):
+def test_backward_rejects_gradient_of_another_dtype(backend_choice, spec, layer_dtype, grad_dtype):
     name, dev = backend_choice
     with portaconv.use_backend(name, dev, layer_dtype) as backend:
         layer = spec.make()
         out = tuple(layer.forward(floats(spec.in_shape)(backend)).shape)
-        with pytest.raises(TypeError, match=rx(
+        with pytest.raises(
+            TypeError,
+            match=rx(
                 spec.name,
-                rf"{spec.grad} has dtype \S*{grad_dtype} but forward ran in \S*{layer_dtype}$")):
+                rf"{spec.grad} has dtype \S*{grad_dtype} but forward ran in \S*{layer_dtype}$",
+            ),
+        ):
             layer.backward(floats(out, grad_dtype)(backend))
 
 
@@ -233,9 +276,13 @@ def test_backward_rejects_gradient_on_another_device(spec):
     with portaconv.use_backend("array_api_strict", "device1", "float64"):
         layer = spec.make()
         out = tuple(layer.forward(floats(spec.in_shape)(strict)).shape)
-        with pytest.raises(ValueError, match=rx(
+        with pytest.raises(
+            ValueError,
+            match=rx(
                 spec.name,
-                rf"{spec.grad} is on device \S*CPU_DEVICE\S* but forward ran on \S*device1\S*$")):
+                rf"{spec.grad} is on device \S*CPU_DEVICE\S* but forward ran on \S*device1\S*$",
+            ),
+        ):
             layer.backward(floats(out)(cpu))
 
 
@@ -246,39 +293,75 @@ def _init_cases():
     for spec in WITH_INIT_FNS:
         name, w, b = spec.name, spec.params["W"], spec.params["b"]
         out = b[0]
-        wrong = [("extra-axis", (*w, 1)), ("missing-axis", w[1:]),
-                 ("swapped", (w[1], w[0], *w[2:]))]
+        wrong = [
+            ("extra-axis", (*w, 1)),
+            ("missing-axis", w[1:]),
+            ("swapped", (w[1], w[0], *w[2:])),
+        ]
         for kind, bad in wrong:
             yield pytest.param(
-                spec, "weight_init_fn", (lambda bad: lambda *s: np.ones(bad))(bad), ValueError,
-                rx(name, rf"weight_init_fn{sh(w)} must return an array of shape {sh(w)}, "
-                         rf"got {sh(bad)}$"),
-                id=f"{name}-weight-{kind}")
+                spec,
+                "weight_init_fn",
+                (lambda bad: lambda *s: np.ones(bad))(bad),
+                ValueError,
+                rx(
+                    name,
+                    rf"weight_init_fn{sh(w)} must return an array of shape {sh(w)}, "
+                    rf"got {sh(bad)}$",
+                ),
+                id=f"{name}-weight-{kind}",
+            )
         yield pytest.param(
-            spec, "weight_init_fn", lambda *s: 0.5, ValueError,
+            spec,
+            "weight_init_fn",
+            lambda *s: 0.5,
+            ValueError,
             rx(name, rf"weight_init_fn{sh(w)} must return an array of shape {sh(w)}, got \(\)$"),
-            id=f"{name}-weight-scalar")
+            id=f"{name}-weight-scalar",
+        )
         # Linear also takes the handout's column bias (out, 1); convolutions take (out,) only
         bias = rf"{sh(b)} or {sh((out, 1))}" if spec.cls is L.Linear else sh(b)
         yield pytest.param(
-            spec, "bias_init_fn", (lambda n: lambda *s: np.ones(n))(out + 1), ValueError,
-            rx(name, rf"bias_init_fn{sh(b)} must return an array of shape {bias}, "
-                     rf"got {sh((out + 1,))}$"),
-            id=f"{name}-bias-wrong-length")
+            spec,
+            "bias_init_fn",
+            (lambda n: lambda *s: np.ones(n))(out + 1),
+            ValueError,
+            rx(
+                name,
+                rf"bias_init_fn{sh(b)} must return an array of shape {bias}, "
+                rf"got {sh((out + 1,))}$",
+            ),
+            id=f"{name}-bias-wrong-length",
+        )
         bad_bias = (1, out) if spec.cls is L.Linear else (out, 1)
         yield pytest.param(
-            spec, "bias_init_fn", (lambda bad: lambda *s: np.ones(bad))(bad_bias), ValueError,
-            rx(name, rf"bias_init_fn{sh(b)} must return an array of shape {bias}, "
-                     rf"got {sh(bad_bias)}$"),
-            id=f"{name}-bias-2d")
+            spec,
+            "bias_init_fn",
+            (lambda bad: lambda *s: np.ones(bad))(bad_bias),
+            ValueError,
+            rx(
+                name,
+                rf"bias_init_fn{sh(b)} must return an array of shape {bias}, "
+                rf"got {sh(bad_bias)}$",
+            ),
+            id=f"{name}-bias-2d",
+        )
         yield pytest.param(
-            spec, "weight_init_fn", lambda *s: "abc", TypeError,
+            spec,
+            "weight_init_fn",
+            lambda *s: "abc",
+            TypeError,
             rx(name, rf"weight_init_fn{sh(w)} must return an array, got str$"),
-            id=f"{name}-weight-str")
+            id=f"{name}-weight-str",
+        )
         yield pytest.param(
-            spec, "bias_init_fn", lambda *s: object(), TypeError,
+            spec,
+            "bias_init_fn",
+            lambda *s: object(),
+            TypeError,
             rx(name, rf"bias_init_fn{sh(b)} must return an array, got object$"),
-            id=f"{name}-bias-object")
+            id=f"{name}-bias-object",
+        )
 
 
 @pytest.mark.parametrize("spec, fn_name, init_fn, exc, pattern", list(_init_cases()))
@@ -290,9 +373,14 @@ def test_bad_init_fn(bk64, spec, fn_name, init_fn, exc, pattern):
 @pytest.mark.parametrize("spec", WITH_INIT_FNS, ids=_class_id)
 def test_init_fn_returning_none(bk64, spec):
     """An init fn that forgets to return must not become a 0-d NaN array on any backend."""
-    with pytest.raises(TypeError, match=rx(
-            spec.name, rf"weight_init_fn{sh(spec.params['W'])} must return an array, "
-                       r"got NoneType$")):
+    with pytest.raises(
+        TypeError,
+        match=rx(
+            spec.name,
+            rf"weight_init_fn{sh(spec.params['W'])} must return an array, "
+            r"got NoneType$",
+        ),
+    ):
         spec.make(weight_init_fn=lambda *s: None)
 
 
@@ -327,18 +415,35 @@ def test_forward_rejects_input_from_another_library(spec, layer_at, input_at):
     target = backend_or_skip(*PLACES[layer_at])
     with portaconv.use_backend(target.name, target.device, "float64"):
         layer = spec.make()
-    with pytest.raises(TypeError, match=rx(
-            spec.name, rf"{spec.arg} is {a_library(source.name)} array but the layer's "
-                       rf"parameters are {LIBRARY[target.name]} arrays; "
-                       r"move it with portaconv\.to_backend")):
+    with pytest.raises(
+        TypeError,
+        match=rx(
+            spec.name,
+            rf"{spec.arg} is {a_library(source.name)} array but the layer's "
+            rf"parameters are {LIBRARY[target.name]} arrays; "
+            r"move it with portaconv\.to_backend",
+        ),
+    ):
         layer.forward(floats(spec.in_shape)(source))
 
 
 DEVICE_PAIRS = [  # (library, layer's device, input's device, regex for each)
-    pytest.param("array_api_strict", "device1", None, r".*CPU_DEVICE.*", r".*device1.*",
-                 id="strict-device1-from-cpu"),
-    pytest.param("array_api_strict", None, "device1", r".*device1.*", r".*CPU_DEVICE.*",
-                 id="strict-cpu-from-device1"),
+    pytest.param(
+        "array_api_strict",
+        "device1",
+        None,
+        r".*CPU_DEVICE.*",
+        r".*device1.*",
+        id="strict-device1-from-cpu",
+    ),
+    pytest.param(
+        "array_api_strict",
+        None,
+        "device1",
+        r".*device1.*",
+        r".*CPU_DEVICE.*",
+        id="strict-cpu-from-device1",
+    ),
     pytest.param("torch", "cuda", "cpu", r"cpu", r"cuda(:0)?", id="torch-cuda-from-cpu"),
     pytest.param("torch", "cpu", "cuda", r"cuda(:0)?", r"cpu", id="torch-cpu-from-cuda"),
 ]
@@ -351,9 +456,12 @@ def test_forward_rejects_input_on_another_device(spec, lib, layer_dev, input_dev
     target = backend_or_skip(lib, layer_dev)
     with portaconv.use_backend(lib, target.device, "float64"):
         layer = spec.make()
-    with pytest.raises(ValueError, match=rx(
-            spec.name,
-            rf"{spec.arg} is on device {got} but the layer's parameters are on {want}$")):
+    with pytest.raises(
+        ValueError,
+        match=rx(
+            spec.name, rf"{spec.arg} is on device {got} but the layer's parameters are on {want}$"
+        ),
+    ):
         layer.forward(floats(spec.in_shape)(source))
     layer.forward(floats(spec.in_shape)(target))  # the positive control: the layer's device
 
@@ -367,48 +475,156 @@ FLOAT_Y = floats((N, C))
 def _loss_cases():
     rows = [
         # MSELoss
-        ("MSELoss", "A-list", pylist((N, C)), FLOAT_Y, TypeError,
-         r"A must be an array \(N, C\), got list$"),
-        ("MSELoss", "Y-list", floats((N, C)), pylist((N, C)), TypeError,
-         r"Y must be an array \(N, C\), got list$"),
-        ("MSELoss", "A-float", const(1.5), FLOAT_Y, TypeError,
-         r"A must be an array \(N, C\), got float$"),
-        ("MSELoss", "A-int", ints((N, C)), FLOAT_Y, TypeError,
-         r"A must be a real floating-point array .*got dtype \S*int64$"),
-        ("MSELoss", "Y-int", floats((N, C)), ints((N, C)), TypeError,
-         r"Y must be a real floating-point array .*got dtype \S*int64$"),
-        ("MSELoss", "A-0-d", floats(()), floats(()), ValueError,
-         r"A must have at least 1 dimensions \(N, C\), got 0 dimensions with shape \(\)$"),
-        ("MSELoss", "Y-shape", floats((N, C)), floats((N, C + 1)), ValueError,
-         rf"Y must have the shape of A {sh((N, C))}, got {sh((N, C + 1))}$"),
-        ("MSELoss", "Y-transposed", floats((N, C)), floats((C, N)), ValueError,
-         rf"Y must have the shape of A {sh((N, C))}, got {sh((C, N))}$"),
+        (
+            "MSELoss",
+            "A-list",
+            pylist((N, C)),
+            FLOAT_Y,
+            TypeError,
+            r"A must be an array \(N, C\), got list$",
+        ),
+        (
+            "MSELoss",
+            "Y-list",
+            floats((N, C)),
+            pylist((N, C)),
+            TypeError,
+            r"Y must be an array \(N, C\), got list$",
+        ),
+        (
+            "MSELoss",
+            "A-float",
+            const(1.5),
+            FLOAT_Y,
+            TypeError,
+            r"A must be an array \(N, C\), got float$",
+        ),
+        (
+            "MSELoss",
+            "A-int",
+            ints((N, C)),
+            FLOAT_Y,
+            TypeError,
+            r"A must be a real floating-point array .*got dtype \S*int64$",
+        ),
+        (
+            "MSELoss",
+            "Y-int",
+            floats((N, C)),
+            ints((N, C)),
+            TypeError,
+            r"Y must be a real floating-point array .*got dtype \S*int64$",
+        ),
+        (
+            "MSELoss",
+            "A-0-d",
+            floats(()),
+            floats(()),
+            ValueError,
+            r"A must have at least 1 dimensions \(N, C\), got 0 dimensions with shape \(\)$",
+        ),
+        (
+            "MSELoss",
+            "Y-shape",
+            floats((N, C)),
+            floats((N, C + 1)),
+            ValueError,
+            rf"Y must have the shape of A {sh((N, C))}, got {sh((N, C + 1))}$",
+        ),
+        (
+            "MSELoss",
+            "Y-transposed",
+            floats((N, C)),
+            floats((C, N)),
+            ValueError,
+            rf"Y must have the shape of A {sh((N, C))}, got {sh((C, N))}$",
+        ),
         # CrossEntropyLoss
-        ("CrossEntropyLoss", "A-list", pylist((N, C)), labels([0, 1]), TypeError,
-         r"A must be an array \(N, C\), got list$"),
-        ("CrossEntropyLoss", "A-int", ints((N, C)), labels([0, 1]), TypeError,
-         r"A must be a real floating-point array .*got dtype \S*int64$"),
-        ("CrossEntropyLoss", "A-3-d", floats((N, C, 1)), labels([0, 1]), ValueError,
-         rf"A must have 2 dimensions \(N, C\), got 3 dimensions with shape {sh((N, C, 1))}$"),
-        ("CrossEntropyLoss", "A-1-d", floats((C,)), labels([0]), ValueError,
-         rf"A must have 2 dimensions \(N, C\), got 1 dimensions with shape {sh((C,))}$"),
-        ("CrossEntropyLoss", "labels-2d", floats((N, C)), labels([[0], [1]]), ValueError,
-         rf"integer labels Y must have shape {sh((N,))}, got {sh((N, 1))}$"),
-        ("CrossEntropyLoss", "labels-too-many", floats((N, C)), labels([0, 1, 2]), ValueError,
-         rf"integer labels Y must have shape {sh((N,))}, got {sh((3,))}$"),
-        ("CrossEntropyLoss", "targets-shape", floats((N, C)), floats((N, C + 1)), ValueError,
-         rf"targets Y must have the shape of A {sh((N, C))}, got {sh((N, C + 1))}$"),
-        ("CrossEntropyLoss", "targets-3-d", floats((N, C)), floats((N, C, 1)), ValueError,
-         rf"Y must have 2 dimensions \(N, C\), got 3 dimensions with shape {sh((N, C, 1))}$"),
-        ("CrossEntropyLoss", "Y-list", floats((N, C)), const([0, 1]), TypeError,
-         r"Y must be an array of labels \(N,\) or targets \(N, C\), got list$"),
-        ("CrossEntropyLoss", "Y-bool", floats((N, C)),
-         lambda b: to_backend(np.array([True, False]), b, b.xp.bool), TypeError,
-         r"Y must be a real floating-point array .*got dtype \S*bool$"),
+        (
+            "CrossEntropyLoss",
+            "A-list",
+            pylist((N, C)),
+            labels([0, 1]),
+            TypeError,
+            r"A must be an array \(N, C\), got list$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "A-int",
+            ints((N, C)),
+            labels([0, 1]),
+            TypeError,
+            r"A must be a real floating-point array .*got dtype \S*int64$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "A-3-d",
+            floats((N, C, 1)),
+            labels([0, 1]),
+            ValueError,
+            rf"A must have 2 dimensions \(N, C\), got 3 dimensions with shape {sh((N, C, 1))}$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "A-1-d",
+            floats((C,)),
+            labels([0]),
+            ValueError,
+            rf"A must have 2 dimensions \(N, C\), got 1 dimensions with shape {sh((C,))}$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "labels-2d",
+            floats((N, C)),
+            labels([[0], [1]]),
+            ValueError,
+            rf"integer labels Y must have shape {sh((N,))}, got {sh((N, 1))}$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "labels-too-many",
+            floats((N, C)),
+            labels([0, 1, 2]),
+            ValueError,
+            rf"integer labels Y must have shape {sh((N,))}, got {sh((3,))}$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "targets-shape",
+            floats((N, C)),
+            floats((N, C + 1)),
+            ValueError,
+            rf"targets Y must have the shape of A {sh((N, C))}, got {sh((N, C + 1))}$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "targets-3-d",
+            floats((N, C)),
+            floats((N, C, 1)),
+            ValueError,
+            rf"Y must have 2 dimensions \(N, C\), got 3 dimensions with shape {sh((N, C, 1))}$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "Y-list",
+            floats((N, C)),
+            const([0, 1]),
+            TypeError,
+            r"Y must be an array of labels \(N,\) or targets \(N, C\), got list$",
+        ),
+        (
+            "CrossEntropyLoss",
+            "Y-bool",
+            floats((N, C)),
+            lambda b: to_backend(np.array([True, False]), b, b.xp.bool),
+            TypeError,
+            r"Y must be a real floating-point array .*got dtype \S*bool$",
+        ),
     ]
     for name, kind, make_A, make_Y, exc, pattern in rows:
-        yield pytest.param(getattr(L, name), make_A, make_Y, exc, rx(name, pattern),
-                           id=f"{name}-{kind}")
+        yield pytest.param(
+            getattr(L, name), make_A, make_Y, exc, rx(name, pattern), id=f"{name}-{kind}"
+        )
 
 
 @pytest.mark.parametrize("cls, make_A, make_Y, exc, pattern", list(_loss_cases()))
@@ -427,9 +643,13 @@ def test_cross_entropy_labels_out_of_range(bk64, bad, low, high):
     loss = L.CrossEntropyLoss()
     A, Y = floats((N, C))(bk64), labels(bad)(bk64)
     if bk64.name in ("numpy", "array_api_strict"):
-        with pytest.raises(ValueError, match=rx(
+        with pytest.raises(
+            ValueError,
+            match=rx(
                 "CrossEntropyLoss",
-                rf"labels must lie in \[0, 3\), got values from {low} to {high}$")):
+                rf"labels must lie in \[0, 3\), got values from {low} to {high}$",
+            ),
+        ):
             loss.forward(A, Y)
         return
     assert math.isnan(float(loss.forward(A, Y)))
@@ -450,10 +670,14 @@ def test_loss_backward_before_forward(bk64, cls):
 @pytest.mark.parametrize("A_at, Y_at", LIBRARY_PAIRS, ids=PAIR_IDS)
 def test_mse_rejects_target_from_another_library(A_at, Y_at):
     target, source = backend_or_skip(*PLACES[A_at]), backend_or_skip(*PLACES[Y_at])
-    with pytest.raises(TypeError, match=rx(
+    with pytest.raises(
+        TypeError,
+        match=rx(
             "MSELoss",
             rf"Y is {a_library(source.name)} array but A is {a_library(target.name)} array; "
-            r"move it with portaconv\.to_backend")):
+            r"move it with portaconv\.to_backend",
+        ),
+    ):
         L.MSELoss().forward(floats((N, C))(target), floats((N, C))(source))
 
 
@@ -462,23 +686,33 @@ def test_mse_rejects_target_from_another_library(A_at, Y_at):
 def test_cross_entropy_rejects_target_from_another_library(A_at, Y_at, Y_kind):
     target, source = backend_or_skip(*PLACES[A_at]), backend_or_skip(*PLACES[Y_at])
     Y = labels([0, 1])(source) if Y_kind == "labels" else floats((N, C))(source)
-    with pytest.raises(TypeError, match=rx(
+    with pytest.raises(
+        TypeError,
+        match=rx(
             "CrossEntropyLoss",
             rf"Y is {a_library(source.name)} array but A is {a_library(target.name)} array; "
-            r"move it with portaconv\.to_backend")):
+            r"move it with portaconv\.to_backend",
+        ),
+    ):
         L.CrossEntropyLoss().forward(floats((N, C))(target), Y)
 
 
-@pytest.mark.parametrize("cls, make_Y", [
-    (L.MSELoss, floats((N, C))),
-    (L.CrossEntropyLoss, floats((N, C))),
-    (L.CrossEntropyLoss, labels([0, 1])),
-], ids=["MSELoss-targets", "CrossEntropyLoss-targets", "CrossEntropyLoss-labels"])
+@pytest.mark.parametrize(
+    "cls, make_Y",
+    [
+        (L.MSELoss, floats((N, C))),
+        (L.CrossEntropyLoss, floats((N, C))),
+        (L.CrossEntropyLoss, labels([0, 1])),
+    ],
+    ids=["MSELoss-targets", "CrossEntropyLoss-targets", "CrossEntropyLoss-labels"],
+)
 def test_loss_rejects_target_on_another_device(cls, make_Y):
     A_place = backend_or_skip("array_api_strict", "device1")
     Y_place = backend_or_skip("array_api_strict", None)
-    with pytest.raises(ValueError, match=rx(
-            cls.__name__, r"Y is on device \S*CPU_DEVICE\S* but A is on \S*device1\S*$")):
+    with pytest.raises(
+        ValueError,
+        match=rx(cls.__name__, r"Y is on device \S*CPU_DEVICE\S* but A is on \S*device1\S*$"),
+    ):
         cls().forward(floats((N, C))(A_place), make_Y(Y_place))
 
 
@@ -496,11 +730,14 @@ def test_loss_message_compares_target_with_prediction(bk64, cls):
 # ---------------------------------------------------------------- readable messages
 
 
-@pytest.mark.parametrize("make_call", [
-    pytest.param(lambda b: L.Linear(4, 3).forward(floats((4,))(b)), id="Linear-1-d"),
-    pytest.param(lambda b: L.Flatten().forward(floats(())(b)), id="Flatten-0-d"),
-    pytest.param(lambda b: L.MSELoss().forward(floats(())(b), floats(())(b)), id="MSELoss-0-d"),
-])
+@pytest.mark.parametrize(
+    "make_call",
+    [
+        pytest.param(lambda b: L.Linear(4, 3).forward(floats((4,))(b)), id="Linear-1-d"),
+        pytest.param(lambda b: L.Flatten().forward(floats(())(b)), id="Flatten-0-d"),
+        pytest.param(lambda b: L.MSELoss().forward(floats(())(b), floats(())(b)), id="MSELoss-0-d"),
+    ],
+)
 def test_rank_message_is_readable(bk64, make_call):
     """A range of allowed ranks reads 'at least 2', not '2 or 3 or ... or 63'."""
     with pytest.raises(ValueError) as excinfo:

@@ -136,7 +136,14 @@ def test_defaults_are_numpy_float32_and_run_handout_code():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "float64", "(2,", "4,", "18)", "float64", "float64", "float64", "float64"
+        "float64",
+        "(2,",
+        "4,",
+        "18)",
+        "float64",
+        "float64",
+        "float64",
+        "float64",
     ]
 
 
@@ -317,6 +324,7 @@ def test_section9_cnn_with_column_bias(defaults):
 
 MIXED = [("float32", "float64"), ("float64", "float32")]  # (the layer's, the input's)
 
+
 def _on(bk, x: np.ndarray, dtype: str) -> Any:
     return to_backend(x, bk, getattr(bk.xp, dtype))
 
@@ -382,8 +390,9 @@ def test_losses_promote_targets(backend_choice, loss_name, a_dtype, y_dtype, rng
             fn = F.cross_entropy
         loss = getattr(L, loss_name)()
         value = loss.forward(_on(bk, A, a_dtype), _on(bk, Y, y_dtype))
-        expected, grads = torch_reference(lambda A: fn(A, torch.tensor(Y, dtype=torch.float64)),
-                                          {"A": A}, np.array(1.0))
+        expected, grads = torch_reference(
+            lambda A: fn(A, torch.tensor(Y, dtype=torch.float64)), {"A": A}, np.array(1.0)
+        )
         assert_close(value, expected, bk, "loss", dtype="float64")
         assert_close(loss.backward(), grads["A"], bk, "dLdA", dtype=a_dtype)
 

@@ -48,8 +48,11 @@ class _Spy:
         layer.backward = backward
 
 
-@pytest.mark.parametrize("build, torch_fn", [(_conv_net, _torch_conv), (_mlp_net, _torch_mlp)],
-                         ids=["conv-first", "flatten-first"])
+@pytest.mark.parametrize(
+    "build, torch_fn",
+    [(_conv_net, _torch_conv), (_mlp_net, _torch_mlp)],
+    ids=["conv-first", "flatten-first"],
+)
 def test_backward_without_input_grad(bk, rng, build, torch_fn):
     model, in_shape = build()
     trained = [(i, layer) for i, layer in enumerate(model) if layer.param_names]
