@@ -1,8 +1,11 @@
 """One session per backend: ``nox`` runs lint and the CPU ones; the GPU ones are asked for
 by name (``nox -s tests-cupy``, ``nox -s tests-torch_cuda``) on a machine with a GPU.
 
-Each tests session runs the same suite with ``PORTACONV_BACKEND`` (and
-``PORTACONV_DEVICE``) set, exactly as a user would select the backend.
+Each tests session runs the suite with ``PORTACONV_BACKEND`` (and ``PORTACONV_DEVICE``) set,
+exactly as a user would select the backend. The tests that do the same whatever the backend
+(marked ``backend_independent`` by tests/conftest.py: the CLI's messages and files, data files,
+checkpoints, MPI orchestration, NumPy's fast paths, ...) run in the NumPy sessions (tests-numpy,
+tests-oldest) and the GPU ones; the other CPU sessions deselect them.
 
 The CPU backend sessions (numpy, array_api_strict, torch, jax, and array_api_strict on its
 second device, which checks that every array portaconv creates names its device) share one
@@ -49,6 +52,7 @@ def _run_tests(
     device: str | None = None,
     python: str = "python",
     workers: str | None = None,
+    backend_dependent_only: bool = False,
 ) -> None:
     env = {"PORTACONV_BACKEND": backend}
     if device:
@@ -67,7 +71,8 @@ def _run_tests(
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     parallel = ["-n", workers] if workers else []
-    session.run(python, "-m", "pytest", *parallel, *session.posargs, env=env)
+    select = ["-m", "not backend_independent"] if backend_dependent_only else []
+    session.run(python, "-m", "pytest", *parallel, *select, *session.posargs, env=env)
 
 
 def _shared_python(session: nox.Session) -> str:
@@ -83,7 +88,14 @@ def _shared_python(session: nox.Session) -> str:
 
 def _cpu_session(backend: str, device: str | None = None, workers: str | None = "auto"):
     def run(session: nox.Session) -> None:
-        _run_tests(session, backend, device, python=_shared_python(session), workers=workers)
+        _run_tests(
+            session,
+            backend,
+            device,
+            python=_shared_python(session),
+            workers=workers,
+            backend_dependent_only=backend != "numpy",
+        )
 
     run.__doc__ = f"The suite on {backend}" + (f" ({device})" if device else "") + "."
     return run

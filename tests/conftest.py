@@ -4,17 +4,24 @@ With ``PORTACONV_BACKEND`` set (as each nox session does) the tests run on that 
 alone, and a backend that cannot start is an error, never a silent skip. Without it they run
 on every backend installed here; the GPU ones (cupy, torch on CUDA) skip, saying why, when
 no GPU is visible.
+
+Tests that do the same whatever ``PORTACONV_BACKEND`` says are marked
+``backend_independent`` at collection (see :func:`pytest_collection_modifyitems`): the NumPy
+sessions run them, the other CPU sessions deselect them (``-m "not backend_independent"``)
+instead of running them again.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 import portaconv
-from portaconv.backend import BackendUnavailableError, make_backend
+from portaconv.backend import COMPILING_BACKENDS, BackendUnavailableError, make_backend
 
 # The backend fixtures hold a fixed choice, so sharing them across examples is safe.
 _shared = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -90,3 +97,118 @@ def rng(request):
     import numpy as np
 
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+# ------------------------------------------------------------- what depends on the backend
+
+#: Tests that take none of the backend fixtures yet run on the backend PORTACONV_BACKEND
+#: selects (by ``portaconv.get_backend()`` or in a subprocess that inherits the variable), and
+#: check something there that no fixture-driven test does; each names the backends on which
+#: it runs NumPy all the same (a repeat of the NumPy session).
+ON_THE_SESSIONS_BACKEND: dict[str, frozenset[str]] = {
+    # the benchmark scripts end to end on the session's backend (benchmarks are no tests,
+    # but these are the only runs of run.py, train_bench.py, step_profile.py and
+    # compiled_step.py on torch, JAX and array-api-strict)
+    "test_benchmark_smoke.py::test_quick_run_writes_complete_json": frozenset(),
+    "test_benchmark_smoke.py::test_train_bench_quick_run_writes_complete_json": frozenset(),
+    "test_benchmark_smoke.py::"
+    "test_step_profile_quick_run_times_every_layer_and_restores_the_variant": frozenset(),
+    "test_benchmark_smoke.py::test_compiled_step_quick_run_writes_complete_json": frozenset(),
+    # --compile trains compiled steps on torch and JAX and is refused elsewhere
+    "test_cli.py::test_compile_trains_where_the_backend_compiles": frozenset(),
+    # zero-size arrays from the initialisers, on the default backend
+    "test_optim.py::test_aliases_and_zero_size": frozenset(),
+    # mpiexec jobs on the session's backend; the JAX session runs them on NumPy
+    # (test_distributed.JOB_BACKEND: each JAX rank would compile every operation anew)
+    "test_distributed.py::test_two_ranks_follow_one_process": frozenset({"jax"}),
+    "test_distributed.py::test_batch_norm_network": frozenset({"jax"}),
+}
+
+#: The fixtures through which a test receives the session's backend.
+BACKEND_FIXTURES = frozenset({"bk", "bk64", "backend_choice"})
+
+
+def _compiles(name, device, dtype):
+    # compile=True runs on torch and JAX (portaconv.backend.COMPILING_BACKENDS); one dtype
+    # is enough to compare a compiled run with the eager one, and each compiles anew
+    return name in COMPILING_BACKENDS and dtype == "float32"
+
+
+def _has_native_bodies(name, device, dtype):
+    # portaconv.backend.strided_native: torch arrays only
+    return name == "torch"
+
+
+def _reads_wait_for_a_device(name, device, dtype):
+    # the read guards of test_device_step are for torch and JAX; NumPy and array-api-strict
+    # arrays live in host memory, where reading one waits for nothing
+    return name in ("torch", "jax")
+
+
+def _torch_on_the_cpu(name, device, dtype):
+    # benchmarks/op_count.py counts the aten operations of the torch backend on the CPU
+    return name == "torch" and device in (None, "cpu")
+
+
+#: Tests that take a backend fixture but check what only some backends (or one dtype) have:
+#: on the others they are deselected at collection, so that no skip stands for a pass.
+ONLY_WHERE: dict[str, Callable[[str, Any, str | None], bool]] = {
+    "test_compiled_step.py::test_compiled_steps_give_the_eager_steps_results_in_one_graph":
+        _compiles,
+    "test_compiled_step.py::test_a_resumed_compiled_run_gives_the_uninterrupted_weights":
+        _compiles,
+    "test_native.py::test_portable_bodies_match_torch": _has_native_bodies,
+    "test_native.py::test_portable_conv_and_pool_any_geometry_match_torch": _has_native_bodies,
+    "test_native.py::test_portable_maxpool_ties_and_nan_match_torch": _has_native_bodies,
+    "test_native.py::test_native_paths_switch_chooses_the_engine": _has_native_bodies,
+    "test_native.py::test_lenet_step_dispatches_at_most_twice_plain_pytorch": _torch_on_the_cpu,
+    "test_device_step.py::test_a_training_step_reads_nothing_from_the_device":
+        _reads_wait_for_a_device,
+    "test_device_step.py::test_the_read_guards_catch_a_read": _reads_wait_for_a_device,
+}  # fmt: skip
+
+
+def _name(item: pytest.Item) -> str:
+    return f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+
+
+def _backend_of(item: pytest.Item) -> tuple[str, Any, str | None]:
+    """(backend, device, dtype) of a test that takes a backend fixture; dtype None where the
+    test chooses its own (``backend_choice`` alone)."""
+    params = item.callspec.params
+    _, name, device = params["backend_choice"]
+    fixtures = set(item.fixturenames)
+    dtype = params.get("dtype") if "bk" in fixtures else "float64" if "bk64" in fixtures else None
+    return name, device, dtype
+
+
+def applies_here(item: pytest.Item) -> bool:
+    """False for a test of :data:`ONLY_WHERE` on a backend or dtype it does not apply to."""
+    applies = ONLY_WHERE.get(_name(item))
+    return applies is None or applies(*_backend_of(item))
+
+
+def depends_on_backend(item: pytest.Item) -> bool:
+    """Whether ``item`` checks something on the session's backend: it takes a backend
+    fixture, or it is listed in :data:`ON_THE_SESSIONS_BACKEND` (and does not fall back to
+    NumPy on this one). Everything else (the CLI's messages and files, data files, the
+    checkpoint format, MPI orchestration on NumPy, NumPy's own fast paths, the error checks
+    between two named libraries or devices, ...) picks its libraries itself or needs none."""
+    if BACKEND_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    on_numpy_all_the_same = ON_THE_SESSIONS_BACKEND.get(_name(item))
+    if on_numpy_all_the_same is None:
+        return False
+    return _ENV_BACKEND not in on_numpy_all_the_same
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m reads the markers
+def pytest_collection_modifyitems(config, items):
+    kept, deselected = [], []
+    for item in items:
+        (kept if applies_here(item) else deselected).append(item)
+        if not depends_on_backend(item):
+            item.add_marker(pytest.mark.backend_independent)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept

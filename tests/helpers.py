@@ -4,6 +4,8 @@ tests share: regexes for the library's messages and inputs made on any backend."
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 import re
 from collections.abc import Callable
@@ -200,12 +202,18 @@ def const(value: Any) -> Callable[[Backend], Any]:
     return lambda b: value
 
 
-def backend_or_skip(name: str, device: Any = None, dtype: str = "float64") -> Backend:
-    """The backend, or a skip that says why it cannot run here."""
+@functools.cache
+def available(name: str, device: Any = None) -> bool:
+    """Whether the backend can run here (its library installed, its device present): the
+    tests between two named libraries or devices are parametrized over the available ones
+    only, so that CuPy and CUDA pairs are collected where there is a GPU and nowhere else."""
+    if importlib.util.find_spec(name) is None:  # not even imported then
+        return False
     try:
-        return make_backend(name, device, dtype)
-    except BackendUnavailableError as exc:
-        pytest.skip(f"backend {name} (device {device}) unavailable here: {exc}")
+        make_backend(name, device, "float64")
+    except BackendUnavailableError:
+        return False
+    return True
 
 
 def other_library(backend: Backend) -> Backend:

@@ -56,10 +56,8 @@ def test_compiled_steps_give_the_eager_steps_results_in_one_graph(bk, rng, caplo
     monkeypatch.setenv("PORTACONV_TORCH_COMPILER", "aot_eager")
     # torch's compile-time trace log at DEBUG, captured by pytest, takes minutes to format
     caplog.set_level(logging.INFO, logger="torch.__trace")
-    if not _compiles(bk):
-        pytest.skip(f"compile=True runs on {', '.join(COMPILING_BACKENDS)}; this is {bk.name}")
-    if bk.dtype_name == "float64":
-        pytest.skip("one dtype is enough to compare, and each compiles anew: float32 runs")
+    # collected on the compiling backends in float32 only (conftest.ONLY_WHERE): one dtype
+    # is enough to compare, and each compiles anew
     X = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 3, 32)
 
@@ -131,8 +129,7 @@ def test_compile_is_refused_where_the_backend_does_not_compile(bk):
 def test_a_resumed_compiled_run_gives_the_uninterrupted_weights(bk, rng, tmp_path, monkeypatch):
     """A compiled run resumed from its checkpoint (optimizer counters back as Python numbers,
     Dropout's stream state saved) ends with the uninterrupted run's weights, bit for bit."""
-    if not _compiles(bk) or bk.dtype_name == "float64":
-        pytest.skip("compile=True runs on torch and jax; float32 only (see above)")
+    # collected on the compiling backends in float32 only (conftest.ONLY_WHERE)
     monkeypatch.setenv("PORTACONV_TORCH_COMPILER", "aot_eager")
     X = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 3, 16)

@@ -178,12 +178,9 @@ def _jax_reads_fail():
 
 @pytest.mark.parametrize("name, kwargs", [OPTIMIZERS[2], OPTIMIZERS[4]], ids=["SGD", "Adam"])
 def test_a_training_step_reads_nothing_from_the_device(bk, name, kwargs):
+    # collected on torch and jax only (conftest.ONLY_WHERE): NumPy and array-api-strict
+    # arrays live in host memory, where reading one waits for no device
     guards = {"torch": _torch_reads_fail, "jax": _jax_reads_fail}
-    if bk.name not in guards:
-        pytest.skip(
-            f"{bk.name} arrays live in host memory: reading one waits for no device "
-            "(the check runs on torch and jax)"
-        )
     portaconv.manual_seed(0)
     model, criterion = _tiny_net(), L.CrossEntropyLoss()
     optimizer = getattr(optim, name)(model, **kwargs)
@@ -200,9 +197,7 @@ def test_a_training_step_reads_nothing_from_the_device(bk, name, kwargs):
 
 def test_the_read_guards_catch_a_read(bk):
     """The guards above can fail: a float() of a loss inside them is caught."""
-    guards = {"torch": _torch_reads_fail, "jax": _jax_reads_fail}
-    if bk.name not in guards:
-        pytest.skip(f"the guards are for torch and jax, not {bk.name}")
+    guards = {"torch": _torch_reads_fail, "jax": _jax_reads_fail}  # conftest.ONLY_WHERE
     total = bk.xp.sum(on(bk, np.ones(3)))
     reads = [float, int, bool, lambda a: a.item(), lambda a: a.tolist()]
     if bk.name == "torch":
