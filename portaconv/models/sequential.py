@@ -13,13 +13,9 @@ class Sequential(Model):
 
     Parameters are named by position, as in PyTorch: ``"0.W"``, ``"3.running_M"``. The loss
     is not part of the chain: compute it on the output and pass its gradient to ``backward``.
-    A BatchNorm directly followed by a ReLU runs as one step (``forward_relu`` /
-    ``backward_relu``: one pass over the activations each way on NumPy in training, the
-    same results as the two layers in turn); a ReLU directly followed by a max pooling runs
-    after the pooling (the same results: max commutes with the ReLU), on fewer values; and a
-    BatchNorm, a ReLU and a max pooling in a row run as one step (``forward_relu_pool`` /
-    ``backward_relu_pool``: on NumPy in training the pooling first, on the BatchNorm's
-    input, where every channel's scale is positive).
+    The loop runs the steps of the backend's execution plan: each layer alone under
+    ``fast_paths("never")``, else fused groups where the backend has them (see
+    ``portaconv.backend.execution_plan``), with the same results.
 
     >>> from portaconv.layers import Linear, ReLU
     >>> net = Sequential(Linear(4, 16), ReLU(), Linear(16, 3))
