@@ -86,8 +86,8 @@ def to_numpy(x: Any) -> Any:
 def _mutable_in_place(x: Any) -> bool:
     """Whether ``x[index] op= values`` may update ``x`` itself: a writable NumPy array, a
     CuPy array, or a torch tensor outside autograd. (array-api-extra's ``at`` decides the
-    same way, at ~20 us a call; the convolution and pooling loops make K**d such calls per
-    step, and on torch it copies the whole array first.)"""
+    same way, but at a fixed cost per call, which the convolution and pooling loops would pay
+    K**d times a step, and on torch it copies the whole array first.)"""
     if is_numpy_array(x):
         return bool(x.flags.writeable)
     if is_torch_array(x):

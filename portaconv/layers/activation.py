@@ -79,7 +79,7 @@ class ReLU(Activation):
     """A = max(Z, 0); the derivative at 0 is taken as 0, and NaN stays NaN, as in PyTorch."""
 
     def _apply(self, xp, Z):
-        # maximum and a multiply by a 0/1 mask are single passes; NumPy's where is ~10x slower.
+        # maximum and a multiply by a 0/1 mask are single passes; NumPy's where is much slower.
         return relu(Z)
 
     def _chain(self, xp, dLdA):

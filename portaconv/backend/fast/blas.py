@@ -16,11 +16,11 @@ from .threads import blas_gemm, blas_held, in_threaded_task, num_threads, run_th
 
 #: Bytes of im2row workspace a convolution may fill at a time, by kind of array. NumPy
 #: gathers, multiplies and scatters back a chunk of the batch while it sits in the cache: a
-#: few MiB (copies ~2x faster than one batch-wide buffer on the 2-core development machine,
-#: and a reused chunk-sized block costs no page faults); peak memory stays bounded whatever
-#: the batch. Other libraries on a CPU (torch) pay a fixed cost per operation and
-#: parallelise inside one, so they get larger chunks (torch, measured: 4 MiB chunks 2x
-#: slower than 16-512 MiB); GPUs larger still, to stay busy.
+#: few MiB (copies within the cache are faster than through one batch-wide buffer, and a
+#: reused chunk-sized block costs no page faults); peak memory stays bounded whatever the
+#: batch. Other libraries on a CPU (torch) pay a fixed cost per operation and parallelise
+#: inside one, so they get larger chunks (a few MiB leaves torch paying that cost too
+#: often); GPUs larger still, to stay busy.
 WORKSPACE_BYTES = {"numpy": 4 * 2**20, "cpu": 32 * 2**20, "gpu": 512 * 2**20}
 
 #: Bytes of im2row matrices a convolution may keep from forward to backward (all of its
@@ -111,8 +111,7 @@ def dot(a: Any, b: Any, out: Any = None) -> Any:
     ``np.dot``, not ``np.matmul``: matmul keeps the GIL through the whole BLAS call when the
     product has at most 500 elements (NumPy releases it by output size), so the threads of
     a convolution whose dL/dW is such a product (LeNet's 6 -> 16, 16 x 30 per kernel row)
-    took turns: two threads' products ran 0.95x as fast as one thread's, against 1.39x by
-    ``np.dot`` (``benchmarks/numpy_paths.py``, the "dot" row). Same BLAS call, same
+    would take turns, where ``np.dot`` lets them run at once. Same BLAS call, same
     numbers."""
     return np.dot(a, b) if out is None else np.dot(a, b, out=out)
 
@@ -149,9 +148,9 @@ def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> None:
     float dtype and BLAS can read them as they lie: ``out`` may be a block of a larger
     matrix (rows of any stride), and ``accumulate`` is BLAS's ``beta = 1``, so a sum of
     products needs no scratch block and no pass to add each one (the row-gather
-    convolution's kernel rows: ``benchmarks/numpy_paths.py``, the "accumulated products"
-    rows). Elsewhere (another BLAS, other dtypes or layouts) NumPy's ``matmul``, the sum
-    through a temporary. ``ctypes`` releases the GIL for the call, as ``np.dot`` does."""
+    convolution's kernel rows). Elsewhere (another BLAS, other dtypes or layouts) NumPy's
+    ``matmul``, the sum through a temporary. ``ctypes`` releases the GIL for the call, as
+    ``np.dot`` does."""
     (m, k), n = a.shape, b.shape[1]
     if b.shape[0] != k or out.shape != (m, n):
         raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} -> {out.shape} do not agree")
@@ -186,10 +185,9 @@ def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> None:
     )
 
 
-# A product is split between threads from this many multiply-adds (m n k) on. Handing
-# work to a thread costs ~50 us on the 2-core development machine, so below it one thread
-# is as fast (``benchmarks/numpy_paths.py``, OpenBLAS held: 128x512x256 275 us on one
-# thread, 267 split; 128x784x512 824 and 557).
+# A product is split between threads from this many multiply-adds (m n k) on: below it,
+# handing work to a thread costs about what it saves, so one thread is as fast (with
+# OpenBLAS held to one thread, 128x512x256 gains nothing split, 128x784x512 gains).
 SPLIT_MATMUL_MIN = 1 << 25
 
 

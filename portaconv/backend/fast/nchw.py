@@ -25,25 +25,19 @@ planes (rows a + sh i, columns b + sw j), and the kernel offset (ky, kx) adds to
 offset's contribution is one product added by BLAS into its plane (``gemm``'s
 ``accumulate``), ``W_tap (C, C_out) @ dY`` at that shift, the zeros keeping the rows and
 samples apart; then one strided copy per plane interleaves them into dA. (A strided add of
-K K blocks of Wo-value rows, NumPy's inner loops that short, cost more than the products it
-scattered. ``benchmarks/variant_pairs.py --variant
-portaconv.backend.conv.nchw.PARITY_PLANES=False``, two runs: the strided adds took
-1.03-1.07x the time of the planes on ``run.py``'s 3x3 stride-2 case and 1.07-1.10x on the
-transposed convolution, whose forward this is; a 1-d convolution's adds run along whole
-rows, and planes did not pay there.)
+K K blocks of Wo-value rows, NumPy's inner loops that short, costs more than the products it
+scatters, in a strided convolution and in the transposed convolution, whose forward this
+is; a 1-d convolution's adds run along whole rows, and planes do not pay there.)
 
 A 1-d convolution is a 2-d one of height 1 (kernel 1 x K). Where X has more rows than dZ
 (C K K + 1 > C_out), dL/dW is computed transposed, ``X[m] @ dZ[m]^T``, which OpenBLAS runs
-faster than ``dZ[m] @ X[m]^T`` (``benchmarks/variant_pairs.py --variant
-portaconv.backend.conv.nchw.WEIGHT_GRADIENT_TRANSPOSED=False``: the other way round took
-1.06-1.10x the time on ``run.py``'s strided, stride-2 1-d and transposed cases, 1.03-1.05x
-on its other 1-d case, two runs; where X has fewer rows, as in the 1x1 64 -> 128, it was
-not faster).
+faster than ``dZ[m] @ X[m]^T``; where X has fewer rows, as in a 1x1 64 -> 128, the
+transposed product does not pay.
 
 The row of ones puts the bias into the forward product and dL/db into the dL/dW one: the
-pass that added ``b`` to Z and the one that summed dZ are gone (on the zoo ``cnn``'s first
-layer, 128 x 32 x 28 x 28 outputs, they were a third of the forward's time and a quarter
-of the backward's, ``benchmarks/step_profile.py``).
+pass that added ``b`` to Z and the one that summed dZ are gone (with few input channels,
+as in the zoo ``cnn``'s first layer, such a pass over the outputs is a large part of the
+layer's time).
 
 Each is one ``np.matmul`` over the chunk's stack of samples (OpenBLAS per sample); the
 chunks are shared between :func:`~portaconv.backend.num_threads` threads as in the other
@@ -53,8 +47,8 @@ the input, which it keeps by reference.
 
 The layer takes it where :func:`nchw_applies` says (2-d: few input channels, small
 windows, strided, 1x1; 1-d with few channels or enough output positions);
-``benchmarks/conv_paths.py`` compares it with the other engines; tested against PyTorch
-in ``tests/test_fastpaths.py``.
+``benchmarks/engines.py`` compares it with the other engines; tested against PyTorch in
+``tests/test_fastpaths.py``.
 """
 
 from __future__ import annotations
@@ -75,11 +69,10 @@ MAX_CHANNELS = 4
 
 #: Most values a window holds (C_in K K) for which a stride-1 2-d convolution (K > 1) takes
 #: this engine whatever its channel count: its gather is K K copies of the input, the row
-#: gather's K, but each product is as wide as the image (``benchmarks/conv_paths.py``,
-#: paired, 2 threads: 3x3 with 4 to 7 channels 0.67-0.80x im2row's time against the row
-#: gather's 0.82-1.00x, 2x2 with 8 and 16 0.72 and 0.75x against 0.85 and 0.79x; about
-#: even at 72 values, 3x3 with 8 channels (0.76 and 0.77x); 5x5 with 4 channels, 100
-#: values, 0.65x against the row gather's 0.56x).
+#: gather's K, but each product is as wide as the image, which wins while windows are
+#: small (3x3 with 4 to 7 channels, 2x2 with 8 or 16); the two are about even at 72 values
+#: (3x3 with 8 channels), and the row gather wins above (5x5 with 4 channels, 100 values).
+#: ``benchmarks/engines.py --set thresholds`` compares them around this switch.
 MAX_WINDOW = 64
 
 #: Fewest output positions (H_out W_out) per sample for which the per-sample products pay
@@ -87,19 +80,17 @@ MAX_WINDOW = 64
 MIN_POSITIONS = 100
 
 #: Fewest output positions per sample for which a 1-d convolution with at least
-#: :data:`MAX_CHANNELS` input channels takes this engine (with fewer it always does):
-#: ``benchmarks/conv_paths.py``'s 1-d shapes, paired, 2 threads, 0.57-0.78x the im2row
-#: engine's time from 31 positions up, 1.04x at 8 (64 channels); with one channel 0.66x at 4.
+#: :data:`MAX_CHANNELS` input channels takes this engine (with fewer it always does): it
+#: beats the im2row engine from a few tens of positions up, but not with 8 positions and 64
+#: channels, where each product is too narrow; with one channel it wins even at 4.
 MIN_POSITIONS_1D = 16
 
 #: Most window matrices X (all chunks) forward keeps for backward, below ``keep_bytes``: X
 #: holds K*K copies of a few-channel input, and past a few MiB writing it out and reading
-#: it back cost more than gathering it again from the input in backward. Measured inside
-#: ``Trainer.fit`` (``benchmarks/step_profile.py --variant
-#: portaconv.backend.conv.nchw.MAX_KEEP_BYTES=...``, CPU's own OpenBLAS kernels): LeNet-5's
-#: first layer (9.8 MiB of windows at batch 128) gathering again, the whole step 6.26 ->
-#: 5.99 and 6.34 -> 6.07 ms (a third run 6.76 -> 6.73); the zoo cnn's (3x3, 3.8 MiB) kept,
-#: since gathering again cost its backward 0.25 ms for 0.08 ms saved in forward.
+#: it back costs more than gathering it again from the input in backward. So inside
+#: ``Trainer.fit`` LeNet-5's first layer (9.8 MiB of windows at batch 128) gathers again,
+#: while the zoo cnn's (3x3, 3.8 MiB) keeps them: for it, gathering again would cost
+#: backward more than keeping costs forward.
 MAX_KEEP_BYTES = 4 * 2**20
 
 
@@ -110,10 +101,9 @@ def nchw_applies(A: Any, nd: int, kernel_size: int, stride: int, out_positions: 
     does not apply) with at least :data:`MIN_POSITIONS` output positions; 1-d with fewer
     than :data:`MAX_CHANNELS` input channels or at least :data:`MIN_POSITIONS_1D` outputs.
 
-    Measured against the im2row engine (``benchmarks/conv_paths.py``, paired, 2 threads,
-    a shared machine): 1 to 3 channels 0.57-0.82x its time (LeNet's and the zoo cnn's first
-    layers 0.72 and 0.57x), stride 2 and 3 0.58-0.90x, 1x1 at 14x14 and 28x28 0.60x; but 1x1
-    256 -> 64 at 7x7 (49 positions) 1.25x: each sample's product is then too narrow.
+    Against the im2row engine it wins with 1 to 3 channels (LeNet's and the zoo cnn's first
+    layers), with stride 2 and 3, and 1x1 at 14x14 and 28x28; but not 1x1 256 -> 64 at 7x7
+    (49 positions): each sample's product is then too narrow (``benchmarks/engines.py``).
     """
     if not isinstance(A, np.ndarray) or A.shape[0] == 0:
         return False

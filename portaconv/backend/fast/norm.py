@@ -24,9 +24,8 @@ the map and ReLU of the pooled values only: ``pool(max(Z a + c, 0)) = max(pool(Z
 because the map is nondecreasing. Backward's ReLU mask and channel sums then cover the
 pooled values (``dBZ`` is zero off the windows' maxima), the pooling's backward spreads the
 masked gradient to full size chunk by chunk and the last pass makes dL/dZ of each chunk
-while it is in the cache: per step of the zoo ``cnn``, its two BatchNorm2d + ReLU +
-MaxPool2d blocks took 11.8 ms forward and backward where the layers in turn took 16.1
-(``benchmarks/step_profile.py``, BENCHMARKS.md).
+while it is in the cache, so each block reads its activations fewer times than the three
+layers in turn (``benchmarks/train_bench.py --profile`` times each layer of a step).
 
 Nothing of the input's size is stored but the input itself (and with the ReLU, the
 output) by reference: backward recomputes ``Z - M`` per chunk. Per-chunk sums are added in
@@ -44,18 +43,16 @@ from .blas import Scratch
 from .numpy_ops import window_max_grad_into
 from .threads import num_threads
 
-#: Bytes of activations one chunk covers (measured on the 2-core development machine,
-#: BatchNorm2d(32) at batch 128 and 28x28, forward and backward: 1 MiB chunks 2.4 and 3.8 ms,
-#: 64 KiB chunks 6.8 and 10 ms, the portable layer 8 and 5.7 ms).
+#: Bytes of activations one chunk covers: small enough that a chunk's later passes read it
+#: from the cache, large enough that the per-chunk calls and thread hand-offs stay a small
+#: part of its work (much smaller chunks made the layer slower than the portable one).
 CHUNK_BYTES = 2**20
 
 #: Fewest (sample, channel) rows a chunk covers: the per-channel dot products
 #: (:func:`_channel_dots`) are one ``np.matmul`` with a result per row, and NumPy keeps the
 #: GIL through a matmul of at most 500 results (see ``backend._ops.dot``), so smaller
-#: chunks ran their dot products in turn. BatchNorm2d(32) at 28x28 had 10 samples (320
-#: rows) per 1 MiB chunk; with at least 501 rows its forward + backward inside
-#: ``Trainer.fit`` took 6.56 ms where it took 6.87 (``benchmarks/step_profile.py --model cnn
-#: --epochs 6 --variant portaconv.backend.norm.MIN_ROWS=1``).
+#: chunks would run their dot products in turn, one thread at a time. (BatchNorm2d(32) at
+#: 28x28 has 10 samples, 320 rows, per 1 MiB chunk: this bound makes its chunks larger.)
 MIN_ROWS = 501
 
 
@@ -261,9 +258,8 @@ def _per_position(v: np.ndarray, L: int) -> np.ndarray:
     """Per-channel values ``v`` (C,) or (C, 1) as a (C, L) array, each channel's value along
     its L positions: against it a (n, C, L) chunk is contiguous over C and L together, so
     NumPy runs one inner loop per sample, where against (C, 1) it runs one per row of L
-    values; the same numbers (``benchmarks/run.py``'s BatchNorm2d + ReLU case: 1.81x
-    PyTorch's time at the round before, 1.09-1.40x with rows and a one-pass ReLU mask;
-    BENCHMARKS.md)."""
+    values; the same numbers in far fewer NumPy inner loops (``benchmarks/run.py``'s
+    BatchNorm2d + ReLU case)."""
     v = np.reshape(v, (-1, 1))
     return np.ascontiguousarray(np.broadcast_to(v, (v.shape[0], L)))
 
@@ -271,7 +267,8 @@ def _per_position(v: np.ndarray, L: int) -> np.ndarray:
 def _channel_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-channel sums of ``x * y`` for chunks (n, C, L), as :func:`_channel_sums` does
     it: one dot product per row of L values (BLAS, in the arrays' dtype: one pass, no
-    temporary; measured 3-4x faster than a multiply and a sum), then the n rows in float64."""
+    temporary, where a multiply and a sum make two passes and a full-size temporary),
+    then the n rows in float64."""
     return np.matmul(x[:, :, None, :], y[:, :, :, None])[:, :, 0, 0].sum(axis=0, dtype=np.float64)
 
 

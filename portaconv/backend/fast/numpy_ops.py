@@ -18,7 +18,7 @@ from .blas import _split_threads, split_evenly, split_matmul
 from .threads import run_threaded
 
 #: Elements from which an elementwise NumPy pass is split between threads (below it,
-#: ~0.3 ms of work, waking a thread costs about what it saves).
+#: waking a thread costs about what it saves).
 SPLIT_ELEMENTWISE_MIN = 1 << 21
 _ROW = 1024  # NumPy's vector loops want arrays, not a 0-d operand: a row of this many
 
@@ -53,8 +53,7 @@ def _fast_elementwise(*arrays: Any) -> bool:
 
 def relu(x: Any) -> Any:
     """``max(x, 0)`` elementwise, NaN staying NaN. NumPy: against a row of zeros (its vector
-    loop; a 0-d zero takes a scalar loop: 180 against 83 us for 128x6x28x28 float32 in
-    ``benchmarks/numpy_paths.py``), the array's parts between threads."""
+    loop; a 0-d zero takes a slower scalar loop), the array's parts between threads."""
     if not _fast_elementwise(x):
         return None
     out = np.empty_like(x)
@@ -81,14 +80,11 @@ def relu_grad(grad: Any, A: Any) -> Any:
 
 
 #: Elements of a pooling layer's input from which NumPy's passes are shared between
-#: threads, each taking a part of the batch (``benchmarks/numpy_paths.py``, 2 cores,
-#: forward + backward: the zoo cnn's pools over 3.2M and 1.6M elements 5.7 -> 3.3 ms and
-#: 2.7 -> 1.8 ms). LeNet's first pool, 0.6M elements, is shared too: alone in that
-#: benchmark it was 17 % slower shared (its short passes wait on the GIL), but inside
-#: ``Trainer.fit``, where the convolution's threads have just written its input, 10 %
-#: faster (``benchmarks/step_profile.py --model lenet --variant
-#: portaconv.backend._ops.SPLIT_POOL_MIN=1048576``: 0.80 against 0.89 ms); LeNet's second,
-#: 0.2M, was slower shared both ways.
+#: threads, each taking a part of the batch (the zoo cnn's pools, over 3.2M and 1.6M
+#: elements, gain clearly). LeNet's first pool, 0.6M elements, is shared too: alone it
+#: loses by sharing (its short passes wait on the GIL), but inside ``Trainer.fit``, where
+#: the convolution's threads have just written its input, it gains; LeNet's second, 0.2M,
+#: loses both ways.
 SPLIT_POOL_MIN = 1 << 19
 
 
@@ -149,7 +145,7 @@ def _window_max_numpy(
     # The first offset that holds the maximum is the number of offsets before it that do
     # not: argmax = sum over k < K-1 of [views 0..k all differ from Z], each term one
     # comparison folded into a running "not yet" mask and one add of that mask, on bytes
-    # (masked copies or np.where cost ~5x a plain pass).
+    # (masked copies or np.where each cost several plain passes).
     before = np.empty(Z.shape, dtype=bool)  # no offset up to k holds the maximum
     differs = np.empty(Z.shape, dtype=bool)
     np.not_equal(views[0], Z, out=before)

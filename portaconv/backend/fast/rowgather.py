@@ -25,19 +25,18 @@ The sums over kernel rows are BLAS's own (``gemm``'s ``accumulate``, ``beta = 1`
 product adds into Z, or into its rows of dR^T, with no scratch block and no pass to add it.
 ``Z`` reaches NCHW with the bias in one pass. The forward products keep R_ky as BLAS's
 left operand, as it is stored: the same product the other way round, ``W_ky^T @ R_ky^T``
-into Z^T, runs much slower on OpenBLAS's AVX-512 kernels (``benchmarks/numpy_paths.py``,
-the "forward product" rows), and the pass to NCHW, which then reads Z with a stride of
-C_out, costs less than that. The chunks (a few MiB of R each) are split
-between ``num_threads()`` Python threads with OpenBLAS single-threaded (``_threads``): the
-copies, which NumPy runs on one thread, then run on all of them too. A forward keeps the
-R of every chunk for backward when they total at most ``keep_bytes``; otherwise backward
-gathers them again from the input, which it keeps by reference.
+into Z^T, runs much slower on OpenBLAS's AVX-512 kernels, and the pass to NCHW, which
+then reads Z with a stride of C_out, costs less than that. The chunks (a few MiB of R
+each) are split between ``num_threads()`` Python threads with OpenBLAS single-threaded
+(``_threads``): the copies, which NumPy runs on one thread, then run on all of them too.
+A forward keeps the R of every chunk for backward when they total at most ``keep_bytes``;
+otherwise backward gathers them again from the input, which it keeps by reference.
 
 It pays where the gather dominates: the layer uses it for stride 1 or 2 (up to
 :data:`MAX_STRIDE`, K > 1, K >= stride) and at least :data:`MIN_CHANNELS` input channels
 (with fewer, each product is too narrow and the portable path's K*K gather is cheap).
-Measured against ``im2row`` in ``benchmarks/conv_paths.py`` and ``benchmarks/run.py``;
-tested against PyTorch in ``tests/test_fastpaths.py``.
+``benchmarks/engines.py`` compares it with ``im2row`` and the other engines; tested
+against PyTorch in ``tests/test_fastpaths.py``.
 """
 
 from __future__ import annotations
@@ -51,33 +50,31 @@ from ._chunks import PaddedScratch, plan_chunks, run_chunks
 from .blas import dot, gemm
 from .threads import num_threads
 
-#: Fewest input channels for which the row gather pays (``benchmarks/conv_paths.py``, the
-#: two paths interleaved, 2 threads, three runs): with 1 to 3 channels im2row was 1.1-1.5x
-#: faster; with 4 or 5 and a 3x3 kernel the row gather took 0.9-1.3x im2row's time (about
-#: even); with 4 and 5x5, and from 6 channels on, it won by 1.1-1.6x. (One exception:
-#: LeNet's padded 5x5 1->6 without dL/dA ran 12-16 % faster on the row gather.)
+#: Fewest input channels for which the row gather pays: with 1 to 3 channels each product
+#: is too narrow and im2row wins; with 4 or 5 and a 3x3 kernel the two are about even; with
+#: 4 and 5x5, and from 6 channels on, the row gather wins. (One exception: LeNet's padded
+#: 5x5 1 -> 6 without dL/dA is faster on the row gather.)
 MIN_CHANNELS = 4
 
 #: Fewest output channels for which the forward's pass to NCHW (a chunk's Z, rows of C_out
 #: values, plus the bias) writes Z seen as NHWC, so that NumPy's inner loop runs along
-#: those rows; with fewer it runs along Z's rows of W_out values (``benchmarks/
-#: numpy_paths.py``, "pass to NCHW": 0.77x the time with 32 and 64 channels, 1.14x with 16).
+#: those rows; with fewer it runs along Z's rows of W_out values: the longer contiguous run
+#: wins (rows of 32 and 64 channels beat rows of W_out values, rows of 16 do not).
 NHWC_PASS_MIN_CHANNELS = 32
 
 #: Largest stride the row gather takes (with K >= stride: every row of R is read). Strided
 #: layers with many output positions take the NCHW engine first (``nchw.MIN_POSITIONS``);
-#: below that, 3x3 stride 2 128 -> 128 at 14x14 (49 outputs) measured 0.97x im2row's time
-#: on the row gather and 1.20x on NCHW (``benchmarks/conv_paths.py``, a busy machine).
+#: below that, e.g. 3x3 stride 2 128 -> 128 at 14x14 (49 outputs), the row gather is about
+#: even with im2row, while NCHW's per-sample products are too narrow and lose.
 MAX_STRIDE = 2
 
 
 def _pitch(length: int, itemsize: int) -> int:
     """Elements from one row of dR^T to the next for rows of ``length`` elements: one cache
     line more where the rows would be a multiple of 4 KiB apart (every row then starts in
-    the same cache sets). ``benchmarks/numpy_paths.py``, "dL/dA rows apart": the 5x5
-    16 -> 32 at 28x28 in chunks of 8 (rows 28 KiB apart) took 0.86x the time padded,
-    forward + backward on one thread; the 3x3 32 -> 64 at 14x14 in chunks of 32 (rows 28
-    KiB apart too) 1.02x, no gain."""
+    the same cache sets). The padding helps the 5x5 16 -> 32 at 28x28 in chunks of 8 (rows
+    28 KiB apart); for the 3x3 32 -> 64 at 14x14 in chunks of 32 (rows 28 KiB apart too) it
+    neither helps nor hurts."""
     return length + 64 // itemsize if (length * itemsize) % 4096 == 0 else length
 
 

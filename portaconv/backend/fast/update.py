@@ -9,10 +9,9 @@ one reused temporary that stays in the cache::
     v  = beta2 * v + (1 - beta2) * g * g
     p += -step_size * (m / (sqrt(v) / bias_correction2_sqrt + eps))
 
-The pass runs on the calling thread. Sharing the chunks between portaconv's threads was
-measured no faster (``benchmarks/numpy_paths.py``: zoo mlp's 535k parameters, portable
-0.79 ms, fused 0.62 ms on one thread, 0.64 ms shared): the update is bound by memory, and
-each thread's many short NumPy calls take turns at the GIL.
+The pass runs on the calling thread. Sharing the chunks between portaconv's threads does
+not make it faster: the update is bound by memory, and each thread's many short NumPy calls
+take turns at the GIL.
 """
 
 from __future__ import annotations
