@@ -901,7 +901,7 @@ def test_split_matmul_shares_large_products_only(thread_count, monkeypatch):
 
 
 @needs_blas_control
-def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count):
+def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count, monkeypatch):
     """Sequential's forward and backward on NumPy, with a layer that threads its own work
     (a convolution), run with OpenBLAS at 1 thread (its idle threads would otherwise spin
     beside portaconv's), its count back afterwards. An MLP, or one portaconv thread,
@@ -912,19 +912,23 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count)
     start = get_count()
     seen = []
 
-    class Probe:
-        def forward(self, A):
-            seen.append(("forward", get_count(), threads.num_threads()))
-            return A
+    real_forward, real_backward = L.Identity.forward, L.Identity.backward
 
-        def backward(self, dLdZ):
-            seen.append(("backward", get_count(), threads.num_threads()))
-            return dLdZ
+    def forward(self, A):  # a layer of portaconv's, recording the count it runs with
+        seen.append(("forward", get_count(), threads.num_threads()))
+        return real_forward(self, A)
+
+    def backward(self, dLdZ):
+        seen.append(("backward", get_count(), threads.num_threads()))
+        return real_backward(self, dLdZ)
+
+    monkeypatch.setattr(L.Identity, "forward", forward)
+    monkeypatch.setattr(L.Identity, "backward", backward)
 
     thread_count(2)
     with use_backend("numpy", None, "float32"):
-        model = Sequential(L.Conv1d(3, 4, 1), Probe())
-        mlp = Sequential(L.Linear(300, 200), Probe())
+        model = Sequential(L.Conv1d(3, 4, 1), L.Identity())
+        mlp = Sequential(L.Linear(300, 200), L.Identity())
     A = np.ones((64, 3, 100), np.float32)
     Z = model.forward(A)
     model.backward(np.ones(Z.shape, np.float32))
@@ -945,6 +949,41 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count)
     with use_backend("numpy", None, "float32"):
         assert execution_plan([L.Conv2d(1, 2, 3), L.Flatten()]).threads_own_work
         assert not execution_plan([L.Flatten(), L.Linear(4, 2), L.ReLU()]).threads_own_work
+
+
+@needs_blas_control
+@pytest.mark.parametrize("wanted", [1, 3])
+def test_a_count_a_layer_of_the_program_sets_inside_a_model_is_kept(thread_count, wanted):
+    """A layer that is not portaconv's, inside a model that holds OpenBLAS at one thread,
+    sees the program's count and sets another through threadpoolctl: after the model, the
+    count is the one it set, 1 included (which the hold's own 1 used to hide)."""
+    from threadpoolctl import threadpool_limits
+
+    from portaconv.models import Sequential
+
+    get_count = threads._blas()[0]
+    start = get_count()
+    seen = []
+
+    class SetsTheCount:
+        def forward(self, A):
+            seen.append(get_count())
+            threadpool_limits(wanted, user_api="blas")
+            return A
+
+        def backward(self, dLdZ):
+            return dLdZ
+
+    thread_count(2)
+    try:
+        threads._blas()[1](2)
+        with use_backend("numpy", None, "float32"):
+            model = Sequential(L.Conv1d(3, 4, 1), SetsTheCount(), L.Conv1d(4, 2, 1))
+        model.forward(np.ones((64, 3, 100), np.float32))
+        assert seen == [2]  # the program's count, not the hold's 1
+        assert get_count() == wanted
+    finally:
+        threads._blas()[1](start)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -50,7 +50,7 @@ CHUNK_BYTES = 2**20
 
 #: Fewest (sample, channel) rows a chunk covers: the per-channel dot products
 #: (:func:`_channel_dots`) are one ``np.matmul`` with a result per row, and NumPy keeps the
-#: GIL through a matmul of at most 500 results (see ``backend._ops.dot``), so smaller
+#: GIL through a matmul of at most 500 results (see ``blas.dot``), so smaller
 #: chunks would run their dot products in turn, one thread at a time. (BatchNorm2d(32) at
 #: 28x28 has 10 samples, 320 rows, per 1 MiB chunk: this bound makes its chunks larger.)
 MIN_ROWS = 501

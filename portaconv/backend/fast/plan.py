@@ -28,7 +28,7 @@ from typing import Any
 from array_api_compat import is_numpy_array
 
 from .norm import BatchNormTrain, batch_norm_applies
-from .threads import single_threaded_blas
+from .threads import blas_released, single_threaded_blas
 
 
 def _kinds() -> tuple[type, ...]:
@@ -43,24 +43,29 @@ def _kinds() -> tuple[type, ...]:
 
 
 class Step:
-    """One layer alone."""
+    """One layer alone. A layer that is not portaconv's runs with OpenBLAS's count given
+    back to the program (``threads.blas_released``): its code may read or set it."""
 
     def __init__(self, layer: Any, where: str) -> None:
         self.layer, self.where = layer, where
         self.param_names = getattr(layer, "param_names", ())
+        own = type(layer).__module__.startswith("portaconv.")
+        self._context = contextlib.nullcontext if own else blas_released
 
     def forward(self, Z: Any) -> Any:
-        return self.layer.forward(Z)
+        with self._context():
+            return self.layer.forward(Z)
 
     def backward(self, grad: Any, input_grad: bool = True) -> Any:
         layer = self.layer
-        if input_grad or not hasattr(layer, "needs_input_grad"):
-            return layer.backward(grad)
-        saved, layer.needs_input_grad = layer.needs_input_grad, False
-        try:
-            return layer.backward(grad)
-        finally:
-            layer.needs_input_grad = saved
+        with self._context():
+            if input_grad or not hasattr(layer, "needs_input_grad"):
+                return layer.backward(grad)
+            saved, layer.needs_input_grad = layer.needs_input_grad, False
+            try:
+                return layer.backward(grad)
+            finally:
+                layer.needs_input_grad = saved
 
 
 class PoolThenReLU:

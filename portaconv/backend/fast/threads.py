@@ -2,38 +2,41 @@
 (and its ``cblas_?gemm``, found with it: :func:`blas_gemm`).
 
 NumPy runs its copies and additions on one thread and its matrix products on OpenBLAS's
-threads. The row-gather convolution (``conv/rowgather.py``) instead splits its batch chunks between
-:func:`num_threads` Python threads, each calling OpenBLAS single-threaded, so that copies
-and products both use every thread. It keeps as many threads busy as BLAS alone would: by
-default :func:`num_threads` *is* OpenBLAS's thread count (``OPENBLAS_NUM_THREADS``, or a
-threadpoolctl limit, applies). ``PORTACONV_NUM_THREADS`` or :func:`set_num_threads`
-overrides it; 1 turns the threading off. The threads are one pool per process
+threads. The convolution engines (``rowgather.py``, ``nchw.py``, ``im2row.py``) instead
+split their batch chunks between :func:`num_threads` Python threads, each calling OpenBLAS
+single-threaded, so that copies and products both use every thread. It keeps as many
+threads busy as BLAS alone would: by default :func:`num_threads` *is* OpenBLAS's thread
+count (``OPENBLAS_NUM_THREADS``, or a threadpoolctl limit, applies).
+``PORTACONV_NUM_THREADS`` or :func:`set_num_threads` overrides it; 1 turns the threading
+off. The threads are one pool per process
 (:func:`run_threaded`: the caller runs the first task, a pool thread each other one, handed
 over through a pair of locks); a call made while another thread of the program has the
 pool runs its tasks one after another on its own thread.
 
 A model whose layers thread their own work holds OpenBLAS at 1 thread for its whole forward
-and backward (:func:`single_threaded_blas`): OpenBLAS's idle threads spin for ~0.1 s after
+and backward (:func:`single_threaded_blas`): OpenBLAS's idle threads spin for a while after
 each product they share (``OPENBLAS_THREAD_TIMEOUT``), and while they spin portaconv's own
 threads get less of the cores.
 
 The side effect, and why it is bounded: OpenBLAS has one process-wide thread count (NumPy's
 bundled OpenBLAS offers no per-thread one that works: ``openblas_set_num_threads_local``
-was measured to act process-wide), so while a threaded call runs the count is 1 for the
+acts process-wide there), so while a threaded call runs the count is 1 for the
 whole process, and a BLAS call made meanwhile by another thread of the program runs
 single-threaded (same results, slower). The count is restored when the last of any
 overlapping threaded calls ends, unless something else (a threadpoolctl limit the program
-set meanwhile) has changed it from portaconv's 1: that setting is then left as it is. The
-library is found through ctypes as the
-``libscipy_openblas`` that NumPy's wheels bundle; where it is not (another BLAS, a source
-build), the chunks run one after another in the calling thread and nothing is changed.
+set meanwhile) has changed it from portaconv's 1: that setting is then left as it is. A
+layer that is not portaconv's runs inside a model with the count given back
+(:func:`blas_released`), so a count it sets, 1 included, is the one restored. The library
+is the BLAS NumPy loaded, found and controlled through threadpoolctl (OpenBLAS, MKL or BLIS);
+where there is none, the chunks run one after another in the calling thread and nothing is
+changed. OpenBLAS's ``cblas_?gemm`` is called directly where it is NumPy's bundled
+``libscipy_openblas``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import glob
 import os
 import sys
 import threading
@@ -61,33 +64,41 @@ _task = threading.local()  # .running: this thread is running one of run_threade
 
 
 def _find_openblas() -> tuple[Callable[[], int], Callable[[Any], None], Any, dict] | None:
-    """OpenBLAS's (get_num_threads, set_num_threads, get_corename, {dtype name: gemm}) in
-    NumPy's bundled library; the gemm entries are ``cblas_sgemm`` and ``cblas_dgemm`` with
-    their argument types set (:func:`blas_gemm`)."""
-    import numpy as np
+    """(get_num_threads, set_num_threads, get_corename or None, {dtype name: gemm}) of the
+    BLAS that NumPy loaded, found through threadpoolctl (OpenBLAS, MKL or BLIS).
 
-    np_dir = os.path.dirname(np.__file__)
-    patterns = [
-        os.path.join(np_dir, os.pardir, "numpy.libs", "libscipy_openblas*"),  # Linux wheels
-        os.path.join(np_dir, ".dylibs", "libscipy_openblas*"),  # macOS wheels
-    ]
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern)):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for prefix, suffix in _SPELLINGS:
-                get_fn, set_fn, core_fn = (
-                    getattr(lib, f"{prefix}{name}{suffix}", None)
-                    for name in ("get_num_threads", "set_num_threads", "get_corename")
-                )
-                if get_fn is not None and set_fn is not None:
-                    get_fn.restype = ctypes.c_int
-                    if core_fn is not None:
-                        core_fn.restype = ctypes.c_char_p
-                    return get_fn, set_fn, core_fn, _gemms(lib, prefix, suffix)
-    return None
+    OpenBLAS's count is read and set through its own functions (ctypes): threadpoolctl's
+    setter lets only one "controlling" Python thread change OpenBLAS's count, and
+    portaconv's holds come from whichever thread runs a model. The gemm entries,
+    ``cblas_sgemm`` and ``cblas_dgemm`` with their argument types set (:func:`blas_gemm`),
+    are found for NumPy's bundled scipy-openblas only."""
+    import numpy
+    from threadpoolctl import ThreadpoolController
+
+    found = ThreadpoolController().select(user_api="blas").lib_controllers
+    if not found:
+        return None
+    numpy_dir = os.path.dirname(os.path.dirname(numpy.__file__))
+    lib = next((c for c in found if c.filepath.startswith(numpy_dir)), found[0])
+    if lib.internal_api != "openblas":
+        return lib.get_num_threads, lib.set_num_threads, None, {}
+    cdll = ctypes.CDLL(lib.filepath)
+    for prefix, suffix in _SPELLINGS:
+        get_fn, set_fn, core_fn = (
+            getattr(cdll, f"{prefix}{name}{suffix}", None)
+            for name in ("get_num_threads", "set_num_threads", "get_corename")
+        )
+        if get_fn is not None and set_fn is not None:
+            get_fn.restype = ctypes.c_int
+            if core_fn is not None:
+                core_fn.restype = ctypes.c_char_p
+            gemms = _gemms(cdll, prefix, suffix)
+            return get_fn, _int_setter(set_fn), core_fn, gemms
+    return lib.get_num_threads, lib.set_num_threads, None, {}
+
+
+def _int_setter(set_fn: Any) -> Callable[[int], None]:
+    return lambda n: set_fn(ctypes.c_int(n))
 
 
 def _gemms(lib: Any, prefix: str, suffix: str) -> dict[str, Any]:
@@ -135,7 +146,9 @@ def blas_kernels() -> str | None:
     if blas is None or blas[2] is None:
         return None
     name = blas[2]()
-    return name.decode(errors="replace").strip() if name else None
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return name.strip() if name else None
 
 
 def blas_gemm(dtype_name: str) -> Any:
@@ -180,7 +193,7 @@ def _single_threaded_blas() -> Iterator[None]:
     with _lock:
         if _depth == 0:
             _saved = get_fn()
-            set_fn(ctypes.c_int(1))
+            set_fn(1)
         _depth += 1
     try:
         yield
@@ -190,7 +203,7 @@ def _single_threaded_blas() -> Iterator[None]:
             # A count other than our 1 was set meanwhile by the program (threadpoolctl):
             # theirs is the newer wish, keep it.
             if _depth == 0 and get_fn() == 1:
-                set_fn(ctypes.c_int(_saved))
+                set_fn(_saved)
 
 
 @contextlib.contextmanager
@@ -198,7 +211,7 @@ def single_threaded_blas() -> Iterator[None]:
     """OpenBLAS held at 1 thread for the block (restored as :func:`run_threaded` restores
     it), where portaconv's threads do the parallel work: a model's forward and backward on
     NumPy. Why it matters: after a product on several threads, OpenBLAS's idle threads spin
-    on the cores for a while (``OPENBLAS_THREAD_TIMEOUT``, ~0.1 s by default) and slow
+    on the cores for a while (``OPENBLAS_THREAD_TIMEOUT``) and slow
     every thread of portaconv's that runs meanwhile; held at 1, they never wake. Nothing is
     changed where OpenBLAS is not found or ``num_threads()`` is 1."""
     if num_threads() <= 1 or not blas_thread_control():
@@ -206,6 +219,28 @@ def single_threaded_blas() -> Iterator[None]:
         return
     with _single_threaded_blas():
         yield
+
+
+@contextlib.contextmanager
+def blas_released() -> Iterator[None]:
+    """Within a hold (:func:`single_threaded_blas`), OpenBLAS's count given back to the
+    program for the block: where a model runs a layer that is not portaconv's, whose code
+    may read or set the count. A count it sets (1 included) is the one the hold restores
+    when it ends."""
+    global _saved
+    blas = _blas()
+    with _lock:
+        held = _depth > 0 and blas is not None
+        if held:
+            blas[1](_saved)
+    try:
+        yield
+    finally:
+        if held:
+            with _lock:
+                _saved = blas[0]()
+                if _depth > 0:
+                    blas[1](1)
 
 
 def blas_held() -> bool:
@@ -237,8 +272,7 @@ class _Worker:
     """One thread of the pool: it sleeps on its ``go`` lock until handed a task, runs it and
     releases ``done``. Two bare locks, where a ``ThreadPoolExecutor`` has a queue, a future
     and a condition per task (Python code on both sides, under the GIL), so less time
-    passes between the caller's first task and the others' (``benchmarks/numpy_paths.py``,
-    the "handoff" row)."""
+    passes between the caller's first task and the others'."""
 
     def __init__(self) -> None:
         self._go, self._done = threading.Lock(), threading.Lock()
@@ -340,7 +374,7 @@ def share_cores(processes: int) -> int | None:
     set_num_threads(threads)
     blas = _blas()
     if blas is not None:
-        blas[1](ctypes.c_int(threads))
+        blas[1](threads)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
