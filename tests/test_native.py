@@ -3,10 +3,10 @@ and the operation count of a training step.
 
 The layer tests (tests/test_layers.py) run every layer with the fast paths on ("auto"):
 NumPy's engines and torch's native bodies (strided views, scatter-adds). Here the same
-PyTorch-oracle tests run again on NumPy and torch with them off
-(``fast_paths("never")``), so the reference half is tested on every backend. The
-operation count is deterministic (a count, not a timing): one LeNet training step through portaconv's torch backend dispatches at most twice the aten
-operations of the same step in plain PyTorch.
+PyTorch-oracle tests run again on NumPy and torch with them off (``fast_paths("never")``),
+so the reference half is tested on every backend. The operation count is deterministic (a
+count, not a timing): one LeNet training step through portaconv's torch backend dispatches
+at most twice the aten operations of the same step in plain PyTorch.
 """
 
 from __future__ import annotations
