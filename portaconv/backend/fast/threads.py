@@ -46,8 +46,14 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 # Symbol spellings (prefix, suffix), tried in order: NumPy's bundled scipy-openblas (64-bit
-# integer build, then 32-bit), then a plain OpenBLAS; e.g. scipy_openblas_get_num_threads64_.
-_SPELLINGS = (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", ""))
+# integer build, then 32-bit; NumPy 2), then OpenBLAS's own (NumPy 1.26 bundles the 64-bit
+# build as openblas_..._64_); e.g. scipy_openblas_get_num_threads64_.
+_SPELLINGS = (
+    ("scipy_openblas_", "64_"),
+    ("scipy_openblas_", ""),
+    ("openblas_", "64_"),
+    ("openblas_", ""),
+)
 
 _UNSET = object()
 _openblas: Any = _UNSET  # (get, set, corename) once looked up; None where not found
