@@ -236,11 +236,6 @@ def test_run_quick(runs):
 
 def test_engines_quick(runs):
     code, out, err = runs[1]["engines"].result()
-    import portaconv.backend
-
-    if not hasattr(portaconv.backend, "fast_paths"):  # until main's switch lands
-        assert code != 0 and "has no portaconv.backend.fast_paths" in err
-        return
     assert code == 0, f"engines.py failed:\n{out}\n{err}"
     cases = report(runs, "e.json")["cases"]
     names = [c["name"] for c in cases]
@@ -315,6 +310,8 @@ def test_mpi_scaling_quick(runs):
     assert "scaling efficiency on 2" in out
     data = report(runs, "m.json")
     assert data["images_per_second"].keys() == {"1", "2"} and data["bytes_per_step"] > 0
+    assert data["allreduce_ms"] > 0
+    assert all(0 < row["efficiency"] <= 1 for row in data["cost_model"])
 
 
 def test_gpu_check_dry_run(runs):

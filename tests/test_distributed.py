@@ -361,19 +361,3 @@ def test_the_main_job_on_two_ranks(tmp_path):
 
     assert accuracy(one) > 0.95
     assert abs(accuracy(two) - accuracy(one)) <= 0.015
-
-
-@needs_mpi
-def test_scaling_benchmark_runs(tmp_path):
-    """benchmarks/mpi_scaling.py end to end, tiny (its figures are not asserted)."""
-    import json
-
-    script = HERE.parent / "benchmarks" / "mpi_scaling.py"
-    report = tmp_path / "scaling.json"
-    tiny = ("--rounds", "1", "--steps", "2", "--batch", "8", "--json", str(report))
-    result = run(0, str(script), *tiny, dtype="float32", backend=ORCHESTRATION)
-    assert result.returncode == 0, result.stderr
-    data = json.loads(report.read_text())
-    assert data["bytes_per_step"] > 0 and data["allreduce_ms"] > 0
-    assert set(data["images_per_second"]) == {"1", "2"}
-    assert all(0 < row["efficiency"] <= 1 for row in data["cost_model"])
