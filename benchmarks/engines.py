@@ -266,14 +266,8 @@ def print_counts(results: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    threads = harness.set_threads(args.threads)
-    import portaconv
-
-    harness.set_torch_threads(threads)
-    try:
-        ctx = harness.make_context(args.backend, args.device)
-    except (portaconv.BackendUnavailableError, ValueError) as exc:
-        print(f"benchmarks/engines.py: {exc}", file=sys.stderr)
+    ctx = harness.start(args, "engines.py")
+    if ctx is None:
         return 2
     harness.fast_paths("auto")  # a clear message now if this portaconv has no switch
     cases = [c for c in all_cases(args) if not args.cases or re.search(args.cases, c.name)]

@@ -403,6 +403,21 @@ class Context:
         return torch.from_numpy(np.array(x)).to(self.torch_device).requires_grad_(grad)
 
 
+def start(args: Any, script: str) -> Context | None:
+    """A script's start: threads for NumPy and torch (``args.threads``), then
+    :func:`make_context` for ``args.backend`` and ``args.device``; None, after one line on
+    stderr naming ``script``, where that backend cannot run (the script exits 2)."""
+    threads = set_threads(args.threads)
+    import portaconv
+
+    set_torch_threads(threads)
+    try:
+        return make_context(args.backend, args.device)
+    except (portaconv.BackendUnavailableError, ValueError) as exc:
+        print(f"benchmarks/{script}: {exc}", file=sys.stderr)
+        return None
+
+
 def make_context(name: str, device: Any = None) -> Context:
     """Select portaconv's backend (float32) and the torch device that mirrors it; TF32 off
     on CUDA so that both sides compute in float32. Raises ``BackendUnavailableError`` or

@@ -202,14 +202,8 @@ def print_results(results: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    threads = harness.set_threads(args.threads)
-    import portaconv
-
-    harness.set_torch_threads(threads)
-    try:
-        ctx = harness.make_context(args.backend, args.device)
-    except (portaconv.BackendUnavailableError, ValueError) as exc:
-        print(f"benchmarks/run.py: {exc}", file=sys.stderr)
+    ctx = harness.start(args, "run.py")
+    if ctx is None:
         return 2
     cases = all_cases(args.quick)
     if args.cases:
