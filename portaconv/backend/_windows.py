@@ -20,9 +20,12 @@ from ._arrays import slice_add, slice_set
 from .fast import body
 
 
-def conv_out_size(in_size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
-    """Output length of a valid sliding window: floor((in + 2p - k) / s) + 1 (PyTorch's)."""
-    return (in_size + 2 * padding - kernel_size) // stride + 1
+def conv_out_size(
+    in_size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
+    """Output length of a valid sliding window: floor((in + 2p - d (k - 1) - 1) / s) + 1
+    (PyTorch's; a window of ``k`` taps ``d`` apart spans ``d (k - 1) + 1``)."""
+    return (in_size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
 
 
 def swap_leading_axes(x: Any) -> Any:
@@ -31,25 +34,44 @@ def swap_leading_axes(x: Any) -> Any:
     return xp.permute_dims(x, (1, 0, *range(2, x.ndim)))
 
 
-def pad_spatial(x: Any, padding: Sequence[int]) -> Any:
-    """Zero-pad the trailing ``len(padding)`` axes of ``x`` by ``padding[i]`` on each side:
-    a zero array and one slice assignment (``xpx.pad``'s result, with less fixed cost)."""
-    if not any(padding):
+def pad_pairs(padding: Sequence[int | Sequence[int]]) -> tuple[tuple[int, int], ...]:
+    """Per-axis padding as ``(left, right)`` pairs: an int ``p`` is ``(p, p)``."""
+    return tuple(
+        (int(p[0]), int(p[1])) if isinstance(p, (tuple, list)) else (int(p), int(p))
+        for p in padding
+    )
+
+
+def pad_spatial(x: Any, padding: Sequence[int | Sequence[int]]) -> Any:
+    """Zero-pad the trailing ``len(padding)`` axes of ``x``: ``padding[i]`` is an int (that
+    many zeros on each side) or a ``(left, right)`` pair. A zero array and one slice
+    assignment (``xpx.pad``'s result, with less fixed cost)."""
+    pairs = pad_pairs(padding)
+    if not any(left or right for left, right in pairs):
         return x
     if (fast := body("pad_spatial", x)) is not None:
-        return fast(x, padding)
+        return fast(x, pairs)
     xp = array_namespace(x)
-    lead = x.ndim - len(padding)
-    shape = (*x.shape[:lead], *(n + 2 * p for n, p in zip(x.shape[lead:], padding)))
+    lead = x.ndim - len(pairs)
+    spatial = x.shape[lead:]
+    shape = (*x.shape[:lead], *(n + left + right for n, (left, right) in zip(spatial, pairs)))
     padded = xp.zeros(shape, dtype=x.dtype, device=device(x))
-    interior = (...,) + tuple(slice(p, p + n) for n, p in zip(x.shape[lead:], padding))
+    interior = (...,) + tuple(slice(left, left + n) for n, (left, _) in zip(spatial, pairs))
     return slice_set(padded, interior, x)
 
 
-def window_index(offset: Sequence[int], stride: Sequence[int], out_size: Sequence[int]) -> tuple:
-    """The strided slices that pick, for each output position, the element at ``offset``."""
+def window_index(
+    offset: Sequence[int],
+    stride: Sequence[int],
+    out_size: Sequence[int],
+    dilation: Sequence[int] | None = None,
+) -> tuple:
+    """The strided slices that pick, for each output position, the element at kernel
+    ``offset``: position ``o * stride + offset * dilation`` (dilation 1 by default)."""
+    dilation = dilation or (1,) * len(offset)
+    starts = [k * d for k, d in zip(offset, dilation)]
     return (...,) + tuple(
-        slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, stride, out_size)
+        slice(t, t + s * (n - 1) + 1, s) for t, s, n in zip(starts, stride, out_size)
     )
 
 
@@ -59,26 +81,41 @@ def kernel_offsets(kernel_size: Sequence[int]) -> list[tuple[int, ...]]:
 
 
 def windows(
-    x: Any, kernel_size: Sequence[int], stride: Sequence[int], out_size: Sequence[int]
+    x: Any,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    out_size: Sequence[int],
+    dilation: Sequence[int] | None = None,
 ) -> list[Any]:
-    """The strided views ``x[..., i::s, j::s]`` (cropped to ``out_size``), one per offset."""
-    return [x[window_index(o, stride, out_size)] for o in kernel_offsets(kernel_size)]
+    """The strided views ``x[..., i d::s, j d::s]`` (cropped to ``out_size``), one per
+    kernel offset ``(i, j)``."""
+    return [x[window_index(o, stride, out_size, dilation)] for o in kernel_offsets(kernel_size)]
+
+
+def _dilation_arg(dilation: Sequence[int] | None) -> tuple[int, ...] | None:
+    """None for no dilation (what the fast bodies are called without), else the tuple."""
+    return None if dilation is None or all(d == 1 for d in dilation) else tuple(dilation)
 
 
 def im2col(
-    x: Any, kernel_size: Sequence[int], stride: Sequence[int], out_size: Sequence[int]
+    x: Any,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    out_size: Sequence[int],
+    dilation: Sequence[int] | None = None,
 ) -> Any:
     """Gather sliding windows: ``(C, N, *in)`` -> ``(C, prod(K), N, *out_size)``.
 
-    ``cols[c, k, n, *o] = x[c, n, *(o * stride + offset_k)]`` with offsets in row-major
-    order: one copy, made as a loop over the kernel offsets (Chainer's ``im2col_cpu``).
-    Channels lead so that ``reshape(cols, (C * prod(K), N * prod(out)))`` is a view and a
-    convolution is a single matrix product over the whole batch.
+    ``cols[c, k, n, *o] = x[c, n, *(o * stride + offset_k * dilation)]`` with offsets in
+    row-major order: one copy, made as a loop over the kernel offsets (Chainer's
+    ``im2col_cpu``). Channels lead so that ``reshape(cols, (C * prod(K), N * prod(out)))``
+    is a view and a convolution is a single matrix product over the whole batch.
     """
+    dilation = _dilation_arg(dilation)
     if (fast := body("im2col", x)) is not None:
-        return fast(x, kernel_size, stride, out_size)
+        return fast(x, kernel_size, stride, out_size, dilation)
     xp = array_namespace(x)
-    return xp.stack(windows(x, kernel_size, stride, out_size), axis=1)
+    return xp.stack(windows(x, kernel_size, stride, out_size, dilation), axis=1)
 
 
 def col2im(
@@ -87,17 +124,19 @@ def col2im(
     kernel_size: Sequence[int],
     stride: Sequence[int],
     out_size: Sequence[int],
+    dilation: Sequence[int] | None = None,
 ) -> Any:
     """Adjoint of :func:`im2col`: scatter-add ``(C, prod(K), N, *out)`` into ``in_shape``,
     a loop over the kernel offsets, each a ``+=`` on one strided slice."""
+    dilation = _dilation_arg(dilation)
     if math.prod(kernel_size) == 1 and tuple(in_shape[2:]) == tuple(out_size):
         return cols[:, 0, ...]  # a 1x1 kernel at stride 1: every input is hit exactly once
     if (fast := body("col2im", cols)) is not None:
-        return fast(cols, in_shape, kernel_size, stride, out_size)
+        return fast(cols, in_shape, kernel_size, stride, out_size, dilation)
     xp = array_namespace(cols)
     x = xp.zeros(tuple(in_shape), dtype=cols.dtype, device=device(cols))
     for k, offset in enumerate(kernel_offsets(kernel_size)):
-        x = slice_add(x, window_index(offset, stride, out_size), cols[:, k, ...])
+        x = slice_add(x, window_index(offset, stride, out_size, dilation), cols[:, k, ...])
     return x
 
 

@@ -46,28 +46,31 @@ def strided_windows(
     stride: Sequence[int],
     out_size: Sequence[int],
     kernel_axis: int,
+    dilation: Sequence[int] | None = None,
 ) -> Any:
     """Every window of ``x`` (*lead, *in) as one view: ``(*lead[:kernel_axis], *K,
-    *lead[kernel_axis:], *out_size)``, holding ``x[*l, *(o * stride + k)]`` (no copy)."""
+    *lead[kernel_axis:], *out_size)``, holding ``x[*l, *(o * stride + k * dilation)]``
+    (no copy)."""
     nd = len(kernel_size)
+    dilation = dilation or (1,) * nd
     lead, lead_strides = tuple(x.shape[:-nd]), tuple(x.stride()[:-nd])
     in_strides = tuple(x.stride()[-nd:])
     shape = (*lead[:kernel_axis], *kernel_size, *lead[kernel_axis:], *out_size)
     strides = (
         *lead_strides[:kernel_axis],
-        *in_strides,
+        *(t * d for t, d in zip(in_strides, dilation)),
         *lead_strides[kernel_axis:],
         *(t * s for t, s in zip(in_strides, stride)),
     )
     return x.as_strided(shape, strides)  # at x's own storage offset (torch.compile traces this)
 
 
-def pad(x: Any, padding: Sequence[int]) -> Any:
-    """Zero-pad the trailing ``len(padding)`` axes by ``padding[i]`` on each side, in one
-    operation."""
+def pad(x: Any, padding: Sequence[tuple[int, int]]) -> Any:
+    """Zero-pad the trailing ``len(padding)`` axes by ``padding[i] = (left, right)``, in
+    one operation."""
     import torch.nn.functional as F
 
-    return F.pad(x, tuple(p for p in reversed(padding) for _ in range(2)))
+    return F.pad(x, tuple(p for pair in reversed(padding) for p in pair))
 
 
 def index_add(target: Any, axis: int, index: Any, values: Any) -> Any:
@@ -115,23 +118,25 @@ def _cached_table(xp: Any, dev: Any, kind: str, geometry: tuple) -> Any:
 def _table_values(np: Any, kind: str, *geometry: Any) -> Any:
     """The index tables, as NumPy arrays.
 
-    ``"col2im"``, (batch, in_size, kernel_size, stride, out_size): for each (k, n, *o) in
-    row-major order, the flat position ``n * prod(in) + (o * stride + k)`` in (n, *in).
-    ``"offsets"``, (in_size, kernel_size): the flat position of each kernel offset ``k``
-    in ``in_size``. ``"window_starts"``, (in_size, stride, out_size): the flat position of
-    each window's first element ``o * stride``.
+    ``"col2im"``, (batch, in_size, kernel_size, stride, out_size, dilation): for each
+    (k, n, *o) in row-major order, the flat position ``n * prod(in) + (o * stride + k *
+    dilation)`` in (n, *in). ``"offsets"``, (in_size, kernel_size[, dilation]): the flat
+    position of each kernel offset ``k * dilation`` in ``in_size``. ``"window_starts"``,
+    (in_size, stride, out_size): the flat position of each window's first element
+    ``o * stride``.
     """
     if kind == "col2im":
-        batch, in_size, kernel_size, stride, out_size = geometry
-        offsets = _table_values(np, "offsets", in_size, kernel_size)
+        batch, in_size, kernel_size, stride, out_size, dilation = geometry
+        offsets = _table_values(np, "offsets", in_size, kernel_size, dilation)
         starts = _table_values(np, "window_starts", in_size, stride, out_size)
         per_item = (offsets[:, None] + starts[None, :])[:, None, :]
         images = math.prod(in_size) * np.arange(batch)[None, :, None]
         return (per_item + images).reshape(-1)
     if kind == "offsets":
-        in_size, kernel_size = geometry
+        in_size, kernel_size, *dilated = geometry
+        dilation = (dilated[0] if dilated else None) or (1,) * len(kernel_size)
         grid = np.indices(kernel_size).reshape(len(kernel_size), -1)
-        return np.ravel_multi_index(tuple(grid), in_size)
+        return np.ravel_multi_index(tuple(g * d for g, d in zip(grid, dilation)), in_size)
     if kind == "window_starts":
         in_size, stride, out_size = geometry
         grid = np.indices(out_size).reshape(len(out_size), -1)
@@ -143,24 +148,25 @@ def _table_values(np: Any, kind: str, *geometry: Any) -> Any:
 # ---------------------------------------------------------- bodies of the portable functions
 
 
-def pad_spatial(x: Any, padding: Sequence[int]) -> Any:
-    """``pad_spatial`` as the library's pad, one operation."""
+def pad_spatial(x: Any, padding: Sequence[tuple[int, int]]) -> Any:
+    """``pad_spatial`` (``(left, right)`` per axis) as the library's pad, one operation."""
     return pad(x, padding)
 
 
-def im2col(x: Any, kernel_size: Sequence[int], stride: Sequence[int], out_size: Sequence[int]):
+def im2col(x: Any, kernel_size, stride, out_size, dilation=None) -> Any:
     """``im2col``: every window as one strided view, then one copy."""
     xp = array_namespace(x)
-    view = strided_windows(x, kernel_size, stride, out_size, kernel_axis=1)
+    view = strided_windows(x, kernel_size, stride, out_size, kernel_axis=1, dilation=dilation)
     return xp.reshape(view, (x.shape[0], math.prod(kernel_size), x.shape[1], *out_size))
 
 
-def col2im(cols: Any, in_shape, kernel_size, stride, out_size) -> Any:
+def col2im(cols: Any, in_shape, kernel_size, stride, out_size, dilation=None) -> Any:
     """``col2im``: one scatter-add of every column at once, at positions from an index
     table made once per geometry."""
     xp = array_namespace(cols)
     C, N, spatial = in_shape[0], in_shape[1], tuple(in_shape[2:])
-    geometry = (N, spatial, tuple(kernel_size), tuple(stride), tuple(out_size))
+    dilation = None if dilation is None else tuple(dilation)
+    geometry = (N, spatial, tuple(kernel_size), tuple(stride), tuple(out_size), dilation)
     index = index_table(cols, "col2im", *geometry)
     x = xp.zeros((C, N * math.prod(spatial)), dtype=cols.dtype, device=device(cols))
     x = index_add(x, 1, index, xp.reshape(cols, (C, -1)))
