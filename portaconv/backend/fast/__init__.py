@@ -44,14 +44,17 @@ def body(op: str, *arrays: Any) -> Callable[..., Any] | None:
     return None
 
 
-def conv_engine(A: Any, nd: int, kernel_size: int, stride: int, padding: int) -> Any:
-    """A fast engine for this convolution, or None: the reference engine runs."""
+def conv_engine(
+    A: Any, nd: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any = 1, groups: int = 1
+) -> Any:
+    """A fast engine for this convolution, or None: the reference engine runs. Arguments as
+    ``backend._conv.ReferenceConv`` takes them."""
     forced = forced_conv_engine()
     if forced == "reference" or not fast_enabled():
         return None
     from .engines import conv_engine as choose
 
-    return choose(A, nd, kernel_size, stride, padding, forced)
+    return choose(A, nd, kernel_size, stride, padding, forced, dilation, groups)
 
 
 def transposed_engine(A: Any, nd: int, kernel_size: int, factor: int) -> Any:

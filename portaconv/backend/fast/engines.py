@@ -22,6 +22,11 @@ Z (N, C_out, *out).
                     scatter-add (``strided.py``)
 ==================  ================================================================
 
+Every engine takes one kernel size, stride and padding for all axes (a cubic kernel,
+symmetric padding), dilation 1 and one group: :func:`square_geometry` says whether a
+convolution is one of those; any other (tuple arguments that differ per axis, ``"same"``
+padding split unevenly, dilation, groups) is the reference engine's.
+
 The NumPy engines split the batch into cache-sized chunks shared between portaconv's
 threads. :func:`transposed_engine` does the same for the handout's transposed convolution
 (``transposed.py``), on NumPy.
@@ -63,12 +68,54 @@ def _build(name: str, A: Any, nd: int, kernel_size: int, stride: int, padding: i
     return Im2RowConv(nd, kernel_size, stride, padding, *budget)
 
 
+def _same(values: Any, nd: int) -> int | None:
+    """The one int of an int or of a tuple of ``nd`` equal ints, else None."""
+    if isinstance(values, int):
+        return values
+    values = tuple(values)
+    return values[0] if len(values) == nd and len(set(values)) == 1 else None
+
+
+def square_geometry(
+    nd: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any = 1, groups: int = 1
+) -> tuple[int, int, int] | None:
+    """``(K, stride, padding)`` as ints where the fast engines can take the convolution
+    (the same kernel size and stride on every axis, the same padding on both sides of every
+    axis, no dilation, one group), else None. Arguments as ``ReferenceConv`` takes them:
+    ints, or per axis (``padding``: an int or a ``(left, right)`` pair per axis)."""
+    if not isinstance(padding, int):
+        padding = [p if isinstance(p, int) else _same(p, 2) for p in padding]
+        padding = None if None in padding else _same(padding, nd)
+    found = (_same(kernel_size, nd), _same(stride, nd), padding)
+    if None in found or _same(dilation, nd) != 1 or groups != 1:
+        return None
+    return found  # type: ignore[return-value]
+
+
 def conv_engine(
-    A: Any, nd: int, kernel_size: int, stride: int, padding: int, forced: str | None = None
+    A: Any,
+    nd: int,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    forced: str | None = None,
+    dilation: Any = 1,
+    groups: int = 1,
 ) -> Any:
     """The fast engine for a convolution of ``A`` (N, C_in, *in), or None where none
     applies (the reference engine then runs). ``forced`` names the engine to use; one that
-    cannot take ``A`` is a ValueError."""
+    cannot take ``A`` or this geometry is a ValueError."""
+    square = square_geometry(nd, kernel_size, stride, padding, dilation, groups)
+    if square is None:
+        if forced is not None:
+            raise ValueError(
+                f"fast_paths(conv={forced!r}): that engine cannot take this convolution "
+                f"(kernel_size={kernel_size}, stride={stride}, padding={padding}, "
+                f"dilation={dilation}, groups={groups}: it takes one kernel size, stride and "
+                "symmetric padding for every axis, dilation 1 and groups 1)"
+            )
+        return None
+    kernel_size, stride, padding = square
     out = [(n + 2 * padding - kernel_size) // stride + 1 for n in A.shape[2:]]
     positions = math.prod(out)
     if forced is not None:
