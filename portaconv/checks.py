@@ -40,6 +40,22 @@ def check_int(owner: str, arg: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def check_int_tuple(
+    owner: str, arg: str, value: Any, length: int, minimum: int = 1
+) -> int | tuple[int, ...]:
+    """An integer hyper-parameter >= ``minimum``, or a tuple (or list) of ``length`` of them
+    (one per spatial axis, as PyTorch's ``kernel_size=(3, 5)``): an int stays an int, a
+    sequence becomes a tuple."""
+    if not isinstance(value, (tuple, list)):
+        return check_int(owner, arg, value, minimum)
+    if len(value) != length:
+        what = "integer" if length == 1 else "integers"
+        raise ValueError(
+            f"{owner}: {arg} must be an integer or a tuple of {length} {what}, got {value!r}"
+        )
+    return tuple(check_int(owner, f"{arg}[{i}]", v, minimum) for i, v in enumerate(value))
+
+
 def check_array(owner: str, x: Any, arg: str, layout: str, ndim: int | Sequence[int]) -> Any:
     """Check an input array's type, dtype and rank; return its namespace.
 
