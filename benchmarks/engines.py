@@ -1,6 +1,7 @@
 """portaconv's engines against each other and against PyTorch, case by case.
 
-    python benchmarks/engines.py [--backend numpy] [--device DEV] [--set layers|thresholds]
+    python benchmarks/engines.py [--backend numpy] [--device DEV]
+                                 [--set layers|thresholds|grouped]
                                  [--cases REGEX] [--rounds 9] [--threads T] [--json FILE]
                                  [--count-ops] [--quick]
 
@@ -22,9 +23,13 @@ per-round ratio to ``auto``, and the largest relative difference from torch's re
 ``--set layers`` (default) are ``run.py``'s layers, the zoo's training steps and an Adam
 update; ``--set thresholds`` are convolution shapes around the switches between NumPy's
 engines (few channels, small windows, strided, 1x1, few positions), to check on another
-machine where each engine wins. ``--count-ops`` (torch backend) counts the aten operations
-of one step of each variant and of PyTorch instead of timing them: on a GPU each is at least
-one kernel launch, so a small network's step is bound by their number.
+machine where each engine wins. ``--set grouped`` are depthwise and grouped convolutions of
+MobileNet's and ResNeXt's kind; on NumPy they also run ``offset_loop``, the same forward and
+backward written in this script as a loop over the kernel offsets (depthwise: ``Z += W[:, 0,
+k] * A_pad[..., window k]``; grouped: one product per offset, batched over the groups), the
+form portaconv's reference must not be slower than. ``--count-ops`` (torch backend) counts
+the aten operations of one step of each variant and of PyTorch instead of timing them: on a
+GPU each is at least one kernel launch, so a small network's step is bound by their number.
 """
 
 from __future__ import annotations
@@ -58,6 +63,19 @@ THRESHOLD_SHAPES_2D = [
     (32, 64, 1, 1, 28, 0, 64, True),  # 1x1
     (256, 64, 1, 1, 7, 0, 64, True),
 ]
+# C_in, C_out, groups, K, stride, size, batch (padding K // 2): depthwise (groups == C_in,
+# MobileNet's, with a depth multiplier of 2 once), then grouped (ResNeXt's)
+GROUPED_SHAPES = [
+    (32, 32, 32, 3, 1, 16, 64),
+    (32, 32, 32, 3, 2, 16, 64),
+    (64, 64, 64, 3, 1, 16, 64),
+    (128, 128, 128, 3, 1, 8, 64),
+    (128, 128, 128, 3, 2, 8, 64),
+    (32, 64, 32, 3, 1, 16, 64),
+    (64, 64, 2, 3, 1, 16, 64),
+    (64, 64, 8, 3, 1, 8, 64),
+    (128, 128, 32, 3, 1, 8, 64),
+]
 THRESHOLD_SHAPES_1D = [
     (24, 8, 8, 4, 128, 0, 128, False),  # the handout's scanning MLP as a CNN: 31 positions
     (32, 64, 3, 1, 64, 1, 64, True),
@@ -76,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="portaconv backend (default: $PORTACONV_BACKEND or numpy)",
     )
     parser.add_argument("--device", default=os.environ.get("PORTACONV_DEVICE", "").strip() or None)
-    parser.add_argument("--set", choices=("layers", "thresholds"), default="layers")
+    parser.add_argument("--set", choices=("layers", "thresholds", "grouped"), default="layers")
     parser.add_argument("--cases", metavar="REGEX", help="only cases whose name matches")
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds per case")
     parser.add_argument("--threads", type=int, help="CPU threads for both (default: all)")
@@ -107,9 +125,76 @@ def threshold_cases() -> list[harness.Case]:
     return cases
 
 
+def grouped_cases(quick: bool = False) -> list[harness.Case]:
+    shapes = [(8, 8, 8, 3, 1, 8, 4), (8, 8, 2, 3, 2, 8, 4)] if quick else GROUPED_SHAPES
+    cases = []
+    for c_in, c_out, groups, K, stride, size, N in shapes:
+        kind = "depthwise" if groups == c_in else f"g{groups}"
+        name = f"conv2d_{kind}_{K}x{K}_s{stride}_{c_in}-{c_out}_{size}x{size}_N{N}"
+        cases.append(
+            harness.conv_case(name, 2, N, c_in, c_out, K, size, stride, K // 2, groups=groups)
+        )
+    return cases
+
+
+def offset_loop(inputs: dict[str, Any], groups: int, stride: int, padding: int) -> Callable:
+    """Forward and backward of a grouped 2-d convolution in NumPy as a loop over the kernel
+    offsets, each a strided window of the padded input: depthwise, a product by one weight
+    per channel; otherwise one matrix product per offset, batched over samples and groups.
+    Returns the step: () -> (Z, dL/dA, dL/dW, dL/db)."""
+    import numpy as np
+
+    A, W, b, dZ = inputs["A"], inputs["W"], inputs["b"], inputs["dLdZ"]
+    N, C_in, H, Wd = A.shape
+    C_out, per_group, KH, KW = W.shape
+    G, M = groups, C_out // groups
+    out_h, out_w = dZ.shape[2:]
+    depthwise = per_group == 1
+
+    def window(x: Any, i: int, j: int) -> Any:
+        rows = slice(i, i + stride * (out_h - 1) + 1, stride)
+        return x[:, :, rows, j : j + stride * (out_w - 1) + 1 : stride]
+
+    def step() -> tuple[Any, ...]:
+        A_pad = np.pad(A, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+        dA_pad = np.zeros_like(A_pad)
+        dW = np.empty_like(W)
+        if depthwise:  # (N, C_in, M, out_h, out_w): M filters per input channel
+            dZ_m = dZ.reshape(N, C_in, M, out_h, out_w)
+            Z = np.empty(dZ_m.shape, dtype=A.dtype)
+            Z[...] = b.reshape(1, C_in, M, 1, 1)
+            W_m = W.reshape(C_in, M, KH, KW)
+            for i in range(KH):
+                for j in range(KW):
+                    win, w = window(A_pad, i, j), W_m[None, :, :, i, j, None, None]
+                    Z += w * win[:, :, None]
+                    window(dA_pad, i, j)[...] += (w * dZ_m).sum(axis=2)
+                    dW[:, 0, i, j] = np.einsum("ncmhw,nchw->cm", dZ_m, win).reshape(-1)
+        else:  # (N, G, channels of a group, out_h * out_w)
+            dZ_g = dZ.reshape(N, G, M, -1)
+            Z = np.broadcast_to(b.reshape(1, G, M, 1), dZ_g.shape).copy()
+            W_g = W.reshape(G, M, per_group, KH, KW)
+            dW_g = dW.reshape(G, M, per_group, KH, KW)
+            for i in range(KH):
+                for j in range(KW):
+                    win = window(A_pad, i, j).reshape(N, G, per_group, -1)  # a copy
+                    W_k = W_g[:, :, :, i, j]  # (G, M, per_group)
+                    Z += np.matmul(W_k, win)
+                    d_win = np.matmul(np.swapaxes(W_k, 1, 2), dZ_g)
+                    window(dA_pad, i, j)[...] += d_win.reshape(N, C_in, out_h, out_w)
+                    dW_g[:, :, :, i, j] = np.matmul(dZ_g, np.swapaxes(win, 2, 3)).sum(axis=0)
+        Z = Z.reshape(dZ.shape)
+        dA = dA_pad[:, :, padding : padding + H, padding : padding + Wd]
+        return Z, dA, dW, dZ.sum(axis=(0, 2, 3))
+
+    return step
+
+
 def all_cases(args: argparse.Namespace) -> list[harness.Case]:
     if args.set == "thresholds":
         return threshold_cases()
+    if args.set == "grouped":
+        return grouped_cases(args.quick)
     cases = harness.layer_cases(args.quick)
     models = ("lenet",) if args.quick else harness.MODELS
     cases += harness.network_cases(args.quick, models)
@@ -170,6 +255,9 @@ def time_case(
 ) -> dict[str, Any]:
     pair = case.build(ctx)
     steps, firsts, skipped = build_sides(case, ctx)
+    if "groups" in case.tags and ctx.name == "numpy":  # the loop portaconv must not lose to
+        loop = offset_loop(pair.inputs, **case.tags)
+        steps["offset_loop"], firsts["offset_loop"] = loop, host_copies(loop())
     reference = host_copies(pair.torch())
     sides = {"torch": harness.timer(pair.torch, ctx.sync)}
     sides.update({name: harness.timer(step, ctx.sync) for name, step in steps.items()})

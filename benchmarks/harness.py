@@ -459,13 +459,17 @@ def torch_layer(layer: Any) -> Any:
     def tensor(x: Any) -> Any:
         return torch.from_numpy(np.array(to_numpy(x), dtype=np.float32))
 
-    if isinstance(layer, L.Conv2d):
-        twin = torch.nn.Conv2d(
-            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding
-        )
-    elif isinstance(layer, L.Conv1d):
-        twin = torch.nn.Conv1d(
-            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding
+    if isinstance(layer, (L.Conv1d, L.Conv2d)):
+        kind = torch.nn.Conv2d if isinstance(layer, L.Conv2d) else torch.nn.Conv1d
+        twin = kind(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            dilation=getattr(layer, "dilation", 1),  # older versions: neither option
+            groups=getattr(layer, "groups", 1),
+            bias="b" in layer.param_names,
         )
     elif isinstance(layer, L.Linear):
         twin = torch.nn.Linear(layer.in_features, layer.out_features)
@@ -490,7 +494,8 @@ def torch_layer(layer: Any) -> Any:
     if isinstance(layer, (L.Conv1d, L.Conv2d, L.Linear)):
         with torch.no_grad():
             twin.weight.copy_(tensor(layer.W))
-            twin.bias.copy_(tensor(layer.b))
+            if twin.bias is not None:
+                twin.bias.copy_(tensor(layer.b))
     return twin
 
 
@@ -530,6 +535,7 @@ class Pair:
     portaconv: Callable[[], tuple[Any, ...]]
     torch: Callable[[], tuple[Any, ...]]
     compare: bool = True  # False where the two steps differ by design (dropout masks)
+    inputs: dict[str, Any] = field(default_factory=dict)  # the NumPy data, where a script needs it
 
 
 @dataclass
@@ -580,9 +586,11 @@ def conv_case(
     padding: int = 0,
     group: str = "layer",
     input_grad: bool = True,
+    groups: int = 1,
 ) -> Case:
     """Conv1d or Conv2d forward + backward against F.conv1d / F.conv2d + autograd; with
-    ``input_grad=False`` without dL/dA on both sides (a network's first layer)."""
+    ``input_grad=False`` without dL/dA on both sides (a network's first layer); ``groups``
+    as both take it (``c_in``: depthwise). The pair's ``inputs`` hold A, W, b and dL/dZ."""
     out = out_size(size, K, stride, padding)
 
     def build(ctx: Context) -> Pair:
@@ -593,13 +601,14 @@ def conv_case(
         from portaconv.layers import Conv1d, Conv2d
 
         rng = _rng()
-        bound = 1 / math.sqrt(c_in * K**nd)
-        W, b = _uniform(rng, bound, c_out, c_in, *(K,) * nd), _uniform(rng, bound, c_out)
+        bound = 1 / math.sqrt(c_in // groups * K**nd)
+        W = _uniform(rng, bound, c_out, c_in // groups, *(K,) * nd)
+        b = _uniform(rng, bound, c_out)
         A = rng.standard_normal((N, c_in, *(size,) * nd), dtype=np.float32)
         dLdZ = rng.standard_normal((N, c_out, *(out,) * nd), dtype=np.float32)
-        layer = (Conv1d if nd == 1 else Conv2d)(
-            c_in, c_out, K, stride, padding, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b
-        )
+        init = {"weight_init_fn": lambda *_: W, "bias_init_fn": lambda *_: b}
+        options = {"groups": groups} if groups != 1 else {}  # older versions lack groups=
+        layer = (Conv1d if nd == 1 else Conv2d)(c_in, c_out, K, stride, padding, **init, **options)
         layer.needs_input_grad = input_grad
         A_pc, dLdZ_pc = ctx.pc(A), ctx.pc(dLdZ)
 
@@ -614,13 +623,15 @@ def conv_case(
         wrt = (A_t, W_t, b_t) if input_grad else (W_t, b_t)
 
         def run_torch() -> tuple[Any, ...]:
-            Z = torch_conv(A_t, W_t, b_t, stride=stride, padding=padding)
+            Z = torch_conv(A_t, W_t, b_t, stride=stride, padding=padding, groups=groups)
             return (Z.detach(), *torch.autograd.grad(Z, wrt, dLdZ_t))
 
-        return Pair(run_pc, run_torch)
+        inputs = {"A": A, "W": W, "b": b, "dLdZ": dLdZ}
+        return Pair(run_pc, run_torch, inputs=inputs)
 
-    flops = conv_flops(N, c_in, c_out, K, nd, out**nd) * (1 if input_grad else 2 / 3)
-    return Case(name, group, build, flops, N, size**nd, conv=True)
+    flops = conv_flops(N, c_in // groups, c_out, K, nd, out**nd) * (1 if input_grad else 2 / 3)
+    tags = {"groups": groups, "stride": stride, "padding": padding} if groups != 1 else {}
+    return Case(name, group, build, flops, N, size**nd, conv=True, tags=tags)
 
 
 def conv_transpose_case(name: str, N: int, c_in: int, c_out: int, K: int, k: int, size: int):
