@@ -42,20 +42,21 @@ def pad_pairs(padding: Sequence[int | Sequence[int]]) -> tuple[tuple[int, int], 
     )
 
 
-def pad_spatial(x: Any, padding: Sequence[int | Sequence[int]]) -> Any:
-    """Zero-pad the trailing ``len(padding)`` axes of ``x``: ``padding[i]`` is an int (that
-    many zeros on each side) or a ``(left, right)`` pair. A zero array and one slice
-    assignment (``xpx.pad``'s result, with less fixed cost)."""
+def pad_spatial(x: Any, padding: Sequence[int | Sequence[int]], value: float = 0.0) -> Any:
+    """Pad the trailing ``len(padding)`` axes of ``x`` with ``value`` (zeros; max pooling pads
+    with -inf): ``padding[i]`` is an int (that many on each side) or a ``(left, right)``
+    pair. A filled array and one slice assignment (``xpx.pad``'s result, with less fixed
+    cost)."""
     pairs = pad_pairs(padding)
     if not any(left or right for left, right in pairs):
         return x
     if (fast := body("pad_spatial", x)) is not None:
-        return fast(x, pairs)
+        return fast(x, pairs, value)
     xp = array_namespace(x)
     lead = x.ndim - len(pairs)
     spatial = x.shape[lead:]
     shape = (*x.shape[:lead], *(n + left + right for n, (left, right) in zip(spatial, pairs)))
-    padded = xp.zeros(shape, dtype=x.dtype, device=device(x))
+    padded = xp.full(shape, value, dtype=x.dtype, device=device(x))
     interior = (...,) + tuple(slice(left, left + n) for n, (left, _) in zip(spatial, pairs))
     return slice_set(padded, interior, x)
 

@@ -65,12 +65,12 @@ def strided_windows(
     return x.as_strided(shape, strides)  # at x's own storage offset (torch.compile traces this)
 
 
-def pad(x: Any, padding: Sequence[tuple[int, int]]) -> Any:
-    """Zero-pad the trailing ``len(padding)`` axes by ``padding[i] = (left, right)``, in
-    one operation."""
+def pad(x: Any, padding: Sequence[tuple[int, int]], value: float = 0.0) -> Any:
+    """Pad the trailing ``len(padding)`` axes by ``padding[i] = (left, right)`` with ``value``
+    (zeros by default), in one operation."""
     import torch.nn.functional as F
 
-    return F.pad(x, tuple(p for pair in reversed(padding) for p in pair))
+    return F.pad(x, tuple(p for pair in reversed(padding) for p in pair), value=value)
 
 
 def index_add(target: Any, axis: int, index: Any, values: Any) -> Any:
@@ -148,9 +148,9 @@ def _table_values(np: Any, kind: str, *geometry: Any) -> Any:
 # ---------------------------------------------------------- bodies of the portable functions
 
 
-def pad_spatial(x: Any, padding: Sequence[tuple[int, int]]) -> Any:
+def pad_spatial(x: Any, padding: Sequence[tuple[int, int]], value: float = 0.0) -> Any:
     """``pad_spatial`` (``(left, right)`` per axis) as the library's pad, one operation."""
-    return pad(x, padding)
+    return pad(x, padding, value)
 
 
 def im2col(x: Any, kernel_size, stride, out_size, dilation=None) -> Any:
