@@ -5,14 +5,15 @@ A model runs its steps in order and backpropagates through them in reverse; each
 paths off every layer is its own step. With them on, the plan groups:
 
 - ``BatchNorm`` (:class:`NormStep`), alone, with the ``ReLU`` after it, or with a ReLU and a
-  max pooling: on NumPy in training, chunked passes shared between threads, one pass over
-  the activations each way where the layers make two or three (``norm.py``); with the
-  pooling, the BatchNorm's input is pooled first where every channel's scale is positive.
-  Elsewhere the layers in turn.
+  max pooling without padding: on NumPy in training, chunked passes shared between threads,
+  one pass over the activations each way where the layers make two or three (``norm.py``);
+  with the pooling, the BatchNorm's input is pooled first where every channel's scale is
+  positive. Elsewhere the layers in turn.
 - ``ReLU`` + max pooling (:class:`PoolThenReLU`): the pooling first, then the ReLU on its
   output, the ReLU's backward first. Max commutes with the nondecreasing ReLU, so the
   outputs are equal (a zero's sign aside) and, as both orders send a window's gradient to
   its first maximum, so are the gradients; the ReLU then touches 1/kernel^d of the values.
+  With padding too: a padded -inf never wins a window, which always holds an input element.
 
 A container (a model inside a model) is one step: its own forward runs its own plan. While
 the steps run on NumPy, OpenBLAS is held at one thread (:meth:`Plan.held`) where some layer
@@ -156,12 +157,17 @@ def plan(layers: list[Any], fast: bool) -> Plan:
     def is_max_pool(layer: Any) -> bool:
         return isinstance(layer, pool_kind) and layer._max
 
+    def unpadded_max_pool(layer: Any) -> bool:
+        # NormStep's pooled-first backward writes the pooling's gradient straight into the
+        # input's chunks: a padded pool's gradient has the padded shape, so it runs alone
+        return is_max_pool(layer) and not any(layer._padding)
+
     steps: list[Any] = []
     i = 0
     while i < len(layers):
         layer = layers[i]
         relu_next = i + 1 < len(layers) and type(layers[i + 1]) is relu_kind
-        pool_after = i + 2 < len(layers) and is_max_pool(layers[i + 2])
+        pool_after = i + 2 < len(layers) and unpadded_max_pool(layers[i + 2])
         if isinstance(layer, norm_kind):
             count = 1 + relu_next + (relu_next and pool_after)
             relu = layers[i + 1] if relu_next else None
