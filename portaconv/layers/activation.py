@@ -1,9 +1,19 @@
-"""Elementwise activations and softmax: ``forward(Z) -> A``, ``backward(dLdA) -> dLdZ``."""
+"""Elementwise activations and softmax: ``forward(Z) -> A``, ``backward(dLdA) -> dLdZ``.
+
+Where a derivative has a kink, the side that takes which slope is PyTorch's (checked against
+torch autograd at the kink values), so that gradients agree there too: ReLU and ReLU6 have
+slope 0 at 0 (ReLU6 also at 6), Hardswish 0 at -3 and 1 at 3 (its middle formula on the
+open interval (-3, 3) only). A NaN input passes its gradient through ReLU, ReLU6 and
+Hardswish, as PyTorch's scalar kernels do (its vectorised CPU kernels give ReLU6 and
+Hardswish 0 or NaN there, depending on the element's position).
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from array_api_compat import device
 
 from ..backend._special import erf
 from ..backend._windows import relu, relu_grad
@@ -54,12 +64,17 @@ class Identity(Activation):
         return dLdA
 
 
+def _sigmoid(xp: Any, Z: Any) -> Any:
+    """1 / (1 + exp(-Z)), evaluated without overflow for large |Z|."""
+    e = xp.exp(-xp.abs(Z))
+    return xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 class Sigmoid(Activation):
     """A = 1 / (1 + exp(-Z)), evaluated without overflow for large |Z|."""
 
     def _apply(self, xp, Z):
-        e = xp.exp(-xp.abs(Z))
-        return xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return _sigmoid(xp, Z)
 
     def _chain(self, xp, dLdA):
         return dLdA * self.A * (1.0 - self.A)
@@ -85,6 +100,48 @@ class ReLU(Activation):
     def _chain(self, xp, dLdA):
         # A != 0 is not (Z <= 0): a NaN input passes its gradient, as in PyTorch.
         return relu_grad(dLdA, self.A)
+
+
+class ReLU6(Activation):
+    """A = min(max(Z, 0), 6), as ``torch.nn.ReLU6``; the derivative is 1 on the open interval
+    (0, 6) and 0 at and beyond the kinks 0 and 6 (a NaN passes its gradient)."""
+
+    def _apply(self, xp, Z):
+        return xp.clip(Z, 0.0, 6.0)
+
+    def _chain(self, xp, dLdA):
+        Z, zero = self.Z, xp.zeros((), dtype=dLdA.dtype, device=device(dLdA))
+        return xp.where((Z <= 0.0) | (Z >= 6.0), zero, dLdA)
+
+
+class SiLU(Activation):
+    """A = Z sigmoid(Z) (swish), as ``torch.nn.SiLU``; dA/dZ = s (1 + Z (1 - s)), s =
+    sigmoid(Z)."""
+
+    def _apply(self, xp, Z):
+        self._s = _sigmoid(xp, Z)
+        return Z * self._s
+
+    def _chain(self, xp, dLdA):
+        s = self._s
+        return dLdA * (s * (1.0 + self.Z * (1.0 - s)))
+
+
+class Hardswish(Activation):
+    """A = Z min(max(Z + 3, 0), 6) / 6 (MobileNetV3's), as ``torch.nn.Hardswish``.
+
+    dA/dZ is 0 for Z <= -3, Z / 3 + 1/2 for -3 < Z < 3 and 1 for Z >= 3: PyTorch's sides at
+    the kinks (a NaN passes its gradient).
+    """
+
+    def _apply(self, xp, Z):
+        return Z * xp.clip(Z + 3.0, 0.0, 6.0) / 6.0
+
+    def _chain(self, xp, dLdA):
+        Z, zero = self.Z, xp.zeros((), dtype=dLdA.dtype, device=device(dLdA))
+        # where, not a product with a 0/1 slope: an infinite gradient stays 0 below -3
+        middle = xp.where(Z < 3.0, dLdA * (Z / 3.0 + 0.5), dLdA)
+        return xp.where(Z <= -3.0, zero, middle)
 
 
 class LeakyReLU(Activation):
