@@ -103,14 +103,14 @@ def conv_transpose_twin(nd: int, kernel_size: int, factor: int) -> Callable[...,
     )
 
 
-def pool_twin(nd: int, is_max: bool, kernel: int, stride: int | None):
+def pool_twin(nd: int, is_max: bool, kernel, stride, padding=0):
     fn = {
         (1, True): F.max_pool1d,
         (2, True): F.max_pool2d,
         (1, False): F.avg_pool1d,
         (2, False): F.avg_pool2d,
     }[nd, is_max]
-    return lambda A: fn(A, kernel, stride)  # stride None: the kernel, as portaconv's default
+    return lambda A: fn(A, kernel, stride, padding)  # stride None: the kernel, as portaconv's
 
 
 def upsample_twin(nd: int, factor: int) -> Callable[..., torch.Tensor]:
@@ -197,19 +197,23 @@ def conv_transpose(nd, cin, cout, size, k, factor, n=2, bad_inputs=()):
     )
 
 
-def pool(cls, nd, size, kernel, stride, n=2, c=3, bad_inputs=()):
+def pool(cls, nd, size, kernel, stride, n=2, c=3, bad_inputs=(), padding=0):
     """A max or mean pool; ``stride=None`` leaves the layer's default (the kernel)."""
     is_max = "Max" in cls.__name__
     spatial = _spatial(size, nd)
     hyper = {"kernel": kernel}
-    if stride is not None and cls not in (L.MaxPool2d_stride1, L.MeanPool2d_stride1):
-        hyper["stride"] = stride
+    if cls not in (L.MaxPool2d_stride1, L.MeanPool2d_stride1):
+        hyper["padding"] = padding
+        if stride is not None:
+            hyper["stride"] = stride
     return LayerSpec(
-        f"{cls.__name__}-in{spatial}-k{kernel}-s{stride}" + (f"-c{c}" if c != 3 else ""),
+        f"{cls.__name__}-in{spatial}-k{kernel}-s{stride}"
+        + (f"-p{padding}" if padding else "")
+        + (f"-c{c}" if c != 3 else ""),
         cls,
         (n, c, *spatial),
         _image_layout(nd, "C"),
-        pool_twin(nd, is_max, kernel, stride),
+        pool_twin(nd, is_max, kernel, stride, padding),
         hyper=hyper,
         ranks=(nd + 2,),
         kink=1e-3 if is_max else None,  # ties between window elements are tested on their own
@@ -558,8 +562,9 @@ SPECS: list[LayerSpec] = [
 
 # The rows of other modules, built on the classes above (kept under ~600 lines each)
 from .specs_conv import ROWS as CONV_ROWS  # noqa: E402
+from .specs_normpool import NORMPOOL_SPECS  # noqa: E402
 
-SPECS += CONV_ROWS
+SPECS += CONV_ROWS + NORMPOOL_SPECS
 
 
 def one_per_layer(specs: Sequence[LayerSpec]) -> list[LayerSpec]:
