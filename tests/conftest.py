@@ -164,6 +164,13 @@ def _float64_runs_on_numpy(name, device, dtype):
     return name == "numpy" or dtype != "float64"
 
 
+def _compiles_each_shape_once(name, device, dtype):
+    # JAX compiles every operation anew for each shape it meets: a hypothesis sweep over
+    # geometries costs it a minute per test, where the layer table's rows cover these
+    # layers on JAX (its immutable arrays, its bodies) in a few shapes
+    return name != "jax"
+
+
 #: Tests that take a backend fixture but check what only some backends (or one dtype) have:
 #: on the others they are deselected at collection, so that no skip stands for a pass.
 ONLY_WHERE: dict[str, Callable[[str, Any, str | None], bool]] = {
@@ -180,6 +187,8 @@ ONLY_WHERE: dict[str, Callable[[str, Any, str | None], bool]] = {
         _reads_wait_for_a_device,
     "test_device_step.py::test_the_read_guards_catch_a_read": _reads_wait_for_a_device,
     "test_layers.py::test_non_contiguous_input": _has_strides,
+    "test_normpool.py::test_padded_pools_any_geometry_match_torch": _compiles_each_shape_once,
+    "test_normpool.py::test_adaptive_avg_pool_any_size_matches_torch": _compiles_each_shape_once,
     "test_fastpaths.py::test_conv_matches_torch_whole_batch_and_in_chunks":
         _chunks_where_engines_chunk,
     **{f"test_training.py::{name}": _float64_runs_on_numpy for name in (
