@@ -56,22 +56,6 @@ def check_int_tuple(
     return tuple(check_int(owner, f"{arg}[{i}]", v, minimum) for i, v in enumerate(value))
 
 
-def check_ints_per_axis(
-    owner: str, arg: str, value: Any, axes: int, minimum: int = 1
-) -> tuple[int, ...]:
-    """An integer hyper-parameter per spatial axis, as PyTorch takes it: one integer for every
-    axis, or a tuple (or list) of ``axes`` integers, each >= ``minimum``; returned as a tuple
-    of ``axes`` Python ints."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != axes:
-            raise ValueError(
-                f"{owner}: {arg} must be an integer or a tuple of {axes} integers "
-                f"(one per spatial axis), got {value!r}"
-            )
-        return tuple(check_int(owner, f"{arg}[{i}]", v, minimum) for i, v in enumerate(value))
-    return (check_int(owner, arg, value, minimum),) * axes
-
-
 def check_array(owner: str, x: Any, arg: str, layout: str, ndim: int | Sequence[int]) -> Any:
     """Check an input array's type, dtype and rank; return its namespace.
 

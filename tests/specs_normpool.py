@@ -124,8 +124,7 @@ def _bad_pool(cls_arg: str, kernel, allowed) -> list[BadHyper]:
                  rf"padding=\(1, 1\) must be at most half the kernel \({cls_arg}=\(3, 1\) "
                  r"allows padding up to \(1, 0\)\)$"),
         BadHyper("kernel-3-axes", {cls_arg: (3, 3, 3)}, ValueError,
-                 rf"{cls_arg} must be an integer or a tuple of 2 integers \(one per spatial "
-                 r"axis\), got \(3, 3, 3\)$"),
+                 rf"{cls_arg} must be an integer or a tuple of 2 integers, got \(3, 3, 3\)$"),
         BadHyper("stride-axis-0", {"stride": (2, 0)}, ValueError,
                  r"stride\[1\] must be a positive integer, got 0$"),
         BadHyper("padding-axis-negative", {"padding": (0, -1)}, ValueError,
@@ -228,8 +227,7 @@ NORMPOOL_SPECS: list[LayerSpec] = [
     adaptive(2, (7, 5), (3, 2), bad_inputs=[too_small_for_output((2, 3, 2, 5), (3, 2), (2, 5))],
              bad_hyper=[
         BadHyper("output_size-3-axes", {"output_size": (3, 2, 1)}, ValueError,
-                 r"output_size must be an integer or a tuple of 2 integers \(one per spatial "
-                 r"axis\), got \(3, 2, 1\)$"),
+                 r"output_size must be an integer or a tuple of 2 integers, got \(3, 2, 1\)$"),
         BadHyper("output_size-axis-0", {"output_size": (3, 0)}, ValueError,
                  r"output_size\[1\] must be a positive integer, got 0$"),
     ]),

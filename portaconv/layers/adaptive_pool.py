@@ -25,8 +25,9 @@ from typing import Any
 
 from array_api_compat import device
 
-from ..checks import check_ints_per_axis, shape_str
+from ..checks import check_int_tuple, shape_str
 from ._base import Layer, spec_of
+from .pool import per_axis
 
 
 def averaging_matrix(xp: Any, in_size: int, out_size: int, dtype: Any, dev: Any) -> Any:
@@ -45,10 +46,9 @@ class _AdaptiveAvgPoolNd(Layer):
     _layout = ""
 
     def __init__(self, output_size: int | tuple[int, ...]) -> None:
-        per_axis = check_ints_per_axis(self.name, "output_size", output_size, self._nd)
         #: as given, an int or a tuple (PyTorch keeps it so)
-        self.output_size = per_axis if isinstance(output_size, (tuple, list)) else per_axis[0]
-        self._out = per_axis
+        self.output_size = check_int_tuple(self.name, "output_size", output_size, self._nd)
+        self._out = per_axis(self.output_size, self._nd)
         self._matrices: tuple[Any, ...] = ()  # P per axis, of the last forward
         self._in_shape: tuple[int, ...] | None = None
         self._spec = None

@@ -37,7 +37,7 @@ from ..backend._windows import (
     window_scatter,
     windows,
 )
-from ..checks import check_ints_per_axis, shape_str
+from ..checks import check_int_tuple, shape_str
 from ._base import Layer, spec_of
 
 _LAYOUT = {1: "(N, C, W_in)", 2: "(N, C, H_in, W_in)"}
@@ -45,9 +45,9 @@ _LAYOUT = {1: "(N, C, W_in)", 2: "(N, C, H_in, W_in)"}
 IntOrTuple = int | tuple[int, ...]
 
 
-def _as_given(value: Any, per_axis: tuple[int, ...]) -> IntOrTuple:
-    """A checked hyper-parameter as the user gave it: an int, or a tuple per axis."""
-    return per_axis if isinstance(value, (tuple, list)) else per_axis[0]
+def per_axis(value: IntOrTuple, nd: int) -> tuple[int, ...]:
+    """A checked int-or-tuple hyper-parameter as one int per spatial axis."""
+    return value if isinstance(value, tuple) else (value,) * nd
 
 
 class _PoolNd(Layer):
@@ -74,17 +74,17 @@ class _PoolNd(Layer):
         """Check and keep the geometry: ``kernel``, ``stride``, ``padding`` as given (an int
         or a tuple), ``_kernel``, ``_stride``, ``_padding`` as tuples per axis."""
         nd = self._nd
-        self._kernel = check_ints_per_axis(self.name, self._kernel_arg, kernel, nd)
-        self.kernel = _as_given(kernel, self._kernel)
-        if stride is None:
-            self._stride, self.stride = self._kernel, self.kernel
-        else:
-            self._stride = check_ints_per_axis(self.name, "stride", stride, nd)
-            self.stride = _as_given(stride, self._stride)
-        self._padding = check_ints_per_axis(self.name, "padding", padding, nd, minimum=0)
-        self.padding = _as_given(padding, self._padding)
+        self.kernel = check_int_tuple(self.name, self._kernel_arg, kernel, nd)
+        self.stride = (
+            self.kernel if stride is None else check_int_tuple(self.name, "stride", stride, nd)
+        )
+        self.padding = check_int_tuple(self.name, "padding", padding, nd, minimum=0)
+        self._kernel, self._stride, self._padding = (
+            per_axis(v, nd) for v in (self.kernel, self.stride, self.padding)
+        )
         if any(p > k // 2 for p, k in zip(self._padding, self._kernel)):
-            most = _as_given(self.kernel, tuple(k // 2 for k in self._kernel))
+            half = tuple(k // 2 for k in self._kernel)
+            most = half if isinstance(self.kernel, tuple) else half[0]
             raise ValueError(
                 f"{self.name}: padding={self.padding} must be at most half the kernel "
                 f"({self._kernel_arg}={self.kernel} allows padding up to {most})"
