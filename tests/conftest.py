@@ -23,11 +23,23 @@ from hypothesis import HealthCheck, settings
 import portaconv
 from portaconv.backend import COMPILING_BACKENDS, BackendUnavailableError, make_backend
 
+from .layer_specs import REFERENCE
+
+#: Each layer class's reference row of the table (its first).
+_REFERENCE_IDS = frozenset(spec.id for spec in REFERENCE)
+
 # The backend fixtures hold a fixed choice, so sharing them across examples is safe.
 _shared = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.register_profile("ci", max_examples=25, derandomize=True, **_shared)
 settings.register_profile("dev", max_examples=100, **_shared)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# JAX compiles every operation anew for each shape it meets, so each example of a geometry
+# sweep costs it a compilation of the whole layer: it draws fewer. The sweeps' code is the
+# reference half, which the other backends run with the full count of examples.
+settings.register_profile("ci-jax", max_examples=6, derandomize=True, **_shared)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE")
+    or ("ci-jax" if os.environ.get("PORTACONV_BACKEND", "").strip() == "jax" else "ci")
+)
 
 _ENV_BACKEND = os.environ.get("PORTACONV_BACKEND", "").strip()
 _ENV_DEVICE = os.environ.get("PORTACONV_DEVICE", "").strip() or None
@@ -120,44 +132,47 @@ ON_THE_SESSIONS_BACKEND: dict[str, frozenset[str]] = {
 BACKEND_FIXTURES = frozenset({"bk", "bk64", "backend_choice"})
 
 
-def _compiles(name, device, dtype):
+def _compiles(name, device, dtype, **_):
     # compile=True runs on torch and JAX (portaconv.backend.COMPILING_BACKENDS); one dtype
     # is enough to compare a compiled run with the eager one, and each compiles anew
     return name in COMPILING_BACKENDS and dtype == "float32"
 
 
-def _has_native_bodies(name, device, dtype):
+def _has_native_bodies(name, device, dtype, **_):
     # the backends with a fast half (portaconv.backend.fast): NumPy and torch; elsewhere
     # fast_paths("never") runs the same reference code as "auto"
     return name in ("numpy", "torch")
 
 
-def _reads_wait_for_a_device(name, device, dtype):
+def _reads_wait_for_a_device(name, device, dtype, **_):
     # the read guards of test_device_step are for torch and JAX; NumPy and array-api-strict
     # arrays live in host memory, where reading one waits for nothing
     return name in ("torch", "jax")
 
 
-def _torch_on_the_cpu(name, device, dtype):
+def _torch_on_the_cpu(name, device, dtype, **_):
     # benchmarks/engines.py --count-ops counts the aten operations of the torch backend on
     # the CPU
     return name == "torch" and device in (None, "cpu")
 
 
-def _has_strides(name, device, dtype):
+def _has_strides(name, device, dtype, **_):
     # a strided view of a JAX array is a new contiguous array (JAX arrays have no strides):
     # there the test would repeat test_forward_backward_match_torch exactly
     return name != "jax"
 
 
-def _chunks_where_engines_chunk(name, device, dtype, per_chunk=None, keep=True):
+def _chunks_where_engines_chunk(name, device, dtype, per_chunk=None, keep=True, **_):
     # the chunk budget and the kept matrices are the fast engines' (NumPy's, torch's); on
     # the other backends the reference engine runs the same code for every budget, so one
-    # budget is enough there
+    # budget is enough there, and none on JAX, where the table's convolution rows are that
+    # same code (each further shape a compilation)
+    if name == "jax":
+        return False
     return name in ("numpy", "torch") or (per_chunk is None and keep)
 
 
-def _float64_runs_on_numpy(name, device, dtype):
+def _float64_runs_on_numpy(name, device, dtype, **_):
     # the training stack end to end (the CLI, Trainer, resume): its own code is the same in
     # either dtype, whose effect is the layers' (the conformance table checks both dtypes on
     # every backend); so float64 on NumPy, float32 on the other backends
@@ -169,6 +184,52 @@ def _compiles_each_shape_once(name, device, dtype):
     # geometries costs it a minute per test, where the layer table's rows cover these
     # layers on JAX (its immutable arrays, its bodies) in a few shapes
     return name != "jax"
+
+
+def _every_row_where_geometry_picks_the_engine(name, device, dtype, row=None, **_):
+    # a check of a class's own code (the output shape a gradient is compared with, the dtype
+    # promotion) that runs on every row where the row's geometry chooses among engines (the
+    # fast halves of NumPy and torch) and on each class's reference row elsewhere, where
+    # every row runs the same reference code; the shapes themselves are Python integers,
+    # the same on every backend
+    return name in ("numpy", "torch") or row is None or row.id in _REFERENCE_IDS
+
+
+def _float32_on_jax_but_reference_rows(name, device, dtype, row=None, **_):
+    # JAX compiles every operation anew for each shape and dtype: there the conformance
+    # table runs in float32 on every row and in float64 on each class's reference row (the
+    # other backends run every row in both dtypes, with the same reference code)
+    return name != "jax" or dtype == "float32" or row is None or row.id in _REFERENCE_IDS
+
+
+def _reference_rows_on_jax(name, device, dtype, row=None, **_):
+    # finite differences check a layer's backward against its own forward, on the reference
+    # half: on JAX each class's reference row (every row is compared with torch autograd in
+    # test_forward_backward_match_torch there, and with finite differences on the others)
+    return name != "jax" or row is None or row.id in _REFERENCE_IDS
+
+
+def _not_on_jax(name, device, dtype, **_):
+    # what JAX would compile anew to check again code that runs the same on every backend;
+    # each entry below says what covers it on JAX
+    return name != "jax"
+
+
+def _float64_on_numpy_not_on_jax(name, device, dtype, **_):
+    return name != "jax" and _float64_runs_on_numpy(name, device, dtype)
+
+
+#: Files whose ``bk`` tests run in float32 only on JAX, which compiles every operation anew
+#: for each dtype: their code (models, the training stack, batch norm, the fast paths'
+#: plan) is dtype-generic and runs in both dtypes on the other backends; float64 on JAX is
+#: checked by the layer table's reference rows, the float64 tests (``bk64``) and the
+#: dtype-pair tests of test_errors.py and test_handout.py.
+FLOAT32_ON_JAX = frozenset({
+    "test_layers.py", "test_models.py", "test_training.py", "test_training_step.py",
+    "test_norm_dropout.py", "test_normpool.py", "test_fastpaths.py", "test_device_step.py",
+    "test_conv_options.py", "test_native.py", "test_optim.py", "test_compiled_step.py",
+    "test_residual.py",
+})  # fmt: skip
 
 
 #: Tests that take a backend fixture but check what only some backends (or one dtype) have:
@@ -189,17 +250,32 @@ ONLY_WHERE: dict[str, Callable[[str, Any, str | None], bool]] = {
     "test_layers.py::test_non_contiguous_input": _has_strides,
     "test_normpool.py::test_padded_pools_any_geometry_match_torch": _compiles_each_shape_once,
     "test_normpool.py::test_adaptive_avg_pool_any_size_matches_torch": _compiles_each_shape_once,
-    "test_fastpaths.py::test_conv_matches_torch_whole_batch_and_in_chunks":
-        _chunks_where_engines_chunk,
     **{f"test_training.py::{name}": _float64_runs_on_numpy for name in (
         "test_cli_train_evaluate_resume_end_to_end",
         "test_resume_gives_exactly_the_uninterrupted_weights",
+    )},
+    "test_errors.py::test_backward_rejects_gradient": _every_row_where_geometry_picks_the_engine,
+    "test_handout.py::test_mixed_dtypes_promote": _every_row_where_geometry_picks_the_engine,
+    "test_layers.py::test_forward_backward_match_torch": _float32_on_jax_but_reference_rows,
+    "test_layers.py::test_finite_differences": _reference_rows_on_jax,
+    # on JAX: the conformance table's float64 reference rows are the positive control (the
+    # same input shape and dtype)
+    "test_errors.py::test_valid_input_is_accepted": _not_on_jax,
+    "test_fastpaths.py::test_conv_matches_torch_whole_batch_and_in_chunks":
+        _chunks_where_engines_chunk,
+    # on JAX: test_training.py's divergence tests (the Trainer stops and keeps the last
+    # finite checkpoint); the CLI's message and status 3 on the other backends
+    "test_cli.py::test_a_diverging_run_stops_with_status_3": _float64_on_numpy_not_on_jax,
+    # on JAX: the IDX reader is NumPy code (test_data.py), the CLI trains on JAX in
+    # test_cli_train_evaluate_resume_end_to_end; a synthetic problem solved: every parameter
+    # changes and the loss falls on JAX in test_device_step.py; patience and folds count
+    # epochs and samples the same on every backend
+    **{f"test_training.py::{name}": _float64_on_numpy_not_on_jax for name in (
         "test_cli_trains_from_idx_files_in_data_dir",
         "test_training_solves_a_synthetic_problem",
-        "test_cli_cross_validation_tests_every_sample_once",
         "test_patience_stops_after_that_many_epochs_without_progress",
+        "test_cli_cross_validation_tests_every_sample_once",
     )},
-    "test_cli.py::test_a_diverging_run_stops_with_status_3": _float64_runs_on_numpy,
 }  # fmt: skip
 
 
@@ -218,13 +294,21 @@ def _backend_of(item: pytest.Item) -> tuple[str, Any, str | None]:
 
 
 def applies_here(item: pytest.Item) -> bool:
-    """False for a test of :data:`ONLY_WHERE` on a backend or dtype it does not apply to."""
+    """False for a test of :data:`ONLY_WHERE` on a backend or dtype it does not apply to,
+    and for the float64 half of the ``bk`` tests of :data:`FLOAT32_ON_JAX` on JAX."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "backend_choice" not in params:
+        return True
+    name, device, dtype = _backend_of(item)
     applies = ONLY_WHERE.get(_name(item))
     if applies is None:
-        return True
-    params = item.callspec.params
+        float64_on_jax = name == "jax" and dtype == "float64" and "bk" in item.fixturenames
+        return not (float64_on_jax and item.path.name in FLOAT32_ON_JAX)
     extra = {k: params[k] for k in ("per_chunk", "keep") if k in params}
-    return applies(*_backend_of(item), **extra)
+    row = params.get("case", params.get("spec"))
+    if row is not None and hasattr(row, "in_shape"):  # a row of the layer table
+        extra["row"] = row
+    return applies(name, device, dtype, **extra)
 
 
 def depends_on_backend(item: pytest.Item) -> bool:
