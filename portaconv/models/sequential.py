@@ -61,5 +61,8 @@ class Sequential(Model):
         return self.layers[index]
 
     def __repr__(self) -> str:
-        body = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        body = "".join(
+            f"\n  ({i}): " + repr(layer).replace("\n", "\n  ")  # nested models indented
+            for i, layer in enumerate(self.layers)
+        )
         return f"Sequential({body}\n)" if self.layers else "Sequential()"

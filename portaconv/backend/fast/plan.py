@@ -15,15 +15,20 @@ paths off every layer is its own step. With them on, the plan groups:
   its first maximum, so are the gradients; the ReLU then touches 1/kernel^d of the values.
   With padding too: a padded -inf never wins a window, which always holds an input element.
 
-A container (a model inside a model) is one step: its own forward runs its own plan. While
-the steps run on NumPy, OpenBLAS is held at one thread (:meth:`Plan.held`) where some layer
-shares its work between portaconv's threads (convolutions, batch normalisation), so that
-none of OpenBLAS's idle threads spins beside them.
+A container (a model inside a model: a ``Sequential`` block, a ``Residual``) is one step: its
+own forward runs its own plan; it counts as a step with parameters when any layer inside it
+has some, and is told when its input needs no gradient (``backward(grad, input_grad=False)``).
+While the steps run on NumPy, OpenBLAS is held at one thread (:meth:`Plan.held`) where some
+layer, at any depth of containers, shares its work between portaconv's threads
+(convolutions, batch normalisation), so that none of OpenBLAS's idle threads spins beside
+them; a container's own hold inside is then only a count (the holds nest).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
 from array_api_compat import is_numpy_array
@@ -43,13 +48,40 @@ def _kinds() -> tuple[type, ...]:
     return _BatchNorm, ReLU, _PoolNd, _ConvNd
 
 
+def is_container(layer: Any) -> bool:
+    """Whether ``layer`` is a model holding layers of its own (``named_layers``)."""
+    return callable(getattr(layer, "named_layers", None))
+
+
+def leaves(layers: list[Any]) -> Iterator[Any]:
+    """The layers, those inside containers (at any depth) in their place."""
+    for layer in layers:
+        if is_container(layer):
+            yield from leaves([inner for _, inner in layer.named_layers()])
+        else:
+            yield layer
+
+
+def label(layer: Any) -> str:
+    """A layer as an error message places it: its repr, a container's name alone (its
+    repr spans lines, and the container's own message names the layer inside)."""
+    return type(layer).__name__ if is_container(layer) else repr(layer)
+
+
 class Step:
     """One layer alone. A layer that is not portaconv's runs with OpenBLAS's count given
-    back to the program (``threads.blas_released``): its code may read or set it."""
+    back to the program (``threads.blas_released``): its code may read or set it.
+
+    ``param_names`` is the layer's; a container's are the dotted names of its parameters."""
 
     def __init__(self, layer: Any, where: str) -> None:
         self.layer, self.where = layer, where
         self.param_names = getattr(layer, "param_names", ())
+        self._skips_input_grad = False  # backward takes input_grad (a container's)
+        if is_container(layer):
+            self.param_names = tuple(getattr(layer, "parameters", dict)())
+            backward = inspect.signature(layer.backward).parameters
+            self._skips_input_grad = "input_grad" in backward
         own = type(layer).__module__.startswith("portaconv.")
         self._context = contextlib.nullcontext if own else blas_released
 
@@ -60,6 +92,8 @@ class Step:
     def backward(self, grad: Any, input_grad: bool = True) -> Any:
         layer = self.layer
         with self._context():
+            if not input_grad and self._skips_input_grad:
+                return layer.backward(grad, input_grad=False)
             if input_grad or not hasattr(layer, "needs_input_grad"):
                 return layer.backward(grad)
             saved, layer.needs_input_grad = layer.needs_input_grad, False
@@ -150,7 +184,7 @@ class Plan:
 def plan(layers: list[Any], fast: bool) -> Plan:
     """The layers as steps; fused groups only when ``fast``."""
     if not fast:
-        steps = [Step(layer, f"layers[{i}] {layer!r}") for i, layer in enumerate(layers)]
+        steps = [Step(layer, f"layers[{i}] {label(layer)}") for i, layer in enumerate(layers)]
         return Plan(steps, False)
     norm_kind, relu_kind, pool_kind, conv_kind = _kinds()
 
@@ -181,7 +215,7 @@ def plan(layers: list[Any], fast: bool) -> Plan:
             steps.append(PoolThenReLU(layer, pool, f"layers[{i + 1}] {pool!r}"))
             i += 2
         else:
-            steps.append(Step(layer, f"layers[{i}] {layer!r}"))
+            steps.append(Step(layer, f"layers[{i}] {label(layer)}"))
             i += 1
-    threads = any(isinstance(layer, (norm_kind, conv_kind)) for layer in layers)
+    threads = any(isinstance(layer, (norm_kind, conv_kind)) for layer in leaves(layers))
     return Plan(steps, threads)
