@@ -6,10 +6,14 @@
 ``lenet``      LeNet-5: 5x5 convs 6 and 16 channels, 2x2 max pooling, Linear 120 -> 84 -> classes
 ``cnn``        two blocks [3x3 conv -> BatchNorm2d -> ReLU] x convs_per_block -> 2x2 max pool,
                then Flatten -> Linear -> BatchNorm1d -> ReLU -> Dropout -> Linear
+``resnet``     a small ResNet (the CIFAR ResNet-20 family, 6 x blocks + 2 layers): 3x3 conv
+               stem, stages of residual blocks of widths (16, 32, 64), each stage after the
+               first halving the image, global average pooling, Linear
 =============  ==============================================================================
 
 Every one is a :class:`~portaconv.models.Sequential`: ``forward`` gives logits (N, classes)
-for a :class:`~portaconv.layers.CrossEntropyLoss`.
+for a :class:`~portaconv.layers.CrossEntropyLoss`; the residual ones hold
+:class:`~portaconv.models.Residual` blocks.
 
 >>> net = build_model("cnn", input_shape=(1, 28, 28), num_classes=10)
 """
@@ -28,10 +32,12 @@ from ..layers import (
     Conv2d,
     Dropout,
     Flatten,
+    GlobalAvgPool2d,
     Linear,
     MaxPool2d,
     ReLU,
 )
+from .residual import Residual
 from .sequential import Sequential
 
 
@@ -117,11 +123,90 @@ def cnn(
     return Sequential(*layers, Linear(hidden, num_classes))
 
 
+def resnet(
+    input_shape: Sequence[int],
+    num_classes: int,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks: int | Sequence[int] = 1,
+) -> Sequential:
+    """A post-activation ResNet for small images (8x8 to 32x32): ``blocks`` residual blocks in
+    each stage of ``widths`` (an int: that many in every stage; the default 1 is ResNet-8, 3 is
+    ResNet-20).
+
+    stem      3x3 conv (widths[0]) -> BatchNorm2d -> ReLU
+    block     Residual(body, shortcut) -> ReLU, body = 3x3 conv (stride) -> BatchNorm2d ->
+              ReLU -> 3x3 conv -> BatchNorm2d; shortcut the identity, or where the block
+              changes the width or the size (the first block of every stage after the
+              first: stride 2), a 1x1 conv of stride 2 -> BatchNorm2d
+    head      GlobalAvgPool2d -> Linear(widths[-1], num_classes)
+
+    Post-activation (the addition, then the ReLU) as in the original ResNet, whose CIFAR
+    networks this follows: pre-activation pays off through the long identity paths of
+    networks of a hundred layers and more, not at one to three blocks a stage; and here the
+    projection shortcut sees the block's input as it is, so a block is exactly a
+    ``Residual`` and a ReLU. Each stage after the first halves the image (3x3 conv, padding
+    1, stride 2: ceil(size / 2)); the last stage must still see at least 2x2.
+    """
+    channels, height, width = _image_shape("resnet", input_shape)
+    widths = [check_int("build_model", "resnet widths", w) for w in widths]
+    per_stage = [blocks] * len(widths) if not isinstance(blocks, Sequence) else list(blocks)
+    if not widths or len(per_stage) != len(widths):
+        raise ValueError(
+            f"build_model: resnet needs one block count per stage and at least one stage, got "
+            f"widths {tuple(widths)} and blocks {blocks!r}"
+        )
+    per_stage = [check_int("build_model", "resnet blocks", n) for n in per_stage]
+    smallest = next(n for n in range(1, 2 ** len(widths) + 2) if _halved(n, len(widths)) >= 2)
+    if _halved(min(height, width), len(widths)) < 2:
+        raise ValueError(
+            f"build_model: resnet with {len(widths)} stages needs images of at least "
+            f"{smallest}x{smallest} (each stage after the first halves them, and the last "
+            f"needs 2x2), got {height}x{width}"
+        )
+    layers: list[Any] = [
+        Conv2d(channels, widths[0], 3, padding=1),
+        BatchNorm2d(widths[0]),
+        ReLU(),
+    ]
+    channels = widths[0]
+    for stage, (out_channels, count) in enumerate(zip(widths, per_stage)):
+        for block in range(count):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers += [_basic_block(channels, out_channels, stride), ReLU()]
+            channels = out_channels
+    return Sequential(*layers, GlobalAvgPool2d(), Linear(channels, num_classes))
+
+
+def _basic_block(in_channels: int, out_channels: int, stride: int) -> Residual:
+    """Two 3x3 convs with BatchNorm (the first of ``stride``), and the shortcut that matches."""
+    body = Sequential(
+        Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+        BatchNorm2d(out_channels),
+        ReLU(),
+        Conv2d(out_channels, out_channels, 3, padding=1),
+        BatchNorm2d(out_channels),
+    )
+    shortcut = None
+    if stride != 1 or in_channels != out_channels:
+        shortcut = Sequential(
+            Conv2d(in_channels, out_channels, 1, stride=stride), BatchNorm2d(out_channels)
+        )
+    return Residual(body, shortcut)
+
+
+def _halved(size: int, stages: int) -> int:
+    """The image size in the last of ``stages`` stages, each after the first halving it."""
+    for _ in range(stages - 1):
+        size = conv_out_size(size, 3, 2, 1)
+    return size
+
+
 MODELS: dict[str, Callable[..., Sequential]] = {
     "two-layer": two_layer,
     "mlp": mlp,
     "lenet": lenet,
     "cnn": cnn,
+    "resnet": resnet,
 }
 
 
