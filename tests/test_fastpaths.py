@@ -903,10 +903,10 @@ def test_split_matmul_shares_large_products_only(thread_count, monkeypatch):
 @needs_blas_control
 def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count, monkeypatch):
     """Sequential's forward and backward on NumPy, with a layer that threads its own work
-    (a convolution), run with OpenBLAS at 1 thread (its idle threads would otherwise spin
-    beside portaconv's), its count back afterwards. An MLP, or one portaconv thread,
-    changes nothing."""
-    from portaconv.models import Sequential
+    (a convolution, also inside nested Residual blocks), run with OpenBLAS at 1 thread (its
+    idle threads would otherwise spin beside portaconv's), its count back afterwards. An
+    MLP, or one portaconv thread, changes nothing."""
+    from portaconv.models import Residual, Sequential
 
     get_count = threads._blas()[0]
     start = get_count()
@@ -929,9 +929,15 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count,
     with use_backend("numpy", None, "float32"):
         model = Sequential(L.Conv1d(3, 4, 1), L.Identity())
         mlp = Sequential(L.Linear(300, 200), L.Identity())
+        # the convolution inside a block inside a block: the holds nest
+        nested = Sequential(Residual(Sequential(Residual(L.Conv1d(3, 3, 1)), L.Identity())))
     A = np.ones((64, 3, 100), np.float32)
     Z = model.forward(A)
     model.backward(np.ones(Z.shape, np.float32))
+    assert seen == [("forward", 1, 2), ("backward", 1, 2)]
+    assert get_count() == start
+    seen.clear()
+    nested.backward(nested.forward(A))
     assert seen == [("forward", 1, 2), ("backward", 1, 2)]
     assert get_count() == start
     thread_count(1)
@@ -948,6 +954,7 @@ def test_a_model_holds_openblas_at_one_thread_while_its_layers_run(thread_count,
         assert seen == [("forward", start, 2)]
     with use_backend("numpy", None, "float32"):
         assert execution_plan([L.Conv2d(1, 2, 3), L.Flatten()]).threads_own_work
+        assert execution_plan([Residual(Sequential(L.Conv2d(1, 1, 3, padding=1)))]).threads_own_work
         assert not execution_plan([L.Flatten(), L.Linear(4, 2), L.ReLU()]).threads_own_work
 
 
