@@ -44,8 +44,8 @@ from typing import Any
 # ----------------------------------------------------------------------------- constants
 
 #: The zoo networks the training benchmarks run, and the learning rate of each (Adam).
-MODELS = ("cnn", "lenet", "mlp")
-LR = {"cnn": 2e-3, "lenet": 2e-3, "mlp": 1e-3}
+MODELS = ("cnn", "lenet", "mlp", "resnet")
+LR = {"cnn": 2e-3, "lenet": 2e-3, "mlp": 1e-3, "resnet": 2e-3}
 #: portaconv's backends, as ``--backend`` takes them.
 BACKENDS = ("numpy", "torch", "cupy", "jax", "array_api_strict")
 #: The convolution engines ``portaconv.backend.fast_paths(conv=...)`` can force.
@@ -454,11 +454,17 @@ def torch_layer(layer: Any) -> Any:
     import torch
 
     from portaconv import layers as L
+    from portaconv import models
     from portaconv.backend import to_numpy
 
     def tensor(x: Any) -> Any:
         return torch.from_numpy(np.array(to_numpy(x), dtype=np.float32))
 
+    if isinstance(layer, models.Sequential):
+        return torch_twin(layer)
+    if isinstance(layer, getattr(models, "Residual", ())):  # older versions (--baseline): none
+        shortcut = None if layer.shortcut is None else torch_layer(layer.shortcut)
+        return torch_residual(torch_layer(layer.body), shortcut)
     if isinstance(layer, (L.Conv1d, L.Conv2d)):
         kind = torch.nn.Conv2d if isinstance(layer, L.Conv2d) else torch.nn.Conv1d
         twin = kind(
@@ -487,6 +493,8 @@ def torch_layer(layer: Any) -> Any:
         twin = torch.nn.ReLU()
     elif isinstance(layer, L.Flatten):
         twin = torch.nn.Flatten()
+    elif isinstance(layer, L.GlobalAvgPool2d):
+        twin = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     elif isinstance(layer, L.Dropout):
         twin = torch.nn.Dropout(layer.p)
     else:
@@ -504,6 +512,23 @@ def torch_twin(model: Any) -> Any:
     import torch
 
     return torch.nn.Sequential(*(torch_layer(layer) for layer in model))
+
+
+def torch_residual(body: Any, shortcut: Any = None) -> Any:
+    """A torch.nn module computing ``body(x) + shortcut(x)`` (``shortcut`` None: ``x``), as
+    ``portaconv.models.Residual`` does; torchvision's ResNet blocks add the same way."""
+    import torch
+
+    class Residual(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = body
+            self.shortcut = torch.nn.Identity() if shortcut is None else shortcut
+
+        def forward(self, x: Any) -> Any:
+            return self.body(x) + self.shortcut(x)
+
+    return Residual()
 
 
 def load_images(n: int, data_dir: str | None = None) -> tuple[Any, Any, str]:

@@ -1,9 +1,9 @@
 """Training epochs as users run them: portaconv's ``Trainer.fit`` against the same network in
 PyTorch, or against another version of portaconv.
 
-    python benchmarks/train_bench.py [--models cnn,lenet,mlp] [--rounds 7] [--images 4096]
-                                     [--batch-size 128] [--threads T] [--busy N]
-                                     [--backend numpy] [--baseline PATH] [--profile]
+    python benchmarks/train_bench.py [--models cnn,lenet,mlp,resnet] [--rounds 7]
+                                     [--images 4096] [--batch-size 128] [--threads T]
+                                     [--busy N] [--backend numpy] [--baseline PATH] [--profile]
                                      [--json FILE] [--default-malloc] [--quick]
 
 Each zoo network is trained as ``portaconv train`` trains it (``build_model``, a shuffling
