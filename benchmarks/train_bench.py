@@ -375,9 +375,11 @@ def profile(args: argparse.Namespace, X: Any, y: Any) -> list[dict[str, Any]]:
         clock = Clock()
         labels = []
         for i, layer in enumerate(trainer.model):
+            # a block (Residual) on one line, by its class: its repr spans lines
+            shown = repr(layer) if "\n" not in repr(layer) else type(layer).__name__
             for method in WRAPPED:
                 if callable(getattr(layer, method, None)):
-                    labels.append(f"{method:<18} [{i}] {layer!r}")
+                    labels.append(f"{method:<18} [{i}] {shown}")
                     clock.wrap(layer, method, labels[-1])
         clock.wrap(trainer.optimizer, "step", "optimizer step", layer=False)
         pc_epoch(), torch_epoch()  # warm-up
