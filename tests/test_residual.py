@@ -36,6 +36,7 @@ from portaconv.models import Residual, Sequential, build_model
 from portaconv.optim import Adam
 from portaconv.train import Trainer
 
+from . import test_distributed
 from .helpers import assert_close, on, rounded, snapshot
 
 # ------------------------------------------------------------------ the network and its twin
@@ -408,3 +409,16 @@ def test_zoo_resnet_shapes_and_blocks(on_numpy):
         build_model("resnet", (1, 8, 8), 10, blocks=(1, 2))
     with pytest.raises(ValueError, match="build_model: resnet blocks must be a positive"):
         build_model("resnet", (1, 8, 8), 10, blocks=0)
+
+
+@test_distributed.needs_mpi
+def test_two_ranks_with_synchronised_batch_norm_follow_one_process(tmp_path):
+    """``portaconv train --model resnet --sync-bn`` on two MPI ranks (NumPy, float64) ends
+    with the single process's weights and running statistics: every BatchNorm inside the
+    blocks normalises over the global batch (without --sync-bn they differ by tenths)."""
+    small = ("--model", "resnet", "--subset", "300", "--batch-size", "32", "--epochs", "1")
+    on = {"backend": test_distributed.ORCHESTRATION}
+    test_distributed.train(0, tmp_path / "one", *small, **on)
+    test_distributed.train(2, tmp_path / "two", *small, "--sync-bn", **on)
+    one, two = (tmp_path / name / "checkpoint.npz" for name in ("one", "two"))
+    test_distributed.assert_same_weights(one, two, tol=1e-9)
