@@ -140,12 +140,14 @@ def resnet(
               first: stride 2), a 1x1 conv of stride 2 -> BatchNorm2d
     head      GlobalAvgPool2d -> Linear(widths[-1], num_classes)
 
-    Post-activation (the addition, then the ReLU) as in the original ResNet, whose CIFAR
-    networks this follows: pre-activation pays off through the long identity paths of
-    networks of a hundred layers and more, not at one to three blocks a stage; and here the
-    projection shortcut sees the block's input as it is, so a block is exactly a
-    ``Residual`` and a ReLU. Each stage after the first halves the image (3x3 conv, padding
-    1, stride 2: ceil(size / 2)); the last stage must still see at least 2x2.
+    Every convolution is followed by a BatchNorm, whose shift takes the place of a bias: the
+    convolutions have none (``bias=False``), as in the original. Post-activation (the
+    addition, then the ReLU) as in the original ResNet, whose CIFAR networks this follows:
+    pre-activation pays off through the long identity paths of networks of a hundred layers
+    and more, not at one to three blocks a stage; and here the projection shortcut sees the
+    block's input as it is, so a block is exactly a ``Residual`` and a ReLU. Each stage after
+    the first halves the image (3x3 conv, padding 1, stride 2: ceil(size / 2)); the last
+    stage must still see at least 2x2.
     """
     channels, height, width = _image_shape("resnet", input_shape)
     widths = [check_int("build_model", "resnet widths", w) for w in widths]
@@ -164,7 +166,7 @@ def resnet(
             f"needs 2x2), got {height}x{width}"
         )
     layers: list[Any] = [
-        Conv2d(channels, widths[0], 3, padding=1),
+        Conv2d(channels, widths[0], 3, padding=1, bias=False),
         BatchNorm2d(widths[0]),
         ReLU(),
     ]
@@ -180,16 +182,17 @@ def resnet(
 def _basic_block(in_channels: int, out_channels: int, stride: int) -> Residual:
     """Two 3x3 convs with BatchNorm (the first of ``stride``), and the shortcut that matches."""
     body = Sequential(
-        Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+        Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
         BatchNorm2d(out_channels),
         ReLU(),
-        Conv2d(out_channels, out_channels, 3, padding=1),
+        Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
         BatchNorm2d(out_channels),
     )
     shortcut = None
     if stride != 1 or in_channels != out_channels:
         shortcut = Sequential(
-            Conv2d(in_channels, out_channels, 1, stride=stride), BatchNorm2d(out_channels)
+            Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+            BatchNorm2d(out_channels),
         )
     return Residual(body, shortcut)
 
