@@ -9,6 +9,9 @@
 ``resnet``     a small ResNet (the CIFAR ResNet-20 family, 6 x blocks + 2 layers): 3x3 conv
                stem, stages of residual blocks of widths (16, 32, 64), each stage after the
                first halving the image, global average pooling, Linear
+``mobilenet``  a small MobileNetV2: 3x3 conv stem, inverted residual blocks (1x1 expansion,
+               3x3 depthwise, 1x1 linear projection; BatchNorm, ReLU6), 1x1 conv head,
+               global average pooling, Linear
 =============  ==============================================================================
 
 Every one is a :class:`~portaconv.models.Sequential`: ``forward`` gives logits (N, classes)
@@ -36,6 +39,7 @@ from ..layers import (
     Linear,
     MaxPool2d,
     ReLU,
+    ReLU6,
 )
 from .residual import Residual
 from .sequential import Sequential
@@ -204,12 +208,100 @@ def _halved(size: int, stages: int) -> int:
     return size
 
 
+def mobilenet(
+    input_shape: Sequence[int],
+    num_classes: int,
+    widths: Sequence[int] = (16, 24, 32, 64),
+    strides: Sequence[int] = (1, 2, 2, 1),
+    blocks: int | Sequence[int] = (1, 2, 2, 1),
+    expansion: int = 4,
+    head: int = 128,
+) -> Sequential:
+    """A small MobileNetV2 (Sandler et al. 2018) for 8x8 to 32x32 images: stages of inverted
+    residual blocks of ``widths``, ``blocks`` a stage (an int: that many in every stage),
+    the first block of stage i of stride ``strides[i]``.
+
+    stem      3x3 conv (widths[0]) -> BatchNorm2d -> ReLU6
+    block     [1x1 conv (in x expansion) -> BatchNorm2d -> ReLU6] -> 3x3 depthwise conv
+              (stride; groups = its channels) -> BatchNorm2d -> ReLU6 -> 1x1 conv (out) ->
+              BatchNorm2d (linear: no activation after the projection); a ``Residual`` with
+              the identity where the stride is 1 and the width stays; the first stage's
+              blocks expand by 1, i.e. have no expansion conv, as in MobileNetV2
+    head      1x1 conv (``head``) -> BatchNorm2d -> ReLU6 -> GlobalAvgPool2d -> Linear
+
+    Sized for a 2-core CPU and small images, where MobileNetV2's ImageNet network is not:
+    the stem keeps the image (stride 1, as CIFAR ports of it do), the widths start at 16
+    and stop at 64 (the paper's 16 to 320, head 1280), the expansion is 4 (the paper's 6).
+    Convolutions have no bias (each is followed by a BatchNorm). The last stage must still
+    see at least 2x2.
+    """
+    channels, height, width = _image_shape("mobilenet", input_shape)
+    widths = [check_int("build_model", "mobilenet widths", w) for w in widths]
+    strides = [check_int("build_model", "mobilenet strides", s) for s in strides]
+    per_stage = [blocks] * len(widths) if not isinstance(blocks, Sequence) else list(blocks)
+    if not widths or not len(strides) == len(per_stage) == len(widths):
+        raise ValueError(
+            f"build_model: mobilenet needs one stride and one block count per stage and at "
+            f"least one stage, got widths {tuple(widths)}, strides {tuple(strides)} and "
+            f"blocks {blocks!r}"
+        )
+    per_stage = [check_int("build_model", "mobilenet blocks", n) for n in per_stage]
+    expansion = check_int("build_model", "mobilenet expansion", expansion)
+    head = check_int("build_model", "mobilenet head", head)
+
+    def last_size(size: int) -> int:
+        for stride in strides:
+            size = conv_out_size(size, 3, stride, 1)
+        return size
+
+    if last_size(min(height, width)) < 2:
+        smallest = next(n for n in range(1, math.prod(strides) * 2 + 2) if last_size(n) >= 2)
+        raise ValueError(
+            f"build_model: mobilenet with strides {tuple(strides)} needs images of at least "
+            f"{smallest}x{smallest} (the last stage needs 2x2), got {height}x{width}"
+        )
+    layers: list[Any] = [
+        Conv2d(channels, widths[0], 3, padding=1, bias=False),
+        BatchNorm2d(widths[0]),
+        ReLU6(),
+    ]
+    channels = widths[0]
+    for stage, (out_channels, stride, count) in enumerate(zip(widths, strides, per_stage)):
+        for block in range(count):
+            factor = 1 if stage == 0 else expansion
+            layers.append(
+                _inverted_residual(channels, out_channels, stride if block == 0 else 1, factor)
+            )
+            channels = out_channels
+    layers += [Conv2d(channels, head, 1, bias=False), BatchNorm2d(head), ReLU6()]
+    return Sequential(*layers, GlobalAvgPool2d(), Linear(head, num_classes))
+
+
+def _inverted_residual(in_channels: int, out_channels: int, stride: int, expansion: int) -> Any:
+    """MobileNetV2's block: expand, filter each channel alone, project; residual where the
+    input and the output have one shape."""
+    hidden = in_channels * expansion
+    layers: list[Any] = []
+    if expansion != 1:
+        layers += [Conv2d(in_channels, hidden, 1, bias=False), BatchNorm2d(hidden), ReLU6()]
+    layers += [
+        Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+        BatchNorm2d(hidden),
+        ReLU6(),
+        Conv2d(hidden, out_channels, 1, bias=False),
+        BatchNorm2d(out_channels),
+    ]
+    body = Sequential(*layers)
+    return Residual(body) if stride == 1 and in_channels == out_channels else body
+
+
 MODELS: dict[str, Callable[..., Sequential]] = {
     "two-layer": two_layer,
     "mlp": mlp,
     "lenet": lenet,
     "cnn": cnn,
     "resnet": resnet,
+    "mobilenet": mobilenet,
 }
 
 
