@@ -70,6 +70,10 @@ MODEL_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # and 99.14 % at 2e-2; shifts lost 1 to 3 points (seeds 0 and 1, 1e-3 to 5e-3, in an
     # earlier version whose convolutions had biases)
     ("digits", "resnet"): dict(lr=1e-2),
+    # the digits recipe at 2.5 times its learning rate: validation accuracy 98.97 % (mean of
+    # --seed 0 to 3), against 97.76 % at the CNN's 2e-3 and 98.28 % at 1e-2; 20 epochs
+    # instead of 10 gave 97.59 % against 98.28 % (seeds 0 and 1)
+    ("digits", "mobilenet"): dict(lr=5e-3),
 }
 
 
