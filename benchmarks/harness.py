@@ -44,8 +44,8 @@ from typing import Any
 # ----------------------------------------------------------------------------- constants
 
 #: The zoo networks the training benchmarks run, and the learning rate of each (Adam).
-MODELS = ("cnn", "lenet", "mlp", "resnet")
-LR = {"cnn": 2e-3, "lenet": 2e-3, "mlp": 1e-3, "resnet": 2e-3}
+MODELS = ("cnn", "lenet", "mlp", "resnet", "mobilenet")
+LR = {"cnn": 2e-3, "lenet": 2e-3, "mlp": 1e-3, "resnet": 2e-3, "mobilenet": 2e-3}
 #: portaconv's backends, as ``--backend`` takes them.
 BACKENDS = ("numpy", "torch", "cupy", "jax", "array_api_strict")
 #: The convolution engines ``portaconv.backend.fast_paths(conv=...)`` can force.
@@ -497,6 +497,8 @@ def torch_layer(layer: Any) -> Any:
         twin = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     elif isinstance(layer, L.Dropout):
         twin = torch.nn.Dropout(layer.p)
+    elif isinstance(layer, getattr(L, "ReLU6", ())):  # older versions (--baseline): none
+        twin = torch.nn.ReLU6()
     else:
         raise TypeError(f"harness: no torch twin for {layer!r}")
     if isinstance(layer, (L.Conv1d, L.Conv2d, L.Linear)):

@@ -1,7 +1,7 @@
 """Training epochs as users run them: portaconv's ``Trainer.fit`` against the same network in
 PyTorch, or against another version of portaconv.
 
-    python benchmarks/train_bench.py [--models cnn,lenet,mlp,resnet] [--rounds 7]
+    python benchmarks/train_bench.py [--models cnn,lenet,mlp,resnet,mobilenet] [--rounds 7]
                                      [--images 4096] [--batch-size 128] [--threads T]
                                      [--busy N] [--backend numpy] [--baseline PATH] [--profile]
                                      [--json FILE] [--default-malloc] [--quick]
