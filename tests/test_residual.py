@@ -422,3 +422,27 @@ def test_two_ranks_with_synchronised_batch_norm_follow_one_process(tmp_path):
     test_distributed.train(2, tmp_path / "two", *small, "--sync-bn", **on)
     one, two = (tmp_path / name / "checkpoint.npz" for name in ("one", "two"))
     test_distributed.assert_same_weights(one, two, tol=1e-9)
+
+
+def test_zoo_mobilenet_shapes_and_blocks(on_numpy):
+    portaconv.manual_seed(0)
+    for shape in ((1, 8, 8), (3, 32, 32), (1, 5, 7)):
+        net = build_model("mobilenet", shape, 10)
+        Z = net.forward(np.zeros((2, *shape), np.float32))
+        assert tuple(Z.shape) == (2, 10), shape
+    # stem, BN, ReLU6, then the blocks (1, 2, 2, 1 a stage): a Residual where the stride is
+    # 1 and the width stays, a plain Sequential where a stage begins
+    blocks = list(net)[3:9]
+    assert [type(block).__name__ for block in blocks] == [
+        "Residual", "Sequential", "Residual", "Sequential", "Residual", "Sequential",
+    ]  # fmt: skip
+    depthwise = blocks[2].body[3]  # expand 1x1, BN, ReLU6, then the 3x3 filter per channel
+    assert (depthwise.groups, depthwise.in_channels, depthwise.out_channels) == (96, 96, 96)
+    assert not any(name.endswith(".b") for name in net.parameters() if name != "13.b")
+    assert type(blocks[0].body[0]) is Conv2d and blocks[0].body[0].groups == 16  # expansion 1
+
+    message = r"build_model: mobilenet with strides \(1, 2, 2, 1\) needs images of at least 5x5"
+    with pytest.raises(ValueError, match=message + r" .* got 4x4"):
+        build_model("mobilenet", (1, 4, 4), 10)
+    with pytest.raises(ValueError, match="one stride and one block count per stage"):
+        build_model("mobilenet", (1, 8, 8), 10, strides=(1, 2))
