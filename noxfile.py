@@ -46,6 +46,13 @@ nox.options.error_on_missing_interpreters = True
 
 
 SHARED_VENV = os.path.join(".nox", "shared-cpu")
+
+#: Packages are installed without byte-compiling them (pip's ``--no-compile``): torch and JAX
+#: hold thousands of modules the tests never import, and compiling them all took most of an
+#: install's time. The tests then write the bytecode of what they import, once (even where
+#: PYTHONDONTWRITEBYTECODE is set, which would have every process compile torch anew).
+NO_COMPILE = "--no-compile"
+LAZY_BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
 JAX_CACHE = os.path.join(".nox", "jax-cache")  # compiled XLA programs, keyed by JAX itself
 
 
@@ -75,6 +82,7 @@ def _run_tests(
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     parallel = ["-n", workers] if workers else []
     select = ["-m", "not backend_independent"] if backend_dependent_only else []
+    env.update(LAZY_BYTECODE)
     session.run(python, "-m", "pytest", *parallel, *select, *session.posargs, env=env)
 
 
@@ -85,7 +93,7 @@ def _shared_python(session: nox.Session) -> str:
     python = os.path.abspath(os.path.join(SHARED_VENV, bin_dir, "python"))
     if not os.path.exists(python):
         session.run(sys.executable, "-m", "venv", SHARED_VENV, external=True)
-    session.run(python, "-m", "pip", "install", "-q", ".[test,jax]", external=True)
+    session.run(python, "-m", "pip", "install", "-q", NO_COMPILE, ".[test,jax]", external=True)
     return python
 
 
@@ -155,11 +163,11 @@ def tests_oldest(session: nox.Session) -> None:
     """The NumPy-dependent suite (conformance, the fast paths, the data readers) on NumPy with
     the oldest versions pyproject.toml allows."""
     pins = oldest_allowed()
-    session.install(*pins)
-    session.install("--no-deps", ".")
+    session.install(NO_COMPILE, *pins)
+    session.install(NO_COMPILE, "--no-deps", ".")
     session.run("python", "-m", "pip", "check")
     session.log("oldest allowed: " + " ".join(pins))
-    env = {"PORTACONV_BACKEND": "numpy"}
+    env = {"PORTACONV_BACKEND": "numpy", **LAZY_BYTECODE}
     select = ["-m", "not backend_independent"]
     session.run("pytest", "-n", "auto", *select, *session.posargs, env=env)
     session.run("pytest", "-n", "auto", *OLDEST_ALSO, *session.posargs, env=env)
