@@ -26,9 +26,9 @@ current version's worker), the order rotating, each timed inside its worker. Rep
 current / baseline with its spread, and each version against PyTorch.
 
 ``--profile`` shows where a step's time goes instead: every layer's ``forward``/``backward``
-(and the fused ``forward_relu``/``backward_relu``/``forward_relu_pool``/
-``backward_relu_pool`` where a layer has them) and the optimizer's ``step`` wrapped with a
-clock inside ``Trainer.fit``, in ms per step (median over ``--rounds`` epochs), and
+and the optimizer's ``step`` wrapped with a clock inside ``Trainer.fit`` (a fused step of
+the execution plan that runs its own passes, BatchNorm + ReLU on NumPy, counts in the layer
+whose method it calls, or nowhere), in ms per step (median over ``--rounds`` epochs), and
 PyTorch's epoch by aten operation (``torch.profiler``, self CPU time).
 
 ``--busy N`` runs N processes spinning on the CPU beside the measurement: how portaconv
@@ -331,13 +331,12 @@ def summary(name: str, stats: dict, sides: dict[str, Side], args: argparse.Names
     }
 
 
-WRAPPED = ("forward", "backward", "forward_relu", "backward_relu")
-WRAPPED += ("forward_relu_pool", "backward_relu_pool")
+WRAPPED = ("forward", "backward")
 
 
 class Clock:
-    """Seconds per label; a wrapped layer call made inside another (``backward_relu``
-    calling the layer's ``backward``) counts in the outer one only."""
+    """Seconds per label; a wrapped layer call made inside another (a block's ``forward``
+    calling its layers') counts in the outer one only."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = collections.defaultdict(float)
