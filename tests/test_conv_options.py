@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -151,10 +152,65 @@ def test_fast_engines_leave_other_geometries_to_the_reference(library, options):
         A = on(bk, np.ones((2, 4, 9, 9)))
         layer = L.Conv2d(4, 4, **{"kernel_size": 3, **options})
         layer.forward(A)
-        assert type(layer._engine).__name__ == "ReferenceConv"
+        # the one fast engine for groups: NumPy's loop over the kernel offsets, at stride 1
+        offset_loop = library == "numpy" and "groups" in options
+        expected = "OffsetLoopConv" if offset_loop else "ReferenceConv"
+        assert type(layer._engine).__name__ == expected
         for engine in fast:
             with fast_paths(conv=engine), pytest.raises(ValueError, match=rf"conv='{engine}'"):
                 layer.forward(A)
         L_plain = L.Conv2d(4, 4, 3)
         L_plain.forward(A)
         assert type(L_plain._engine).__name__ != "ReferenceConv"
+
+
+@pytest.mark.parametrize(
+    "cin, cout, groups, kernel_size, padding, nd, bias",
+    [
+        (6, 6, 6, 3, 1, 2, True),  # depthwise
+        (8, 8, 2, 3, 1, 2, True),  # two groups
+        (8, 12, 4, 3, 0, 2, False),  # grouped, no padding, no bias
+        (4, 4, 4, 5, 2, 1, True),  # 1-d depthwise
+        (6, 12, 3, 3, 1, 1, True),  # 1-d grouped
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_offset_loop_engine_matches_torch(cin, cout, groups, kernel_size, padding, nd, bias, dtype):
+    """NumPy's engine for grouped convolution at stride 1, forced, against torch autograd in
+    float64: output, every gradient, with and without dL/dA."""
+    rng = np.random.default_rng(groups * 10 + nd)
+    cls = L.Conv2d if nd == 2 else L.Conv1d
+    W = rng.standard_normal((cout, cin // groups) + (kernel_size,) * nd).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    A = rng.standard_normal((3, cin) + (7,) * nd).astype(dtype)
+    with portaconv.use_backend("numpy", None, dtype) as bk, fast_paths(conv="offset_loop"):
+        init = dict(weight_init_fn=lambda *s: W, bias_init_fn=(lambda *s: b) if bias else None)
+        layer = cls(cin, cout, kernel_size, 1, padding, **init, groups=groups, bias=bias)
+        Z = layer.forward(A)
+        assert type(getattr(layer._engine, "engine", layer._engine)).__name__ == "OffsetLoopConv"
+        dZ = rng.standard_normal(Z.shape).astype(dtype)
+        dA = layer.backward(dZ)
+        fn = F.conv1d if nd == 1 else F.conv2d
+        params = {"A": A, "W": W, **({"b": b} if bias else {})}
+        twin = lambda A, W, b=None: fn(A, W, b, padding=padding, groups=groups)  # noqa: E731
+        expected_Z, grads = torch_reference(twin, params, dZ)
+        assert_close(Z, expected_Z, bk, "Z")
+        assert_close(dA, grads["A"], bk, "dLdA")
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW")
+        if bias:
+            assert_close(layer.dLdb, grads["b"], bk, "dLdb")
+        layer.forward(A)
+        layer.needs_input_grad = False
+        assert layer.backward(dZ) is None
+        assert_close(layer.dLdW, grads["W"], bk, "dLdW without dL/dA")
+
+
+def test_offset_loop_refuses_what_it_cannot_take():
+    """Forced on a geometry it does not take (stride 2, two filters a channel, one group):
+    the library's ValueError naming the engine."""
+    A = np.ones((2, 4, 9, 9))
+    with portaconv.use_backend("numpy", None, "float64"), fast_paths(conv="offset_loop"):
+        for layer in (L.Conv2d(4, 4, 3, 2, groups=4), L.Conv2d(4, 8, 3, groups=4),
+                      L.Conv2d(4, 4, 3)):  # fmt: skip
+            with pytest.raises(ValueError, match=r"fast_paths\(conv='offset_loop'\)"):
+                layer.forward(A)

@@ -120,12 +120,13 @@ def conv_engine(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     bias: bool = True,
+    out_channels: int | None = None,
 ) -> Any:
     """The engine that computes a convolution of ``A`` (N, C_in, *in): a fast one where the
     backend has one for ``A`` and this geometry (and ``fast_paths`` allows it), else
     :class:`ReferenceConv`. Arguments as :class:`ReferenceConv` takes them; ``bias=False``:
     forward will be given ``b=None``."""
-    engine = fast.conv_engine(A, nd, kernel_size, stride, padding, dilation, groups)
+    engine = fast.conv_engine(A, nd, kernel_size, stride, padding, dilation, groups, out_channels)
     if engine is None:
         return ReferenceConv(nd, kernel_size, stride, padding, dilation, groups)
     return engine if bias else _ZeroBias(engine)

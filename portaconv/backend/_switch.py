@@ -19,7 +19,7 @@ MODES = ("auto", "never")
 #: The convolution engines ``fast_paths(conv=...)`` can force: ``"reference"`` is the
 #: portable im2col and matrix product; the others are fast bodies (``"im2row"``, ``"nchw"``
 #: and ``"row_gather"`` on NumPy, ``"strided"`` on PyTorch).
-CONV_ENGINES = ("reference", "im2row", "nchw", "row_gather", "strided")
+CONV_ENGINES = ("reference", "im2row", "nchw", "row_gather", "strided", "offset_loop")
 
 _mode: str | None = None  # None until first read from the environment
 _conv: str | None = None

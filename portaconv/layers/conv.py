@@ -176,7 +176,9 @@ class _ConvNd(Layer):
         self._out_shape = (A.shape[0], self.out_channels, *out)
         self._spec = spec_of(A)
         geometry = (self._kernel, self._stride, self._pads, self._dilation, self.groups)
-        self._engine = conv_engine(A, nd, *geometry, bias=bool(bias))
+        self._engine = conv_engine(
+            A, nd, *geometry, bias=bool(bias), out_channels=self.out_channels
+        )
         return self._engine.forward(A, W, bias[0] if bias else None)
 
     def backward(self, dLdZ: Any) -> Any:

@@ -45,7 +45,14 @@ def body(op: str, *arrays: Any) -> Callable[..., Any] | None:
 
 
 def conv_engine(
-    A: Any, nd: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any = 1, groups: int = 1
+    A: Any,
+    nd: int,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any = 1,
+    groups: int = 1,
+    out_channels: int | None = None,
 ) -> Any:
     """A fast engine for this convolution, or None: the reference engine runs. Arguments as
     ``backend._conv.ReferenceConv`` takes them."""
@@ -54,7 +61,7 @@ def conv_engine(
         return None
     from .engines import conv_engine as choose
 
-    return choose(A, nd, kernel_size, stride, padding, forced, dilation, groups)
+    return choose(A, nd, kernel_size, stride, padding, forced, dilation, groups, out_channels)
 
 
 def transposed_engine(A: Any, nd: int, kernel_size: int, factor: int) -> Any:

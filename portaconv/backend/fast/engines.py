@@ -20,12 +20,16 @@ Z (N, C_out, *out).
                     run longest, one product per chunk (``im2row.py``)
 ``"strided"``       PyTorch: im2col as one strided view and one copy, col2im as one
                     scatter-add (``strided.py``)
+``"offset_loop"``   NumPy, groups > 1 at stride 1, depthwise with one filter a channel
+                    or several input channels a group: a loop over the kernel offsets
+                    on windows of the padded input (``grouped.py``)
 ==================  ================================================================
 
 Every engine takes one kernel size, stride and padding for all axes (a cubic kernel,
-symmetric padding), dilation 1 and one group: :func:`square_geometry` says whether a
-convolution is one of those; any other (tuple arguments that differ per axis, ``"same"``
-padding split unevenly, dilation, groups) is the reference engine's.
+symmetric padding) and dilation 1, and all but the offset loop one group:
+:func:`square_geometry` says whether a convolution is one of those; any other (tuple
+arguments that differ per axis, ``"same"`` padding split unevenly, dilation, other groups)
+is the reference engine's.
 
 The NumPy engines split the batch into cache-sized chunks shared between portaconv's
 threads. :func:`transposed_engine` does the same for the handout's transposed convolution
@@ -40,6 +44,7 @@ from typing import Any
 from array_api_compat import is_numpy_array
 
 from .blas import keep_bytes, workspace_bytes
+from .grouped import OffsetLoopConv, offset_loop_applies
 from .im2row import Im2RowConv
 from .nchw import NCHWConv2d, nchw_applies
 from .rowgather import RowGatherConv2d, row_gather_applies
@@ -101,10 +106,22 @@ def conv_engine(
     forced: str | None = None,
     dilation: Any = 1,
     groups: int = 1,
+    out_channels: int | None = None,
 ) -> Any:
     """The fast engine for a convolution of ``A`` (N, C_in, *in), or None where none
     applies (the reference engine then runs). ``forced`` names the engine to use; one that
     cannot take ``A`` or this geometry is a ValueError."""
+    if groups > 1 and forced in (None, "offset_loop"):
+        square = square_geometry(nd, kernel_size, stride, padding, dilation)
+        C_out = out_channels if out_channels is not None else A.shape[1]
+        if square is not None and offset_loop_applies(A, groups, square[1], A.shape[1], C_out):
+            return OffsetLoopConv(nd, square[0], square[2], groups)
+    if forced == "offset_loop":
+        raise ValueError(
+            "fast_paths(conv='offset_loop'): that engine takes NumPy grouped convolutions at "
+            "stride 1 with one filter a channel or several input channels a group, got "
+            f"groups={groups}, stride={stride}, input of shape {tuple(A.shape)}"
+        )
     square = square_geometry(nd, kernel_size, stride, padding, dilation, groups)
     if square is None:
         if forced is not None:
