@@ -197,11 +197,13 @@ def _every_row_where_geometry_picks_the_engine(name, device, dtype, row=None, **
     return name in ("numpy", "torch") or row is None or row.id in _REFERENCE_IDS
 
 
-def _float32_on_jax_but_reference_rows(name, device, dtype, row=None, **_):
+def _float32_on_jax(name, device, dtype, **_):
     # JAX compiles every operation anew for each shape and dtype: there the conformance
-    # table runs in float32 on every row and in float64 on each class's reference row (the
-    # other backends run every row in both dtypes, with the same reference code)
-    return name != "jax" or dtype == "float32" or row is None or row.id in _REFERENCE_IDS
+    # table runs in float32 on every row (the other backends run every row in both dtypes,
+    # with the same reference code); float64 on JAX against torch is test_handout.py's
+    # mixed-dtype check (a float64 computation on each class's reference row, to float64's
+    # tolerance), and the finite differences of the reference rows
+    return name != "jax" or dtype == "float32"
 
 
 def _reference_rows_on_jax(name, device, dtype, row=None, **_):
@@ -215,6 +217,13 @@ def _not_on_jax(name, device, dtype, **_):
     # what JAX would compile anew to check again code that runs the same on every backend;
     # each entry below says what covers it on JAX
     return name != "jax"
+
+
+def _geometry_rows_not_on_jax(name, device, dtype, row=None, **_):
+    # on JAX: the same Python checks of the gradient's shape, type and library as on every
+    # other backend (``Layer._gradient_arg``), each a compilation of the row's forward there;
+    # test_backward_rejects_gradient_of_another_dtype still meets them on JAX, once a class
+    return name != "jax" and _every_row_where_geometry_picks_the_engine(name, device, dtype, row)
 
 
 def _one_pair_on_jax(name, device, dtype, layer_dtype=None, **_):
@@ -258,13 +267,13 @@ ONLY_WHERE: dict[str, Callable[[str, Any, str | None], bool]] = {
     "test_normpool.py::test_adaptive_avg_pool_any_size_matches_torch": _compiles_each_shape_once,
     "test_training.py::test_resume_gives_exactly_the_uninterrupted_weights":
         _float64_runs_on_numpy,
-    "test_errors.py::test_backward_rejects_gradient": _every_row_where_geometry_picks_the_engine,
+    "test_errors.py::test_backward_rejects_gradient": _geometry_rows_not_on_jax,
     # on JAX: one direction of the dtype pair (the comparison is the class's, in Python)
     "test_errors.py::test_backward_rejects_gradient_of_another_dtype": _one_pair_on_jax,
     # on JAX: a few steps lower the loss in test_device_step.py (float32, every optimizer)
     "test_models.py::test_cnn_trains_down": _not_on_jax,
     "test_handout.py::test_mixed_dtypes_promote": _every_row_where_geometry_picks_the_engine,
-    "test_layers.py::test_forward_backward_match_torch": _float32_on_jax_but_reference_rows,
+    "test_layers.py::test_forward_backward_match_torch": _float32_on_jax,
     "test_layers.py::test_finite_differences": _reference_rows_on_jax,
     # on JAX: the conformance table's float64 reference rows are the positive control (the
     # same input shape and dtype)
