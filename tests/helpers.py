@@ -59,6 +59,14 @@ def assert_same_result(a: np.ndarray, b: np.ndarray, backend: Backend, what: str
         np.testing.assert_array_equal(a, b, err_msg=what)
 
 
+def assert_same_weights(whole: Any, resumed: Any) -> None:
+    """Two trainers' models hold bitwise the same parameters and buffers: a resumed run
+    against the uninterrupted one."""
+    for key, want in whole.model.state_dict().items():
+        got = to_numpy(resumed.model.state_dict()[key])
+        np.testing.assert_array_equal(got, to_numpy(want), err_msg=key)
+
+
 def assert_on_backend(x: Any, backend: Backend, what: str = "", dtype: str | None = None) -> None:
     """``x`` is an array of the backend's namespace, on its device, in ``dtype`` (a name;
     default: the backend's dtype)."""

@@ -37,7 +37,7 @@ from portaconv.optim import Adam
 from portaconv.train import Trainer
 
 from . import test_distributed
-from .helpers import assert_close, on, rounded, snapshot
+from .helpers import assert_close, assert_same_weights, on, rounded, snapshot
 
 # ------------------------------------------------------------------ the network and its twin
 
@@ -386,9 +386,7 @@ def test_a_resumed_run_gives_the_uninterrupted_weights(bk, rng, tmp_path):
     whole = fit(tmp_path / "whole", 2)
     fit(tmp_path / "cut", 1)
     resumed = fit(tmp_path / "cut", 2, resume=True)
-    for key, want in whole.model.state_dict().items():
-        got = to_numpy(resumed.model.state_dict()[key])
-        np.testing.assert_array_equal(got, to_numpy(want), err_msg=key)
+    assert_same_weights(whole, resumed)
 
 
 # ------------------------------------------------------------------------------- the zoo
