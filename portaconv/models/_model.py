@@ -210,8 +210,11 @@ class Model:
         modes = training_modes(self)
         try:
             self.eval()
+            # the stop within bounds: the array API leaves a slice past the end unspecified
             batches = [
-                Softmax(dim=-1).forward(self.forward(X[start : start + batch_size, ...]))
+                Softmax(dim=-1).forward(
+                    self.forward(X[start : min(start + batch_size, count), ...])
+                )
                 for start in range(0, count, batch_size)
             ]
         finally:
