@@ -239,7 +239,8 @@ def _pixels(image: Any, path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
             f"{WHO}: {path} is a 32-bit floating-point image, whose scale is unknown; save "
             "it as an 8- or 16-bit image, or as a .npy array in the dataset's scale"
         )
-    grey = image.mode in _GREY_MODES
+    mode = image.mode  # as the file has it, for the messages
+    grey = mode in _GREY_MODES
     if grey:
         if image.mode in ("1", "LA", "La"):
             image = image.convert("L")  # bilevel to 0/255; alpha dropped
@@ -258,13 +259,13 @@ def _pixels(image: Any, path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     if channels == 1 and not grey:
         if not (np.array_equal(pixels[0], pixels[1]) and np.array_equal(pixels[0], pixels[2])):
             raise ValueError(
-                f"{WHO}: {path} is a colour image ({image.mode}), but the model takes grey "
+                f"{WHO}: {path} is a colour image ({mode}), but the model takes grey "
                 "images (1 channel); convert it to greyscale first"
             )
         pixels = pixels[:1]
     elif channels == 3 and grey:
         raise ValueError(
-            f"{WHO}: {path} is a grey image ({image.mode}), but the model takes colour "
+            f"{WHO}: {path} is a grey image ({mode}), but the model takes colour "
             "images (3 channels, RGB)"
         )
     elif channels not in (1, 3):
