@@ -39,8 +39,9 @@ def close(actual, expected, what=""):
     assert isinstance(actual, np.ndarray) and actual.dtype == np.float64, what
     expected = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
     scale = max(1.0, float(np.max(np.abs(expected))))
-    np.testing.assert_allclose(actual, expected, rtol=TOL["rtol"], atol=TOL["atol"] * scale,
-                               err_msg=what)  # fmt: skip
+    np.testing.assert_allclose(
+        actual, expected, rtol=TOL["rtol"], atol=TOL["atol"] * scale, err_msg=what
+    )
 
 
 def t(x, grad=False):
@@ -83,8 +84,9 @@ def test_batchnorm2d_matches_torch_and_the_handouts_running_statistics(assigned_
         assert bn.running_M.shape == bn.running_V.shape == bn.M.shape == (1, C, 1, 1)
 
     M, V = bn.running_M.copy(), bn.running_V.copy()
-    expected = F.batch_norm(t(x), t(M.ravel()), t(V.ravel()), twin.weight, twin.bias,
-                            training=False, eps=1e-8)  # fmt: skip
+    expected = F.batch_norm(
+        t(x), t(M.ravel()), t(V.ravel()), twin.weight, twin.bias, training=False, eps=1e-8
+    )
     close(bn(x, True), expected, "eval forward")
     np.testing.assert_array_equal(bn.running_M, M)
     np.testing.assert_array_equal(bn.running_V, V)
@@ -160,8 +162,9 @@ def _torch_resblock(x, weights, stride, padding):
     mode, eps 1e-8; weights in the order drawn (main path's two, then the projection's)."""
 
     def conv_block(A, W, s, p):
-        return F.batch_norm(F.conv2d(A, W, stride=s, padding=p), None, None, training=True,
-                            eps=1e-8)  # fmt: skip
+        return F.batch_norm(
+            F.conv2d(A, W, stride=s, padding=p), None, None, training=True, eps=1e-8
+        )
 
     main = conv_block(F.relu(conv_block(x, weights[0], stride, padding)), weights[1], 1, 0)
     shortcut = conv_block(x, weights[2], stride, padding) if len(weights) == 3 else x
@@ -236,28 +239,77 @@ def test_resblock_parameters_mode_and_convblock():
 # -------------------------------------------------------------------------------- bad input
 
 
+X4 = np.ones((2, 3, 2, 2))
+BN, DROP = "BatchNorm2d", "Dropout2d"
+BAD_INPUT = [  # (id, the call, the error, who complains, the message after "who: ")
+    ("alpha-range", lambda: BatchNorm2d(3, 1.5), ValueError, BN, r"alpha .* in \[0, 1\], got 1.5"),
+    (
+        "alpha-type",
+        lambda: BatchNorm2d(3, "0.4"),
+        TypeError,
+        BN,
+        "alpha .* a real number, got '0.4'",
+    ),
+    ("num_features", lambda: BatchNorm2d(0), ValueError, BN, "num_features must be a positive"),
+    (
+        "bn-eval",
+        lambda: BatchNorm2d(3)(X4, "no"),
+        TypeError,
+        BN,
+        "eval must be True, False or None",
+    ),
+    (
+        "bn-channels",
+        lambda: BatchNorm2d(2)(X4, True),
+        ValueError,
+        BN,
+        r"Z must have num_features=2",
+    ),
+    ("bn-rank", lambda: BatchNorm2d(3)(X4[0], False), ValueError, BN, "Z must have 4 dimensions"),
+    (
+        "bn-backward-first",
+        lambda: BatchNorm2d(3).backward(X4),
+        ValueError,
+        BN,
+        "backward called before",
+    ),
+    ("p-range", lambda: Dropout2d(1.5), ValueError, DROP, r"p must be a probability in \[0, 1\]"),
+    (
+        "dropout-rank",
+        lambda: Dropout2d()(X4[0], False),
+        ValueError,
+        DROP,
+        "x must have 4 dimensions",
+    ),
+    (
+        "dropout-eval",
+        lambda: Dropout2d()(X4, 0),
+        TypeError,
+        DROP,
+        "eval must be True, False or None",
+    ),
+    (
+        "dropout-backward-first",
+        lambda: Dropout2d().backward(X4),
+        ValueError,
+        DROP,
+        "backward called",
+    ),
+    (
+        "resblock",
+        lambda: ResBlock(3, 0, 3),
+        ValueError,
+        "Conv2d",
+        "out_channels must be a positive",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    "call, error, message",
-    [
-        (lambda: BatchNorm2d(3, 1.5), ValueError, rx("BatchNorm2d", r"alpha .* in \[0, 1\], got 1.5")),
-        (lambda: BatchNorm2d(3, "0.4"), TypeError, rx("BatchNorm2d", "alpha .* must be a real number, got '0.4'")),
-        (lambda: BatchNorm2d(0), ValueError, rx("BatchNorm2d", "num_features must be a positive integer")),
-        (lambda: BatchNorm2d(3)(np.ones((2, 3, 2, 2)), "no"), TypeError, rx("BatchNorm2d", "eval must be True, False or None, got 'no'")),
-        (lambda: BatchNorm2d(3)(np.ones((2, 2, 2, 2)), True), ValueError, rx("BatchNorm2d", r"Z must have num_features=3 \(axis 1\)")),
-        (lambda: BatchNorm2d(3)(np.ones((2, 3, 2)), False), ValueError, rx("BatchNorm2d", "Z must have 4 dimensions")),
-        (lambda: BatchNorm2d(3).backward(np.ones((2, 3, 2, 2))), ValueError, rx("BatchNorm2d", "backward called before forward")),
-        (lambda: Dropout2d(1.5), ValueError, rx("Dropout2d", r"p must be a probability in \[0, 1\], got 1.5")),
-        (lambda: Dropout2d()(np.ones((2, 3, 2)), False), ValueError, rx("Dropout2d", "x must have 4 dimensions")),
-        (lambda: Dropout2d()(np.ones((2, 3, 2, 2)), 0), TypeError, rx("Dropout2d", "eval must be True, False or None, got 0")),
-        (lambda: Dropout2d().backward(np.ones((2, 3, 2, 2))), ValueError, rx("Dropout2d", "backward called before forward")),
-        (lambda: ResBlock(3, 0, 3), ValueError, rx("Conv2d", "out_channels must be a positive integer, got 0")),
-    ],
-    ids=["alpha-range", "alpha-type", "num_features", "bn-eval", "bn-channels", "bn-rank",
-         "bn-backward-first", "p-range", "dropout-rank", "dropout-eval", "dropout-backward-first",
-         "resblock-channels"],
-)  # fmt: skip
-def test_bad_input_is_refused_in_the_librarys_words(call, error, message):
-    with pytest.raises(error, match=message):
+    "call, error, owner, message", [row[1:] for row in BAD_INPUT], ids=[row[0] for row in BAD_INPUT]
+)
+def test_bad_input_is_refused_in_the_librarys_words(call, error, owner, message):
+    with pytest.raises(error, match=rx(owner, message)):
         call()
 
 
@@ -290,5 +342,6 @@ def test_bonus_layers_on_the_backend_match_torch(bk64):
     yt.backward(t(delta))
     assert_close(y, yt.detach().numpy(), bk64, "forward")
     assert_close(dx, xt.grad.numpy(), bk64, "backward")
-    np.testing.assert_allclose(to_numpy(bn.running_V).ravel(),
-                               0.5 + 0.5 * np.var(x, axis=(0, 2, 3)), rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        to_numpy(bn.running_V).ravel(), 0.5 + 0.5 * np.var(x, axis=(0, 2, 3)), rtol=1e-12
+    )

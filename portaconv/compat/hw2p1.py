@@ -63,8 +63,8 @@ from array_api_compat import array_namespace, device
 
 from ..backend._arrays import astype
 from ..backend._config import get_backend
-from ..layers import Conv2d, Identity, Layer, ReLU
 from ..layers import BatchNorm2d as _TorchBatchNorm2d
+from ..layers import Conv2d, Identity, Layer, ReLU
 from ..layers import Dropout2d as _TorchDropout2d
 from ..layers._base import spec_of
 from ..models import Model, Residual, Sequential
