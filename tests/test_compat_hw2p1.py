@@ -175,7 +175,10 @@ def _torch_resblock(x, weights, stride, padding):
     "args, x_shape",
     [
         ((3, 64, 3, 4, 4), (5, 3, 128, 128)),  # the autograder's
-        ((2, 3, 3), (2, 2, 7, 7)),  # the default stride 3, padding 1
+        (
+            (2, 2, 3),
+            (2, 2, 7, 7),
+        ),  # the default stride 3, padding 1: projected though C_in == C_out
         ((4, 4, 1, 1, 0), (2, 4, 5, 5)),  # nothing to project: the identity shortcut
     ],
     ids=["autograder", "defaults", "identity"],
