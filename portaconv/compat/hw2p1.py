@@ -61,12 +61,10 @@ import array_api_compat
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from ..backend._arrays import astype
-from ..backend._config import get_backend
+from ..backend import get_backend
 from ..layers import BatchNorm2d as _TorchBatchNorm2d
 from ..layers import Conv2d, Identity, Layer, ReLU
 from ..layers import Dropout2d as _TorchDropout2d
-from ..layers._base import spec_of
 from ..models import Model, Residual, Sequential
 
 __all__ = ["BatchNorm2d", "ConvBlock", "Dropout2d", "ResBlock"]
@@ -176,8 +174,9 @@ class BatchNorm2d(Layer):
         shape = (1, self.num_features, 1, 1)
         self.M, self.V = xp.reshape(self._norm.M, shape), xp.reshape(self._norm.V, shape)
         a = self.alpha
-        self.running_M = astype(a * self.running_M + (1 - a) * self.M, self.running_M.dtype)
-        self.running_V = astype(a * self.running_V + (1 - a) * self.V, self.running_V.dtype)
+        # float64 whatever Z's float dtype: BW is float64, so the batch statistics are too
+        self.running_M = a * self.running_M + (1 - a) * self.M
+        self.running_V = a * self.running_V + (1 - a) * self.V
         return BZ
 
     def backward(self, dLdBZ: Any) -> Any:
@@ -219,7 +218,7 @@ class Dropout2d(_TorchDropout2d):
         # the handout's call, argument for argument: the same draws from the same stream
         keep = np.random.binomial(1, self.keep_p, (x.shape[0], x.shape[1]))
         self.mask = xp.asarray(keep[:, :, None, None], dtype=x.dtype, device=device(x))
-        self._shape, self._spec = tuple(x.shape), spec_of(x)
+        self._shape, self._spec = tuple(x.shape), (xp, device(x), x.dtype)
         return self._scaled(x)
 
     def backward(self, delta: Any) -> Any:
