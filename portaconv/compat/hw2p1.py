@@ -61,10 +61,9 @@ import array_api_compat
 import numpy as np
 from array_api_compat import array_namespace, device
 
+from .. import layers
 from ..backend import get_backend
-from ..layers import BatchNorm2d as _TorchBatchNorm2d
 from ..layers import Conv2d, Identity, Layer, ReLU
-from ..layers import Dropout2d as _TorchDropout2d
 from ..models import Model, Residual, Sequential
 
 __all__ = ["BatchNorm2d", "ConvBlock", "Dropout2d", "ResBlock"]
@@ -126,7 +125,7 @@ class BatchNorm2d(Layer):
         self.eps = 1e-8
         # the batch statistics' forward and backward; its own running statistics (PyTorch's,
         # with the unbiased variance) are left unused: this layer keeps the handout's
-        self._norm = _TorchBatchNorm2d(self.num_features, eps=self.eps, momentum=0.0)
+        self._norm = layers.BatchNorm2d(self.num_features, eps=self.eps, momentum=0.0)
         backend = get_backend()
         xp = backend.xp
         shape = (1, self.num_features, 1, 1)
@@ -191,7 +190,7 @@ class BatchNorm2d(Layer):
         return dLdZ
 
 
-class Dropout2d(_TorchDropout2d):
+class Dropout2d(layers.Dropout2d):
     """``Dropout2d(p=0.5)``: the handout's channel dropout of ``x`` (N, C, H, W), its
     keep-mask drawn from NumPy's global generator (see the module). ``mask`` is the keep-mask
     (N, C, 1, 1) in x's dtype on x's device; ``keep_p = 1 - p``. ``p = 1`` drops every
