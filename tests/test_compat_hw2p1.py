@@ -218,6 +218,7 @@ def test_resblock_matches_torch_with_the_handouts_weight_draws(args, x_shape):
 def test_resblock_parameters_mode_and_convblock():
     np.random.seed(0)
     block = ResBlock(2, 3, 3, stride=2, padding=1)
+    assert repr(block) == "ResBlock(2, 3, filter_size=3, stride=2, padding=1)"
     names = sorted(block.parameters())
     assert names[:2] == ["convolution_layers.0.0.W", "convolution_layers.0.0.b"]
     assert "residual_connection.1.BW" in names and block.parameters()[

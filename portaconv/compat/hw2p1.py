@@ -273,6 +273,7 @@ class ResBlock(Model):
         stride: int = 3,
         padding: int = 1,
     ) -> None:
+        self._args = (in_channels, out_channels, filter_size, stride, padding)
         # the handout's order of construction is the order of its weight draws
         self.convolution_layers = Sequential(
             ConvBlock(in_channels, out_channels, filter_size, stride, padding),
@@ -287,6 +288,10 @@ class ResBlock(Model):
             else Identity()
         )
         self._sum = Residual(self.convolution_layers, self.residual_connection)
+
+    def __repr__(self) -> str:
+        c_in, c_out, k, stride, padding = self._args
+        return f"ResBlock({c_in}, {c_out}, filter_size={k}, stride={stride}, padding={padding})"
 
     def named_layers(self) -> list[tuple[str, Any]]:
         return [
