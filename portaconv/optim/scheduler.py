@@ -61,7 +61,7 @@ class LRScheduler:
         return f"{self.name}({hyper}, base_lr={self.base_lr!r}, last_epoch={self.last_epoch})"
 
     def lr_at(self, epoch: int) -> float:
-        """The learning rate after ``epoch`` calls of :meth:`step`."""
+        """The learning rate after ``epoch`` calls of :meth:`LRScheduler.step`."""
         raise NotImplementedError
 
     def step(self) -> None:
