@@ -97,16 +97,24 @@ def _shared_python(session: nox.Session) -> str:
     return python
 
 
+#: Every docstring example (``>>>``) in portaconv, run by pytest on NumPy: in tests-numpy (the
+#: default run) and in the docs session.
+DOCTESTS = ["-m", "pytest", "-p", "no:cacheprovider", "--doctest-modules", "portaconv"]
+
+
 def _cpu_session(backend: str, device: str | None = None, workers: str | None = "auto"):
     def run(session: nox.Session) -> None:
+        python = _shared_python(session)
         _run_tests(
             session,
             backend,
             device,
-            python=_shared_python(session),
+            python=python,
             workers=workers,
             backend_dependent_only=backend != "numpy",
         )
+        if backend == "numpy" and not session.posargs:  # a chosen subset of tests runs alone
+            session.run(python, *DOCTESTS, env={"PORTACONV_BACKEND": "numpy", **LAZY_BYTECODE})
 
     run.__doc__ = f"The suite on {backend}" + (f" ({device})" if device else "") + "."
     return run
@@ -188,6 +196,28 @@ def tests_torch_cuda(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (docs/ into docs/_build/html) with warnings as errors and every
+    reference checked, then every docstring example on NumPy. Not in the default run (the
+    examples are: tests-numpy runs them)."""
+    session.install(NO_COMPILE, ".[docs,test]")
+    out = os.path.join("docs", "_build", "html")
+    session.run("python", "-m", "sphinx", "-W", "--keep-going", "-n", "-b", "html", "docs", out)
+    session.run("python", *DOCTESTS, env={"PORTACONV_BACKEND": "numpy", **LAZY_BYTECODE})
+    session.log(f"the site: {os.path.abspath(os.path.join(out, 'index.html'))}")
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "portaconv", "tests", "noxfile.py", "examples", "benchmarks")
+    session.run(
+        "ruff",
+        "check",
+        "portaconv",
+        "tests",
+        "noxfile.py",
+        "conftest.py",
+        "examples",
+        "benchmarks",
+        "docs",
+    )
