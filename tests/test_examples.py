@@ -1,4 +1,5 @@
-"""Every script in examples/ runs to its end with no arguments and says what it promises.
+"""Every script in examples/ runs to its end with no arguments and says what it promises;
+so does the README's Python example.
 
 Each runs as a user would run it, ``python examples/<name>.py`` from the repository root, in
 a subprocess on NumPy (the examples are backend-neutral code; the conformance tests cover
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from portaconv.models import Sequential
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
@@ -54,19 +57,23 @@ EXPECTED: dict[str, list] = {
 }
 
 
-def run_example(name: str) -> subprocess.CompletedProcess:
+def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PORTACONV_DEVICE"}
     env["PORTACONV_BACKEND"] = "numpy"
     # the checkout's portaconv, whichever one is installed
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, str(Path("examples") / name)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, env=env
     )
+
+
+def run_example(name: str) -> subprocess.CompletedProcess:
+    return run_python([str(Path("examples") / name)], cwd=ROOT)
+
+
+def python_blocks(path: Path) -> list[str]:
+    """The fenced ```python blocks of a Markdown file."""
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), re.M | re.S)
 
 
 def test_the_examples_are_found():
@@ -83,3 +90,21 @@ def test_example_runs(name):
             check(done.stdout)
         except AssertionError as failure:
             raise AssertionError(f"examples/{name}: {failure}\n{done.stdout}") from None
+
+
+README_EXAMPLE = python_blocks(ROOT / "README.md")[0]
+
+
+def test_the_readme_example_is_the_guides():
+    """The README's example is the first one of docs/guides/getting_started.md, word for word."""
+    assert python_blocks(ROOT / "docs" / "guides" / "getting_started.md")[0] == README_EXAMPLE
+
+
+@pytest.mark.skipif(
+    not hasattr(Sequential, "predict"), reason="model.predict is not on this branch yet"
+)
+def test_the_readme_example_runs(tmp_path):
+    done = run_python(["-c", README_EXAMPLE], cwd=tmp_path)  # its checkpoint lands in tmp_path
+    assert done.returncode == 0, done.stderr
+    accuracy_at_least(0.95)(done.stdout)
+    assert (tmp_path / "digits.npz").is_file()
