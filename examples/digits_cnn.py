@@ -22,7 +22,7 @@ from portaconv.models import Sequential
 from portaconv.optim import Adam, CosineAnnealingLR
 from portaconv.train import Trainer, load_checkpoint, save_checkpoint
 
-EPOCHS = 6
+EPOCHS = 4
 
 
 def build_cnn() -> Sequential:

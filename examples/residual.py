@@ -18,7 +18,7 @@ from portaconv.layers import BatchNorm2d, Conv2d, CrossEntropyLoss, GlobalAvgPoo
 from portaconv.models import Residual, Sequential
 from portaconv.optim import SGD, CosineAnnealingLR
 
-EPOCHS = 4
+EPOCHS = 3
 
 
 def block(c_in: int, c_out: int, stride: int) -> Sequential:
