@@ -1,5 +1,6 @@
 """One session per backend: ``nox`` runs lint and the CPU ones; the GPU ones are asked for
-by name (``nox -s tests-cupy``, ``nox -s tests-torch_cuda``) on a machine with a GPU.
+by name (``nox -s tests-cupy``, ``nox -s tests-torch_cuda``) on a machine with a GPU, and the
+documentation site by ``nox -s docs``.
 
 Each tests session runs the suite with ``PORTACONV_BACKEND`` (and ``PORTACONV_DEVICE``) set,
 exactly as a user would select the backend. The tests that do the same whatever the backend
@@ -117,6 +118,8 @@ def _cpu_session(backend: str, device: str | None = None, workers: str | None = 
             session.run(python, *DOCTESTS, env={"PORTACONV_BACKEND": "numpy", **LAZY_BYTECODE})
 
     run.__doc__ = f"The suite on {backend}" + (f" ({device})" if device else "") + "."
+    if backend == "numpy":
+        run.__doc__ = run.__doc__[:-1] + ", then the docstring examples."
     return run
 
 
