@@ -183,7 +183,7 @@ class Model:
         """Class probabilities for the inputs ``X``: softmax of the outputs (logits) along
         their last axis.
 
-        ``X`` (N, *input) is an array of the model's library and device, prepared as the
+        ``X`` ``(N, *input)`` is an array of the model's library and device, prepared as the
         training data was (the same normalisation); returns (N, classes) in the output's
         dtype, in the same library: ``argmax`` along axis 1 is the predicted class. The
         model runs in evaluation mode (BatchNorm's running statistics, no Dropout) on
