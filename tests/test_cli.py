@@ -382,12 +382,14 @@ def test_config_json_holds_the_resolved_settings_from_the_start(in_tmp, capsys):
 def test_plots_are_titled_and_include_the_learning_rate(in_tmp, capsys, monkeypatch):
     import matplotlib.figure
 
-    saved = {}
+    saved, ticks = {}, {}
     original = matplotlib.figure.Figure.savefig
 
     def recording(fig, path, *args, **kwargs):
         ax = fig.axes[0]
         saved[Path(path).name] = (ax.get_title(), [list(line.get_ydata()) for line in ax.lines])
+        low, high = ax.get_xlim()
+        ticks[Path(path).name] = [t for t in ax.get_xticks() if low <= t <= high]
         return original(fig, path, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
@@ -402,6 +404,8 @@ def test_plots_are_titled_and_include_the_learning_rate(in_tmp, capsys, monkeypa
     assert saved["lr.png"][1] == [lrs]
     assert lrs == pytest.approx([cosine(0.05, epoch, 3) for epoch in range(3)], rel=1e-12)
     assert (in_tmp / "run" / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("loss.png", "accuracy.png", "lr.png"):  # epochs: whole numbers only
+        assert ticks[name] == [1, 2, 3], (name, ticks[name])
 
 
 def test_evaluate_tests_a_subset_run_on_its_subset(finished_run, capsys):
