@@ -59,6 +59,10 @@ class Trainer:
     every checkpoint (what is needed to rebuild the model and its input pipeline).
     ``progress`` shows a tqdm bar per epoch with loss, accuracy, images/s and ETA.
 
+    ``criterion`` is the loss layer. The default is ``CrossEntropyLoss()``: softmax
+    cross-entropy on the model's outputs taken as logits, averaged over the batch, against
+    integer labels or one-hot (probability) rows, without label smoothing.
+
     ``compile=True`` runs each training step (forward, loss, backward, optimizer update)
     as one compiled function: ``torch.compile`` on the torch backend, ``jax.jit`` on JAX
     (:mod:`portaconv.train.compiled`); other backends refuse it with a ``ValueError``. The
