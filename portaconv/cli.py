@@ -440,10 +440,17 @@ def _info(args: argparse.Namespace) -> int:
     print(f"GPUs seen: {', '.join(report['gpus']) or 'none'}")
     mpi = report["mpi"]
     where = f"{mpi['implementation']}, mpi4py {mpi['mpi4py']}" if mpi["available"] else None
+    launch = ""
+    if mpi["world_size"] == 1:
+        launch = " (launch with mpiexec -n N portaconv train ...)"
+        if where and where.startswith("Open MPI") and _is_root():
+            launch = (
+                " (launch with mpiexec --allow-run-as-root -n N portaconv train ...: "
+                "Open MPI refuses root without the flag)"
+            )
     print(
         f"MPI: {'available (' + where + ')' if where else mpi['implementation']}; "
-        f"world size {mpi['world_size']}"
-        + (" (launch with mpiexec -n N portaconv train ...)" if mpi["world_size"] == 1 else "")
+        f"world size {mpi['world_size']}{launch}"
     )
     active = report["active"]
     print(
@@ -451,6 +458,11 @@ def _info(args: argparse.Namespace) -> int:
         f"(PORTACONV_BACKEND={os.environ.get('PORTACONV_BACKEND', '') or 'unset'})"
     )
     return 0
+
+
+def _is_root() -> bool:
+    """Whether this process runs as root (POSIX); never on Windows."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def info_report() -> dict[str, Any]:
@@ -465,6 +477,8 @@ def info_report() -> dict[str, Any]:
         "array_api_strict",
         "torch",
         "cupy",
+        "jax",
+        "jaxlib",
         "tqdm",
         "matplotlib",
     ):
