@@ -19,6 +19,7 @@ from array_api_compat import array_namespace
 
 from ..backend import BACKENDS, DTYPES
 from ..backend._random import check_rng_state
+from ..checks import counted
 from ..models.zoo import MODELS
 from .config import DEFAULTS, RECIPES, WHO, TrainConfig, recipe
 
@@ -61,7 +62,7 @@ def check_training_state(state: Any) -> None:
     if state["epoch"] < 0 or len(state["history"]) != state["epoch"]:
         raise ValueError(
             f"the checkpoint's epoch {state['epoch']} does not match its history of "
-            f"{len(state['history'])} epochs"
+            f"{counted(len(state['history']), 'epoch')}"
         )
     best = state.get("best_epoch")
     if best is not None and not (_is_count(best) and best <= state["epoch"]):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import get_backend, manual_seed, num_threads
+from ..checks import counted
 from ..data import AUGMENTATIONS, DataLoader
 from ..distributed import Communicator, is_root, on_root, seed_rank, sync_batch_norm, world
 from ..layers import CrossEntropyLoss
@@ -263,9 +264,9 @@ def _replan_schedule(trainer: Trainer, config: TrainConfig, saved: dict[str, Any
         scheduler.load_state_dict({**plan, "last_epoch": trainer.epoch})  # sets optimizer.lr
     trainer.scheduler = scheduler
     trainer.log(
-        f"learning-rate schedule re-planned for {config.epochs} epochs from lr {config.lr:g} "
-        f"(the run had {saved['epochs']} from {saved['lr']:g}); epoch {trainer.epoch + 1} "
-        f"trains at lr {trainer.optimizer.lr:.3g}"
+        f"learning-rate schedule re-planned for {counted(config.epochs, 'epoch')} from lr "
+        f"{config.lr:g} (the run had {saved['epochs']} from {saved['lr']:g}); epoch "
+        f"{trainer.epoch + 1} trains at lr {trainer.optimizer.lr:.3g}"
     )
 
 

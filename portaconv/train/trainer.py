@@ -31,7 +31,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..backend import get_rng_state, set_rng_state, to_numpy
-from ..checks import check_int
+from ..checks import check_int, counted
 from ..distributed import on_root
 from ..layers import CrossEntropyLoss
 from . import plots
@@ -180,7 +180,7 @@ class Trainer:
                 self.stopped_early = True
                 self.log(
                     f"stopping early after epoch {self.epoch}: no better validation accuracy "
-                    f"in the {self.epoch - self.best_epoch} epochs since epoch "
+                    f"in the {counted(self.epoch - self.best_epoch, 'epoch')} since epoch "
                     f"{self.best_epoch} ({self.best_val_accuracy:.4f}; --patience "
                     f"{self.patience})"
                 )
