@@ -24,6 +24,7 @@ from typing import Any
 
 from . import __version__
 from .backend import BACKENDS, DTYPES, BackendUnavailableError, get_backend, make_backend
+from .checks import counted
 from .train._json import dumps
 
 #: Exit statuses of the ``portaconv`` command (README, "Exit status").
@@ -383,17 +384,20 @@ def _train(args: argparse.Namespace) -> int:
     comm = _world()
     if comm is not None and not comm.is_root:
         return EXIT_OK  # rank 0 reports for every rank
-    scored = f"{summary['test_images']} images"
+    scored = counted(summary["test_images"], "image")
     if summary["folds"] > 1:
         scored += f", out-of-fold over {summary['folds']} folds"
     stopped = ""
     if summary.get("stopped_early"):
         stopped = f" (stopped early; best validation accuracy at epoch {summary['best_epoch']})"
+    compiling = ""
+    if summary.get("compile"):  # timed apart: images/s counts the compiled steps alone
+        compiling = f" + {summary['compile_seconds']:.1f} s compiling"
     print(
         f"test accuracy {summary['test_accuracy']:.4f} ({scored}) | "
-        f"{summary['model']} on {summary['dataset']}, {summary['epochs']} epochs{stopped}, "
-        f"{summary['train_seconds']:.1f} s training, {_number(summary['images_per_second'])} "
-        f"img/s, {summary['backend']} {summary['device']}"
+        f"{summary['model']} on {summary['dataset']}, {counted(summary['epochs'], 'epoch')}"
+        f"{stopped}, {summary['train_seconds']:.1f} s training{compiling}, "
+        f"{_number(summary['images_per_second'])} img/s, {summary['backend']} {summary['device']}"
         + ("" if summary["world_size"] == 1 else f", {summary['world_size']} MPI ranks")
     )
     print(f"results in {summary['out']}")

@@ -39,6 +39,11 @@ _STATE_TYPES: dict[str, tuple[type, ...]] = {
     "meta": (dict,),
 }
 
+#: Entries that checkpoints of earlier versions lack, and their types where present.
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "compile_seconds": (int, float),
+}
+
 
 def check_training_state(state: Any) -> None:
     """``ValueError`` unless ``state`` has every entry of a training checkpoint, typed as
@@ -51,7 +56,9 @@ def check_training_state(state: Any) -> None:
     missing = [name for name in _STATE_TYPES if name not in state]
     if missing:
         raise ValueError(f"the checkpoint lacks {', '.join(missing)}")
-    for name, types in _STATE_TYPES.items():
+    for name, types in {**_STATE_TYPES, **_OPTIONAL_TYPES}.items():
+        if name not in state:
+            continue  # an optional entry (the required ones are all there)
         value = state[name]
         if isinstance(value, bool) or not isinstance(value, types):
             expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)

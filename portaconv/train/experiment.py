@@ -162,7 +162,12 @@ def _cross_validate(
         "fold_epochs": [run["epochs"] for run in runs],
         "stopped_early": any(run["stopped_early"] for run in runs),
         "train_seconds": seconds,
-        "images_per_second": sum(run["train_images"] * run["epochs"] for run in runs) / seconds
+        "compile_seconds": sum(run["compile_seconds"] for run in runs),
+        # the folds' timed images (the steps that compiled left out) over their seconds
+        "images_per_second": sum(
+            (run["images_per_second"] or 0.0) * run["train_seconds"] for run in runs
+        )
+        / seconds
         if seconds
         else None,
         "seconds_per_epoch": seconds / sum(run["epochs"] for run in runs),
@@ -327,6 +332,7 @@ def _train_and_test(
         "patience": config.patience,
         "stopped_early": trainer.stopped_early,
         "train_seconds": trainer.train_seconds,
+        "compile_seconds": trainer.compile_seconds,
         "images_per_second": trainer.train_images / trainer.train_seconds
         if trainer.train_seconds
         else None,
