@@ -17,7 +17,8 @@ from .backend import (
     use_backend,
 )
 
-__version__ = "0.1.0"
+#: The version (pyproject.toml reads it from here; CHANGELOG.md says what each added).
+__version__ = "0.2.0"
 
 __all__ = [
     "BackendUnavailableError",

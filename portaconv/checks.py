@@ -20,6 +20,15 @@ def shape_str(shape: Sequence[int]) -> str:
     return str(tuple(int(n) for n in shape))
 
 
+def counted(count: int, noun: str) -> str:
+    """A count and its noun as a message says it: singular for 1, else with an ``s``.
+
+    >>> counted(1, "epoch"), counted(2, "epoch"), counted(0, "image")
+    ('1 epoch', '2 epochs', '0 images')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def check_int(owner: str, arg: str, value: Any, minimum: int = 1) -> int:
     """An integer hyper-parameter >= ``minimum``; bool and float are refused."""
     # (NumPy 1.x's np.bool_ still has a deprecated __index__)

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import __version__
 from .backend import BACKENDS, DTYPES, BackendUnavailableError, get_backend, make_backend
+from .checks import counted
 from .train._json import dumps
 
 #: Exit statuses of the ``portaconv`` command (README, "Exit status").
@@ -383,17 +384,20 @@ def _train(args: argparse.Namespace) -> int:
     comm = _world()
     if comm is not None and not comm.is_root:
         return EXIT_OK  # rank 0 reports for every rank
-    scored = f"{summary['test_images']} images"
+    scored = counted(summary["test_images"], "image")
     if summary["folds"] > 1:
         scored += f", out-of-fold over {summary['folds']} folds"
     stopped = ""
     if summary.get("stopped_early"):
         stopped = f" (stopped early; best validation accuracy at epoch {summary['best_epoch']})"
+    compiling = ""
+    if summary.get("compile"):  # timed apart: images/s counts the compiled steps alone
+        compiling = f" + {summary['compile_seconds']:.1f} s compiling"
     print(
         f"test accuracy {summary['test_accuracy']:.4f} ({scored}) | "
-        f"{summary['model']} on {summary['dataset']}, {summary['epochs']} epochs{stopped}, "
-        f"{summary['train_seconds']:.1f} s training, {_number(summary['images_per_second'])} "
-        f"img/s, {summary['backend']} {summary['device']}"
+        f"{summary['model']} on {summary['dataset']}, {counted(summary['epochs'], 'epoch')}"
+        f"{stopped}, {summary['train_seconds']:.1f} s training{compiling}, "
+        f"{_number(summary['images_per_second'])} img/s, {summary['backend']} {summary['device']}"
         + ("" if summary["world_size"] == 1 else f", {summary['world_size']} MPI ranks")
     )
     print(f"results in {summary['out']}")
@@ -440,10 +444,17 @@ def _info(args: argparse.Namespace) -> int:
     print(f"GPUs seen: {', '.join(report['gpus']) or 'none'}")
     mpi = report["mpi"]
     where = f"{mpi['implementation']}, mpi4py {mpi['mpi4py']}" if mpi["available"] else None
+    launch = ""
+    if mpi["world_size"] == 1:
+        launch = " (launch with mpiexec -n N portaconv train ...)"
+        if where and where.startswith("Open MPI") and _is_root():
+            launch = (
+                " (launch with mpiexec --allow-run-as-root -n N portaconv train ...: "
+                "Open MPI refuses root without the flag)"
+            )
     print(
         f"MPI: {'available (' + where + ')' if where else mpi['implementation']}; "
-        f"world size {mpi['world_size']}"
-        + (" (launch with mpiexec -n N portaconv train ...)" if mpi["world_size"] == 1 else "")
+        f"world size {mpi['world_size']}{launch}"
     )
     active = report["active"]
     print(
@@ -451,6 +462,11 @@ def _info(args: argparse.Namespace) -> int:
         f"(PORTACONV_BACKEND={os.environ.get('PORTACONV_BACKEND', '') or 'unset'})"
     )
     return 0
+
+
+def _is_root() -> bool:
+    """Whether this process runs as root (POSIX); never on Windows."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def info_report() -> dict[str, Any]:
@@ -465,6 +481,8 @@ def info_report() -> dict[str, Any]:
         "array_api_strict",
         "torch",
         "cupy",
+        "jax",
+        "jaxlib",
         "tqdm",
         "matplotlib",
     ):

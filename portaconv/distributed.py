@@ -219,7 +219,7 @@ def _unpack(host: np.ndarray, arrays: Any) -> list[Any]:
 
 
 def _set_gradient(model: Any, name: str, value: Any) -> None:
-    """Set the gradient ``name`` (as in ``model.gradients()``, e.g. ``"layers.0.W"``) on the
+    """Set the gradient ``name`` (as in ``model.gradients()``, e.g. ``"0.W"``) on the
     layer that owns it: ``layer.dLdW = value``."""
     owner, key = model, name
     while hasattr(owner, "named_layers") and "." in key:

@@ -136,7 +136,8 @@ def test_subset_just_large_enough_trains(in_tmp, capsys):
     # training and gives one to validation, and training batches are never of one image
     assert main(["train", "--subset", "20", "--val-fraction", "0.5", "--epochs", "1",
                  "--out", "run", "--no-progress"]) == 0  # fmt: skip
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert ", 1 epoch, " in out and "(20 images)" in out, out  # not "1 epochs"
 
 
 def test_compile_trains_where_the_backend_compiles(in_tmp, capsys, monkeypatch):
@@ -145,12 +146,22 @@ def test_compile_trains_where_the_backend_compiles(in_tmp, capsys, monkeypatch):
     monkeypatch.setenv("PORTACONV_TORCH_COMPILER", "aot_eager")
     argv = ["train", "--subset", "20", "--val-fraction", "0.5", "--epochs", "1",
             "--batch-size", "4", "--compile", "--out", "run", "--no-progress"]  # fmt: skip
-    if get_backend().name not in COMPILING_BACKENDS:
+    bk = get_backend()
+    if bk.name not in COMPILING_BACKENDS:
         fails(capsys, argv, "compile=True compiles the training step on the torch and jax")
         return
     assert main(argv) == 0
-    assert "compiled steps" in capsys.readouterr().err
-    assert json.loads((in_tmp / "run" / "summary.json").read_text())["compile"] is True
+    captured = capsys.readouterr()
+    assert "compiled steps" in captured.err
+    # said before it compiles (the first batch is of 4 digits, 8x8), and timed apart
+    shape = "batches of shape (4, 1, 8, 8) ..."
+    assert re.search(rf"^compiling the training step for {bk.name} \(.*\), {re.escape(shape)}$",
+                     captured.err, re.MULTILINE), captured.err  # fmt: skip
+    assert re.search(r"^compiled the training step in \d+\.\d s$", captured.err, re.MULTILINE)
+    summary = json.loads((in_tmp / "run" / "summary.json").read_text())
+    assert summary["compile"] is True
+    assert summary["train_seconds"] < summary["compile_seconds"]  # compiling costs far more
+    assert f" s training + {summary['compile_seconds']:.1f} s compiling, " in captured.out
 
 
 def test_unknown_device_is_one_line(in_tmp, capsys):
@@ -382,12 +393,14 @@ def test_config_json_holds_the_resolved_settings_from_the_start(in_tmp, capsys):
 def test_plots_are_titled_and_include_the_learning_rate(in_tmp, capsys, monkeypatch):
     import matplotlib.figure
 
-    saved = {}
+    saved, ticks = {}, {}
     original = matplotlib.figure.Figure.savefig
 
     def recording(fig, path, *args, **kwargs):
         ax = fig.axes[0]
         saved[Path(path).name] = (ax.get_title(), [list(line.get_ydata()) for line in ax.lines])
+        low, high = ax.get_xlim()
+        ticks[Path(path).name] = [t for t in ax.get_xticks() if low <= t <= high]
         return original(fig, path, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
@@ -402,6 +415,8 @@ def test_plots_are_titled_and_include_the_learning_rate(in_tmp, capsys, monkeypa
     assert saved["lr.png"][1] == [lrs]
     assert lrs == pytest.approx([cosine(0.05, epoch, 3) for epoch in range(3)], rel=1e-12)
     assert (in_tmp / "run" / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("loss.png", "accuracy.png", "lr.png"):  # epochs: whole numbers only
+        assert ticks[name] == [1, 2, 3], (name, ticks[name])
 
 
 def test_evaluate_tests_a_subset_run_on_its_subset(finished_run, capsys):

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import warnings
 
 import numpy as np
 import pytest
 
 import portaconv
 from portaconv.backend import COMPILING_BACKENDS, to_numpy
+from portaconv.backend._compile import quiet_compiler
 from portaconv.data import DataLoader
 from portaconv.layers import BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from portaconv.models import Sequential, build_model
@@ -31,7 +34,7 @@ def _compiles(bk) -> bool:
     return bk.name in COMPILING_BACKENDS
 
 
-def _tiny_trainer(compile: bool) -> Trainer:
+def _tiny_trainer(compile: bool, log=None) -> Trainer:
     portaconv.manual_seed(0)
     model = Sequential(
         BatchNorm2d(1),  # first: a bias just before a BatchNorm has no gradient to follow
@@ -49,7 +52,7 @@ def _tiny_trainer(compile: bool) -> Trainer:
         optimizer,
         scheduler=scheduler,
         progress=False,
-        log=lambda line: None,
+        log=log or (lambda line: None),
         compile=compile,
     )
 
@@ -68,8 +71,14 @@ def test_compiled_steps_give_the_eager_steps_results_in_one_graph(bk, rng, caplo
 
     eager = _tiny_trainer(compile=False)
     eager.fit(loader(), epochs=3)
-    compiled = _tiny_trainer(compile=True)
-    with _compile_counters(bk) as counters:
+    lines = []
+    compiled = _tiny_trainer(compile=True, log=lines.append)
+    if bk.name == "torch":  # dynamo warns once a process: again for this test
+        import torch._dynamo.utils
+
+        torch._dynamo.utils.warn_once_cache.clear()
+    with _compile_counters(bk) as counters, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         compiled.fit(loader(), epochs=3)
     if bk.name == "torch":
         assert dict(counters["graph_break"]) == {}
@@ -99,6 +108,54 @@ def test_compiled_steps_give_the_eager_steps_results_in_one_graph(bk, rng, caplo
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
         assert got["train_accuracy"] == want["train_accuracy"]
         assert got["lr"] == want["lr"]  # the host's learning rate, not a rounded copy
+    _check_compile_reports(bk, lines, compiled, caught)
+
+
+def _check_compile_reports(bk, lines, trainer, caught):
+    """The log says before the first step that the step compiles, then how long it took;
+    those steps' seconds and images are left out of the epochs' time and images/s; torch's
+    compiler warned nothing the user sees."""
+    assert lines[0] == (
+        f"compiling the training step for {bk.name} "
+        f"({'torch.compile, aot_eager' if bk.name == 'torch' else 'jax.jit'}), "
+        "batches of shape (8, 1, 8, 8) ..."
+    )
+    said = [line for line in lines if line.startswith("compil")]  # not the epochs' lines
+    assert lines[0] == said[0]
+    done = [re.fullmatch(r"compiled the training step( again)? in (\d+\.\d) s", line)
+            for line in said[1:]]  # fmt: skip
+    assert done and all(done), said
+    assert sum(float(m[2]) for m in done) == pytest.approx(
+        trainer.compile_seconds, abs=0.05 * len(done)
+    )
+    history = trainer.history
+    assert sum(r["compile_seconds"] for r in history) == pytest.approx(trainer.compile_seconds)
+    assert history[0]["seconds"] < history[0]["compile_seconds"]
+    # 4 batches of 8 an epoch; the eager first step and each step that compiled not timed
+    timed = 3 * 32 - 8 * (1 + len(done))
+    assert sum(r["images_per_second"] * r["seconds"] for r in history) == pytest.approx(timed)
+    assert trainer.train_images == timed
+    compiler = [w for w in caught if re.search(r"torch[/\\]_(dynamo|inductor)", w.filename)]
+    assert not compiler, [str(w.message)[:200] for w in compiler]
+
+
+def test_quiet_compiler_hides_the_compilers_warnings_only():
+    """Around a compiling call, a warning raised in torch's compiler modules is not shown;
+    one raised anywhere else (the user's own code) still is."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_compiler():
+            for module in ("torch._dynamo.variables.functions", "torch._inductor.compile_fx",
+                           "mine", "torch.nn.modules.module", "torch._dynamo_like"):  # fmt: skip
+                warnings.warn_explicit(f"from {module}", UserWarning, "f.py", 1, module=module)
+        warnings.warn_explicit("after", UserWarning, "f.py", 1, module="torch._dynamo.utils")
+    shown = [str(w.message) for w in caught]
+    assert shown == [
+        "from mine",
+        "from torch.nn.modules.module",
+        "from torch._dynamo_like",
+        "after",
+    ]
 
 
 @contextlib.contextmanager

@@ -842,6 +842,17 @@ def test_cli_info_as_a_console_command():
     report = json.loads(done.stdout)
     assert report["active"]["backend"] == "numpy"
     assert report["backends"]["numpy"].startswith("available")
+    for name in ("jax", "jaxlib"):  # as the installed distributions say (None: not installed)
+        assert report["versions"][name] == _installed_version(name), name
+
+
+def _installed_version(distribution: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def test_resume_rewrites_metrics_from_the_checkpoint(bk, rng, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +41,21 @@ def check_compiles(owner: str, like: Any) -> None:
         )
 
 
+def _torch_compiler() -> str:
+    """``torch.compile``'s backend: ``PORTACONV_TORCH_COMPILER``, else ``inductor``."""
+    return os.environ.get("PORTACONV_TORCH_COMPILER", "").strip() or "inductor"
+
+
+def compiler_name(like: Any) -> str:
+    """The library and what compiles a step for arrays like ``like``, as a log line names
+    them: ``"torch (torch.compile, inductor)"`` (the compiler :func:`compile_step` picks) or
+    ``"jax (jax.jit)"``."""
+    check_compiles("compiler_name", like)
+    if _compiler(like) == "torch":
+        return f"torch (torch.compile, {_torch_compiler()})"
+    return "jax (jax.jit)"
+
+
 def compile_step(step: Callable[..., Any], like: Any) -> Callable[..., Any]:
     """``step`` compiled for arrays like ``like`` (see :func:`check_compiles`).
 
@@ -56,11 +72,37 @@ def compile_step(step: Callable[..., Any], like: Any) -> Callable[..., Any]:
     if _compiler(like) == "torch":
         import torch
 
-        compiler = os.environ.get("PORTACONV_TORCH_COMPILER", "").strip() or "inductor"
-        return torch.compile(step, fullgraph=True, dynamic=False, backend=compiler)
+        return torch.compile(step, fullgraph=True, dynamic=False, backend=_torch_compiler())
     import jax
 
     return jax.jit(step, donate_argnums=0)
+
+
+def compile_count(compiled: Callable[..., Any], like: Any) -> int:
+    """A number that grows each time ``compiled`` (from :func:`compile_step`) builds a
+    program: compare it before and after a call to learn whether the call compiled. JAX: the
+    programs in the function's cache; torch: the graphs dynamo has compiled in this process
+    (torch recompiles for reasons of its own, e.g. new strides, that a caller cannot
+    foresee)."""
+    if _compiler(like) == "torch":
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+    return int(compiled._cache_size())
+
+
+#: The modules of torch's compiler, whose warnings concern its tracing of portaconv's code
+#: (e.g. that array-api-compat's cached helpers are traced through), not the user's.
+_TORCH_COMPILER_MODULES = r"torch\._(dynamo|inductor|functorch)(\.|$)"
+
+
+@contextlib.contextmanager
+def quiet_compiler() -> Iterator[None]:
+    """Around a call that may compile: the warnings of torch's compiler modules are not
+    shown. Warnings raised by any other module (the user's code included) still are."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=_TORCH_COMPILER_MODULES)
+        yield
 
 
 def scalar_array(value: float, like: Any) -> Any:

@@ -1,12 +1,13 @@
 """What every model shares: its layers by name, and everything derived from them.
 
 A model lists its layers with :meth:`Model.named_layers`; from that list come the flat,
-dotted names of its parameters (``"layers.0.W"``), their gradients, ``zero_grad`` (alias
-``zero_grads``, the handout's name), ``train``/``eval`` and ``state_dict``/``load_state_dict``,
-the same protocol a single :class:`~portaconv.layers.Layer` follows. Optimizers and the
-trainer rely on it alone. On top of it every model has :meth:`Model.predict` (class
-probabilities, batched, in evaluation mode), :meth:`Model.summary` (a table of its layers)
-and :meth:`Model.num_parameters`.
+dotted names of its parameters (``"0.W"`` in a :class:`~portaconv.models.Sequential`,
+``"layers.0.W"`` in the handout's ``MLP``), their gradients, ``zero_grad`` (alias
+``zero_grads``, the handout's name), ``train``/``eval`` and
+``state_dict``/``load_state_dict``, the same protocol a single
+:class:`~portaconv.layers.Layer` follows. Optimizers and the trainer rely on it alone. On top
+of it every model has :meth:`Model.predict` (class probabilities, batched, in evaluation
+mode), :meth:`Model.summary` (a table of its layers) and :meth:`Model.num_parameters`.
 
 This module also holds the few argument checks the models share, so that every model
 reports bad input the same way: which model, what it expected, what it got.
@@ -94,7 +95,20 @@ class Model:
     # ------------------------------------------------------------ parameters and their state
 
     def parameters(self) -> dict[str, Any]:
-        """Every parameter by dotted name (``"layers.0.W"``): the arrays themselves."""
+        """Every parameter by dotted name, the arrays themselves: the layer's name from
+        :meth:`named_layers`, then the attribute (``W``, ``b``, BatchNorm's ``BW``, ``Bb``).
+
+        :class:`~portaconv.models.Sequential` names its layers by position (``"0.W"``,
+        ``"0.b"``), a layer inside a nested container by both places (``"2.0.body.0.W"``:
+        Sequential, Residual's body); the models that keep a ``layers`` list without naming
+        them otherwise (the handout's ``MLP``) say ``"layers.0.W"``; ``CNN`` says
+        ``"convolutional_layers.0.W"`` and ``"linear_layer.W"``.
+
+        >>> from portaconv.layers import Linear, ReLU
+        >>> from portaconv.models import Sequential
+        >>> sorted(Sequential(Linear(4, 3), ReLU(), Sequential(Linear(3, 2))).parameters())
+        ['0.W', '0.b', '2.0.W', '2.0.b']
+        """
         return self._gather("parameters")
 
     def gradients(self) -> dict[str, Any]:
@@ -117,8 +131,9 @@ class Model:
                 layer.load_state_dict(part)
 
     def set_parameter(self, name: str, value: Any) -> None:
-        """Replace the parameter ``name`` (``"layers.0.W"``) by ``value``: how an optimizer
-        hands back an updated parameter that could not change in place (a JAX array)."""
+        """Replace the parameter ``name`` (a key of :meth:`parameters`) by ``value``: how an
+        optimizer hands back an updated parameter that could not change in place (a JAX
+        array)."""
         for prefix, layer in self.named_layers():
             key = name[len(prefix) + 1 :]
             if name.startswith(prefix + ".") and key in getattr(layer, "parameters", dict)():

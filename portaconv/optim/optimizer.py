@@ -2,8 +2,9 @@
 
 A model is anything with ``parameters()`` and ``gradients()`` returning dicts keyed by the
 same names (a :class:`~portaconv.layers.Layer`, or a container whose keys look like
-``"layers.0.W"``). The arrays are looked up by name on every :meth:`Optimizer.step`, so a
-parameter replaced between steps (``load_state_dict``) is the one updated. Every update goes
+``"0.W"``, as :meth:`portaconv.models.Model.parameters` says). The arrays are looked up by
+name on every :meth:`Optimizer.step`, so a parameter replaced between steps
+(``load_state_dict``) is the one updated. Every update goes
 through :func:`portaconv.backend.scaled_add`: in place where the library allows it (NumPy,
 PyTorch, CuPy, array-api-strict), and otherwise (JAX's immutable arrays) a new array that
 replaces the parameter through ``model.set_parameter(name, value)``. Optimizer state

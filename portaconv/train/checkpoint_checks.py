@@ -19,6 +19,7 @@ from array_api_compat import array_namespace
 
 from ..backend import BACKENDS, DTYPES
 from ..backend._random import check_rng_state
+from ..checks import counted
 from ..models.zoo import MODELS
 from .config import DEFAULTS, RECIPES, WHO, TrainConfig, recipe
 
@@ -38,6 +39,11 @@ _STATE_TYPES: dict[str, tuple[type, ...]] = {
     "meta": (dict,),
 }
 
+#: Entries that checkpoints of earlier versions lack, and their types where present.
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "compile_seconds": (int, float),
+}
+
 
 def check_training_state(state: Any) -> None:
     """``ValueError`` unless ``state`` has every entry of a training checkpoint, typed as
@@ -50,7 +56,9 @@ def check_training_state(state: Any) -> None:
     missing = [name for name in _STATE_TYPES if name not in state]
     if missing:
         raise ValueError(f"the checkpoint lacks {', '.join(missing)}")
-    for name, types in _STATE_TYPES.items():
+    for name, types in {**_STATE_TYPES, **_OPTIONAL_TYPES}.items():
+        if name not in state:
+            continue  # an optional entry (the required ones are all there)
         value = state[name]
         if isinstance(value, bool) or not isinstance(value, types):
             expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
@@ -61,7 +69,7 @@ def check_training_state(state: Any) -> None:
     if state["epoch"] < 0 or len(state["history"]) != state["epoch"]:
         raise ValueError(
             f"the checkpoint's epoch {state['epoch']} does not match its history of "
-            f"{len(state['history'])} epochs"
+            f"{counted(len(state['history']), 'epoch')}"
         )
     best = state.get("best_epoch")
     if best is not None and not (_is_count(best) and best <= state["epoch"]):

@@ -27,17 +27,31 @@ per-parameter counters (Adam's ``step``).
 The first step of a run (the optimizer's first) is eager: it creates the optimizer's state
 (momentum buffers, Adam's moments), so that every compiled step finds the same arrays and
 only updates them. A resumed run compiles from its first step, as the run it continues did.
+
+Compile time is kept apart from training time: the steps that compile (the first of each
+batch shape, and any the compiler recompiles), and the eager first step before them (on JAX
+it compiles each of its operations), add their seconds and images to
+:attr:`CompiledStep.compile_seconds` and :attr:`CompiledStep.compile_images`, which the
+trainer leaves out of its training time and images/s. A line is logged before the first
+step of each new batch shape and another, with the seconds, once it has compiled; torch's
+compiler warnings about tracing portaconv's code are not shown
+(``portaconv.backend._compile.quiet_compiler``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..backend._compile import (
     check_compiles,
+    compile_count,
     compile_step,
     compiled_random,
+    compiler_name,
+    quiet_compiler,
     scalar_array,
     set_step_random_state,
     step_random_state,
@@ -65,11 +79,21 @@ class CompiledStep:
     ``optimizer``, run as one compiled function (see the module's notes).
 
     ``ValueError`` (from ``portaconv.backend.check_compiles``) unless the model's
-    arrays belong to a library that compiles (torch, JAX).
+    arrays belong to a library that compiles (torch, JAX). ``log`` receives the lines that
+    say when the step compiles and how long that took.
     """
 
+    #: Seconds of the steps that compiled, and of the eager first step (see the module's notes).
+    compile_seconds: float
+    #: Images of those steps.
+    compile_images: int
+
     def __init__(
-        self, step: Callable[[Any, Any], tuple[Any, Any]], model: Any, optimizer: Any
+        self,
+        step: Callable[[Any, Any], tuple[Any, Any]],
+        model: Any,
+        optimizer: Any,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         params = list(model.parameters().values())
         if not params:
@@ -80,21 +104,60 @@ class CompiledStep:
         for kind, slot in _slots(model):
             self._slots[kind].append(slot)
         self._compiled = compile_step(self._pure_step, params[0])
+        self.log = log or (lambda line: None)
+        self.compile_seconds, self.compile_images = 0.0, 0
+        # batch signatures announced, compiled, and whose last call compiled nothing
+        self._announced: set[tuple[Any, ...]] = set()
+        self._compiled_for: set[tuple[Any, ...]] = set()
+        self._settled: set[tuple[Any, ...]] = set()
+        self._pending = 0.0  # the eager first step's seconds, reported with the compilation
 
     def __call__(self, X: Any, y: Any) -> tuple[Any, Any]:
+        signature = (tuple(X.shape), str(X.dtype), tuple(y.shape), str(y.dtype))
+        if signature not in self._announced:
+            self._announced.add(signature)
+            self.log(
+                f"compiling the training step for {compiler_name(self._like())}, batches of "
+                f"shape {signature[0]} ..."
+            )
+        start = time.perf_counter()
         if isinstance(self.optimizer.step_count, int) and self.optimizer.step_count == 0:
-            return self.step(X, y)  # eager: creates the optimizer's state
+            out = self.step(X, y)  # eager: creates the optimizer's state
+            self._pending += self._count_compiling(out, X, start)
+            return out
         self.lift()
         like = self._like()
         state = self._state(grads=False)
+        before = compile_count(self._compiled, like)
+        # Only until a step of this shape has run without compiling: catch_warnings on every
+        # step would also reset the registry that shows a "once" warning of the user's once.
+        quiet = quiet_compiler() if signature not in self._settled else contextlib.nullcontext()
         try:
-            with compiled_random(like), tracing_for(like):
+            with quiet, compiled_random(like), tracing_for(like):
                 new_state, out = self._compiled(state, X, y)
         except BaseException:
             self._load(state)  # a failed trace leaves its traced arrays in the attributes
             raise
         self._load(new_state)
+        if compile_count(self._compiled, like) == before:
+            self._settled.add(signature)
+            return out
+        self._settled.discard(signature)
+        seconds = self._pending + self._count_compiling(out, X, start)
+        self._pending = 0.0
+        again = " again" if signature in self._compiled_for else ""
+        self._compiled_for.add(signature)
+        self.log(f"compiled the training step{again} in {seconds:.1f} s")
         return out
+
+    def _count_compiling(self, out: tuple[Any, Any], X: Any, start: float) -> float:
+        """Add the seconds and images of a step that compiled (or of the eager first step)
+        to the compile time; returns its seconds."""
+        float(out[0])  # waits for the step to finish: once per compilation, not per step
+        seconds = time.perf_counter() - start
+        self.compile_seconds += seconds
+        self.compile_images += int(X.shape[0])
+        return seconds
 
     def _like(self) -> Any:
         """A parameter: where the step's arrays live (looked up anew: JAX's are replaced)."""

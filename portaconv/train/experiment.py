@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import get_backend, manual_seed, num_threads
+from ..checks import counted
 from ..data import AUGMENTATIONS, DataLoader
 from ..distributed import Communicator, is_root, on_root, seed_rank, sync_batch_norm, world
 from ..layers import CrossEntropyLoss
@@ -161,7 +162,12 @@ def _cross_validate(
         "fold_epochs": [run["epochs"] for run in runs],
         "stopped_early": any(run["stopped_early"] for run in runs),
         "train_seconds": seconds,
-        "images_per_second": sum(run["train_images"] * run["epochs"] for run in runs) / seconds
+        "compile_seconds": sum(run["compile_seconds"] for run in runs),
+        # the folds' timed images (the steps that compiled left out) over their seconds
+        "images_per_second": sum(
+            (run["images_per_second"] or 0.0) * run["train_seconds"] for run in runs
+        )
+        / seconds
         if seconds
         else None,
         "seconds_per_epoch": seconds / sum(run["epochs"] for run in runs),
@@ -263,9 +269,9 @@ def _replan_schedule(trainer: Trainer, config: TrainConfig, saved: dict[str, Any
         scheduler.load_state_dict({**plan, "last_epoch": trainer.epoch})  # sets optimizer.lr
     trainer.scheduler = scheduler
     trainer.log(
-        f"learning-rate schedule re-planned for {config.epochs} epochs from lr {config.lr:g} "
-        f"(the run had {saved['epochs']} from {saved['lr']:g}); epoch {trainer.epoch + 1} "
-        f"trains at lr {trainer.optimizer.lr:.3g}"
+        f"learning-rate schedule re-planned for {counted(config.epochs, 'epoch')} from lr "
+        f"{config.lr:g} (the run had {saved['epochs']} from {saved['lr']:g}); epoch "
+        f"{trainer.epoch + 1} trains at lr {trainer.optimizer.lr:.3g}"
     )
 
 
@@ -326,6 +332,7 @@ def _train_and_test(
         "patience": config.patience,
         "stopped_early": trainer.stopped_early,
         "train_seconds": trainer.train_seconds,
+        "compile_seconds": trainer.compile_seconds,
         "images_per_second": trainer.train_images / trainer.train_seconds
         if trainer.train_seconds
         else None,

@@ -47,7 +47,7 @@ def plot_history(
             if all(v is not None for v in values):
                 name = "train" if split == "train" else "validation"
                 ax.plot(epochs, values, style, markersize=3, label=name)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.legend()
@@ -58,11 +58,20 @@ def plot_history(
         ax.plot(epochs, rates, "-o", markersize=3)
         if min(rates) > 0 and max(rates) / min(rates) > 100:  # step or exponential decay
             ax.set_yscale("log")
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel("learning rate")
         ax.grid(True, alpha=0.3)
         written.append(_save(plt, fig, ax, title, out_dir / "lr.png"))
     return written
+
+
+def _epoch_axis(ax: Any) -> None:
+    """The x axis counts epochs: ticks on whole numbers only (a 2-epoch run's would
+    otherwise fall at 1.0, 1.2, ..., 2.0)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(plt: Any, fig: Any, ax: Any, title: str, path: Path) -> Path:

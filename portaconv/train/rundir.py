@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import get_backend
+from ..checks import counted
 from ._json import dumps
 from .checkpoint import load_checkpoint
 from .checkpoint_checks import check_run_data, check_run_meta, check_training_state
@@ -144,7 +145,7 @@ def check_resumable(
     if state["epoch"] > config.epochs:
         raise ValueError(
             f"{WHO}: --resume --epochs {config.epochs}: {out} has trained "
-            f"{state['epoch']} epochs already; give --epochs {state['epoch']} or more"
+            f"{counted(state['epoch'], 'epoch')} already; give --epochs {state['epoch']} or more"
         )
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..backend import get_rng_state, set_rng_state, to_numpy
-from ..checks import check_int
+from ..checks import check_int, counted
 from ..distributed import on_root
 from ..layers import CrossEntropyLoss
 from . import plots
@@ -59,10 +59,17 @@ class Trainer:
     every checkpoint (what is needed to rebuild the model and its input pipeline).
     ``progress`` shows a tqdm bar per epoch with loss, accuracy, images/s and ETA.
 
+    ``criterion`` is the loss layer. The default is ``CrossEntropyLoss()``: softmax
+    cross-entropy on the model's outputs taken as logits, averaged over the batch, against
+    integer labels or one-hot (probability) rows, without label smoothing.
+
     ``compile=True`` runs each training step (forward, loss, backward, optimizer update)
     as one compiled function: ``torch.compile`` on the torch backend, ``jax.jit`` on JAX
     (:mod:`portaconv.train.compiled`); other backends refuse it with a ``ValueError``. The
     first step of a run is eager, the first compiled one compiles (once per batch shape).
+    The log says when it compiles; the seconds of the steps that compile (and of the eager
+    first step) go to :attr:`compile_seconds` and each epoch's ``compile_seconds``, not to
+    the training time and images/s.
 
     ``comm`` (a :class:`portaconv.distributed.Communicator`, e.g. from
     :func:`portaconv.distributed.world`): data-parallel training over its ranks. Each rank's
@@ -124,8 +131,11 @@ class Trainer:
             self.log = lambda line: None
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
+        #: Seconds and images of the training steps, the steps that compiled left out.
         self.train_seconds = 0.0
         self.train_images = 0
+        #: Seconds of the steps that compiled (compile=True; see portaconv.train.compiled).
+        self.compile_seconds = 0.0
         self.patience = patience
         self.best_val_accuracy: float | None = None
         #: The epoch (1-based) of the best validation accuracy: the one best.npz holds.
@@ -134,8 +144,9 @@ class Trainer:
         self.stopped_early = False
         #: The compiled training step (compile=True; see portaconv.train.compiled), or None.
         self.compiled_step = None
+        self._bar: Any = None  # the epoch's progress bar, while it shows
         if compile and optimizer is not None:
-            self.compiled_step = CompiledStep(self._step, model, optimizer)
+            self.compiled_step = CompiledStep(self._step, model, optimizer, self._log_in_epoch)
 
     # ---------------------------------------------------------------------------- training
 
@@ -176,7 +187,7 @@ class Trainer:
                 self.stopped_early = True
                 self.log(
                     f"stopping early after epoch {self.epoch}: no better validation accuracy "
-                    f"in the {self.epoch - self.best_epoch} epochs since epoch "
+                    f"in the {counted(self.epoch - self.best_epoch, 'epoch')} since epoch "
                     f"{self.best_epoch} ({self.best_val_accuracy:.4f}; --patience "
                     f"{self.patience})"
                 )
@@ -274,15 +285,27 @@ class Trainer:
         self.optimizer.step()
         return loss * n, _correct(Z, y)
 
+    def _log_in_epoch(self, line: str) -> None:
+        """Log a line while an epoch's progress bar may show: the bar steps aside for it."""
+        if self._bar is None:
+            self.log(line)
+            return
+        with type(self._bar).external_write_mode(file=sys.stderr):
+            self.log(line)
+
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
         self.model.train()
         bar = _progress(len(loader), f"epoch {self.epoch + 1}/{epochs}", self.progress)
+        self._bar = bar
         total_loss = total_correct = None
         seen = 0
+        compiled = self.compiled_step
+        if compiled is not None:  # what the steps that compile add is left out of the timing
+            compile_seconds, compile_images = compiled.compile_seconds, compiled.compile_images
         start = time.perf_counter()
-        step = self._step if self.compiled_step is None else self.compiled_step
+        step = self._step if compiled is None else compiled
         try:
             for i, (X, y) in enumerate(loader):
                 batch_loss, correct = step(X, y)
@@ -301,8 +324,9 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
         finally:
-            if self.compiled_step is not None:  # the optimizer's numbers back on the host
-                self.compiled_step.lower()
+            self._bar = None
+            if compiled is not None:  # the optimizer's numbers back on the host
+                compiled.lower()
         if bar is not None:
             bar.close()
         if not seen:
@@ -314,15 +338,23 @@ class Trainer:
         mean_loss = loss_sum / seen
         accuracy = correct_sum / seen
         seconds = time.perf_counter() - start
-        self.train_seconds += seconds
-        self.train_images += seen
-        return {
+        record: dict[str, Any] = {
             "epoch": self.epoch + 1,
             "train_loss": mean_loss,
             "train_accuracy": accuracy,
-            "seconds": seconds,
-            "images_per_second": seen / seconds if seconds > 0 else None,
         }
+        timed_images = seen
+        if compiled is not None:
+            compile_seconds = compiled.compile_seconds - compile_seconds
+            timed_images -= compiled.compile_images - compile_images
+            seconds = max(0.0, seconds - compile_seconds)
+            self.compile_seconds += compile_seconds
+            record["compile_seconds"] = compile_seconds
+        self.train_seconds += seconds
+        self.train_images += timed_images
+        record["seconds"] = seconds
+        record["images_per_second"] = timed_images / seconds if timed_images and seconds else None
+        return record
 
     # -------------------------------------------------------------------------- evaluation
 
@@ -379,6 +411,7 @@ class Trainer:
             "history": self.history,
             "train_seconds": self.train_seconds,
             "train_images": self.train_images,
+            "compile_seconds": self.compile_seconds,
             "best_val_accuracy": self.best_val_accuracy,
             "best_epoch": self.best_epoch,
             "meta": self.meta,
@@ -399,6 +432,7 @@ class Trainer:
         self.history = list(state["history"])
         self.train_seconds = float(state["train_seconds"])
         self.train_images = int(state["train_images"])
+        self.compile_seconds = float(state.get("compile_seconds", 0.0))
         self.best_val_accuracy, self.best_epoch = _best_of(state)
 
     def _stop_if_diverged(self, record: dict[str, Any]) -> None:
@@ -489,7 +523,10 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
         line += f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
     speed = record.get("images_per_second")
     speed = "n/a" if speed is None else f"{speed:.0f}"
-    return line + f"  lr {record['lr']:.3g}  {record['seconds']:.1f}s ({speed} img/s)"
+    line += f"  lr {record['lr']:.3g}  {record['seconds']:.1f}s ({speed} img/s)"
+    if record.get("compile_seconds"):
+        line += f" + {record['compile_seconds']:.1f}s compiling"
+    return line
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
