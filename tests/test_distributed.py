@@ -53,7 +53,7 @@ MPI_ENV = {
 
 
 #: The README's first MPI command, ``mpiexec --allow-run-as-root -n 2 portaconv train``
-#: (docs/guides/distributed_root.md): Open MPI's own flag, not MPI_ENV's variables, lets it
+#: (docs/guides/distributed.md): Open MPI's own flag, not MPI_ENV's variables, lets it
 #: start where the tests run, as root. Other MPIs have no such flag (and need none).
 DOCUMENTED_LAUNCH = ("--allow-run-as-root",) if MPI_IS_OPEN_MPI else ()
 
