@@ -10,9 +10,9 @@ The input's batch axis is the symbolic dimension ``N``: the graph takes any batc
 from __future__ import annotations
 
 import collections
-import copy
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from ..backend import fast_paths, to_numpy
 from ..checks import check_int
 from ._deps import require
-from ._walk import leaf_layers, state_names
+from ._walk import every_part, leaf_layers, state_names
 
 #: The names of the exported graph's input and output.
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -37,10 +37,12 @@ def export_onnx(
 
     ``input_shape`` is one sample's shape (``(1, 28, 28)``, ``(4,)``): the graph's input
     ``"input"`` is ``(N, *input_shape)`` with ``N`` dynamic, of the model's floating dtype;
-    its output is ``"output"``. The model itself is not changed (a copy is traced in
-    evaluation mode). With ``check`` (the default) onnxruntime runs the file on batches of
-    1 and 3 random samples, and a ``ValueError`` is raised unless it agrees with the
-    model's own evaluation-mode outputs (relative 1e-4 in float32, 1e-9 in float64).
+    its output is ``"output"``. The model runs the trace itself, in evaluation mode, and
+    gets its mode and parameters back (what its layers keep for a backward pass is that of
+    the last forward it ran: run forward again before a backward). With ``check`` (the
+    default) onnxruntime runs the file on batches of 1 and 3 random samples, and a
+    ``ValueError`` is raised unless it agrees with the model's own evaluation-mode outputs
+    (to 1e-4 of their largest magnitude in float32, 1e-9 in float64).
 
     Returns ``{"path", "opset", "operators", "nodes", "initializers"}``: the ONNX opset
     (the default domain's version) and how many nodes of each operator the graph holds.
@@ -50,39 +52,41 @@ def export_onnx(
     from onnx import numpy_helper
 
     shape = _input_shape(input_shape)
-    traced = copy.deepcopy(model)
-    if not callable(getattr(traced, "forward", None)) or not callable(
-        getattr(traced, "state_dict", None)
+    if not callable(getattr(model, "forward", None)) or not callable(
+        getattr(model, "state_dict", None)
     ):
         raise TypeError(
             f"export_onnx: model must be a portaconv model or layer, got {type(model).__name__}"
         )
-    traced.eval()
-    values: dict[str, np.ndarray] = {}
-    arguments: dict[str, Any] = {}
-    for prefix, layer in leaf_layers(traced):
-        for name in state_names(layer):
-            value = np.asarray(to_numpy(getattr(layer, name)))
-            values[prefix + name] = value
-            arguments[prefix + name] = ndx.argument(
-                shape=value.shape, dtype=ndx.from_numpy_dtype(value.dtype)
-            )
-            setattr(layer, name, arguments[prefix + name])
+    layers = list(leaf_layers(model))
+    values = {
+        prefix + name: np.asarray(to_numpy(getattr(layer, name)))
+        for prefix, layer in layers
+        for name in state_names(layer)
+    }
     if set(values) != set(model.state_dict()):  # a model whose named_layers miss a layer
         raise TypeError(
             f"export_onnx: {type(model).__name__} does not list all its layers in "
             "named_layers(), so its parameters cannot be named"
         )
+    arguments = {
+        name: ndx.argument(shape=value.shape, dtype=ndx.from_numpy_dtype(value.dtype))
+        for name, value in values.items()
+    }
     dtype = _float_dtype(values)
     x = ndx.argument(shape=("N", *shape), dtype=ndx.from_numpy_dtype(dtype))
-    with fast_paths("never"):  # the portable code alone: the fast half computes on NumPy
-        try:
-            y = traced.forward(x)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(
-                f"export_onnx: the model does not take inputs of shape (N, "
-                f"{', '.join(map(str, shape))}) ({exc})"
-            ) from exc
+    # The model itself runs the trace, its parameters swapped for the graph's arguments and
+    # in evaluation mode, then gets both back (a copy would have to copy what its layers
+    # keep of their last forward, array namespaces included).
+    with _evaluation_mode(model), _swapped(layers, arguments):
+        with fast_paths("never"):  # the portable code alone: the fast half computes on NumPy
+            try:
+                y = model.forward(x)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"export_onnx: tracing the forward pass on inputs of shape (N, "
+                    f"{', '.join(map(str, shape))}) failed: {exc}"
+                ) from exc
     proto = ndx.build({INPUT_NAME: x, **arguments}, {OUTPUT_NAME: y})
     graph = proto.graph
     kept = [info for info in graph.input if info.name not in values]
@@ -105,6 +109,34 @@ def export_onnx(
         "nodes": len(graph.node),
         "initializers": len(initializers),
     }
+
+
+@contextlib.contextmanager
+def _evaluation_mode(model: Any) -> Iterator[None]:
+    """``model`` in evaluation mode inside, and every part of it back in its mode after."""
+    modes = [(part, getattr(part, "training", None)) for part in every_part(model)]
+    model.eval()
+    try:
+        yield
+    finally:
+        for part, mode in reversed(modes):
+            if mode is not None:
+                part.training = mode
+
+
+@contextlib.contextmanager
+def _swapped(layers: list[tuple[str, Any]], replacements: dict[str, Any]) -> Iterator[None]:
+    """Each layer's state ``prefix + name`` replaced by ``replacements[...]`` inside."""
+    kept = []
+    try:
+        for prefix, layer in layers:
+            for name in state_names(layer):
+                kept.append((layer, name, getattr(layer, name)))
+                setattr(layer, name, replacements[prefix + name])
+        yield
+    finally:
+        for layer, name, value in kept:
+            setattr(layer, name, value)
 
 
 def _input_shape(input_shape: Any) -> tuple[int, ...]:
@@ -133,17 +165,17 @@ def _check(model: Any, path: str, shape: tuple[int, ...], dtype: np.dtype) -> No
     from array_api_compat import array_namespace, device
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    reference = copy.deepcopy(model).eval()
     state = list(model.state_dict().values())
     rtol = 1e-4 if dtype == np.float32 else 1e-9
     rng = np.random.default_rng(0)
     for batch in (1, 3):
         x = rng.standard_normal((batch, *shape)).astype(dtype)
-        if state:
-            xp = array_namespace(state[0])
-            expected = reference.forward(xp.asarray(x, device=device(state[0])))
-        else:
-            expected = reference.forward(x)
+        with _evaluation_mode(model):
+            if state:
+                xp = array_namespace(state[0])
+                expected = model.forward(xp.asarray(x, device=device(state[0])))
+            else:
+                expected = model.forward(x)
         expected = np.asarray(to_numpy(expected))
         (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
         scale = max(float(np.max(np.abs(expected))), 1.0)

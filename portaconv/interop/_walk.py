@@ -20,3 +20,10 @@ def leaf_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         return
     for name, child in children():
         yield from leaf_layers(child, f"{prefix}{name}.")
+
+
+def every_part(model: Any) -> Iterator[Any]:
+    """``model`` and everything inside it: its models (Sequential, Residual) and layers."""
+    yield model
+    for _, child in getattr(model, "named_layers", list)():
+        yield from every_part(child)
