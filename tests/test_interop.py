@@ -33,6 +33,7 @@ from portaconv.interop import (  # noqa: E402
 )
 from portaconv.interop.torch_modules import Residual as TorchResidual  # noqa: E402
 from portaconv.models import Residual, Sequential, build_model  # noqa: E402
+from portaconv.train import Trainer  # noqa: E402
 
 nn = torch.nn
 
@@ -315,7 +316,9 @@ def iris_checkpoint(tmp_path_factory):
     """A checkpoint of a one-epoch two-layer run on Iris, and its model rebuilt by hand."""
     run = tmp_path_factory.mktemp("export") / "run"
     argv = ["train", "--dataset", "iris", "--folds", "1", "--epochs", "1", "--out", str(run)]
-    assert main([*argv, "--no-progress"]) == 0
+    with pytest.MonkeyPatch.context() as patch:  # the plots are test_cli.py's business
+        patch.setattr(Trainer, "write_plots", lambda self, *args, **kwargs: [])
+        assert main([*argv, "--no-progress"]) == 0
     model = build_model("two-layer", (4,), 3)
     from portaconv.train import load_checkpoint
 

@@ -78,7 +78,7 @@ def export_onnx(
     # The model itself runs the trace, its parameters swapped for the graph's arguments and
     # in evaluation mode, then gets both back (a copy would have to copy what its layers
     # keep of their last forward, array namespaces included).
-    with _evaluation_mode(model), _swapped(layers, arguments):
+    with _evaluation_mode(model), _swapped(layers, arguments), _constants_known():
         with fast_paths("never"):  # the portable code alone: the fast half computes on NumPy
             try:
                 y = model.forward(x)
@@ -109,6 +109,37 @@ def export_onnx(
         "nodes": len(graph.node),
         "initializers": len(initializers),
     }
+
+
+@contextlib.contextmanager
+def _constants_known() -> Iterator[None]:
+    """Inside, spox takes the value of a ``Constant`` node from the node itself.
+
+    spox works out the value of every node whose inputs are known (ndonnx needs them for
+    shapes) by running the node alone in an onnxruntime session; for the thousands of
+    ``Constant`` nodes a trace creates (slice bounds, shapes) that session only returns the
+    value the node holds, and it cost most of a trace's time. This replaces spox's private
+    hook for that one operator, for the time of the trace; where a spox release has no
+    such hook, nothing is replaced and the trace is only slower."""
+    try:
+        from spox._value_prop import PropValue
+        from spox.opset.ai.onnx.v21 import _Constant
+    except ImportError:
+        yield
+        return
+    general = _Constant.propagate_values
+
+    def held_value(node: Any, input_prop_values: Any) -> Any:
+        tensor, output = node.attrs.value, node.outputs.output
+        if tensor is None or output.type is None:  # value_int, value_floats, ...: as before
+            return general(node, input_prop_values)
+        return {"output": PropValue.from_ref_value(output.type, tensor.value)}
+
+    _Constant.propagate_values = held_value
+    try:
+        yield
+    finally:
+        _Constant.propagate_values = general
 
 
 @contextlib.contextmanager
