@@ -10,6 +10,7 @@ is backend independent (the NumPy session runs them): the conversions go through
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ import portaconv  # noqa: E402
 from portaconv import layers as L  # noqa: E402
 from portaconv.cli import main  # noqa: E402
 from portaconv.interop import (  # noqa: E402
+    MissingDependencyError,
     export_onnx,
     from_torch,
     load_safetensors,
@@ -275,7 +277,8 @@ def test_export_onnx_runs_in_onnxruntime_as_the_model(tmp_path, rng, name, shape
     (graph_input,) = proto.graph.input
     assert graph_input.type.tensor_type.shape.dim[0].dim_param == "N"  # dynamic batch axis
     assert sorted(t.name for t in proto.graph.initializer) == sorted(model.state_dict())
-    assert info["opset"] == 21 and "MatMul" in info["operators"]
+    (opset,) = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    assert info["opset"] == opset >= 21 and "MatMul" in info["operators"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
@@ -361,3 +364,25 @@ def test_cli_export_mistakes_are_one_line(tmp_path, monkeypatch, capsys, argv, e
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("portaconv export: error: "), lines
     assert re.search(re.escape(expected), lines[0]), lines
+
+
+# --------------------------------------------------------------------- optional packages
+
+
+def test_a_missing_package_names_its_extra(iris_checkpoint, monkeypatch, tmp_path, capsys):
+    model = build_model("two-layer", (4,), 3)
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)  # import fails as if absent
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"save_safetensors needs the package 'safetensors', which is not installed: "
+        r"pip install 'portaconv\[safetensors\]'",
+    ):
+        save_safetensors(model, tmp_path / "m.safetensors")
+    monkeypatch.setitem(sys.modules, "ndonnx", None)
+    with pytest.raises(ImportError, match=r"'ndonnx'.*portaconv\[onnx\].*portaconv\[interop\]"):
+        export_onnx(model, tmp_path / "m.onnx", (4,))
+    out = str(tmp_path / "m.onnx")
+    argv = ["export", "--checkpoint", str(iris_checkpoint[0]), "--format", "onnx", "--out", out]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "portaconv[onnx]" in lines[0], lines
