@@ -1,5 +1,6 @@
 """One session per backend: ``nox`` runs lint and the CPU ones; the GPU ones are asked for
-by name (``nox -s tests-cupy``, ``nox -s tests-torch_cuda``) on a machine with a GPU.
+by name (``nox -s tests-cupy``, ``nox -s tests-torch_cuda``) on a machine with a GPU, and the
+documentation site by ``nox -s docs``.
 
 Each tests session runs the suite with ``PORTACONV_BACKEND`` (and ``PORTACONV_DEVICE``) set,
 exactly as a user would select the backend. The tests that do the same whatever the backend
@@ -101,18 +102,28 @@ def _shared_python(session: nox.Session) -> str:
     return python
 
 
+#: Every docstring example (``>>>``) in portaconv, run by pytest on NumPy: in tests-numpy (the
+#: default run) and in the docs session.
+DOCTESTS = ["-m", "pytest", "-p", "no:cacheprovider", "--doctest-modules", "portaconv"]
+
+
 def _cpu_session(backend: str, device: str | None = None, workers: str | None = "auto"):
     def run(session: nox.Session) -> None:
+        python = _shared_python(session)
         _run_tests(
             session,
             backend,
             device,
-            python=_shared_python(session),
+            python=python,
             workers=workers,
             backend_dependent_only=backend != "numpy",
         )
+        if backend == "numpy" and not session.posargs:  # a chosen subset of tests runs alone
+            session.run(python, *DOCTESTS, env={"PORTACONV_BACKEND": "numpy", **LAZY_BYTECODE})
 
     run.__doc__ = f"The suite on {backend}" + (f" ({device})" if device else "") + "."
+    if backend == "numpy":
+        run.__doc__ = run.__doc__[:-1] + ", then the docstring examples."
     return run
 
 
@@ -192,6 +203,28 @@ def tests_torch_cuda(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (docs/ into docs/_build/html) with warnings as errors and every
+    reference checked, then every docstring example on NumPy. Not in the default run (the
+    examples are: tests-numpy runs them)."""
+    session.install(NO_COMPILE, ".[docs,test]")
+    out = os.path.join("docs", "_build", "html")
+    session.run("python", "-m", "sphinx", "-W", "--keep-going", "-n", "-b", "html", "docs", out)
+    session.run("python", *DOCTESTS, env={"PORTACONV_BACKEND": "numpy", **LAZY_BYTECODE})
+    session.log(f"the site: {os.path.abspath(os.path.join(out, 'index.html'))}")
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "portaconv", "tests", "noxfile.py", "examples", "benchmarks")
+    session.run(
+        "ruff",
+        "check",
+        "portaconv",
+        "tests",
+        "noxfile.py",
+        "conftest.py",
+        "examples",
+        "benchmarks",
+        "docs",
+    )

@@ -1,8 +1,9 @@
-"""The ``portaconv`` command: ``train``, ``evaluate``, ``export`` and ``info``.
+"""The ``portaconv`` command: ``train``, ``evaluate``, ``predict``, ``export`` and ``info``.
 
 portaconv train                          # a CNN on the embedded 8x8 digits, well under a minute
 portaconv train --dataset fashion-mnist --epochs 15 --backend torch
 portaconv evaluate --checkpoint runs/digits-cnn-.../checkpoint.npz
+portaconv predict --checkpoint runs/digits-cnn-.../best.npz digit.png more.npy --top 3
 portaconv export --checkpoint runs/digits-cnn-.../best.npz --format onnx --out cnn.onnx
 portaconv info                           # backends, devices, versions, the active choice
 """
@@ -317,6 +318,41 @@ def _parser() -> argparse.ArgumentParser:
     _backend_args(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
+    predict = sub.add_parser(
+        "predict",
+        help="classify images or .npy arrays with a checkpoint",
+        description="Rebuild the model a checkpoint holds and print, for every input, one "
+        "line: the file, the input's index in it, and the most probable classes with their "
+        "probabilities. An image (PNG, JPEG, ...: Pillow, pip install 'portaconv[images]') "
+        "is scaled to [0, 1] and resized to the model's input; a .npy array holds one input "
+        "or a batch of the model's exact shape, (N, C, H, W) or (N, H, W, C), in the "
+        "dataset's scale ([0, 1], or uint8 pixels). The run's normalisation is applied to "
+        "both.",
+    )
+    predict.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CK",
+        help="a checkpoint.npz or best.npz of a run (required)",
+    )
+    predict.add_argument("files", nargs="+", metavar="FILE", help="images or .npy arrays")
+    predict.add_argument(
+        "--top",
+        type=int,
+        default=1,
+        metavar="K",
+        help="print the K most probable classes (default: 1)",
+    )
+    predict.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        metavar="N",
+        help="inputs per forward pass (default: 256)",
+    )
+    _backend_args(predict)
+    predict.set_defaults(run=_predict)
+
     export = sub.add_parser(
         "export",
         help="write a checkpoint's model as ONNX, safetensors or a PyTorch file",
@@ -396,6 +432,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.checkpoint, args.data_dir, args.backend, args.device, args.subset
     )
     print(dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .train.prediction import format_row, predict_files
+
+    rows = predict_files(
+        args.checkpoint, args.files, args.top, args.backend, args.device, args.batch_size
+    )
+    for row in rows:
+        print(format_row(row))
     return EXIT_OK
 
 

@@ -6,32 +6,32 @@ gap-fillers from its modules (``_arrays``, ``_windows``, ``_conv``, ``_special``
 ``_random``, ``_compile``, ``_delegate``). Everything that exists for speed on one library
 lives in the private package ``portaconv.backend.fast``, reached only through them.
 
-==========================  ===========================================================
-``set_backend``             choose the array library (``"numpy"``, ``"torch"``, ``"jax"``,
-                            ``"cupy"``, ``"array_api_strict"``), device and float dtype;
-                            also ``PORTACONV_BACKEND``, ``PORTACONV_DEVICE``,
-                            ``PORTACONV_DTYPE``
-``use_backend``             the same for a ``with`` block
-``get_backend``             the active :class:`Backend` (``xp``, ``device``, ``dtype``)
-``make_backend``            a :class:`Backend` without making it active
-``Backend``                 a library, device and dtype
-``BackendUnavailableError`` the library or device asked for cannot run here
-``BACKENDS``, ``DTYPES``    the names ``set_backend`` accepts
-``to_backend``              an array of any library (or a list) on the active backend
-``to_numpy``                any supported array as a NumPy array
-``manual_seed``             seed every random stream portaconv draws from
-``get_rng_state``           the random streams' state, for a checkpoint
-``set_rng_state``           restore it
-``num_threads``             threads the NumPy fast paths share their work between
-``set_num_threads``         set it (None: ``PORTACONV_NUM_THREADS``, else OpenBLAS's count)
-``fast_paths``              ``with fast_paths("never")``: the reference code alone;
-                            ``"auto"``: fast bodies where they apply; ``conv=`` forces a
-                            convolution engine; also ``PORTACONV_FAST_PATHS``
-``fast_paths_mode``         the mode in force
-``CONV_ENGINES``            the names ``fast_paths(conv=...)`` accepts
-``execution_plan``          the steps a model runs its layers as (fused groups included)
-``COMPILING_BACKENDS``      the backends whose training step can be compiled
-==========================  ===========================================================
+============================  ===========================================================
+``set_backend``               choose the array library (``"numpy"``, ``"torch"``, ``"jax"``,
+                              ``"cupy"``, ``"array_api_strict"``), device and float dtype;
+                              also ``PORTACONV_BACKEND``, ``PORTACONV_DEVICE``,
+                              ``PORTACONV_DTYPE``
+``use_backend``               the same for a ``with`` block
+``get_backend``               the active :class:`Backend` (``xp``, ``device``, ``dtype``)
+``make_backend``              a :class:`Backend` without making it active
+``Backend``                   a library, device and dtype
+``BackendUnavailableError``   the library or device asked for cannot run here
+``BACKENDS``, ``DTYPES``      the names ``set_backend`` accepts
+``to_backend``                an array of any library (or a list) on the active backend
+``to_numpy``                  any supported array as a NumPy array
+``manual_seed``               seed every random stream portaconv draws from
+``get_rng_state``             the random streams' state, for a checkpoint
+``set_rng_state``             restore it
+``num_threads``               threads the NumPy fast paths share their work between
+``set_num_threads``           set it (None: ``PORTACONV_NUM_THREADS``, else OpenBLAS's count)
+``fast_paths``                ``with fast_paths("never")``: the reference code alone;
+                              ``"auto"``: fast bodies where they apply; ``conv=`` forces a
+                              convolution engine; also ``PORTACONV_FAST_PATHS``
+``fast_paths_mode``           the mode in force
+``CONV_ENGINES``              the names ``fast_paths(conv=...)`` accepts
+``execution_plan``            the steps a model runs its layers as (fused groups included)
+``COMPILING_BACKENDS``        the backends whose training step can be compiled
+============================  ===========================================================
 """
 
 from ._arrays import to_backend, to_numpy

@@ -43,7 +43,7 @@ class DataLoader:
 
     Order. Without ``shuffle`` batches follow the rows in order. With it, pass ``e`` visits
     the rows in the order ``np.random.default_rng([seed, e]).permutation(N)``: a function of
-    ``(seed, e)`` alone. The epoch ``e`` is :attr:`epoch`, set with :meth:`set_epoch`
+    ``(seed, e)`` alone. The epoch ``e`` is the attribute ``epoch``, set with :meth:`set_epoch`
     (default 0); each pass (each ``iter(loader)``) uses the current epoch and then advances it
     by one, so a plain ``for`` loop over epochs sees a new order every time, and a run resumed
     at epoch ``e`` that calls ``set_epoch(e)`` sees exactly the order the first run saw.

@@ -65,13 +65,13 @@ class Identity(Activation):
 
 
 def _sigmoid(xp: Any, Z: Any) -> Any:
-    """1 / (1 + exp(-Z)), evaluated without overflow for large |Z|."""
+    """1 / (1 + exp(-Z)), evaluated without overflow for large ``|Z|``."""
     e = xp.exp(-xp.abs(Z))
     return xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 class Sigmoid(Activation):
-    """A = 1 / (1 + exp(-Z)), evaluated without overflow for large |Z|."""
+    """A = 1 / (1 + exp(-Z)), evaluated without overflow for large ``|Z|``."""
 
     def _apply(self, xp, Z):
         return _sigmoid(xp, Z)

@@ -1,9 +1,9 @@
 """Layer and group normalisation, with PyTorch's semantics: the statistics are each sample's
 own, so training and evaluation compute the same (no running statistics).
 
-``LayerNorm(normalized_shape)`` normalises ``A`` (..., *normalized_shape) over its trailing
+``LayerNorm(normalized_shape)`` normalises ``A`` ``(..., *normalized_shape)`` over its trailing
 axes, once per leading index; ``W`` and ``b`` have ``normalized_shape``.
-``GroupNorm(num_groups, num_channels)`` splits the channels of ``A`` (N, C, *) into
+``GroupNorm(num_groups, num_channels)`` splits the channels of ``A`` ``(N, C, *)`` into
 ``num_groups`` groups of ``C / num_groups`` consecutive channels and normalises each
 (sample, group) over its channels and positions; ``W`` and ``b`` are per channel, (C,).
 Over the n values of each statistic:
@@ -116,7 +116,7 @@ def _sum(xp: Any, x: Any, axes: tuple[int, ...]) -> Any:
 
 
 class LayerNorm(_SampleNorm):
-    """``A`` (..., *normalized_shape) normalised over its trailing ``normalized_shape`` axes,
+    """``A`` ``(..., *normalized_shape)`` normalised over its trailing ``normalized_shape`` axes,
     as ``torch.nn.LayerNorm(normalized_shape, eps, elementwise_affine)``.
 
     ``normalized_shape``: an int (the last axis) or a tuple; kept as a tuple, as PyTorch
@@ -173,9 +173,9 @@ class LayerNorm(_SampleNorm):
 
 
 class GroupNorm(_SampleNorm):
-    """``A`` (N, C, *) normalised per sample over each group of ``C / num_groups``
+    """``A`` ``(N, C, *)`` normalised per sample over each group of ``C / num_groups``
     consecutive channels (and every position), as ``torch.nn.GroupNorm(num_groups,
-    num_channels, eps, affine)``: one group is LayerNorm over (C, *) with a per-channel
+    num_channels, eps, affine)``: one group is LayerNorm over ``(C, *)`` with a per-channel
     ``W``, as many groups as channels is instance normalisation. ``W`` and ``b``: (C,).
     """
 

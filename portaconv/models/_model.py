@@ -1,9 +1,12 @@
 """What every model shares: its layers by name, and everything derived from them.
 
 A model lists its layers with :meth:`Model.named_layers`; from that list come the flat,
-dotted names of its parameters (``"layers.0.W"``), their gradients, ``zero_grad``,
-``train``/``eval`` and ``state_dict``/``load_state_dict``, the same protocol a single
-:class:`~portaconv.layers.Layer` follows. Optimizers and the trainer rely on it alone.
+dotted names of its parameters (``"layers.0.W"``), their gradients, ``zero_grad`` (alias
+``zero_grads``, the handout's name), ``train``/``eval`` and ``state_dict``/``load_state_dict``,
+the same protocol a single :class:`~portaconv.layers.Layer` follows. Optimizers and the
+trainer rely on it alone. On top of it every model has :meth:`Model.predict` (class
+probabilities, batched, in evaluation mode), :meth:`Model.summary` (a table of its layers)
+and :meth:`Model.num_parameters`.
 
 This module also holds the few argument checks the models share, so that every model
 reports bad input the same way: which model, what it expected, what it got.
@@ -18,7 +21,9 @@ from typing import Any
 import array_api_compat
 
 from ..backend import execution_plan, fast_paths_mode
-from ..checks import check_state_keys
+from ..checks import check_array, check_int, check_state_keys
+from ..layers import Softmax
+from ._summary import parameter_count, restore_modes, summary_table, training_modes
 
 # ------------------------------------------------------------------ checks shared by the models
 
@@ -131,6 +136,92 @@ class Model:
         for _, layer in self.named_layers():
             if hasattr(layer, "zero_grad"):
                 layer.zero_grad()
+
+    def zero_grads(self) -> None:
+        """:meth:`zero_grad` under the handout's name (its ``CNN.zero_grads()``): every
+        model answers to both."""
+        self.zero_grad()
+
+    def num_parameters(self) -> int:
+        """How many numbers the model trains: the sizes of every array of
+        :meth:`parameters` added up (PyTorch's ``sum(p.numel() for p in
+        model.parameters())``, Keras's ``count_params()``); buffers such as BatchNorm's
+        running statistics are not parameters.
+
+        >>> from portaconv.layers import Linear, ReLU
+        >>> from portaconv.models import Sequential
+        >>> Sequential(Linear(4, 16), ReLU(), Linear(16, 3)).num_parameters()  # 4*16+16 + 16*3+3
+        131
+        """
+        return parameter_count(self)
+
+    def summary(self, input_shape: Any = None) -> str:
+        """A table of the model's layers: dotted name (nested layers indented under their
+        block), the layer, its output shape for an input of ``input_shape`` (one input
+        without the batch axis, e.g. ``(1, 28, 28)``; the batch axis shows as N) and its
+        parameter count (a block's: its layers' together), then the total. Print it.
+
+        With ``input_shape``, one forward pass of a single input of zeros runs, in
+        evaluation mode (each layer's mode is restored afterwards), which replaces what a
+        pending ``backward`` would have used: call it between training steps. Without it,
+        the layers are listed in the order of :meth:`named_layers`, without shapes. An
+        input the model cannot take is a ValueError that names the shape and the layer.
+
+        >>> from portaconv.layers import Linear, ReLU
+        >>> from portaconv.models import Sequential
+        >>> print(Sequential(Linear(4, 16), ReLU(), Linear(16, 3)).summary((4,)))
+        Sequential, input (N, 4)
+        name  layer          output shape  parameters
+        ---------------------------------------------
+        0     Linear(4, 16)  (N, 16)               80
+        1     ReLU()         (N, 16)                0
+        2     Linear(16, 3)  (N, 3)                51
+        ---------------------------------------------
+        total: 131 parameters
+        """
+        return summary_table(self, input_shape)
+
+    def predict(self, X: Any, batch_size: int = 256) -> Any:
+        """Class probabilities for the inputs ``X``: softmax of the outputs (logits) along
+        their last axis.
+
+        ``X`` ``(N, *input)`` is an array of the model's library and device, prepared as the
+        training data was (the same normalisation); returns (N, classes) in the output's
+        dtype, in the same library: ``argmax`` along axis 1 is the predicted class. The
+        model runs in evaluation mode (BatchNorm's running statistics, no Dropout) on
+        ``batch_size`` inputs at a time, so memory stays bounded whatever N; afterwards every
+        layer has its previous mode back, also when a batch raises. A forward pass replaces
+        what a pending ``backward`` would have used: call it between training steps.
+
+        >>> import numpy as np
+        >>> from portaconv.layers import Linear
+        >>> from portaconv.models import Sequential
+        >>> net = Sequential(Linear(3, 2, lambda o, i: np.zeros((o, i)), np.zeros))
+        >>> net.predict(np.ones((4, 3)), batch_size=3)  # equal logits: 1/2 each
+        array([[0.5, 0.5],
+               [0.5, 0.5],
+               [0.5, 0.5],
+               [0.5, 0.5]])
+        """
+        owner = f"{self.name}.predict"
+        xp = check_array(owner, X, "X", "(N, ...) of inputs", range(1, 64))
+        batch_size = check_int(owner, "batch_size", batch_size)
+        count = int(X.shape[0])
+        if count == 0:
+            raise ValueError(f"{owner}: X holds no inputs (shape {_shape(X.shape)})")
+        modes = training_modes(self)
+        try:
+            self.eval()
+            # the stop within bounds: the array API leaves a slice past the end unspecified
+            batches = [
+                Softmax(dim=-1).forward(
+                    self.forward(X[start : min(start + batch_size, count), ...])
+                )
+                for start in range(0, count, batch_size)
+            ]
+        finally:
+            restore_modes(modes)
+        return batches[0] if len(batches) == 1 else xp.concat(batches, axis=0)
 
     def train(self, mode: bool = True) -> Model:
         """Training mode for every layer (``mode=False``: evaluation); returns the model."""

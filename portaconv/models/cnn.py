@@ -197,11 +197,6 @@ class CNN(Model):
     def _parametrised_layers(self) -> list[Any]:
         return [*self.convolutional_layers, self.linear_layer]
 
-    def zero_grads(self) -> None:
-        """Set every conv and linear ``dLdW`` and ``dLdb`` to zeros (the handout's name for
-        :meth:`zero_grad`)."""
-        self.zero_grad()
-
     def step(self) -> None:
         """One gradient-descent step: ``W = W - lr * dLdW``, ``b = b - lr * dLdb`` (new arrays)."""
         for layer in self._parametrised_layers():

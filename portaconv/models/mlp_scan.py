@@ -135,7 +135,7 @@ class CNN_SimpleScanningMLP(_ScanningCNN):
     each window position. ``layers`` = [conv1, ReLU, conv2, ReLU, conv3, Flatten].
     Weights: W1 = w1.T reshaped (8, 8, 24), permuted to (8, 24, 8); W2 (16, 8, 1); W3 (4, 16, 1).
 
-    ``A`` (N, 24, 128) -> ``Z`` (N, 124), channel-major (see :meth:`forward`).
+    ``A`` (N, 24, 128) -> ``Z`` (N, 124), channel-major (see ``forward``).
     """
 
     conv_specs = ((IN_CHANNELS, 8, WINDOW, STRIDE), (8, 16, 1, 1), (16, 4, 1, 1))
@@ -151,7 +151,7 @@ class CNN_DistributedScanningMLP(_ScanningCNN):
     conv3 = Conv1d(8, 4, 2, 1), whose receptive field is 8 time steps at a stride of 4.
     Weights come from the shared blocks w1[:48, :2], w2[:4, :8], w3[:16, :4].
 
-    ``A`` (N, 24, 128) -> ``Z`` (N, 124), channel-major (see :meth:`forward`).
+    ``A`` (N, 24, 128) -> ``Z`` (N, 124), channel-major (see ``forward``).
     """
 
     conv_specs = ((IN_CHANNELS, 2, 2, 2), (2, 8, 2, 2), (8, 4, 2, 1))

@@ -6,10 +6,17 @@ construction, +1 per :meth:`LRScheduler.step`). PyTorch computes the same values
 recursively; the two agree to float64 rounding. Because the learning rate depends on
 ``last_epoch`` alone, a schedule resumes exactly from :meth:`LRScheduler.state_dict`.
 
+>>> from portaconv.layers import Linear
+>>> from portaconv.optim import SGD
+>>> optimizer = SGD(Linear(4, 2), lr=0.1)
 >>> scheduler = CosineAnnealingLR(optimizer, T_max=50, warmup_epochs=5)
+>>> rates = [round(optimizer.lr, 4)]    # epoch 0: warmup_start_factor x the peak
 >>> for epoch in range(50):
-...     train_one_epoch(model, optimizer)
+...     pass                            # train one epoch: forward, backward, optimizer.step()
 ...     scheduler.step()
+...     rates.append(round(optimizer.lr, 4))
+>>> rates[:6], rates[-1]                # linear warm-up to the peak, then the cosine to 0
+([0.01, 0.028, 0.046, 0.064, 0.082, 0.1], 0.0)
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ class LRScheduler:
         return f"{self.name}({hyper}, base_lr={self.base_lr!r}, last_epoch={self.last_epoch})"
 
     def lr_at(self, epoch: int) -> float:
-        """The learning rate after ``epoch`` calls of :meth:`step`."""
+        """The learning rate after ``epoch`` calls of :meth:`LRScheduler.step`."""
         raise NotImplementedError
 
     def step(self) -> None:

@@ -14,7 +14,7 @@ split/merge and Equinox's filter_jit do::
 ``step`` loads ``state`` into the attributes, runs the eager step (forward, loss, backward,
 optimizer update: the very code the eager trainer runs) and reads the attributes back. The
 compiler traces it once per batch shape (``torch.compile`` or ``jax.jit``, see
-:func:`portaconv.backend.compile_step`); every later call runs the compiled function and
+``portaconv.backend.compile_step``); every later call runs the compiled function and
 :class:`CompiledStep` loads the new state into the objects.
 
 Host numbers that change during training would compile the step again at every new value,
@@ -64,7 +64,7 @@ class CompiledStep:
     """``step(X, y) -> (loss sum, correct)``, an eager training step of ``model`` updated by
     ``optimizer``, run as one compiled function (see the module's notes).
 
-    ``ValueError`` (from :func:`portaconv.backend.check_compiles`) unless the model's
+    ``ValueError`` (from ``portaconv.backend.check_compiles``) unless the model's
     arrays belong to a library that compiles (torch, JAX).
     """
 

@@ -20,6 +20,21 @@ from .rundir import checkpoint_errors, run_state
 from .trainer import Trainer
 
 
+def model_of_run(path: str | Path, state: dict[str, Any]) -> Any:
+    """The model a run's checkpoint ``state`` (read by ``run_state(path)``, its data checked
+    by ``check_run_data``) names, built on the active backend with its weights loaded."""
+    spec = state["meta"]["model"]
+    model = build_model(spec["name"], spec["input_shape"], spec["classes"])
+    try:
+        model.load_state_dict(state["model"])
+    except (ValueError, TypeError) as exc:  # arrays that do not fit the model it names
+        raise ValueError(
+            f"checkpoint {path}: its weights are not those of the {spec['name']} its metadata "
+            f"names ({exc})"
+        ) from exc
+    return model
+
+
 def evaluate_checkpoint(
     path: str | Path,
     data_dir: str | None = None,
@@ -49,14 +64,7 @@ def evaluate_checkpoint(
     norm = meta["normalisation"]
     X = normalize(X, norm["mean"], norm["std"])
     spec = meta["model"]
-    model = build_model(spec["name"], spec["input_shape"], spec["classes"])
-    try:
-        model.load_state_dict(state["model"])
-    except (ValueError, TypeError) as exc:  # arrays that do not fit the model it names
-        raise ValueError(
-            f"checkpoint {path}: its weights are not those of the {spec['name']} its metadata "
-            f"names ({exc})"
-        ) from exc
+    model = model_of_run(path, state)
     result = Trainer(model, progress=False).evaluate(
         DataLoader(X, y, batch_size=256), spec["classes"]
     )

@@ -10,8 +10,10 @@ channels a group, and L = prod(out) positions::
     grouped   (P > 1)   Z[n, g]     += W_k[g] (M, P) @ window_k(A_pad)[n, g] (P, L)
 
 and backward the same loop: dA_pad's window k receives W_k^T dZ, dW's offset k is the sum
-over samples and positions of dZ times window k (grouped: the copy of the window forward
-made, kept). :func:`offset_loop_applies` says where the
+over samples and positions of dZ times window k. Grouped products need each window
+contiguous: forward and backward copy it into one buffer reused across the offsets, rather
+than forward keeping all ``K^d`` copies for backward (as many fresh arrays as offsets, each
+the size of the input). :func:`offset_loop_applies` says where the
 engine is chosen: stride 1 with one filter a channel (depthwise) or several input channels
 a group (grouped), where it is the faster of the two (BENCHMARKS.md).
 """
@@ -58,16 +60,18 @@ class OffsetLoopConv:
         W_k = W.reshape(G, M, P, -1)  # (G, M, P, K^d): offset k last
         Z = np.empty((N, G, M, *out), dtype=A.dtype)
         Z[...] = b.reshape(G, M, *(1,) * self.nd)
-        scratch = np.empty(Z.shape, dtype=A.dtype) if P == 1 else None
-        self._gathered = []  # grouped: each window's copy, which backward's dW reads again
+        scratch = np.empty(Z.shape, dtype=A.dtype)
+        win = np.empty((N, G, P, *out), dtype=A.dtype) if P > 1 else None
         for k, window in self._windows(out):
             if P == 1:  # depthwise: one weight a channel and output
                 w = W_k[:, :, 0, k].reshape(G, M, *(1,) * self.nd)
                 Z += np.multiply(w, A_pad[window], out=scratch)
-            else:
-                win = A_pad[window].reshape(N, G, P, -1)  # a copy: the window is strided
-                self._gathered.append(win)
-                Z += np.matmul(W_k[:, :, :, k], win).reshape(Z.shape)
+            else:  # the strided window copied contiguous, then one product a group
+                np.copyto(win, A_pad[window])
+                product = scratch.reshape(N, G, M, -1)
+                Z += np.matmul(W_k[:, :, :, k], win.reshape(N, G, P, -1), out=product).reshape(
+                    Z.shape
+                )
         self._A_pad, self._W, self._in_shape, self._out = A_pad, W, tuple(A.shape), out
         return Z.reshape(N, C_out, *out)
 
@@ -83,6 +87,9 @@ class OffsetLoopConv:
         dA_pad = np.zeros_like(A_pad) if need_dA else None
         space = "hwd"[: self.nd]  # einsum's letters for the spatial axes
         scratch = np.empty(dZ_g.shape, dtype=dZ.dtype) if P == 1 and M == 1 else None
+        if P > 1:  # the window's contiguous copy, and its share of dA_pad
+            gathered = np.empty((N, G, P, *out), dtype=A_pad.dtype)
+            dwin = np.empty((N, G, P, L), dtype=A_pad.dtype)
         for k, window in self._windows(out):
             win = A_pad[window]
             if P == 1:  # sums over the strided window where it lies: no copy of it
@@ -94,11 +101,11 @@ class OffsetLoopConv:
                     else:
                         dA_pad[window][:, :, 0] += (w * dZ_g).sum(axis=2)
             else:
-                win = self._gathered[k]
-                dZ_l = dZ_g.reshape(N, G, M, L)
-                dW[:, :, :, k] = np.matmul(dZ_l, win.swapaxes(-1, -2)).sum(axis=0)
+                np.copyto(gathered, win)
+                dZ_l, win_l = dZ_g.reshape(N, G, M, L), gathered.reshape(N, G, P, L)
+                dW[:, :, :, k] = np.matmul(dZ_l, win_l.swapaxes(-1, -2)).sum(axis=0)
                 if need_dA:
-                    dwin = np.matmul(W_k[:, :, :, k].swapaxes(-1, -2), dZ_l)  # (N, G, P, L)
+                    np.matmul(W_k[:, :, :, k].swapaxes(-1, -2), dZ_l, out=dwin)
                     dA_pad[window] += dwin.reshape(N, G, P, *out)
         db = dZ.sum(axis=(0, *range(2, dZ.ndim)))
         dW = dW.reshape(W.shape)
