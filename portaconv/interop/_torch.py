@@ -47,7 +47,7 @@ def to_torch(model: Any) -> Any:
     (``module.eval()`` then gives ``model.eval()``'s outputs).
 
     ``Sequential`` becomes ``nn.Sequential``, ``Residual`` the ``Residual`` module of
-    :mod:`portaconv.interop.torch_modules` (``body(x) + shortcut(x)``), each layer its
+    ``portaconv.interop.torch_modules`` (``body(x) + shortcut(x)``), each layer its
     ``torch.nn`` twin; ``GlobalAvgPool2d`` is ``nn.Sequential(nn.AdaptiveAvgPool2d(1),
     nn.Flatten())``. A layer without a twin (the handout's transposed convolutions and
     resampling, or a model other than Sequential and Residual) is a ``TypeError`` naming it.
@@ -166,7 +166,7 @@ def from_torch(module: Any) -> Any:
     ``nn.AdaptiveAvgPool1d``/``2d``, ``nn.Linear``, the activations portaconv has
     (``ReLU``, ``ReLU6``, ``LeakyReLU``, ``GELU``, ``SiLU``, ``Hardswish``, ``Sigmoid``,
     ``Tanh``, ``Softmax``, ``Identity``), ``nn.Dropout``/``1d``/``2d``, ``nn.Flatten()``
-    and the ``Residual`` of :mod:`portaconv.interop.torch_modules`. Anything else, or an
+    and the ``Residual`` of ``portaconv.interop.torch_modules``. Anything else, or an
     option portaconv's layer lacks, is a ``TypeError`` naming the module and where it is.
     A single module (not a Sequential) gives a single layer.
     """
