@@ -118,7 +118,7 @@ def test_to_torch_gives_the_models_outputs_names_and_values(rng):
 
 
 def test_to_torch_of_zoo_networks_and_its_train_mode(rng):
-    for name, shape, options in ZOO[1:]:
+    for name, shape, options in [row for row in ZOO if row[0] in ("mlp", "resnet", "mobilenet")]:
         model = trained_statistics(build_model(name, shape, 3, **options), rng, (6, *shape))
         x = rng.standard_normal((3, *shape)).astype(np.float32)
         assert_close(torch_forward(to_torch(model), x), forward(model, x))
