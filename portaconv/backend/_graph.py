@@ -24,4 +24,5 @@ def graph_matmul(a: Any, b: Any) -> Any:
     import ndonnx
     from spox.opset.ai.onnx import v21 as op
 
+    a, b = ndonnx.asarray(a), ndonnx.asarray(b)
     return ndonnx.asarray(op.matmul(a.unwrap_spox(), b.unwrap_spox()))

@@ -266,7 +266,7 @@ def relu_grad(grad: Any, A: Any) -> Any:
 def matmul(a: Any, b: Any) -> Any:
     """``a @ b`` for matrices, or stacks of them (the products of Linear, the convolutions'
     forward and the transposed convolution's)."""
-    if is_graph_array(a):
+    if is_graph_array(a) or is_graph_array(b):
         return graph_matmul(a, b)
     if (fast := body("matmul", a, b)) is not None and (found := fast(a, b)) is not None:
         return found
