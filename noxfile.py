@@ -10,9 +10,9 @@ tests-oldest) and the GPU ones; the other CPU sessions deselect them.
 
 The CPU backend sessions (numpy, array_api_strict, torch, jax, and array_api_strict on its
 second device, which checks that every array portaconv creates names its device) share one
-environment, ``.nox/shared-cpu`` with the ``test`` and ``jax`` extras: they need the same
-packages, and torch alone is about 1 GB installed, which each session used to install
-again. ``tests-oldest`` has its own (other versions).
+environment, ``.nox/shared-cpu`` with the ``test``, ``jax`` and ``interop`` extras: they need
+the same packages, and torch alone is about 1 GB installed, which each session used to
+install again. ``tests-oldest`` has its own (other versions).
 """
 
 from __future__ import annotations
@@ -94,7 +94,11 @@ def _shared_python(session: nox.Session) -> str:
     python = os.path.abspath(os.path.join(SHARED_VENV, bin_dir, "python"))
     if not os.path.exists(python):
         session.run(sys.executable, "-m", "venv", SHARED_VENV, external=True)
-    session.run(python, "-m", "pip", "install", "-q", NO_COMPILE, ".[test,jax]", external=True)
+    # interop: the optional formats' packages (safetensors, ONNX), outside `test` because
+    # tests-oldest's NumPy 1.26 cannot take ndonnx
+    session.run(
+        python, "-m", "pip", "install", "-q", NO_COMPILE, ".[test,jax,interop]", external=True
+    )
     return python
 
 

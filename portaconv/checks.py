@@ -15,9 +15,10 @@ import array_api_compat
 from array_api_compat import array_namespace
 
 
-def shape_str(shape: Sequence[int]) -> str:
-    """A shape as Python writes a tuple: ``(2,)``, ``(3, 4)``."""
-    return str(tuple(int(n) for n in shape))
+def shape_str(shape: Sequence[int | None]) -> str:
+    """A shape as Python writes a tuple: ``(2,)``, ``(3, 4)``; an unknown size (None, the
+    batch axis of a graph being recorded) stays None."""
+    return str(tuple(None if n is None else int(n) for n in shape))
 
 
 def counted(count: int, noun: str) -> str:

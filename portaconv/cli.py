@@ -1,9 +1,10 @@
-"""The ``portaconv`` command: ``train``, ``evaluate``, ``predict`` and ``info``.
+"""The ``portaconv`` command: ``train``, ``evaluate``, ``predict``, ``export`` and ``info``.
 
 portaconv train                          # a CNN on the embedded 8x8 digits, well under a minute
 portaconv train --dataset fashion-mnist --epochs 15 --backend torch
 portaconv evaluate --checkpoint runs/digits-cnn-.../checkpoint.npz
 portaconv predict --checkpoint runs/digits-cnn-.../best.npz digit.png more.npy --top 3
+portaconv export --checkpoint runs/digits-cnn-.../best.npz --format onnx --out cnn.onnx
 portaconv info                           # backends, devices, versions, the active choice
 """
 
@@ -353,6 +354,26 @@ def _parser() -> argparse.ArgumentParser:
     _backend_args(predict)
     predict.set_defaults(run=_predict)
 
+    export = sub.add_parser(
+        "export",
+        help="write a checkpoint's model as ONNX, safetensors or a PyTorch file",
+        description="Rebuild the model a checkpoint holds and write it in another tool's "
+        "format (portaconv.interop); a summary (with the input normalisation the network "
+        "expects) as JSON on stdout.",
+    )
+    export.add_argument(
+        "--checkpoint", required=True, metavar="CK", help="a checkpoint.npz or best.npz (required)"
+    )
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "safetensors", "torch"),
+        help="onnx: the eval forward traced, checked with onnxruntime; safetensors: the "
+        "parameters and buffers; torch: a torch.export program (required)",
+    )
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write (required)")
+    export.set_defaults(run=_export)
+
     info = sub.add_parser("info", help="backends installed, devices seen, versions")
     info.add_argument("--json", action="store_true", help="print JSON (default: text)")
     info.set_defaults(run=_info)
@@ -426,6 +447,18 @@ def _predict(args: argparse.Namespace) -> int:
     )
     for row in rows:
         print(format_row(row))
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .interop import MissingDependencyError
+    from .interop._export import export_checkpoint
+
+    try:
+        summary = export_checkpoint(args.checkpoint, args.format, args.out)
+    except MissingDependencyError as exc:  # an optional package: a setup mistake, status 2
+        raise ValueError(str(exc)) from exc
+    print(dumps(summary, indent=2))
     return EXIT_OK
 
 

@@ -47,6 +47,10 @@ def restores_the_checkpoint(stdout: str) -> None:
     assert "same predictions" in stdout, "the restored model predicts otherwise"
 
 
+def round_trips_bitwise(stdout: str) -> None:
+    assert "safetensors round trip bitwise" in stdout, "the reloaded parameters differ"
+
+
 #: What each script's output must show, beyond exit status 0 and some output.
 EXPECTED: dict[str, list] = {
     "digits_cnn.py": [accuracy_at_least(0.95), restores_the_checkpoint],
@@ -54,6 +58,10 @@ EXPECTED: dict[str, list] = {
     "train_cnn1d.py": [accuracy_at_least(0.95, r"test accuracy ([0-9.]+) after"), settles],
     "predict_digits.py": [accuracy_at_least(0.9, r"accuracy of model\.predict .*: ([0-9.]+)")],
     "handout_resblock.py": [accuracy_at_least(90, r"test accuracy .*: ([0-9.]+)%")],
+    "export_onnx.py": [
+        accuracy_at_least(0.85, r"onnxruntime test accuracy ([0-9.]+)"),
+        round_trips_bitwise,
+    ],
 }
 
 

@@ -28,7 +28,15 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from . import fast
-from ._windows import col2im, conv_out_size, im2col, pad_pairs, pad_spatial, swap_leading_axes
+from ._windows import (
+    col2im,
+    conv_out_size,
+    im2col,
+    matmul,
+    pad_pairs,
+    pad_spatial,
+    swap_leading_axes,
+)
 
 
 def _per_axis(value: int | Sequence[int], nd: int) -> tuple[int, ...]:
@@ -61,21 +69,22 @@ class ReferenceConv:
 
     def forward(self, A: Any, W: Any, b: Any) -> Any:
         xp, G = array_namespace(A, W), self.groups
-        N, C_out = A.shape[0], W.shape[0]
+        C_out = W.shape[0]
         padded = pad_spatial(swap_leading_axes(A), self.padding)  # (C_in, N, *in_pad)
         out = tuple(
             conv_out_size(n, k, s, 0, d)
             for n, k, s, d in zip(padded.shape[2:], self.kernel, self.stride, self.dilation)
         )
         cols = im2col(padded, self.kernel, self.stride, out, self.dilation)
-        self._cols = xp.reshape(cols, (G, -1, N * math.prod(out)))  # (G, C_in/G P, N L)
+        # -1 for N L: the batch size may be unknown (None) while a graph is recorded
+        self._cols = xp.reshape(cols, (G, cols.shape[0] * cols.shape[1] // G, -1))
         self._W, self._in_shape, self._padded_shape = W, tuple(A.shape), tuple(padded.shape)
         self._out, self._bias = out, b is not None
-        Z = xp.matmul(xp.reshape(W, (G, C_out // G, -1)), self._cols)  # (G, C_out/G, N L)
-        Z = xp.reshape(Z, (C_out, N * math.prod(out)))
+        Z = matmul(xp.reshape(W, (G, C_out // G, -1)), self._cols)  # (G, C_out/G, N L)
+        Z = xp.reshape(Z, (C_out, -1))  # (C_out, N L)
         if b is not None:
             Z = Z + xp.reshape(b, (C_out, 1))
-        return swap_leading_axes(xp.reshape(Z, (C_out, N, *out)))
+        return swap_leading_axes(xp.reshape(Z, (C_out, -1, *out)))
 
     def backward(self, dZ: Any, need_dA: bool = True) -> tuple[Any, Any, Any]:
         xp, W, G = array_namespace(dZ), self._W, self.groups

@@ -17,6 +17,7 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from ._arrays import slice_add, slice_set
+from ._graph import graph_matmul, is_graph_array
 from .fast import body
 
 
@@ -54,11 +55,33 @@ def pad_spatial(x: Any, padding: Sequence[int | Sequence[int]], value: float = 0
         return fast(x, pairs, value)
     xp = array_namespace(x)
     lead = x.ndim - len(pairs)
+    if None in x.shape:  # a size unknown while a lazy library records a graph (ONNX export)
+        return _pad_by_concat(x, pairs, value)
     spatial = x.shape[lead:]
     shape = (*x.shape[:lead], *(n + left + right for n, (left, right) in zip(spatial, pairs)))
     padded = xp.full(shape, value, dtype=x.dtype, device=device(x))
     interior = (...,) + tuple(slice(left, left + n) for n, (left, _) in zip(spatial, pairs))
     return slice_set(padded, interior, x)
+
+
+def _pad_by_concat(x: Any, pairs: Sequence[tuple[int, int]], value: float) -> Any:
+    """:func:`pad_spatial` for an array with a size of None (the array API's "unknown",
+    e.g. the batch axis of a graph being recorded): no array of the padded shape can be
+    created, so each spatial axis is extended in turn by concatenating bands of ``value``,
+    each a ``full_like`` of a one-wide slice of the array itself (which knows its sizes)."""
+    xp = array_namespace(x)
+    lead = x.ndim - len(pairs)
+    shape = [*x.shape[:lead]] + [
+        None if n is None else n + left + right for n, (left, right) in zip(x.shape[lead:], pairs)
+    ]
+    for axis, (left, right) in enumerate(pairs, start=lead):
+        if not left and not right:
+            continue
+        edge = xp.full_like(x[(slice(None),) * axis + (slice(0, 1), ...)], value)
+        x = xp.concat([edge] * left + [x] + [edge] * right, axis=axis)
+    if shape.count(None) == 1:  # a library that lost the known sizes on the way gets them back
+        x = xp.reshape(x, tuple(-1 if n is None else n for n in shape))
+    return x
 
 
 def window_index(
@@ -158,7 +181,7 @@ def window_max(
     xp = array_namespace(x)
     views = windows(x, kernel_size, stride, out_size)
     Z = views[0]
-    argmax = xp.zeros(Z.shape, dtype=xp.int32, device=device(x))
+    argmax = xp.zeros_like(Z, dtype=xp.int32)  # Z's shape, whether or not every size is known
     for k, view in enumerate(views[1:], start=1):
         # strictly greater keeps the first maximum; a NaN wins over any number, once
         better = (view > Z) | (xp.isnan(view) & ~xp.isnan(Z))
@@ -241,7 +264,10 @@ def relu_grad(grad: Any, A: Any) -> Any:
 
 
 def matmul(a: Any, b: Any) -> Any:
-    """``a @ b`` for matrices (Linear's and the transposed convolution's products)."""
+    """``a @ b`` for matrices, or stacks of them (the products of Linear, the convolutions'
+    forward and the transposed convolution's)."""
+    if is_graph_array(a) or is_graph_array(b):
+        return graph_matmul(a, b)
     if (fast := body("matmul", a, b)) is not None and (found := fast(a, b)) is not None:
         return found
     return array_namespace(a, b).matmul(a, b)

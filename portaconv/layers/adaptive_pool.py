@@ -25,6 +25,7 @@ from typing import Any
 
 from array_api_compat import device
 
+from ..backend._windows import matmul
 from ..checks import check_int_tuple, shape_str
 from ._base import Layer, spec_of
 from .pool import per_axis
@@ -69,8 +70,8 @@ class _AdaptiveAvgPoolNd(Layer):
         P = self._matrices = tuple(
             averaging_matrix(xp, n, o, A.dtype, device(A)) for n, o in zip(in_size, self._out)
         )
-        Z = xp.matmul(A, xp.matrix_transpose(P[-1]))
-        return Z if self._nd == 1 else xp.matmul(P[0], Z)
+        Z = matmul(A, xp.matrix_transpose(P[-1]))
+        return Z if self._nd == 1 else matmul(P[0], Z)
 
     def backward(self, dLdZ: Any) -> Any:
         """``dLdZ`` (N, C, *output_size) -> ``dLdA`` (N, C, *in)."""

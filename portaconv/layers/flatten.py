@@ -21,7 +21,8 @@ class Flatten(Layer):
     def forward(self, A: Any) -> Any:
         xp = self._array_arg(A, "A", "(N, ...)", range(1, 64))
         self._in_shape, self._spec = tuple(A.shape), spec_of(A)
-        return xp.reshape(A, (A.shape[0], math.prod(A.shape[1:])))
+        N = -1 if A.shape[0] is None else A.shape[0]  # None: unknown while a graph is recorded
+        return xp.reshape(A, (N, math.prod(A.shape[1:])))
 
     def backward(self, dLdZ: Any) -> Any:
         self._forward_done("_in_shape")

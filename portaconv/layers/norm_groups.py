@@ -80,11 +80,12 @@ class _SampleNorm(Layer):
         self._check(A)
         A, *params = self._promote(A)
         xp = array_namespace(A)
-        grouped = xp.reshape(A, self._grouped_shape(tuple(A.shape)))
+        shape = tuple(-1 if n is None else n for n in A.shape)  # None: a graph's unknown batch
+        grouped = xp.reshape(A, self._grouped_shape(shape))
         centered = grouped - xp.mean(grouped, axis=-1, keepdims=True)
         V = xp.mean(centered * centered, axis=-1, keepdims=True)
         self._inv_std = 1.0 / xp.sqrt(V + self.eps)
-        self._NZ = xp.reshape(centered * self._inv_std, tuple(A.shape))
+        self._NZ = xp.reshape(centered * self._inv_std, shape)
         self._spec = spec_of(A)
         if not self._affine:
             return self._NZ

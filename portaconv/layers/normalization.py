@@ -87,12 +87,12 @@ class _BatchNorm(Layer):
         Z, BW, Bb, running_M, running_V = self._checked_input(Z, eval)
         xp = array_namespace(Z)
         axes = (0, *range(2, Z.ndim))
-        n = math.prod([Z.shape[a] for a in axes])  # values per channel
         channel = (1, self.num_features, *(1,) * (Z.ndim - 2))
         if use_batch and self.sync is not None:
             M, V, n, self._share = _global_statistics(self.sync, Z, axes)
         elif use_batch:
             M, V = xp.mean(Z, axis=axes), None
+            n = math.prod([Z.shape[a] for a in axes])  # values per channel
         else:
             M, V = running_M, running_V
         centered = Z - xp.reshape(M, channel)

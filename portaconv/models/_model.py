@@ -29,9 +29,11 @@ from ._summary import parameter_count, restore_modes, summary_table, training_mo
 # ------------------------------------------------------------------ checks shared by the models
 
 
-def _shape(shape: Any) -> tuple[int, ...]:
-    """A shape as a plain tuple of ints (torch.Size and friends print differently)."""
-    return tuple(int(n) for n in shape)
+def _shape(shape: Any) -> tuple[int | None, ...]:
+    """A shape as a plain tuple of ints (torch.Size and friends print differently); None
+    stays None (a size a lazy library does not know while it records a graph: the batch
+    axis of an ONNX export)."""
+    return tuple(None if n is None else int(n) for n in shape)
 
 
 def _gradient_shape(model: str, grad: Any, arg: str, expected: tuple[int, ...] | None) -> None:
