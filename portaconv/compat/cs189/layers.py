@@ -211,10 +211,14 @@ class FullyConnected(_Trainable):
         """Draw ``W`` (n_in, n_out) with the initialiser and zero ``b`` (1, n_out)."""
         self.n_in = check_int("FullyConnected", "X_shape[1]", X_shape[1])
         W = _like_input(self.init_weights((self.n_in, self.n_out)), X)
-        b = array_namespace(W).zeros((1, self.n_out), dtype=W.dtype, device=device(W))
+        xp = array_namespace(W)
+        b = xp.zeros((1, self.n_out), dtype=W.dtype, device=device(W))
         self._store(W, b)
         self._layer = _layers.Linear(
-            self.n_in, self.n_out, weight_init_fn=lambda *_: W.T, bias_init_fn=lambda *_: b[0]
+            self.n_in,
+            self.n_out,
+            weight_init_fn=lambda *_: xp.matrix_transpose(W),
+            bias_init_fn=lambda *_: xp.reshape(b, (self.n_out,)),
         )
 
     def forward(self, X: Any) -> Any:
@@ -288,7 +292,7 @@ class Conv2D(_Trainable):
             stride=self.stride,
             padding=self.pad,
             weight_init_fn=lambda *_: xp.permute_dims(W, (3, 2, 0, 1)),
-            bias_init_fn=lambda *_: b[0],
+            bias_init_fn=lambda *_: xp.reshape(b, (self.n_out,)),
         )
 
     def forward(self, X: Any) -> Any:
