@@ -27,6 +27,7 @@ from portaconv.compat.cs189 import (
     activations,
     datasets,
     layers,
+    logs,
     losses,
     models,
     optimizers,
@@ -494,7 +495,7 @@ optimizer_args = AttrDict({"name": "SGD", "lr": 0.01, "lr_scheduler": "exponenti
 model_args = AttrDict({"name": "feed_forward", "loss": "cross_entropy",
                        "layer_args": layer_args, "optimizer_args": optimizer_args, "seed": 0})
 data_args = AttrDict({"name": "iris", "batch_size": 4})
-log_args = AttrDict({"save": True, "plot": True, "save_dir": "experiments/"})
+log_args = AttrDict({"save": True, "plot": False, "save_dir": "experiments/"})
 
 import numpy as np
 
@@ -584,12 +585,26 @@ def test_course_scripts_run_unchanged_on_re_exporting_modules(tmp_path):
         assert run.returncode == 0, f"{script}:\n{run.stdout}\n{run.stderr}"
         assert "Epoch 1 Training Loss: " in run.stdout and "Test Loss: " in run.stdout, run.stdout
     run_dir = tmp_path / "experiments" / "feed_forward_2layers_5-lr0.01_mom0.9_seed0"
-    for name in ("model_args", "data_args", "log", "loss.png", "error.png", "W0.png"):
+    for name in ("model_args", "data_args", "log"):
         assert (run_dir / name).is_file(), name
     log = pickle.loads((run_dir / "log").read_bytes())
     assert len(log["loss"]["train"]) == 2 == len(log["error"]["validate"])
     saved = pickle.loads((run_dir / "parameters_epoch2").read_bytes())
     assert saved[0]["W"].shape == (4, 5) and saved[1]["W"].shape == (5, 3)
+
+
+def test_logger_saves_and_plots(tmp_path):
+    logger = logs.Logger("run", {"lr": 0.1}, {"name": "iris"}, save=True, plot=True,
+                         save_dir=f"{tmp_path}/")  # fmt: skip
+    for epoch in range(2):
+        logger.push({"loss": {"train": 1.0 / (epoch + 1), "validate": 2.0},
+                     "error": {"train": 0.5, "validate": 0.25}})  # fmt: skip
+    saved = pickle.loads((tmp_path / "run" / "log").read_bytes())
+    assert saved == {"loss": {"train": [1.0, 0.5], "validate": [2.0, 2.0]},
+                     "error": {"train": [0.5, 0.5], "validate": [0.25, 0.25]}}  # fmt: skip
+    assert pickle.loads((tmp_path / "run" / "model_args").read_bytes()) == {"lr": 0.1}
+    for figure in ("loss.png", "error.png"):
+        assert (tmp_path / "run" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
 
 
 # ----------------------------------------------------------------------- backends
