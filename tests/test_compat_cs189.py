@@ -441,6 +441,11 @@ def test_unknown_names_are_value_errors_and_the_packages_not_implemented(make, m
     assert isinstance(info.value, NotImplementedError) and "valid names are" in str(info.value)
 
 
+def backward_after(layer, X_shape, dLdY_shape):
+    layer.forward(np.random.randn(*X_shape))
+    return layer.backward(np.ones(dLdY_shape))
+
+
 BAD = [
     (lambda: layers.Conv2D(2, (3, 3), "relu", pad="full"), ValueError,
      r"^Conv2D: pad must be 'same', 'valid' or an integer >= 0, got 'full'"),
@@ -459,6 +464,10 @@ BAD = [
     (lambda: losses.CrossEntropy("cross_entropy").forward(np.ones((2, 3)), np.ones((2, 4))),
      ValueError, r"^CrossEntropy: Y and Y_hat must have the same shape"),
     (lambda: layers.Flatten(keep_dim="middle"), ValueError, r"^Flatten: keep_dim must be"),
+    (lambda: backward_after(layers.Pool2D(2, stride=2), (2, 4, 4, 3), (2, 2, 3, 2)), ValueError,
+     r"^Pool2D: dLdY must have the forward output's shape \(2, 2, 2, 3\), got \(2, 2, 3, 2\)"),
+    (lambda: backward_after(layers.Conv2D(2, 3, "relu"), (2, 4, 4, 3), (2, 4, 4, 3)), ValueError,
+     r"^Conv2D: dLdY must have the forward output's shape \(2, 4, 4, 2\)"),
 ]  # fmt: skip
 
 

@@ -123,6 +123,16 @@ class Layer(ABC):
             raise ValueError(f"{type(self).__name__}: backward called before forward")
         return value
 
+    def _upstream(self, dLdY: Any, shape: tuple[int, ...]) -> None:
+        """``dLdY`` must be a float array of the forward output's ``shape``."""
+        owner = type(self).__name__
+        check_array(owner, dLdY, "dLdY", "(the forward output's shape)", len(shape))
+        if tuple(dLdY.shape) != tuple(shape):
+            raise ValueError(
+                f"{owner}: dLdY must have the forward output's shape {shape_str(shape)}, "
+                f"got {shape_str(dLdY.shape)}"
+            )
+
 
 def _pad_pair(owner: str, pad: Any, kernel_shape: tuple[int, int]) -> tuple[int, int]:
     """The package's padding: "same" -> (k - 1) // 2 per axis, "valid" -> 0, an int p -> p."""
@@ -241,6 +251,7 @@ class FullyConnected(_Trainable):
     def backward(self, dLdY: Any) -> Any:
         """dL/d(out) (N, n_out) -> dL/dX (N, n_in); fills ``gradients``."""
         Z = self._forwarded("Z")
+        self._upstream(dLdY, Z.shape)
         xp = array_namespace(Z)
         dX = self._layer.backward(self.activation.backward(Z, dLdY))
         self.gradients["W"] = xp.matrix_transpose(self._layer.dLdW)
@@ -315,6 +326,7 @@ class Conv2D(_Trainable):
     def backward(self, dLdY: Any) -> Any:
         """dL/d(out) (N, H_out, W_out, C_out) -> dL/dX (N, H, W, C_in); fills ``gradients``."""
         Z = self._forwarded("Z")
+        self._upstream(dLdY, Z.shape)
         xp = array_namespace(Z)
         dZ = self.activation.backward(Z, dLdY)
         dX = _nhwc(xp, self._layer.backward(_nchw(xp, dZ)))
@@ -375,7 +387,9 @@ class Pool2D(Layer):
         """dL/d(pooled) (N, H_out, W_out, C) -> dL/dX (N, H, W, C)."""
         X = self._forwarded("X")
         xp = array_namespace(X)
-        check_array("Pool2D", dLdY, "dLdY", _NHWC, 4)
+        self._upstream(
+            dLdY, (*X.shape[:1], self.cache["out_rows"], self.cache["out_cols"], X.shape[3])
+        )
         dX_padded = self._layer.backward(_nchw(xp, dLdY))
         (top, left), (rows, cols) = self.pad, X.shape[1:3]
         return _nhwc(xp, dX_padded[:, :, top : top + rows, left : left + cols])
