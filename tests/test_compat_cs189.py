@@ -234,6 +234,11 @@ def test_parameters_are_read_afresh_in_place_or_replaced():
     replaced = np.random.randn(4, 2)
     close(layer.forward_with_param("W", X)(replaced), X @ replaced + b, "forward_with_param")
 
+    conv = layers.Conv2D(n_out=2, kernel_shape=1, activation="linear")  # parameters set by hand
+    conv.n_in, conv.parameters = 3, {"W": np.random.randn(1, 1, 3, 2), "b": np.ones((1, 2))}
+    X = np.random.randn(2, 4, 5, 3)
+    close(conv.forward(X), X @ conv.parameters["W"][0, 0] + 1.0, "Conv2D given its parameters")
+
 
 # ---------------------------------------------------------------------- loss, model
 

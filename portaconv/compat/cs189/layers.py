@@ -186,10 +186,22 @@ class _Trainable(Layer):
         self.activation = initialize_activation(activation)
         weight_init = "xavier_uniform" if weight_init is None else weight_init
         self.init_weights = initialize_weights(weight_init, activation=activation)
-        self._layer: Any = None  # the portaconv layer, built with the parameters
+        self._layer: Any = None  # the portaconv layer, built at the first forward
+
+    def _build(self, W: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def _run(self, A: Any, W: Any, b: Any) -> Any:
+        """The portaconv layer's forward of ``A`` with ``W`` and ``b`` in its layout: the
+        parameters as they are now (the package updates them in place or replaces them)."""
+        if self._layer is None:
+            self._layer = self._build(W, b)
+        self._layer.W, self._layer.b = W, b
+        return self._layer.forward(A)
 
     def _store(self, W: Any, b: Any) -> None:
         xp = array_namespace(W)
+        self._layer = None  # built anew, for these parameters, at the next forward
         self.parameters = OrderedDict({"W": W, "b": b})
         self.cache = OrderedDict({"Z": [], "X": []})
         self.gradients = OrderedDict({"W": xp.zeros_like(W), "b": xp.zeros_like(b)})
@@ -221,14 +233,12 @@ class FullyConnected(_Trainable):
         """Draw ``W`` (n_in, n_out) with the initialiser and zero ``b`` (1, n_out)."""
         self.n_in = check_int("FullyConnected", "X_shape[1]", X_shape[1])
         W = _like_input(self.init_weights((self.n_in, self.n_out)), X)
-        xp = array_namespace(W)
-        b = xp.zeros((1, self.n_out), dtype=W.dtype, device=device(W))
+        b = array_namespace(W).zeros((1, self.n_out), dtype=W.dtype, device=device(W))
         self._store(W, b)
-        self._layer = _layers.Linear(
-            self.n_in,
-            self.n_out,
-            weight_init_fn=lambda *_: xp.matrix_transpose(W),
-            bias_init_fn=lambda *_: xp.reshape(b, (self.n_out,)),
+
+    def _build(self, W: Any, b: Any) -> Any:
+        return _layers.Linear(
+            self.n_in, self.n_out, weight_init_fn=lambda *_: W, bias_init_fn=lambda *_: b
         )
 
     def forward(self, X: Any) -> Any:
@@ -242,9 +252,7 @@ class FullyConnected(_Trainable):
                 f"{shape_str(X.shape)}"
             )
         W, b = self._check_parameters((self.n_in, self.n_out))
-        self._layer.W = xp.matrix_transpose(W)
-        self._layer.b = xp.reshape(b, (self.n_out,))
-        Z = self._layer.forward(X)
+        Z = self._run(X, xp.matrix_transpose(W), xp.reshape(b, (self.n_out,)))
         self.cache["Z"], self.cache["X"] = Z, X
         return self.activation(Z)
 
@@ -292,18 +300,20 @@ class Conv2D(_Trainable):
         """Draw ``W`` (kh, kw, C_in, C_out), zero ``b`` (1, C_out), resolve ``pad``."""
         self.n_in = check_int("Conv2D", "X_shape[3]", X_shape[3])
         W = _like_input(self.init_weights((*self.kernel_shape, self.n_in, self.n_out)), X)
-        xp = array_namespace(W)
-        b = xp.zeros((1, self.n_out), dtype=W.dtype, device=device(W))
+        b = array_namespace(W).zeros((1, self.n_out), dtype=W.dtype, device=device(W))
         self._store(W, b)
         self.pad = _pad_pair("Conv2D", self.pad, self.kernel_shape)
-        self._layer = _layers.Conv2d(
+
+    def _build(self, W: Any, b: Any) -> Any:
+        self.pad = _pad_pair("Conv2D", self.pad, self.kernel_shape)
+        return _layers.Conv2d(
             self.n_in,
             self.n_out,
             kernel_size=self.kernel_shape,
             stride=self.stride,
             padding=self.pad,
-            weight_init_fn=lambda *_: xp.permute_dims(W, (3, 2, 0, 1)),
-            bias_init_fn=lambda *_: xp.reshape(b, (self.n_out,)),
+            weight_init_fn=lambda *_: W,
+            bias_init_fn=lambda *_: b,
         )
 
     def forward(self, X: Any) -> Any:
@@ -317,9 +327,8 @@ class Conv2D(_Trainable):
                 f"{shape_str(X.shape)}"
             )
         W, b = self._check_parameters((*self.kernel_shape, self.n_in, self.n_out))
-        self._layer.W = xp.permute_dims(W, (3, 2, 0, 1))
-        self._layer.b = xp.reshape(b, (self.n_out,))
-        Z = _nhwc(xp, self._layer.forward(_nchw(xp, X)))
+        W_oihw, bias = xp.permute_dims(W, (3, 2, 0, 1)), xp.reshape(b, (self.n_out,))
+        Z = _nhwc(xp, self._run(_nchw(xp, X), W_oihw, bias))
         self.cache["Z"], self.cache["X"] = Z, X
         return self.activation(Z)
 
