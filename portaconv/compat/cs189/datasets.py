@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from ...backend import to_backend
-from ...backend._arrays import supplied_dtype
+from ...backend import get_backend, to_backend
 from ...data import load_dataset, train_val_split
 from .utils import integers_to_one_hot, unknown_name
 
@@ -48,7 +47,10 @@ _LOADERS = {
 
 
 def _on_backend(x: np.ndarray) -> Any:
-    return to_backend(x, dtype=supplied_dtype(x))
+    """``x`` on the active backend, float32 or float64 as it is (else the backend's dtype)."""
+    xp = get_backend().xp
+    kept = x.dtype.name if x.dtype.name in ("float32", "float64") else None
+    return to_backend(x, dtype=getattr(xp, kept) if kept else None)
 
 
 def _course_files(name: str) -> dict[str, str] | None:

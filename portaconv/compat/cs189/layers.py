@@ -51,7 +51,6 @@ from array_api_compat import array_namespace, device
 
 from ... import layers as _layers
 from ...backend import get_backend
-from ...backend._windows import pad_spatial
 from ...checks import check_array, check_int, shape_str
 from .activations import initialize_activation
 from .utils import unknown_name
@@ -166,6 +165,18 @@ def _like_input(value: Any, X: Any | None) -> Any:
         return backend.xp.asarray(value, dtype=backend.xp.float64, device=backend.device)
     xp = array_namespace(X)
     return xp.asarray(value, dtype=X.dtype, device=device(X))
+
+
+def _zero_padded(xp: Any, A: Any, rows: int, cols: int) -> Any:
+    """``A`` (N, C, H, W) with ``rows`` zeros above and below and ``cols`` on each side."""
+    n, c, h, w = A.shape
+    if rows:
+        zeros = xp.zeros((n, c, rows, w), dtype=A.dtype, device=device(A))
+        A = xp.concat([zeros, A, zeros], axis=2)
+    if cols:
+        zeros = xp.zeros((n, c, h + 2 * rows, cols), dtype=A.dtype, device=device(A))
+        A = xp.concat([zeros, A, zeros], axis=3)
+    return A
 
 
 def _nchw(xp: Any, X: Any) -> Any:
@@ -386,7 +397,7 @@ class Pool2D(Layer):
                     f"Pool2D: kernel_shape={self.kernel_shape} is larger than the padded input "
                     f"(axis {axis + 1}: {n} + 2 * {p}) of X with shape {shape_str(X.shape)}"
                 )
-        padded = pad_spatial(_nchw(xp, X), self.pad)
+        padded = _zero_padded(xp, _nchw(xp, X), *self.pad)
         pooled = _nhwc(xp, self._layer.forward(padded))
         self.cache["X"] = X
         self.cache["out_rows"], self.cache["out_cols"] = pooled.shape[1], pooled.shape[2]
