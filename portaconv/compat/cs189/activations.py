@@ -52,9 +52,9 @@ class Activation(ABC):
     def forward(self, Z: Any) -> Any:
         """f(Z), elementwise (``SoftMax``: along the last axis)."""
 
-    @abstractmethod
     def backward(self, Z: Any, dY: Any) -> Any:
         """dL/dZ from ``Z`` (forward's input) and ``dY`` = dL/df(Z), both of Z's shape."""
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
 
 
 class _PortaconvActivation(Activation):

@@ -86,8 +86,8 @@ class Layer(ABC):
     @abstractmethod
     def forward(self, X: Any) -> Any: ...
 
-    @abstractmethod
-    def backward(self, dLdY: Any) -> Any: ...
+    def backward(self, dLdY: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
 
     def clear_gradients(self) -> None:
         """Empty the cache and set every gradient to zeros."""
