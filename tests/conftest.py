@@ -300,6 +300,9 @@ ONLY_WHERE: dict[str, Callable[[str, Any, str | None], bool]] = {
     "test_residual.py::test_residual_network_on_the_reference_half_matches_torch":
         _has_native_bodies,
     "test_residual.py::test_compiled_steps_give_the_eager_steps_results": _compiles,
+    # on JAX: the NHWC wrappers are array-API calls around portaconv's layers, which the
+    # conformance table checks on JAX; this one network would compile each operation anew
+    "test_compat_cs189.py::test_network_step_on_the_backend": _not_on_jax,
     "test_residual.py::test_a_resumed_run_gives_the_uninterrupted_weights":
         _float64_runs_on_numpy,
 }  # fmt: skip

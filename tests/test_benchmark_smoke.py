@@ -100,6 +100,7 @@ def runs(tmp_path_factory):
             str(d / "c.json"),
         ),
         "iris": ("iris_cv.py", "--quick"),
+        "cs189": ("cs189_results.py", "--quick", "--json", str(d / "cs189.json")),
         "gpu": ("gpu_check.py", "--dry-run"),
     }
     if mpiexec():
@@ -147,6 +148,10 @@ PUBLIC_MODULES = {
     "portaconv.train.experiment",
     "portaconv.data",
     "portaconv.distributed",
+    # the CS189 package's API (portaconv.compat.cs189), which cs189_results.py measures
+    "portaconv.compat.cs189.datasets",
+    "portaconv.compat.cs189.models",
+    "portaconv.compat.cs189.utils",
 }
 
 
@@ -196,6 +201,7 @@ BAD_ARGUMENTS = {
     "compiled_step.py": ["--sides", "nope"],
     "mpi_scaling.py": ["--ranks", "1"],
     "iris_cv.py": ["--repeats", "0"],
+    "cs189_results.py": ["--mlp-epochs", "0"],
     "gpu_check.py": ["--backends", "nope"],
 }
 
@@ -301,6 +307,15 @@ def test_iris_cv_quick(runs):
     out, _ = finished(runs, "iris")
     assert "nested (recipe chosen by inner CV)" in out
     assert out.count("chosen") == 3  # the nested line and two grid entries
+
+
+def test_cs189_results_quick(runs):
+    out, _ = finished(runs, "cs189")
+    rows = report(runs, "cs189.json")["rows"]
+    assert [r["run"] for r in rows] == ["iris ffnn", "fashion-mnist mlp", "fashion-mnist lenet"]
+    for row in rows:
+        assert 0 <= row["test_accuracy"] <= 1 and row["seconds"] > 0, row
+        assert f"| {row['run']} | {row['epochs']} |" in out
 
 
 def test_mpi_scaling_quick(runs):
