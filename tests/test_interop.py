@@ -12,19 +12,18 @@ from __future__ import annotations
 import re
 import sys
 
+import ndonnx  # noqa: F401  (the interop extra: every one of these must be installed)
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+import safetensors.numpy as safetensors_numpy
+import torch
 
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-torch = pytest.importorskip("torch")
-pytest.importorskip("ndonnx")
-
-import portaconv  # noqa: E402
-from portaconv import layers as L  # noqa: E402
-from portaconv.cli import main  # noqa: E402
-from portaconv.interop import (  # noqa: E402
+import portaconv
+from portaconv import layers as L
+from portaconv.cli import main
+from portaconv.interop import (
     MissingDependencyError,
     export_onnx,
     from_torch,
@@ -33,9 +32,9 @@ from portaconv.interop import (  # noqa: E402
     to_torch,
     torch_name,
 )
-from portaconv.interop.torch_modules import Residual as TorchResidual  # noqa: E402
-from portaconv.models import Residual, Sequential, build_model  # noqa: E402
-from portaconv.train import Trainer  # noqa: E402
+from portaconv.interop.torch_modules import Residual as TorchResidual
+from portaconv.models import Residual, Sequential, build_model
+from portaconv.train import Trainer
 
 nn = torch.nn
 
