@@ -10,7 +10,7 @@ Fans, as the package defines them (``_get_fan``): ``fan_in = shape[0]``,
 and ``C_out``. Gains (``_calculate_gain``): 5/3 for "tanh", sqrt(2) for "relu", 1 for the
 rest.
 
-==================  =====================================================================
+===================  =====================================================================
 ``zeros``, ``ones``  all 0, all 1
 ``identity``         the identity matrix (square shapes only)
 ``uniform``          U(-1, 1)
@@ -21,7 +21,7 @@ rest.
 ``xavier_normal``    N(0, gain sqrt(2 / (fan_in + fan_out)))
 ``he_uniform``       U(-a, a), a = sqrt(3) gain / sqrt(fan) (``mode``: "fan_in" by default)
 ``he_normal``        N(0, gain / sqrt(fan))
-==================  =====================================================================
+===================  =====================================================================
 
 >>> import numpy as np
 >>> from portaconv.compat.cs189.weights import initialize_weights
