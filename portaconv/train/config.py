@@ -74,6 +74,9 @@ MODEL_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # --seed 0 to 3), against 97.76 % at the CNN's 2e-3 and 98.28 % at 1e-2; 20 epochs
     # instead of 10 gave 97.59 % against 98.28 % (seeds 0 and 1)
     ("digits", "mobilenet"): dict(lr=5e-3),
+    # the dataset's recipe for 30 epochs: validation accuracy 92.77 % at the end (best 92.98 %
+    # at epoch 27), against 91.75 % after 12 (both still rising at 12, level from 27 on)
+    ("fashion-mnist", "resnet"): dict(epochs=30),
 }
 
 
